@@ -1,0 +1,127 @@
+"""The Celery app: Redis as broker and result backend, priorities, late acks, task events.
+
+`create_app(url)` builds an app bound to one Redis; each `DownloadQueueService` gets its own,
+so two services in one process may talk to two Redis servers. `celery -A
+downloader.celery_app worker` finds the module attribute `app`, created on first access from
+the settings (and the embedded Redis when no URL is configured), so importing this module
+starts nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+
+import redis
+import requests
+from celery import Celery
+
+from downloader.config import Settings
+from downloader.events import EventPublisher
+from downloader.store import JobStore, Keys
+
+PRIORITY_LEVELS = 10
+"""Celery's Redis transport serves levels 0 (first) .. 9 (last), FIFO within a level."""
+
+
+def celery_priority(priority: int) -> int:
+    """Map the seed's priority (lower runs first, default 10) onto the transport's 0..9.
+
+    Steps of ten: below 10 is level 0, 10..19 level 1 (the default), ..., 90 and above level
+    9. Monotonic, so a lower priority never starts after a higher one queued at the same time.
+    """
+    return min(max(priority // 10, 0), PRIORITY_LEVELS - 1)
+
+
+def kombu_url(url: str) -> str:
+    """redis-py says `unix://` for a socket where kombu says `redis+socket://`."""
+    return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
+
+
+def redis_py_url(url: str) -> str:
+    prefix = "redis+socket://"
+    return "unix://" + url.removeprefix(prefix) if url.startswith(prefix) else url
+
+
+class DownloaderApp(Celery):
+    """A Celery app that also knows its job store and event publisher."""
+
+    def __init__(self, redis_url: str, settings: Settings) -> None:
+        super().__init__("downloader", set_as_current=False)
+        self.redis_url = redis_py_url(redis_url)
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self.session_override: requests.Session | None = None
+        """The session in-process workers download with (the seed's `requests_session`)."""
+        self.stopping = threading.Event()
+        """Set when this process's worker shuts down: running jobs hand themselves back."""
+        broker = kombu_url(self.redis_url)
+        prefix = f"{settings.namespace}:celery:"
+        self.conf.update(
+            broker_url=broker,
+            result_backend=broker,
+            broker_connection_retry_on_startup=True,
+            broker_transport_options={
+                "priority_steps": list(range(PRIORITY_LEVELS)),
+                "sep": ":",
+                "queue_order_strategy": "priority",
+                "visibility_timeout": settings.visibility_timeout,
+                "global_keyprefix": prefix,
+            },
+            result_backend_transport_options={"global_keyprefix": prefix},
+            task_default_queue=self.keys.celery_queue(settings.queue_id),
+            task_serializer="json",
+            result_serializer="json",
+            accept_content=["json"],
+            task_acks_late=True,
+            task_reject_on_worker_lost=True,
+            worker_prefetch_multiplier=1,
+            worker_pool="threads",
+            worker_concurrency=settings.concurrency,
+            worker_send_task_events=True,
+            task_send_sent_event=True,
+            task_track_started=True,
+            result_expires=24 * 3600,
+            worker_hijack_root_logger=False,
+            worker_redirect_stdouts=False,
+        )
+        self.conf.include = ["downloader.tasks"]
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url, health_check_interval=30)
+
+    @cached_property
+    def store(self) -> JobStore:
+        return JobStore(self.redis, self.settings.namespace)
+
+    @cached_property
+    def publisher(self) -> EventPublisher:
+        return EventPublisher(self.redis, self.settings.namespace)
+
+    def celery_queue(self, queue_id: str) -> str:
+        return self.keys.celery_queue(queue_id)
+
+    def submit(self, job_id: int, queue_id: str, priority: int) -> None:
+        """Queue job `job_id` for any worker consuming its queue, at its mapped priority."""
+        self.tasks["downloader.download"].apply_async(
+            args=[job_id], queue=self.celery_queue(queue_id), priority=celery_priority(priority)
+        )
+
+
+def create_app(redis_url: str, settings: Settings | None = None) -> DownloaderApp:
+    import downloader.tasks  # noqa: F401  (registers the shared tasks on every app)
+
+    return DownloaderApp(redis_url, settings or Settings())
+
+
+def __getattr__(name: str) -> DownloaderApp:
+    """`app`, the module-level app that `celery -A downloader.celery_app` looks for."""
+    if name != "app":
+        raise AttributeError(name)
+    from downloader.embedded import resolve_redis_url
+
+    settings = Settings()
+    created = create_app(resolve_redis_url(settings), settings)
+    globals()["app"] = created
+    return created

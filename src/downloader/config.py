@@ -1,0 +1,42 @@
+"""One place for every knob, read from `DOWNLOADER_*` environment variables.
+
+Workers, the CLI and services on other machines must agree on the Redis URL and namespace,
+so they all read them here instead of taking them from wherever they happen to be started.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "downloader"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DOWNLOADER_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None, description="Redis for broker, results, jobs and events; unset: embedded"
+    )
+    namespace: str = Field(default="downloader", description="prefix of every Redis key")
+    state_dir: Path = Field(
+        default_factory=_default_state_dir, description="where the embedded Redis keeps its data"
+    )
+    queue_id: str = Field(default="default", description="the queue a worker or CLI works on")
+    concurrency: int = Field(default=5, ge=1, description="parallel downloads of one worker")
+    chunk_size: int = Field(default=1 << 20, ge=4096, description="bytes read per chunk")
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0, description="seconds without a byte")
+    lease_seconds: float = Field(
+        default=30.0, gt=1, description="a job's lease; renewed by its worker every third of it"
+    )
+    visibility_timeout: int = Field(
+        default=3600, ge=60, description="seconds before an unacknowledged message is redelivered"
+    )
+    progress_interval: float = Field(default=0.25, ge=0, description="min seconds between events")

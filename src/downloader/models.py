@@ -1,0 +1,144 @@
+"""The job models users of the InvokeAI download queue already know.
+
+The models are plain pydantic data: the service keeps them up to date from the job store and
+the event stream, and the callbacks live in private attributes so that serialising a job never
+drags a function (or the access token) along.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from enum import Enum
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pydantic import AnyHttpUrl, BaseModel, Field, PrivateAttr, field_validator
+
+
+class DownloadJobStatus(str, Enum):
+    """Where a job is in its life; `ERROR` covers cancellation too, as in the seed."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    ERROR = "error"
+
+    @property
+    def finished(self) -> bool:
+        return self in (DownloadJobStatus.COMPLETED, DownloadJobStatus.ERROR)
+
+
+class DownloadJobCancelledException(Exception):
+    """Raised inside a transfer when its job was cancelled; its name is the job's error_type."""
+
+
+DownloadEventHandler = Callable[[Any], None]
+
+_CALLBACK_NAMES = ("on_start", "on_progress", "on_complete", "on_cancelled", "on_error")
+
+
+class _CallbackMixin(BaseModel):
+    """Callbacks are private so that `model_dump_json` only ever shows data."""
+
+    _callbacks: dict[str, DownloadEventHandler] = PrivateAttr(default_factory=dict)
+    _cancelled: bool = PrivateAttr(default=False)
+
+    def set_callbacks(self, **handlers: DownloadEventHandler | None) -> None:
+        for name, handler in handlers.items():
+            if name not in _CALLBACK_NAMES:
+                raise TypeError(f"unknown callback {name!r}")
+            if handler is not None:
+                self._callbacks[name] = handler
+
+    def callback(self, name: str) -> DownloadEventHandler | None:
+        return self._callbacks.get(name)
+
+    @property
+    def cancelled(self) -> bool:
+        """True when the job was cancelled by a caller (its status is then `error`)."""
+        return self._cancelled
+
+    @cancelled.setter
+    def cancelled(self, value: bool) -> None:
+        self._cancelled = bool(value)
+
+    @property
+    def in_terminal_state(self) -> bool:
+        return self.status.finished  # type: ignore[attr-defined]
+
+    @property
+    def complete(self) -> bool:
+        return self.status == DownloadJobStatus.COMPLETED  # type: ignore[attr-defined]
+
+    @property
+    def waiting(self) -> bool:
+        return self.status == DownloadJobStatus.WAITING  # type: ignore[attr-defined]
+
+    @property
+    def running(self) -> bool:
+        return self.status == DownloadJobStatus.RUNNING  # type: ignore[attr-defined]
+
+    @property
+    def errored(self) -> bool:
+        return self.status == DownloadJobStatus.ERROR  # type: ignore[attr-defined]
+
+
+class DownloadJob(_CallbackMixin):
+    """One URL to one file. Field order follows the seed so dumps read the same."""
+
+    source: AnyHttpUrl
+    dest: Path
+    id: int = -1
+    priority: int = 10
+    status: DownloadJobStatus = DownloadJobStatus.WAITING
+    download_path: Path | None = None
+    job_started: datetime | None = None
+    job_ended: datetime | None = None
+    job_sequence: int | None = None
+    bytes: int = 0
+    total_bytes: int = 0
+    content_type: str | None = None
+    etag: str | None = None
+    final_url: str | None = None
+    error_type: str | None = None
+    error: str | None = None
+    access_token: str | None = Field(default=None, exclude=True, repr=False)
+
+
+class RemoteModelFile(BaseModel):
+    """One part of a multi-file job: where it comes from and where under `dest` it goes."""
+
+    url: AnyHttpUrl
+    path: Path
+    size: int | None = None
+    sha256: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _relative_inside_dest(cls, path: Path) -> Path:
+        posix = PurePosixPath(path.as_posix())
+        if str(path) in ("", ".") or not posix.parts:
+            raise ValueError("a part's path must not be empty")
+        if path.is_absolute() or posix.is_absolute():
+            raise ValueError(f"a part's path must be relative, got {path}")
+        if ".." in posix.parts:
+            raise ValueError(f"a part's path must stay inside dest, got {path}")
+        return path
+
+
+class MultiFileDownloadJob(_CallbackMixin):
+    """Several files under one root; it ends when its last part does."""
+
+    dest: Path
+    id: int = -1
+    priority: int = 10
+    status: DownloadJobStatus = DownloadJobStatus.WAITING
+    download_path: Path | None = None
+    job_started: datetime | None = None
+    job_ended: datetime | None = None
+    bytes: int = 0
+    total_bytes: int = 0
+    error_type: str | None = None
+    error: str | None = None
+    download_parts: list[DownloadJob] = Field(default_factory=list)

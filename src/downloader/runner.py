@@ -1,0 +1,206 @@
+"""Running one download job on a worker: claim, lease, transfer, record, publish.
+
+This is the glue between the job store, the events and the transfer engine; the Celery task
+is a one-line call into it, which keeps it runnable (and readable) without Celery.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from downloader import events as ev
+from downloader.events import Throttle
+from downloader.models import DownloadJobCancelledException, DownloadJobStatus
+from downloader.store import CANCELLED_ERROR_TYPE, ClaimResult
+from downloader.transfer import TransferHooks, TransferRequest, TransferResult, fetch
+
+if TYPE_CHECKING:
+    from downloader.celery_app import DownloaderApp
+
+log = logging.getLogger(__name__)
+
+
+class WorkerStopping(Exception):
+    """The worker is shutting down; the job goes back to the queue to resume elsewhere."""
+
+
+def error_type(exc: BaseException) -> str:
+    """The seed's `error_type`: the exception's class with its message, e.g. HTTPError(Not Found)."""
+    if isinstance(exc, DownloadJobCancelledException):
+        return CANCELLED_ERROR_TYPE
+    return f"{type(exc).__name__}({exc})"
+
+
+class _LeaseKeeper(threading.Thread):
+    """Renews the job's lease while the download runs, so a redelivery never runs it twice."""
+
+    def __init__(self, app: DownloaderApp, job_id: int, owner: str) -> None:
+        super().__init__(name=f"lease-{job_id}", daemon=True)
+        self.app, self.job_id, self.owner = app, job_id, owner
+        self.done = threading.Event()
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        seconds = self.app.settings.lease_seconds
+        while not self.done.wait(seconds / 3):
+            try:
+                if not self.app.store.renew(self.job_id, self.owner, seconds):
+                    self.lost.set()
+                    log.warning("job %s: lease lost; another worker may have taken it", self.job_id)
+                    return
+            except Exception:  # Redis may be restarting; the next round tries again
+                log.exception("job %s: could not renew the lease", self.job_id)
+
+
+class JobRun:
+    """One attempt at one job on this worker."""
+
+    def __init__(self, app: DownloaderApp, job_id: int, record: dict[str, Any]) -> None:
+        self.app = app
+        self.job_id = job_id
+        self.record = record
+        self.queue_id: str = record["queue_id"]
+        self.owner = f"{uuid.uuid4().hex}"
+        self.throttle = Throttle(app.settings.progress_interval)
+        self.last_report = 0.0
+        self.download_path: Path | None = None
+        self.started_published = False
+
+    def publish(self, event: str, **fields: Any) -> None:
+        self.app.publisher.publish(event, self.queue_id, self.job_id, **fields)
+
+    # -- transfer hooks -------------------------------------------------------------------
+
+    def on_started(self, result: TransferResult) -> None:
+        self.download_path = result.download_path
+        self.app.store.update(
+            self.job_id,
+            download_path=result.download_path,
+            bytes=result.bytes,
+            total_bytes=result.total_bytes,
+            content_type=result.content_type,
+            etag=result.etag,
+            final_url=result.final_url,
+        )
+        self.publish(
+            ev.DOWNLOAD_STARTED, source=self.record["source"],
+            download_path=result.download_path,
+        )
+        self.started_published = True
+
+    def on_progress(self, current: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last_report >= self.app.settings.progress_interval:
+            self.last_report = now
+            if self.app.store.report_progress(self.job_id, current, total):
+                raise DownloadJobCancelledException(f"job {self.job_id} was cancelled")
+        if self.app.stopping.is_set():
+            raise WorkerStopping
+        if self.throttle.ready(current, total):
+            self.publish_progress(current, total)
+
+    def publish_progress(self, current: int, total: int) -> None:
+        self.publish(
+            ev.DOWNLOAD_PROGRESS, source=self.record["source"],
+            download_path=self.download_path, current_bytes=current, total_bytes=total,
+        )
+
+    # -- the attempt ------------------------------------------------------------------------
+
+    def request(self) -> TransferRequest:
+        settings = self.app.settings
+        known = self.record.get("download_path")
+        return TransferRequest(
+            url=self.record["source"],
+            dest=Path(self.record["dest"]),
+            access_token=self.app.store.access_token(self.job_id),
+            download_path=Path(known) if known else None,
+            etag=self.record.get("etag"),
+            sha256=self.record.get("sha256"),
+            chunk_size=settings.chunk_size,
+            timeout=(settings.connect_timeout, settings.read_timeout),
+        )
+
+    def run(self, session: requests.Session) -> str:
+        store = self.app.store
+        claim = store.claim(self.job_id, self.owner, self.app.settings.lease_seconds)
+        if claim is ClaimResult.CANCELLED:
+            self.finish_cancelled()
+            return claim.value
+        if claim is not ClaimResult.CLAIMED:
+            return claim.value
+        keeper = _LeaseKeeper(self.app, self.job_id, self.owner)
+        keeper.start()
+        try:
+            return self.attempt(session)
+        finally:
+            keeper.done.set()
+            store.release(self.job_id, self.owner)
+
+    def attempt(self, session: requests.Session) -> str:
+        hooks = TransferHooks(started=self.on_started, progress=self.on_progress)
+        try:
+            result = fetch(self.request(), session, hooks)
+        except DownloadJobCancelledException:
+            self.finish_cancelled()
+            return "cancelled"
+        except WorkerStopping:
+            self.hand_back()
+            return "handed back"
+        except Exception as exc:
+            failure = {"error_type": error_type(exc), "error": traceback.format_exc()}
+            self.app.store.finish(self.job_id, DownloadJobStatus.ERROR, **failure)
+            self.publish(ev.DOWNLOAD_ERROR, source=self.record["source"], **failure)
+            return "error"
+        if not self.started_published:
+            self.on_started(result)
+        if self.throttle.ready(result.bytes, result.total_bytes):
+            self.publish_progress(result.bytes, result.total_bytes)
+        self.app.store.finish(
+            self.job_id, DownloadJobStatus.COMPLETED,
+            bytes=result.bytes, total_bytes=result.total_bytes,
+        )
+        self.publish(
+            ev.DOWNLOAD_COMPLETE, source=self.record["source"],
+            download_path=result.download_path, total_bytes=result.total_bytes,
+        )
+        return "completed"
+
+    def finish_cancelled(self) -> None:
+        self.app.store.finish(
+            self.job_id, DownloadJobStatus.ERROR, cancelled=True, error_type=CANCELLED_ERROR_TYPE,
+        )
+        self.publish(ev.DOWNLOAD_CANCELLED)
+
+    def hand_back(self) -> None:
+        """Put the job back as waiting and queue it again; its partial file stays to resume."""
+        self.app.store.update(self.job_id, status=DownloadJobStatus.WAITING)
+        self.app.submit(self.job_id, self.queue_id, int(self.record.get("priority", 10)))
+
+
+def run_download(app: DownloaderApp, job_id: int) -> str:
+    """Run job `job_id` if it is still to be done; answers what became of it."""
+    record = app.store.record(job_id)
+    if record is None:
+        return ClaimResult.MISSING.value
+    session = app.session_override or _thread_session()
+    return JobRun(app, job_id, record).run(session)
+
+
+_local = threading.local()
+
+
+def _thread_session() -> requests.Session:
+    """One session per worker thread, so connections to a host are kept alive between jobs."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+    return session

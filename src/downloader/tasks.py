@@ -1,0 +1,28 @@
+"""The Celery tasks: thin glue from a message to the runner.
+
+A task's only argument is a job id: the job, and above all its access token, live in the job
+store, so Flower and the broker never see more than a number.
+"""
+
+from __future__ import annotations
+
+from celery import Task, shared_task
+from celery.signals import worker_shutting_down
+
+from downloader.runner import run_download
+
+
+@shared_task(bind=True, name="downloader.download")
+def download(self: Task, job_id: int) -> dict[str, object]:
+    """Download job `job_id`; answers its id and what became of it (for Flower)."""
+    return {"job_id": job_id, "outcome": run_download(self.app, job_id)}
+
+
+@worker_shutting_down.connect
+def _hand_back_running_jobs(sender: object = None, **_: object) -> None:
+    """On SIGTERM a worker's running downloads go back to the queue instead of being waited on."""
+    from celery import current_app
+
+    stopping = getattr(current_app, "stopping", None)
+    if stopping is not None:
+        stopping.set()
