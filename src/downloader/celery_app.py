@@ -14,11 +14,11 @@ from functools import cached_property
 
 import redis
 import requests
-from celery import Celery
+from celery import Celery, Signature, chord
 
 from downloader.config import Settings
-from downloader.events import EventPublisher
-from downloader.store import JobStore, Keys
+from downloader.events import DOWNLOAD_CANCELLED, EventPublisher
+from downloader.store import CancelResult, JobStore, Keys
 
 PRIORITY_LEVELS = 10
 """Celery's Redis transport serves levels 0 (first) .. 9 (last), FIFO within a level."""
@@ -102,11 +102,31 @@ class DownloaderApp(Celery):
     def celery_queue(self, queue_id: str) -> str:
         return self.keys.celery_queue(queue_id)
 
+    def _download_signature(self, job_id: int, queue_id: str, priority: int) -> Signature:
+        return self.tasks["downloader.download"].si(job_id).set(
+            queue=self.celery_queue(queue_id), priority=celery_priority(priority)
+        )
+
     def submit(self, job_id: int, queue_id: str, priority: int) -> None:
         """Queue job `job_id` for any worker consuming its queue, at its mapped priority."""
-        self.tasks["downloader.download"].apply_async(
-            args=[job_id], queue=self.celery_queue(queue_id), priority=celery_priority(priority)
+        self._download_signature(job_id, queue_id, priority).apply_async()
+
+    def submit_multifile(
+        self, parent_id: int, part_ids: list[int], queue_id: str, priority: int
+    ) -> None:
+        """Queue the parts as the header of a chord whose body settles the parent."""
+        header = [self._download_signature(part, queue_id, priority) for part in part_ids]
+        body = self.tasks["downloader.finish_multifile"].si(parent_id).set(
+            queue=self.celery_queue(queue_id), priority=celery_priority(priority)
         )
+        chord(header)(body)
+
+    def cancel(self, job_id: int, queue_id: str) -> CancelResult:
+        """Cancel one job; one that never started is over at once and says so on the bus."""
+        result = self.store.cancel(job_id)
+        if result is CancelResult.CANCELLED:
+            self.publisher.publish(DOWNLOAD_CANCELLED, queue_id, job_id)
+        return result
 
 
 def create_app(redis_url: str, settings: Settings | None = None) -> DownloaderApp:

@@ -35,8 +35,14 @@ def cmd_get(args: argparse.Namespace) -> int:
     progress = TqdmProgress(leave=True)
     with _service(args, start_worker=start_worker) as queue:
         jobs = [
-            queue.download(url, dest, priority=args.priority, access_token=args.token,
-                           on_progress=progress.update, on_complete=progress.update)
+            queue.download(
+                url,
+                dest,
+                priority=args.priority,
+                access_token=args.token,
+                on_progress=progress.update,
+                on_complete=progress.update,
+            )
             for url in args.urls
         ]
         try:
@@ -93,8 +99,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [["ID", "STATUS", "PRIORITY", "BYTES", "PATH OR SOURCE"]] + [_row(j) for j in jobs]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-              + "  " + row[4])
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+            + "  "
+            + row[4]
+        )
     return 0
 
 
@@ -138,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--queue", default=settings.queue_id, help="queue id (default: %(default)s)")
+        sub.add_argument(
+            "--queue", default=settings.queue_id, help="queue id (default: %(default)s)"
+        )
         return sub
 
     get = command("get", "download URLs, with a progress bar per file")
@@ -148,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--token", help="bearer token, sent only to the URL's own host")
     get.add_argument("--parallel", type=int, default=5, help="parallel downloads in this process")
     get.add_argument(
-        "--worker", action="store_true",
+        "--worker",
+        action="store_true",
         help="also download in this process when a Redis URL is configured (the default "
         "with the embedded Redis)",
     )

@@ -32,8 +32,14 @@ MULTIFILE_ERROR = "multifile_download_error"
 MULTIFILE_CANCELLED = "multifile_download_cancelled"
 
 TERMINAL_EVENTS = frozenset(
-    {DOWNLOAD_COMPLETE, DOWNLOAD_ERROR, DOWNLOAD_CANCELLED,
-     MULTIFILE_COMPLETE, MULTIFILE_ERROR, MULTIFILE_CANCELLED}
+    {
+        DOWNLOAD_COMPLETE,
+        DOWNLOAD_ERROR,
+        DOWNLOAD_CANCELLED,
+        MULTIFILE_COMPLETE,
+        MULTIFILE_ERROR,
+        MULTIFILE_CANCELLED,
+    }
 )
 
 
@@ -63,11 +69,15 @@ class Subscription:
     """
 
     def __init__(
-        self, client: redis.Redis, namespace: str, queue_id: str | None = None,
+        self,
+        client: redis.Redis,
+        namespace: str,
+        queue_id: str | None = None,
         poll: float = 0.5,
     ) -> None:
         keys = Keys(namespace)
         self.poll = poll
+        self.client = client  # a collected client closes its pool, and this connection with it
         self.pubsub = client.pubsub()
         if queue_id is None:
             self.pubsub.psubscribe(keys.events("*"))

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, Field, PrivateAttr, field_validator
 
 
-class DownloadJobStatus(str, Enum):
+class DownloadJobStatus(StrEnum):
     """Where a job is in its life; `ERROR` covers cancellation too, as in the seed."""
 
     WAITING = "waiting"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from downloader import events as ev
+from downloader import parents
 from downloader.events import Throttle
 from downloader.models import DownloadJobCancelledException, DownloadJobStatus
 from downloader.store import CANCELLED_ERROR_TYPE, ClaimResult
@@ -33,7 +34,7 @@ class WorkerStopping(Exception):
 
 
 def error_type(exc: BaseException) -> str:
-    """The seed's `error_type`: the exception's class with its message, e.g. HTTPError(Not Found)."""
+    """The seed's `error_type`: the exception's class and message, e.g. HTTPError(Not Found)."""
     if isinstance(exc, DownloadJobCancelledException):
         return CANCELLED_ERROR_TYPE
     return f"{type(exc).__name__}({exc})"
@@ -63,12 +64,15 @@ class _LeaseKeeper(threading.Thread):
 class JobRun:
     """One attempt at one job on this worker."""
 
-    def __init__(self, app: DownloaderApp, job_id: int, record: dict[str, Any]) -> None:
+    def __init__(
+        self, app: DownloaderApp, job_id: int, record: dict[str, Any], worker: str
+    ) -> None:
         self.app = app
         self.job_id = job_id
         self.record = record
         self.queue_id: str = record["queue_id"]
-        self.owner = f"{uuid.uuid4().hex}"
+        self.owner = f"{worker}#{uuid.uuid4().hex[:12]}"
+        """Unique per attempt, so a redelivered copy on the same worker is still refused."""
         self.throttle = Throttle(app.settings.progress_interval)
         self.last_report = 0.0
         self.download_path: Path | None = None
@@ -91,7 +95,8 @@ class JobRun:
             final_url=result.final_url,
         )
         self.publish(
-            ev.DOWNLOAD_STARTED, source=self.record["source"],
+            ev.DOWNLOAD_STARTED,
+            source=self.record["source"],
             download_path=result.download_path,
         )
         self.started_published = True
@@ -109,9 +114,14 @@ class JobRun:
 
     def publish_progress(self, current: int, total: int) -> None:
         self.publish(
-            ev.DOWNLOAD_PROGRESS, source=self.record["source"],
-            download_path=self.download_path, current_bytes=current, total_bytes=total,
+            ev.DOWNLOAD_PROGRESS,
+            source=self.record["source"],
+            download_path=self.download_path,
+            current_bytes=current,
+            total_bytes=total,
         )
+        if self.record.get("parent_id") is not None:
+            parents.part_progressed(self.app, self.record["parent_id"])
 
     # -- the attempt ------------------------------------------------------------------------
 
@@ -130,6 +140,13 @@ class JobRun:
         )
 
     def run(self, session: requests.Session) -> str:
+        outcome = self.claim_and_attempt(session)
+        parent_id = self.record.get("parent_id")
+        if parent_id is not None and outcome != "handed back":
+            parents.settle(self.app, parent_id)
+        return outcome
+
+    def claim_and_attempt(self, session: requests.Session) -> str:
         store = self.app.store
         claim = store.claim(self.job_id, self.owner, self.app.settings.lease_seconds)
         if claim is ClaimResult.CANCELLED:
@@ -137,6 +154,8 @@ class JobRun:
             return claim.value
         if claim is not ClaimResult.CLAIMED:
             return claim.value
+        if self.record.get("parent_id") is not None:
+            parents.part_started(self.app, self.record["parent_id"])
         keeper = _LeaseKeeper(self.app, self.job_id, self.owner)
         keeper.start()
         try:
@@ -165,18 +184,25 @@ class JobRun:
         if self.throttle.ready(result.bytes, result.total_bytes):
             self.publish_progress(result.bytes, result.total_bytes)
         self.app.store.finish(
-            self.job_id, DownloadJobStatus.COMPLETED,
-            bytes=result.bytes, total_bytes=result.total_bytes,
+            self.job_id,
+            DownloadJobStatus.COMPLETED,
+            bytes=result.bytes,
+            total_bytes=result.total_bytes,
         )
         self.publish(
-            ev.DOWNLOAD_COMPLETE, source=self.record["source"],
-            download_path=result.download_path, total_bytes=result.total_bytes,
+            ev.DOWNLOAD_COMPLETE,
+            source=self.record["source"],
+            download_path=result.download_path,
+            total_bytes=result.total_bytes,
         )
         return "completed"
 
     def finish_cancelled(self) -> None:
         self.app.store.finish(
-            self.job_id, DownloadJobStatus.ERROR, cancelled=True, error_type=CANCELLED_ERROR_TYPE,
+            self.job_id,
+            DownloadJobStatus.ERROR,
+            cancelled=True,
+            error_type=CANCELLED_ERROR_TYPE,
         )
         self.publish(ev.DOWNLOAD_CANCELLED)
 
@@ -186,13 +212,16 @@ class JobRun:
         self.app.submit(self.job_id, self.queue_id, int(self.record.get("priority", 10)))
 
 
-def run_download(app: DownloaderApp, job_id: int) -> str:
-    """Run job `job_id` if it is still to be done; answers what became of it."""
+def run_download(app: DownloaderApp, job_id: int, worker: str) -> str:
+    """Run job `job_id` if it is still to be done; answers what became of it.
+
+    `worker` names the worker node; the job record keeps it, so one can tell who ran what.
+    """
     record = app.store.record(job_id)
     if record is None:
         return ClaimResult.MISSING.value
     session = app.session_override or _thread_session()
-    return JobRun(app, job_id, record).run(session)
+    return JobRun(app, job_id, record, worker).run(session)
 
 
 _local = threading.local()

@@ -12,9 +12,9 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-import weakref
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +23,7 @@ import redis
 import requests
 
 from downloader import events as ev
+from downloader import parents
 from downloader.celery_app import DownloaderApp, create_app
 from downloader.config import Settings
 from downloader.embedded import EmbeddedRedis, InProcessWorker
@@ -32,8 +33,9 @@ from downloader.models import (
     DownloadJob,
     DownloadJobStatus,
     MultiFileDownloadJob,
+    RemoteModelFile,
 )
-from downloader.store import KIND_SINGLE, CancelResult, utcnow
+from downloader.store import KIND_MULTIFILE, KIND_SINGLE, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,12 @@ _TERMINAL_CALLBACK = {
     ev.DOWNLOAD_COMPLETE: "on_complete",
     ev.DOWNLOAD_ERROR: "on_error",
     ev.DOWNLOAD_CANCELLED: "on_cancelled",
+    ev.MULTIFILE_COMPLETE: "on_complete",
+    ev.MULTIFILE_ERROR: "on_error",
+    ev.MULTIFILE_CANCELLED: "on_cancelled",
 }
+_STARTED = (ev.DOWNLOAD_STARTED, ev.MULTIFILE_STARTED)
+_PROGRESS = (ev.DOWNLOAD_PROGRESS, ev.MULTIFILE_PROGRESS)
 
 
 class DownloadQueueService:
@@ -174,19 +181,73 @@ class DownloadQueueService:
         on_complete: DownloadEventHandler | None = None,
         on_cancelled: DownloadEventHandler | None = None,
         on_error: DownloadEventHandler | None = None,
+        *,
+        sha256: str | None = None,
     ) -> DownloadJob:
-        """Queue one URL; it starts as soon as a worker has a free slot."""
+        """Queue one URL; it starts as soon as a worker has a free slot.
+
+        With `sha256`, the file is verified before it takes its final name.
+        """
         job = DownloadJob(
             source=source, dest=Path(dest), priority=priority, access_token=access_token
+        )
+        job.set_callbacks(
+            on_start=on_start,
+            on_progress=on_progress,
+            on_complete=on_complete,
+            on_cancelled=on_cancelled,
+            on_error=on_error,
+        )
+        job.id = self.app.store.new_ids(1)[0]
+        self._track(job)
+        record = {**self._record(job), "sha256": sha256}
+        self.app.store.create(self._queue_id, [record], access_token)
+        self.app.submit(job.id, self._queue_id, priority)
+        return job
+
+    def multifile_download(
+        self,
+        parts: Sequence[RemoteModelFile],
+        dest: str | Path,
+        access_token: str | None = None,
+        on_start: DownloadEventHandler | None = None,
+        on_progress: DownloadEventHandler | None = None,
+        on_complete: DownloadEventHandler | None = None,
+        on_cancelled: DownloadEventHandler | None = None,
+        on_error: DownloadEventHandler | None = None,
+        *,
+        priority: int = 10,
+    ) -> MultiFileDownloadJob:
+        """Queue several files under `dest` as one job that ends when its last part does."""
+        dest = Path(dest)
+        parts = [RemoteModelFile.model_validate(part) for part in parts]
+        _check_part_paths(parts)
+        ids = self.app.store.new_ids(len(parts) + 1)
+        job = MultiFileDownloadJob(
+            id=ids[0], dest=dest, priority=priority, download_path=_common_root(dest, parts)
         )
         job.set_callbacks(
             on_start=on_start, on_progress=on_progress, on_complete=on_complete,
             on_cancelled=on_cancelled, on_error=on_error,
         )
-        job.id = self.app.store.new_ids(1)[0]
-        self._track(job)
-        self.app.store.create(self._queue_id, self._record(job), access_token)
-        self.app.submit(job.id, self._queue_id, priority)
+        for part_id, part in zip(ids[1:], parts, strict=True):
+            job.download_parts.append(DownloadJob(
+                id=part_id, source=part.url, dest=dest / part.path, priority=priority,
+                download_path=dest / part.path, total_bytes=part.size or 0,
+                access_token=access_token,
+            ))
+        parent_record = {
+            "kind": KIND_MULTIFILE, "part_ids": ids[1:],
+            **job.model_dump(mode="json", exclude={"download_parts"}),
+        }
+        part_records = [
+            {**self._record(part_job), "parent_id": job.id, "sha256": part.sha256}
+            for part_job, part in zip(job.download_parts, parts, strict=True)
+        ]
+        for tracked in (job, *job.download_parts):
+            self._track(tracked)
+        self.app.store.create(self._queue_id, [parent_record, *part_records], access_token)
+        self.app.submit_multifile(job.id, ids[1:], self._queue_id, priority)
         return job
 
     @staticmethod
@@ -245,9 +306,14 @@ class DownloadQueueService:
     # -- control ------------------------------------------------------------------------------
 
     def cancel_job(self, job: Job) -> None:
-        """Stop `job`: at once if it waits, within a second if it runs."""
-        if self.app.store.cancel(job.id) is CancelResult.CANCELLED:
-            self.app.publisher.publish(ev.DOWNLOAD_CANCELLED, self._queue_id, job.id)
+        """Stop `job`: at once if it waits, within a second if it runs; a parent, all its parts."""
+        record = self.app.store.record(job.id)
+        if record is None:
+            raise UnknownJobIDException(f"no job {job.id} in queue {self._queue_id!r}")
+        if record.get("kind") == KIND_MULTIFILE:
+            parents.cancel(self.app, record)
+        else:
+            self.app.cancel(job.id, self._queue_id)
 
     def cancel_all_jobs(self) -> None:
         for record in self.app.store.queue_records(self._queue_id):
@@ -257,7 +323,8 @@ class DownloadQueueService:
     def prune_jobs(self) -> None:
         """Forget every finished job of this queue."""
         finished = [
-            record["id"] for record in self.app.store.queue_records(self._queue_id)
+            record["id"]
+            for record in self.app.store.queue_records(self._queue_id)
             if DownloadJobStatus(record["status"]).finished
         ]
         self.app.store.remove(self._queue_id, finished)
@@ -312,9 +379,13 @@ class DownloadQueueService:
         for record in self.app.store.records(job.id for job in pending):
             ended = record.get("job_ended")
             if ended and now - datetime.fromisoformat(ended) > _LOST_EVENT_GRACE:
-                event = ev.DOWNLOAD_COMPLETE
-                if record["status"] == DownloadJobStatus.ERROR.value:
-                    event = ev.DOWNLOAD_CANCELLED if record.get("cancelled") else ev.DOWNLOAD_ERROR
+                multi = record.get("kind") == KIND_MULTIFILE
+                if record["status"] == DownloadJobStatus.COMPLETED.value:
+                    event = ev.MULTIFILE_COMPLETE if multi else ev.DOWNLOAD_COMPLETE
+                elif record.get("cancelled"):
+                    event = ev.MULTIFILE_CANCELLED if multi else ev.DOWNLOAD_CANCELLED
+                else:
+                    event = ev.MULTIFILE_ERROR if multi else ev.DOWNLOAD_ERROR
                 self._handle({"event": event, "job_id": record["id"]})
 
     def _handle(self, payload: dict[str, Any]) -> None:
@@ -323,11 +394,11 @@ class DownloadQueueService:
             return
         event = payload["event"]
         self._forward(event, payload)
-        if event == ev.DOWNLOAD_STARTED:
+        if event in _STARTED:
             self._refresh(job)
             job.status = DownloadJobStatus.RUNNING
             self._callback(job, "on_start")
-        elif event == ev.DOWNLOAD_PROGRESS:
+        elif event in _PROGRESS:
             job.status = DownloadJobStatus.RUNNING
             job.bytes = payload["current_bytes"]
             job.total_bytes = payload["total_bytes"]
@@ -365,6 +436,26 @@ class DownloadQueueService:
             handler(job)
         except Exception:
             log.exception("%s callback of job %s raised; the job goes on", name, job.id)
+
+
+def _check_part_paths(parts: Sequence[RemoteModelFile]) -> None:
+    """Refuse a part list that would collide or be empty, before anything is written."""
+    if not parts:
+        raise ValueError("a multi-file download needs at least one part")
+    seen: set[str] = set()
+    for part in parts:
+        key = part.path.as_posix()
+        if key in seen:
+            raise ValueError(f"two parts have the same path {key!r}")
+        seen.add(key)
+
+
+def _common_root(dest: Path, parts: Sequence[RemoteModelFile]) -> Path:
+    """`dest/<first component>` when every part lies under that same directory, else `dest`."""
+    firsts = {part.path.parts[0] for part in parts if len(part.path.parts) > 1}
+    if len(firsts) == 1 and all(len(part.path.parts) > 1 for part in parts):
+        return dest / firsts.pop()
+    return dest
 
 
 def _disconnect(app: DownloaderApp) -> None:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 import redis
@@ -26,7 +26,9 @@ KIND_MULTIFILE = "multifile"
 
 # Fields of the models that are stored as they are; the rest of a record is bookkeeping.
 _SINGLE_FIELDS = tuple(name for name in DownloadJob.model_fields if name != "access_token")
-_MULTI_FIELDS = tuple(name for name in MultiFileDownloadJob.model_fields if name != "download_parts")
+_MULTI_FIELDS = tuple(
+    name for name in MultiFileDownloadJob.model_fields if name != "download_parts"
+)
 
 
 def utcnow() -> datetime:
@@ -48,6 +50,9 @@ class Keys:
     def lease(self, job_id: int) -> str:
         return f"{self.namespace}:job:{job_id}:lease"
 
+    def progress_gate(self, job_id: int) -> str:
+        return f"{self.namespace}:job:{job_id}:gate"
+
     def queue_jobs(self, queue_id: str) -> str:
         return f"{self.namespace}:queue:{queue_id}:jobs"
 
@@ -66,7 +71,7 @@ class Keys:
         return f"{self.namespace}:job_sequence"
 
 
-class ClaimResult(str, Enum):
+class ClaimResult(StrEnum):
     CLAIMED = "claimed"
     LEASED = "leased"
     FINISHED = "finished"
@@ -74,7 +79,7 @@ class ClaimResult(str, Enum):
     MISSING = "missing"
 
 
-class CancelResult(str, Enum):
+class CancelResult(StrEnum):
     CANCELLED = "cancelled"  # it was not running: now it is over
     REQUESTED = "requested"  # its worker will stop it
     FINISHED = "finished"  # too late, it had ended
@@ -109,6 +114,21 @@ if status == 'running' and redis.call('EXISTS', KEYS[2]) == 1 then return 'reque
 redis.call('HSET', KEYS[1], 'status', '"error"', 'cancelled', 'true', 'error_type', ARGV[2],
            'job_ended', ARGV[1])
 return 'cancelled'
+"""
+
+_FINISH_ONCE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+status = cjson.decode(status)
+if status == 'completed' or status == 'error' then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+_START_ONCE = """
+if redis.call('HGET', KEYS[1], 'status') ~= '"waiting"' then return 0 end
+redis.call('HSET', KEYS[1], 'status', '"running"', 'job_started', ARGV[1], 'updated_at', ARGV[1])
+return 1
 """
 
 _RENEW = """
@@ -148,6 +168,8 @@ class JobStore:
         self._cancel = client.register_script(_CANCEL)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._finish_once = client.register_script(_FINISH_ONCE)
+        self._start_once = client.register_script(_START_ONCE)
 
     # -- creating -------------------------------------------------------------------------
 
@@ -158,19 +180,20 @@ class JobStore:
     def create(
         self,
         queue_id: str,
-        fields: Mapping[str, Any],
+        records: Iterable[Mapping[str, Any]],
         access_token: str | None = None,
     ) -> None:
-        """Write a new record; `fields` must hold its `id`."""
-        job_id = int(fields["id"])
+        """Write new records (each holding its `id`) in one round trip."""
         now = utcnow()
-        record = {"queue_id": queue_id, "created_at": now, "updated_at": now, "attempts": 0}
-        record.update(fields)
         pipe = self.redis.pipeline()
-        pipe.hset(self.keys.job(job_id), mapping={k: _encode(v) for k, v in record.items()})
-        pipe.zadd(self.keys.queue_jobs(queue_id), {str(job_id): job_id})
-        if access_token:
-            pipe.set(self.keys.secret(job_id), access_token)
+        for fields in records:
+            job_id = int(fields["id"])
+            record = {"queue_id": queue_id, "created_at": now, "updated_at": now, "attempts": 0}
+            record.update(fields)
+            pipe.hset(self.keys.job(job_id), mapping={k: _encode(v) for k, v in record.items()})
+            pipe.zadd(self.keys.queue_jobs(queue_id), {str(job_id): job_id})
+            if access_token:
+                pipe.set(self.keys.secret(job_id), access_token)
         pipe.execute()
 
     # -- reading --------------------------------------------------------------------------
@@ -196,17 +219,16 @@ class JobStore:
         token = self.redis.get(self.keys.secret(job_id))
         return token.decode() if token is not None else None
 
-    def cancel_requested(self, job_id: int) -> bool:
-        return self.redis.hget(self.keys.job(job_id), "cancel_requested") == b"true"
-
     # -- turning records into models -------------------------------------------------------
 
     def to_model(self, record: Mapping[str, Any]) -> DownloadJob | MultiFileDownloadJob:
         if record.get("kind") == KIND_MULTIFILE:
             parts = [self.to_model(part) for part in self.records(record.get("part_ids", []))]
+            fields = {k: record[k] for k in _MULTI_FIELDS if k in record}
+            fields["bytes"] = sum(part.bytes for part in parts)
+            fields["total_bytes"] = sum(part.total_bytes for part in parts)
             job: DownloadJob | MultiFileDownloadJob = MultiFileDownloadJob(
-                **{k: record[k] for k in _MULTI_FIELDS if k in record},
-                download_parts=parts,
+                **fields, download_parts=parts
             )
         else:
             job = DownloadJob(**{k: record[k] for k in _SINGLE_FIELDS if k in record})
@@ -227,7 +249,9 @@ class JobStore:
         return ClaimResult(result.decode())
 
     def renew(self, job_id: int, owner: str, lease_seconds: float) -> bool:
-        return bool(self._renew(keys=[self.keys.lease(job_id)], args=[owner, int(lease_seconds * 1000)]))
+        return bool(
+            self._renew(keys=[self.keys.lease(job_id)], args=[owner, int(lease_seconds * 1000)])
+        )
 
     def release(self, job_id: int, owner: str) -> None:
         self._release(keys=[self.keys.lease(job_id)], args=[owner])
@@ -241,14 +265,33 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(
             self.keys.job(job_id),
-            mapping={"bytes": _encode(current), "total_bytes": _encode(total),
-                     "updated_at": _encode(utcnow())},
+            mapping={
+                "bytes": _encode(current),
+                "total_bytes": _encode(total),
+                "updated_at": _encode(utcnow()),
+            },
         )
         pipe.hget(self.keys.job(job_id), "cancel_requested")
         return pipe.execute()[1] == b"true"
 
     def finish(self, job_id: int, status: DownloadJobStatus, **fields: Any) -> None:
         self.update(job_id, status=status, job_ended=utcnow(), **fields)
+
+    def finish_once(self, job_id: int, status: DownloadJobStatus, **fields: Any) -> bool:
+        """Finish a job unless it has finished already; True for the one caller that did."""
+        now = utcnow()
+        fields.update(status=status, job_ended=now, updated_at=now)
+        flat = [item for key, value in fields.items() for item in (key, _encode(value))]
+        return bool(self._finish_once(keys=[self.keys.job(job_id)], args=flat))
+
+    def start_once(self, job_id: int) -> bool:
+        """Mark a waiting job running; True for the one caller that did."""
+        return bool(self._start_once(keys=[self.keys.job(job_id)], args=[_encode(utcnow())]))
+
+    def gate(self, job_id: int, seconds: float) -> bool:
+        """True at most once every `seconds` per job, across every worker (a shared throttle)."""
+        key = self.keys.progress_gate(job_id)
+        return bool(self.redis.set(key, 1, px=max(1, int(seconds * 1000)), nx=True))
 
     # -- the client's side ------------------------------------------------------------------
 

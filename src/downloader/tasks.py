@@ -9,13 +9,21 @@ from __future__ import annotations
 from celery import Task, shared_task
 from celery.signals import worker_shutting_down
 
+from downloader.parents import settle
 from downloader.runner import run_download
 
 
 @shared_task(bind=True, name="downloader.download")
 def download(self: Task, job_id: int) -> dict[str, object]:
     """Download job `job_id`; answers its id and what became of it (for Flower)."""
-    return {"job_id": job_id, "outcome": run_download(self.app, job_id)}
+    outcome = run_download(self.app, job_id, self.request.hostname or "worker")
+    return {"job_id": job_id, "outcome": outcome}
+
+
+@shared_task(bind=True, name="downloader.finish_multifile")
+def finish_multifile(self: Task, parent_id: int) -> dict[str, object]:
+    """The chord body: runs once every part has returned and settles their parent."""
+    return {"job_id": parent_id, "outcome": settle(self.app, parent_id)}
 
 
 @worker_shutting_down.connect

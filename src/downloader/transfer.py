@@ -163,7 +163,11 @@ class _Fetch:
             return self.stream(response, path, partial, handle, offset)
 
     def stream(
-        self, response: requests.Response, path: Path, partial: Path, handle: BinaryIO,
+        self,
+        response: requests.Response,
+        path: Path,
+        partial: Path,
+        handle: BinaryIO,
         offset: int,
     ) -> TransferResult:
         with response:
@@ -221,7 +225,10 @@ class _Fetch:
         return 0, int(length) if length and length.isdigit() else None
 
     def copy(
-        self, response: requests.Response, handle: BinaryIO, result: TransferResult,
+        self,
+        response: requests.Response,
+        handle: BinaryIO,
+        result: TransferResult,
         digest: hashlib._Hash | None,
     ) -> None:
         for chunk in response.iter_content(self.request.chunk_size):
@@ -232,7 +239,10 @@ class _Fetch:
             self.hooks.progress(result.bytes, result.total_bytes)
 
     def finish(
-        self, result: TransferResult, handle: BinaryIO, partial: Path,
+        self,
+        result: TransferResult,
+        handle: BinaryIO,
+        partial: Path,
         digest: hashlib._Hash | None,
     ) -> None:
         handle.flush()

