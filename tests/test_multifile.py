@@ -30,7 +30,10 @@ def leftovers(root: Path) -> list[Path]:
 
 
 def test_the_seed_example_two_parts_under_one_root(
-    service: DownloadQueueService, origin: Origin, tmp_path: Path, namespace: str,
+    service: DownloadQueueService,
+    origin: Origin,
+    tmp_path: Path,
+    namespace: str,
     redis_url: str,
 ) -> None:
     encoder = origin.add("pytorch_model.safetensors", os.urandom(2 * MiB))
@@ -39,10 +42,13 @@ def test_the_seed_example_two_parts_under_one_root(
     calls: list[str] = []
     job = service.multifile_download(
         parts=[
-            RemoteModelFile(url=origin.url("/files/pytorch_model.safetensors"),
-                            path="my_model/textencoder/pytorch_model.safetensors"),
-            RemoteModelFile(url=origin.url("/files/vae.ckpt"),
-                            path="my_model/vae/diffusers_model.safetensors"),
+            RemoteModelFile(
+                url=origin.url("/files/pytorch_model.safetensors"),
+                path="my_model/textencoder/pytorch_model.safetensors",
+            ),
+            RemoteModelFile(
+                url=origin.url("/files/vae.ckpt"), path="my_model/vae/diffusers_model.safetensors"
+            ),
         ],
         dest=tmp_path,
         on_start=lambda j: calls.append("start"),
@@ -62,9 +68,12 @@ def test_the_seed_example_two_parts_under_one_root(
     assert calls[0] == "start" and calls[-1] == "complete"
     assert calls.count("start") == calls.count("complete") == 1 and "error" not in calls
     part_ids = [part.id for part in job.download_parts]
-    assert len(set(part_ids + [job.id])) == 3
+    assert len(set([*part_ids, job.id])) == 3
     assert all(part.status == DownloadJobStatus.COMPLETED for part in job.download_parts)
-    assert service.id_to_job(part_ids[0]).download_path == root / "textencoder/pytorch_model.safetensors"
+    assert (
+        service.id_to_job(part_ids[0]).download_path
+        == root / "textencoder/pytorch_model.safetensors"
+    )
     assert {job.id, *part_ids} <= {j.id for j in service.list_jobs()}
     assert service.id_to_job(job.id) is job
 
@@ -88,15 +97,20 @@ def test_the_seed_example_two_parts_under_one_root(
 def test_ten_parts_spread_over_two_worker_processes(
     make_service: Callable[..., DownloadQueueService],
     spawn_worker: Callable[..., WorkerProcess],
-    origin: Origin, tmp_path: Path,
+    origin: Origin,
+    tmp_path: Path,
 ) -> None:
-    digests = {f"shard-{i}.bin": origin.add(f"shard-{i}.bin", os.urandom(300_000)) for i in range(10)}
+    digests = {
+        f"shard-{i}.bin": origin.add(f"shard-{i}.bin", os.urandom(300_000)) for i in range(10)
+    }
     spawn_worker("alpha", concurrency=1)
     spawn_worker("beta", concurrency=1)
     client = make_service(start_worker=False)
     job = client.multifile_download(
-        [RemoteModelFile(url=origin.url(f"/files/{name}?rate=1500000"), path=f"sharded/{name}")
-         for name in digests],
+        [
+            RemoteModelFile(url=origin.url(f"/files/{name}?rate=1500000"), path=f"sharded/{name}")
+            for name in digests
+        ],
         tmp_path,
     )
     client.wait_for_job(job, timeout=60)
@@ -148,8 +162,10 @@ def test_cancel_the_parent_while_parts_run(
         origin.add(f"c{i}.bin", os.urandom(4 * MiB))
     cancelled = threading.Event()
     job = service.multifile_download(
-        [RemoteModelFile(url=origin.url(f"/files/c{i}.bin?rate=1000000"), path=f"m/c{i}.bin")
-         for i in range(3)],
+        [
+            RemoteModelFile(url=origin.url(f"/files/c{i}.bin?rate=1000000"), path=f"m/c{i}.bin")
+            for i in range(3)
+        ],
         tmp_path,
         on_cancelled=lambda j: cancelled.set(),
     )
@@ -178,13 +194,31 @@ def test_wait_for_job_on_a_parent_times_out(
 
 @pytest.mark.parametrize(
     "paths",
-    [["/etc/passwd"], ["../outside.bin"], ["m/../../outside.bin"], [""], ["."],
-     ["m/a.bin", "m/a.bin"], ["m/a.bin", "m//a.bin"], []],
-    ids=["absolute", "dotdot", "nested-dotdot", "empty", "dot", "duplicate",
-         "duplicate-after-normalising", "no-parts"],
+    [
+        ["/etc/passwd"],
+        ["../outside.bin"],
+        ["m/../../outside.bin"],
+        [""],
+        ["."],
+        ["m/a.bin", "m/a.bin"],
+        ["m/a.bin", "m//a.bin"],
+        [],
+    ],
+    ids=[
+        "absolute",
+        "dotdot",
+        "nested-dotdot",
+        "empty",
+        "dot",
+        "duplicate",
+        "duplicate-after-normalising",
+        "no-parts",
+    ],
 )
 def test_invalid_part_paths_are_refused_before_anything_is_queued(
-    make_service: Callable[..., DownloadQueueService], origin: Origin, tmp_path: Path,
+    make_service: Callable[..., DownloadQueueService],
+    origin: Origin,
+    tmp_path: Path,
     paths: list[str],
 ) -> None:
     client = make_service(start_worker=False)
@@ -203,8 +237,11 @@ def test_a_part_whose_checksum_does_not_match_fails_clearly(
     job = service.multifile_download(
         [
             RemoteModelFile(url=origin.url("/files/good.bin"), path="m/good.bin", sha256=good),
-            RemoteModelFile(url=origin.url("/files/tampered.bin"), path="m/bad.bin",
-                            sha256=hashlib.sha256(b"what the publisher signed").hexdigest()),
+            RemoteModelFile(
+                url=origin.url("/files/tampered.bin"),
+                path="m/bad.bin",
+                sha256=hashlib.sha256(b"what the publisher signed").hexdigest(),
+            ),
         ],
         tmp_path,
     )
