@@ -80,6 +80,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from downloader.api import create_api
+
+    uvicorn.run(create_api(), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_flower(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
+    from downloader.celery_app import app
+
+    app.start(["flower", f"--address={args.address}", f"--port={args.port}", *extra])
+    return 0
+
+
 def _row(job: DownloadJob) -> list[str]:
     status = job.status.value
     if job.cancelled:
@@ -183,11 +199,29 @@ def build_parser() -> argparse.ArgumentParser:
     events = command("events", "print every event as one JSON line")
     events.add_argument("--all", action="store_true", help="events of every queue")
     events.set_defaults(run=cmd_events)
+
+    api = command("api", "serve the REST API and the event stream (OpenAPI at /docs)")
+    api.add_argument("--host", default="127.0.0.1", help="address (default: %(default)s)")
+    api.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    api.set_defaults(run=cmd_api)
+
+    flower = command(
+        "flower",
+        "run Flower on the download workers; other options (e.g. --basic-auth=user:pass) "
+        "go to Flower",
+    )
+    flower.add_argument("--address", default="127.0.0.1", help="address (default: %(default)s)")
+    flower.add_argument("--port", type=int, default=5555, help="port (default: %(default)s)")
+    flower.set_defaults(run=cmd_flower)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if args.run is cmd_flower:
+        return cmd_flower(args, extra)
+    if extra:
+        build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     return int(args.run(args) or 0)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,3 +40,16 @@ class Settings(BaseSettings):
         default=3600, ge=60, description="seconds before an unacknowledged message is redelivered"
     )
     progress_interval: float = Field(default=0.25, ge=0, description="min seconds between events")
+    max_retries: int = Field(default=5, ge=0, description="retries of a failing transfer")
+    retry_backoff: float = Field(default=1.0, gt=0, description="first retry delay, doubling")
+    host_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='bearer tokens per host, JSON: {"huggingface.co": "hf_..."}',
+    )
+    api_key: SecretStr | None = Field(default=None, description="key the REST API requires")
+    download_root: Path = Field(
+        default=Path("downloads"), description="the REST API's `dest` is relative to this"
+    )
+    allow_private_networks: bool = Field(
+        default=False, description="let REST callers download from private addresses"
+    )

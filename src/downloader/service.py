@@ -183,10 +183,13 @@ class DownloadQueueService:
         on_error: DownloadEventHandler | None = None,
         *,
         sha256: str | None = None,
+        untrusted: bool = False,
     ) -> DownloadJob:
         """Queue one URL; it starts as soon as a worker has a free slot.
 
-        With `sha256`, the file is verified before it takes its final name.
+        With `sha256`, the file is verified before it takes its final name. `untrusted` marks
+        a job from an untrusted caller (the REST API): its worker refuses private addresses
+        unless `DOWNLOADER_ALLOW_PRIVATE_NETWORKS` is set.
         """
         job = DownloadJob(
             source=source, dest=Path(dest), priority=priority, access_token=access_token
@@ -200,7 +203,7 @@ class DownloadQueueService:
         )
         job.id = self.app.store.new_ids(1)[0]
         self._track(job)
-        record = {**self._record(job), "sha256": sha256}
+        record = {**self._record(job), "sha256": sha256, "untrusted": untrusted}
         self.app.store.create(self._queue_id, [record], access_token)
         self.app.submit(job.id, self._queue_id, priority)
         return job
@@ -217,6 +220,7 @@ class DownloadQueueService:
         on_error: DownloadEventHandler | None = None,
         *,
         priority: int = 10,
+        untrusted: bool = False,
     ) -> MultiFileDownloadJob:
         """Queue several files under `dest` as one job that ends when its last part does."""
         dest = Path(dest)
@@ -241,7 +245,8 @@ class DownloadQueueService:
             **job.model_dump(mode="json", exclude={"download_parts"}),
         }
         part_records = [
-            {**self._record(part_job), "parent_id": job.id, "sha256": part.sha256}
+            {**self._record(part_job), "parent_id": job.id, "sha256": part.sha256,
+             "untrusted": untrusted}
             for part_job, part in zip(job.download_parts, parts, strict=True)
         ]
         for tracked in (job, *job.download_parts):
