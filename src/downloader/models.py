@@ -103,6 +103,8 @@ class DownloadJob(_CallbackMixin):
     final_url: str | None = None
     error_type: str | None = None
     error: str | None = None
+    attempts: int = 0
+    """How many times a worker tried: one per claim plus one per retry."""
     access_token: str | None = Field(default=None, exclude=True, repr=False)
 
 

@@ -11,8 +11,10 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -20,6 +22,8 @@ from downloader import events as ev
 from downloader import parents
 from downloader.events import Throttle
 from downloader.models import DownloadJobCancelledException, DownloadJobStatus
+from downloader.netguard import public_only_session
+from downloader.retry import backoff, is_retriable
 from downloader.store import CANCELLED_ERROR_TYPE, ClaimResult
 from downloader.transfer import TransferHooks, TransferRequest, TransferResult, fetch
 
@@ -85,6 +89,8 @@ class JobRun:
 
     def on_started(self, result: TransferResult) -> None:
         self.download_path = result.download_path
+        # A retry resumes at this path, and only if the file still has this validator.
+        self.record.update(download_path=str(result.download_path), etag=result.etag)
         self.app.store.update(
             self.job_id,
             download_path=result.download_path,
@@ -131,13 +137,23 @@ class JobRun:
         return TransferRequest(
             url=self.record["source"],
             dest=Path(self.record["dest"]),
-            access_token=self.app.store.access_token(self.job_id),
+            access_token=self.access_token(),
             download_path=Path(known) if known else None,
             etag=self.record.get("etag"),
             sha256=self.record.get("sha256"),
             chunk_size=settings.chunk_size,
             timeout=(settings.connect_timeout, settings.read_timeout),
         )
+
+    def access_token(self) -> str | None:
+        """The job's own token, else the one configured for the URL's host."""
+        token = self.app.store.access_token(self.job_id)
+        if token is None:
+            configured = self.app.settings.host_tokens.get(
+                urlsplit(self.record["source"]).hostname or ""
+            )
+            token = configured.get_secret_value() if configured is not None else None
+        return token
 
     def run(self, session: requests.Session) -> str:
         outcome = self.claim_and_attempt(session)
@@ -165,9 +181,8 @@ class JobRun:
             store.release(self.job_id, self.owner)
 
     def attempt(self, session: requests.Session) -> str:
-        hooks = TransferHooks(started=self.on_started, progress=self.on_progress)
         try:
-            result = fetch(self.request(), session, hooks)
+            result = self.fetch_with_retries(session)
         except DownloadJobCancelledException:
             self.finish_cancelled()
             return "cancelled"
@@ -197,6 +212,40 @@ class JobRun:
         )
         return "completed"
 
+    def fetch_with_retries(self, session: requests.Session) -> TransferResult:
+        """Fetch, retrying transient failures; each retry resumes from the partial file."""
+        hooks = TransferHooks(started=self.on_started, progress=self.on_progress)
+        settings = self.app.settings
+        retries = 0
+        while True:
+            try:
+                return fetch(self.request(), session, hooks)
+            except Exception as exc:
+                if not is_retriable(exc) or retries >= settings.max_retries:
+                    raise
+                retries += 1
+                delay = backoff(retries, settings.retry_backoff, exc)
+                log.warning(
+                    "job %s: %s; retry %d of %d in %.1f s",
+                    self.job_id,
+                    error_type(exc),
+                    retries,
+                    settings.max_retries,
+                    delay,
+                )
+                self.app.store.record_retry(self.job_id, error_type(exc))
+                self.pause(delay)
+
+    def pause(self, seconds: float) -> None:
+        """Sleep before a retry, still answering a cancel or a worker shutdown."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, self.app.settings.progress_interval or 0.25))
+            if self.app.store.cancel_requested(self.job_id):
+                raise DownloadJobCancelledException(f"job {self.job_id} was cancelled")
+            if self.app.stopping.is_set():
+                raise WorkerStopping
+
     def finish_cancelled(self) -> None:
         self.app.store.finish(
             self.job_id,
@@ -208,7 +257,7 @@ class JobRun:
 
     def hand_back(self) -> None:
         """Put the job back as waiting and queue it again; its partial file stays to resume."""
-        self.app.store.update(self.job_id, status=DownloadJobStatus.WAITING)
+        self.app.store.requeue(self.job_id)
         self.app.submit(self.job_id, self.queue_id, int(self.record.get("priority", 10)))
 
 
@@ -220,16 +269,20 @@ def run_download(app: DownloaderApp, job_id: int, worker: str) -> str:
     record = app.store.record(job_id)
     if record is None:
         return ClaimResult.MISSING.value
-    session = app.session_override or _thread_session()
+    if record.get("untrusted") and not app.settings.allow_private_networks:
+        session = _thread_session("public_only", public_only_session)
+    else:
+        session = app.session_override or _thread_session("plain", requests.Session)
     return JobRun(app, job_id, record, worker).run(session)
 
 
 _local = threading.local()
 
 
-def _thread_session() -> requests.Session:
-    """One session per worker thread, so connections to a host are kept alive between jobs."""
-    session = getattr(_local, "session", None)
+def _thread_session(kind: str, make: Callable[[], requests.Session]) -> requests.Session:
+    """One session per worker thread and kind, so connections are kept alive between jobs."""
+    session = getattr(_local, kind, None)
     if session is None:
-        session = _local.session = requests.Session()
+        session = make()
+        setattr(_local, kind, session)
     return session

@@ -70,6 +70,10 @@ class Keys:
     def job_sequence(self) -> str:
         return f"{self.namespace}:job_sequence"
 
+    @property
+    def running(self) -> str:
+        return f"{self.namespace}:running"
+
 
 class ClaimResult(StrEnum):
     CLAIMED = "claimed"
@@ -101,6 +105,7 @@ redis.call('HSET', KEYS[1], 'status', '"running"', 'job_sequence', tostring(seq)
 local started = redis.call('HGET', KEYS[1], 'job_started')
 if not started or started == 'null' then redis.call('HSET', KEYS[1], 'job_started', ARGV[3]) end
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('SADD', KEYS[4], ARGV[4])
 return 'claimed'
 """
 
@@ -113,7 +118,20 @@ redis.call('HSET', KEYS[1], 'cancel_requested', 'true', 'updated_at', ARGV[1])
 if status == 'running' and redis.call('EXISTS', KEYS[2]) == 1 then return 'requested' end
 redis.call('HSET', KEYS[1], 'status', '"error"', 'cancelled', 'true', 'error_type', ARGV[2],
            'job_ended', ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[3])
 return 'cancelled'
+"""
+
+_RECOVER = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= '"running"' then
+  redis.call('SREM', KEYS[3], ARGV[2])
+  return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'status', '"waiting"', 'updated_at', ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[2])
+return 1
 """
 
 _FINISH_ONCE = """
@@ -170,6 +188,7 @@ class JobStore:
         self._release = client.register_script(_RELEASE)
         self._finish_once = client.register_script(_FINISH_ONCE)
         self._start_once = client.register_script(_START_ONCE)
+        self._recover = client.register_script(_RECOVER)
 
     # -- creating -------------------------------------------------------------------------
 
@@ -243,8 +262,9 @@ class JobStore:
 
     def claim(self, job_id: int, owner: str, lease_seconds: float) -> ClaimResult:
         result = self._claim(
-            keys=[self.keys.job(job_id), self.keys.lease(job_id), self.keys.job_sequence],
-            args=[owner, int(lease_seconds * 1000), _encode(utcnow())],
+            keys=[self.keys.job(job_id), self.keys.lease(job_id), self.keys.job_sequence,
+                  self.keys.running],
+            args=[owner, int(lease_seconds * 1000), _encode(utcnow()), job_id],
         )
         return ClaimResult(result.decode())
 
@@ -259,6 +279,18 @@ class JobStore:
     def update(self, job_id: int, **fields: Any) -> None:
         fields["updated_at"] = utcnow()
         self.redis.hset(self.keys.job(job_id), mapping={k: _encode(v) for k, v in fields.items()})
+
+    def cancel_requested(self, job_id: int) -> bool:
+        return self.redis.hget(self.keys.job(job_id), "cancel_requested") == b"true"
+
+    def record_retry(self, job_id: int, reason: str) -> None:
+        pipe = self.redis.pipeline()
+        pipe.hincrby(self.keys.job(job_id), "attempts", 1)
+        pipe.hset(
+            self.keys.job(job_id),
+            mapping={"last_error": _encode(reason), "updated_at": _encode(utcnow())},
+        )
+        pipe.execute()
 
     def report_progress(self, job_id: int, current: int, total: int) -> bool:
         """Store the byte counts and answer whether a cancel was asked, in one round trip."""
@@ -275,7 +307,32 @@ class JobStore:
         return pipe.execute()[1] == b"true"
 
     def finish(self, job_id: int, status: DownloadJobStatus, **fields: Any) -> None:
-        self.update(job_id, status=status, job_ended=utcnow(), **fields)
+        self._set_and_leave_running(job_id, status=status, job_ended=utcnow(), **fields)
+
+    def requeue(self, job_id: int) -> None:
+        """Back to waiting, for a worker that hands its job back on shutdown."""
+        self._set_and_leave_running(job_id, status=DownloadJobStatus.WAITING)
+
+    def _set_and_leave_running(self, job_id: int, **fields: Any) -> None:
+        fields["updated_at"] = utcnow()
+        pipe = self.redis.pipeline()
+        pipe.hset(self.keys.job(job_id), mapping={k: _encode(v) for k, v in fields.items()})
+        pipe.srem(self.keys.running, job_id)
+        pipe.execute()
+
+    def orphans(self) -> list[int]:
+        """Running jobs whose lease is gone: their worker died. Each is set back to waiting
+        once, atomically, so two workers looking at the same time do not both requeue it."""
+        found = []
+        for raw in self.redis.smembers(self.keys.running):
+            job_id = int(raw)
+            recovered = self._recover(
+                keys=[self.keys.job(job_id), self.keys.lease(job_id), self.keys.running],
+                args=[_encode(utcnow()), job_id],
+            )
+            if recovered:
+                found.append(job_id)
+        return found
 
     def finish_once(self, job_id: int, status: DownloadJobStatus, **fields: Any) -> bool:
         """Finish a job unless it has finished already; True for the one caller that did."""
@@ -297,8 +354,8 @@ class JobStore:
 
     def cancel(self, job_id: int) -> CancelResult:
         result = self._cancel(
-            keys=[self.keys.job(job_id), self.keys.lease(job_id)],
-            args=[_encode(utcnow()), _encode(CANCELLED_ERROR_TYPE)],
+            keys=[self.keys.job(job_id), self.keys.lease(job_id), self.keys.running],
+            args=[_encode(utcnow()), _encode(CANCELLED_ERROR_TYPE), job_id],
         )
         return CancelResult(result.decode())
 

@@ -7,9 +7,11 @@ store, so Flower and the broker never see more than a number.
 from __future__ import annotations
 
 from celery import Task, shared_task
-from celery.signals import worker_shutting_down
+from celery.signals import worker_ready, worker_shutting_down
 
+from downloader.celery_app import DownloaderApp
 from downloader.parents import settle
+from downloader.recovery import OrphanWatch
 from downloader.runner import run_download
 
 
@@ -34,3 +36,11 @@ def _hand_back_running_jobs(sender: object = None, **_: object) -> None:
     stopping = getattr(current_app, "stopping", None)
     if stopping is not None:
         stopping.set()
+
+
+@worker_ready.connect
+def _watch_for_orphans(sender: object = None, **_: object) -> None:
+    """Every worker process also requeues the jobs of workers that died."""
+    app = getattr(sender, "app", None)
+    if isinstance(app, DownloaderApp):
+        OrphanWatch(app).start()

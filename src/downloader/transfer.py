@@ -7,10 +7,12 @@ then renamed to its final name: a file under its final name is always complete.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,10 @@ class ChecksumMismatchError(TransferError):
 
 class DestinationBusyError(TransferError):
     """Another download is writing the same file right now."""
+
+
+class InsufficientSpaceError(TransferError):
+    """The destination's filesystem cannot hold the rest of the file."""
 
 
 @dataclass
@@ -187,6 +193,8 @@ class _Fetch:
                 handle.truncate(0)
                 partial.unlink(missing_ok=True)
                 return result
+            if total:
+                _check_space(path, total - offset)
             self.hooks.started(result)
             digest = _hash_prefix(handle, offset) if self.request.sha256 else None
             handle.seek(offset)
@@ -232,7 +240,17 @@ class _Fetch:
         digest: hashlib._Hash | None,
     ) -> None:
         for chunk in response.iter_content(self.request.chunk_size):
-            handle.write(chunk)
+            try:
+                handle.write(chunk)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                remaining = max(result.total_bytes - result.bytes, len(chunk))
+                raise InsufficientSpaceError(
+                    f"the disk holding {result.download_path} is full: {remaining} more bytes "
+                    "are needed; free some space and run the job again, it resumes from the "
+                    f"{result.bytes} bytes already saved"
+                ) from exc
             if digest is not None:
                 digest.update(chunk)
             result.bytes += len(chunk)
@@ -260,6 +278,16 @@ class _Fetch:
                 f"{self.request.sha256}; the bad file was removed"
             )
         os.replace(partial, result.download_path)
+
+
+def _check_space(path: Path, needed: int) -> None:
+    """Refuse before the first byte when the file cannot fit (the preflight check)."""
+    free = shutil.disk_usage(path.parent).free
+    if needed > free:
+        raise InsufficientSpaceError(
+            f"not enough space for {path}: {needed} more bytes are needed and only {free} are "
+            f"free on its filesystem; free {needed - free} bytes or choose another destination"
+        )
 
 
 def _size(path: Path) -> int:

@@ -1,0 +1,55 @@
+"""Which failures are worth another try, and how long to wait before it.
+
+Transient trouble (a dropped connection, a stall, a 5xx, 408 or 429, a body shorter than
+announced) is retried with exponential backoff and full jitter, honouring `Retry-After`.
+Everything else (other 4xx, a checksum mismatch, a full disk, a refused address) fails at
+once: trying again would only repeat it.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import requests
+
+from downloader.transfer import IncompleteDownloadError
+
+MAX_DELAY = 60.0
+RETRIABLE_STATUS = frozenset({408, 429})
+
+
+def is_retriable(exc: BaseException) -> bool:
+    if isinstance(exc, requests.HTTPError):
+        status = exc.response.status_code if exc.response is not None else 0
+        return status in RETRIABLE_STATUS or status >= 500
+    return isinstance(
+        exc,
+        requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError
+        | IncompleteDownloadError,
+    )
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The server's `Retry-After`, in seconds, when it sent one."""
+    response = getattr(exc, "response", None)
+    value = response.headers.get("Retry-After") if response is not None else None
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def backoff(attempt: int, base: float, exc: BaseException | None = None) -> float:
+    """Seconds to wait before retry number `attempt` (1 for the first retry)."""
+    asked = retry_after(exc) if exc is not None else None
+    if asked is not None:
+        return min(asked, MAX_DELAY)
+    ceiling = min(base * 2 ** (attempt - 1), MAX_DELAY)
+    return random.uniform(ceiling / 2, ceiling)

@@ -1,0 +1,320 @@
+"""Faults the queue survives and input it refuses, each broken for real."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from downloader import DownloadJobStatus, DownloadQueueService
+from downloader.netguard import ForbiddenAddressError, public_address
+from tests.conftest import WorkerProcess
+from tests.origin import Origin
+from tests.test_queue import sha256, wait_until
+
+MiB = 1 << 20
+FAST_RETRIES = {"DOWNLOADER_RETRY_BACKOFF": "0.05"}
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in FAST_RETRIES.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_a_worker_killed_mid_download_is_resumed_by_another_with_a_range_request(
+    make_service: Callable[..., DownloadQueueService],
+    spawn_worker: Callable[..., WorkerProcess],
+    origin: Origin, tmp_path: Path,
+) -> None:
+    digest = origin.add("huge.bin", os.urandom(48 * MiB))
+    quick_lease = {"DOWNLOADER_LEASE_SECONDS": "2"}
+    first = spawn_worker("doomed", concurrency=1, env=quick_lease)
+    client = make_service(start_worker=False)
+    job = client.download(
+        origin.url("/private/huge.bin?rate=12000000"), tmp_path, access_token=origin.token
+    )
+    wait_until(lambda: job.bytes > 8 * MiB, timeout=20)
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    killed_at = time.monotonic()
+    spawn_worker("rescuer", concurrency=1, env=quick_lease)
+    client.wait_for_job(job, timeout=60)
+    assert time.monotonic() - killed_at < 60
+    assert job.status == DownloadJobStatus.COMPLETED
+    assert sha256(tmp_path / "huge.bin") == digest
+    assert not (tmp_path / "huge.bin.downloading").exists()
+    gets = origin.gets("/private/huge.bin")
+    assert len(gets) == 2
+    resumed = gets[1].headers
+    assert resumed.get("Range", "").startswith("bytes=") and resumed["Range"] != "bytes=0-"
+    assert int(resumed["Range"][6:-1]) >= 8 * MiB - MiB  # it went on from the partial file
+    assert resumed.get("If-Range")  # only if the file is still the same
+    assert resumed.get("Authorization") == f"Bearer {origin.token}"  # the token survived
+    assert job.attempts == 2
+
+
+def test_a_redelivered_message_never_starts_a_second_copy(
+    service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    digest = origin.add("once.bin", os.urandom(2 * MiB))
+    job = service.download(origin.url("/files/once.bin?rate=2000000"), tmp_path)
+    wait_until(lambda: job.bytes > 0)
+    service.app.submit(job.id, service.queue_id, job.priority)  # as a redelivery would
+    service.wait_for_job(job, timeout=20)
+    time.sleep(0.3)
+    assert job.status == DownloadJobStatus.COMPLETED and sha256(job.download_path) == digest
+    assert len(origin.gets("/files/once.bin")) == 1
+    assert job.attempts == 1
+
+
+def test_cancelling_a_job_whose_worker_died_ends_it_and_it_never_resumes(
+    make_service: Callable[..., DownloadQueueService],
+    spawn_worker: Callable[..., WorkerProcess],
+    origin: Origin, tmp_path: Path,
+) -> None:
+    origin.add("orphan.bin", os.urandom(16 * MiB))
+    quick_lease = {"DOWNLOADER_LEASE_SECONDS": "2"}
+    worker = spawn_worker("doomed", concurrency=1, env=quick_lease)
+    client = make_service(start_worker=False)
+    job = client.download(origin.url("/files/orphan.bin?rate=4000000"), tmp_path)
+    wait_until(lambda: job.bytes > 0, timeout=20)
+    worker.process.send_signal(signal.SIGKILL)
+    worker.process.wait()
+    time.sleep(2.5)  # the lease runs out
+    client.cancel_job(job)
+    client.wait_for_job(job, timeout=5)
+    assert job.cancelled and job.status == DownloadJobStatus.ERROR
+    spawn_worker("later", concurrency=1, env=quick_lease)
+    time.sleep(3)
+    assert len(origin.gets("/files/orphan.bin")) == 1
+    assert client.id_to_job(job.id).cancelled
+
+
+def test_sigterm_hands_running_jobs_back_and_they_resume(
+    make_service: Callable[..., DownloadQueueService],
+    spawn_worker: Callable[..., WorkerProcess],
+    origin: Origin, tmp_path: Path,
+) -> None:
+    digest = origin.add("handed.bin", os.urandom(24 * MiB))
+    first = spawn_worker("leaving", concurrency=1)
+    client = make_service(start_worker=False)
+    job = client.download(origin.url("/files/handed.bin?rate=8000000"), tmp_path)
+    wait_until(lambda: job.bytes > 2 * MiB, timeout=20)
+    first.process.send_signal(signal.SIGTERM)
+    first.process.wait(20)
+    assert client.id_to_job(job.id).status == DownloadJobStatus.WAITING
+    spawn_worker("arriving", concurrency=1)
+    client.wait_for_job(job, timeout=30)
+    assert job.status == DownloadJobStatus.COMPLETED and sha256(job.download_path) == digest
+    ranges = [r.headers.get("Range") for r in origin.gets("/files/handed.bin")]
+    assert ranges[0] is None and ranges[1] and ranges[1] != "bytes=0-"
+
+
+@pytest.mark.parametrize("code", [503, 429, 500, 408])
+def test_transient_http_errors_are_retried(
+    fast_retries: None, service: DownloadQueueService, origin: Origin, tmp_path: Path,
+    code: int,
+) -> None:
+    digest = origin.add("flaky.bin", os.urandom(MiB))
+    job = service.download(origin.url(f"/files/flaky.bin?fail=2&code={code}"), tmp_path)
+    service.wait_for_job(job, timeout=20)
+    assert job.status == DownloadJobStatus.COMPLETED and sha256(job.download_path) == digest
+    assert len(origin.gets("/files/flaky.bin")) == 3
+    assert job.attempts == 3
+
+
+def test_client_errors_are_not_retried(
+    fast_retries: None, service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    job = service.download(origin.url("/files/nothing.bin"), tmp_path)
+    forbidden = service.download(origin.url("/files/x.bin?fail=9&code=403"), tmp_path)
+    service.join()
+    assert job.error_type == "HTTPError(Not Found)" and job.attempts == 1
+    assert forbidden.error_type == "HTTPError(Forbidden)" and forbidden.attempts == 1
+    assert len(origin.gets("/files/nothing.bin")) == len(origin.gets("/files/x.bin")) == 1
+
+
+def test_retries_give_up_after_the_configured_number(
+    fast_retries: None, monkeypatch: pytest.MonkeyPatch,
+    make_service: Callable[..., DownloadQueueService], origin: Origin, tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("DOWNLOADER_MAX_RETRIES", "1")
+    service = make_service()
+    job = service.download(origin.url("/files/down.bin?fail=9"), tmp_path)
+    service.wait_for_job(job, timeout=20)
+    assert job.status == DownloadJobStatus.ERROR
+    assert job.error_type == "HTTPError(Service Unavailable)"
+    assert job.attempts == 2 and len(origin.gets("/files/down.bin")) == 2
+
+
+def test_a_dropped_connection_resumes_with_range_and_if_range(
+    fast_retries: None, service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    digest = origin.add("dropped.bin", os.urandom(3 * MiB))
+    job = service.download(origin.url(f"/files/dropped.bin?drop={MiB}"), tmp_path)
+    service.wait_for_job(job, timeout=20)
+    assert job.status == DownloadJobStatus.COMPLETED and sha256(job.download_path) == digest
+    first, second = origin.gets("/files/dropped.bin")
+    assert "Range" not in first.headers
+    assert second.headers["Range"] == f"bytes={MiB}-"
+    assert second.headers["If-Range"].startswith('"')
+
+
+def test_a_stalled_read_counts_as_a_failure_and_is_retried(
+    fast_retries: None, monkeypatch: pytest.MonkeyPatch,
+    make_service: Callable[..., DownloadQueueService], origin: Origin, tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("DOWNLOADER_READ_TIMEOUT", "1")
+    service = make_service()
+    digest = origin.add("stall.bin", os.urandom(2 * MiB))
+    job = service.download(origin.url(f"/files/stall.bin?stall={MiB}"), tmp_path)
+    service.wait_for_job(job, timeout=20)
+    assert job.status == DownloadJobStatus.COMPLETED and sha256(job.download_path) == digest
+    assert origin.gets("/files/stall.bin")[1].headers["Range"] == f"bytes={MiB}-"
+
+
+def test_a_server_that_ignores_ranges_starts_over_cleanly(
+    fast_retries: None, service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    digest = origin.add("plain.bin", os.urandom(2 * MiB))
+    job = service.download(origin.url(f"/files/plain.bin?norange=1&drop={MiB}"), tmp_path)
+    service.wait_for_job(job, timeout=20)
+    assert job.status == DownloadJobStatus.COMPLETED and sha256(job.download_path) == digest
+    assert (tmp_path / "plain.bin").stat().st_size == 2 * MiB
+
+
+def test_a_short_body_is_an_error_never_a_completed_job(
+    monkeypatch: pytest.MonkeyPatch, make_service: Callable[..., DownloadQueueService],
+    origin: Origin, tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("DOWNLOADER_MAX_RETRIES", "0")
+    service = make_service()
+    origin.add("short.bin", os.urandom(2 * MiB))
+    job = service.download(origin.url(f"/files/short.bin?drop={MiB}"), tmp_path)
+    service.wait_for_job(job, timeout=20)
+    assert job.status == DownloadJobStatus.ERROR
+    assert not (tmp_path / "short.bin").exists()
+    assert (tmp_path / "short.bin.downloading").stat().st_size == MiB  # kept for a resume
+
+
+def test_a_wrong_sha256_fails_and_leaves_no_file(
+    service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    origin.add("signed.bin", os.urandom(MiB))
+    job = service.download(origin.url("/files/signed.bin"), tmp_path, sha256="0" * 64)
+    service.wait_for_job(job, timeout=20)
+    assert (job.error_type or "").startswith("ChecksumMismatchError(")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_file_too_big_for_the_disk_is_refused_before_the_first_byte(
+    service: DownloadQueueService, origin: Origin, tiny_disk: Path
+) -> None:
+    origin.add("too-big.bin", os.urandom(3 * MiB))
+    job = service.download(origin.url("/files/too-big.bin"), tiny_disk)
+    service.wait_for_job(job, timeout=20)
+    assert job.status == DownloadJobStatus.ERROR
+    assert (job.error_type or "").startswith("InsufficientSpaceError(")
+    assert str(tiny_disk / "too-big.bin") in (job.error_type or "")
+    assert "bytes are needed" in (job.error_type or "")
+    assert not (tiny_disk / "too-big.bin").exists()
+
+
+def test_a_disk_that_fills_up_mid_download_keeps_the_partial_file(
+    service: DownloadQueueService, origin: Origin, tiny_disk: Path
+) -> None:
+    """Two files that each fit, but not together: the preflight passes, the disk fills."""
+    origin.add("half.bin", os.urandom(700 * 1024))
+    first = service.download(origin.url("/files/half.bin?rate=1400000"), tiny_disk / "a.bin")
+    second = service.download(origin.url("/files/half.bin?rate=1400000&n=2"), tiny_disk / "b.bin")
+    service.join()
+    failed = [job for job in (first, second) if job.status == DownloadJobStatus.ERROR]
+    assert failed, "one of the two must have run out of space"
+    for job in failed:
+        assert (job.error_type or "").startswith("InsufficientSpaceError(")
+        assert "more bytes are needed" in (job.error_type or "")
+        assert not Path(job.dest).exists()
+        assert Path(f"{job.dest}.downloading").stat().st_size > 0  # kept for a resume
+
+
+def test_untrusted_jobs_may_not_reach_private_addresses(
+    service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    origin.add("internal.bin", b"internal")
+    job = service.download(origin.url("/files/internal.bin"), tmp_path, untrusted=True)
+    trusted = service.download(origin.url("/files/internal.bin"), tmp_path / "ok.bin")
+    service.join()
+    assert (job.error_type or "").startswith("ForbiddenAddressError(")
+    assert "DOWNLOADER_ALLOW_PRIVATE_NETWORKS" in (job.error_type or "")
+    assert trusted.status == DownloadJobStatus.COMPLETED
+    assert len(origin.gets("/files/internal.bin")) == 1  # the untrusted one never connected
+
+
+def test_untrusted_jobs_may_when_private_networks_are_allowed(
+    monkeypatch: pytest.MonkeyPatch, make_service: Callable[..., DownloadQueueService],
+    origin: Origin, tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("DOWNLOADER_ALLOW_PRIVATE_NETWORKS", "true")
+    service = make_service()
+    origin.add("internal.bin", b"internal")
+    job = service.download(origin.url("/files/internal.bin"), tmp_path, untrusted=True)
+    service.wait_for_job(job, timeout=20)
+    assert job.status == DownloadJobStatus.COMPLETED
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "localhost", "10.1.2.3", "192.168.0.1", "172.16.5.4", "169.254.169.254",
+     "100.64.0.1", "::1", "fd00::1", "fe80::1", "0.0.0.0"],
+)
+def test_non_public_addresses_are_refused(host: str) -> None:
+    with pytest.raises(ForbiddenAddressError):
+        public_address(host, 80)
+
+
+def test_public_addresses_pass() -> None:
+    _, sockaddr = public_address("93.184.215.14", 443)
+    assert sockaddr[0] == "93.184.215.14"
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/file", "file:///etc/passwd", "not a url", "http://", ""]
+)
+def test_bad_urls_are_refused_at_enqueue(
+    make_service: Callable[..., DownloadQueueService], tmp_path: Path, url: str
+) -> None:
+    client = make_service(start_worker=False)
+    with pytest.raises(ValueError):
+        client.download(url, tmp_path)
+    assert client.list_jobs() == []
+
+
+def test_a_token_configured_per_host_is_used_when_the_job_has_none(
+    monkeypatch: pytest.MonkeyPatch, make_service: Callable[..., DownloadQueueService],
+    origin: Origin, tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("DOWNLOADER_HOST_TOKENS", f'{{"127.0.0.1": "{origin.token}"}}')
+    service = make_service()
+    origin.add("gated.bin", b"gated model")
+    job = service.download(origin.url("/private/gated.bin"), tmp_path)
+    service.wait_for_job(job, timeout=20)
+    assert job.status == DownloadJobStatus.COMPLETED
+    assert (tmp_path / "gated.bin").read_bytes() == b"gated model"
