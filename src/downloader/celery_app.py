@@ -15,7 +15,10 @@ from functools import cached_property
 import redis
 import requests
 from celery import Celery, Signature, chord
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
+from downloader.broker import Transport
 from downloader.config import Settings
 from downloader.events import DOWNLOAD_CANCELLED, EventPublisher
 from downloader.store import CancelResult, JobStore, Keys
@@ -59,6 +62,9 @@ class DownloaderApp(Celery):
         prefix = f"{settings.namespace}:celery:"
         self.conf.update(
             broker_url=broker,
+            # The transport that survives a Redis restart; kombu lets a `redis+socket://`
+            # URL (the embedded server) pick its own, which is the stock one.
+            broker_transport=Transport,
             result_backend=broker,
             broker_connection_retry_on_startup=True,
             broker_transport_options={
@@ -89,7 +95,14 @@ class DownloaderApp(Celery):
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url, health_check_interval=30)
+        """The client of the job store and events; it rides out a Redis restart by retrying
+        each command for about half a minute before giving up."""
+        return redis.Redis.from_url(
+            self.redis_url,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=20),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
 
     @cached_property
     def store(self) -> JobStore:

@@ -10,6 +10,7 @@ subscription to `<namespace>:events:*`.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ from typing import Any
 import redis
 
 from downloader.store import Keys
+
+log = logging.getLogger(__name__)
 
 DOWNLOAD_STARTED = "download_started"
 DOWNLOAD_PROGRESS = "download_progress"
@@ -56,7 +59,12 @@ class EventPublisher:
             "timestamp": datetime.now(UTC).isoformat(),
         }
         payload.update({k: (str(v) if hasattr(v, "__fspath__") else v) for k, v in fields.items()})
-        self.redis.publish(self.keys.events(queue_id), json.dumps(payload))
+        try:
+            self.redis.publish(self.keys.events(queue_id), json.dumps(payload))
+        except redis.RedisError:
+            # An event is a notification; the job store holds the truth and subscribers
+            # re-read it. A download must not fail because Redis blinked.
+            log.warning("could not publish %s of job %s", event, job_id, exc_info=True)
         return payload
 
 

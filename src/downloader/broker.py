@@ -1,0 +1,53 @@
+"""Celery's Redis transport, made to survive a Redis restart.
+
+With kombu 5.7, when Redis goes away under a worker, the consumer closes its channel, and
+closing tries to put the unacknowledged messages back through a connection that is already
+torn down. The AttributeError that follows escapes Celery's connection-error handling and the
+worker process exits instead of reconnecting. Here that restore is skipped when it cannot
+run: the messages stay in Redis's unacked set, where the broker's visibility timeout brings
+them back, and a job they belong to is either finished (the redelivery is dropped) or found by
+the orphan watch once its lease runs out. The same holds for acknowledging, after the
+reconnection, a task that ran through the outage: its channel is gone, so is the ack.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kombu.transport import redis as kombu_redis
+
+log = logging.getLogger(__name__)
+
+
+class QoS(kombu_redis.QoS):
+    def restore_unacked(self, client: object = None) -> None:
+        try:
+            super().restore_unacked(client)
+        except AttributeError:
+            log.warning(
+                "the broker connection is gone; %d unacknowledged message(s) stay in Redis "
+                "until the visibility timeout returns them", len(self._delivered)
+            )
+            self._delivered.clear()
+
+    def ack(self, delivery_tag: str) -> None:
+        try:
+            super().ack(delivery_tag)
+        except AttributeError:
+            log.warning("message %s came through a closed connection; its ack is lost and "
+                        "its redelivery will find the job finished", delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except AttributeError:
+            log.warning("message %s came through a closed connection; it will be redelivered",
+                        delivery_tag)
+
+
+class Channel(kombu_redis.Channel):
+    QoS = QoS
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
