@@ -32,6 +32,11 @@ class LoggedRequest:
     headers: dict[str, str]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients hang up mid-request on purpose here (cancels, skips); that is no error."""
+
+
 class Origin:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
@@ -39,7 +44,7 @@ class Origin:
         self.token = "s3cret-token"
         self.hits: dict[str, int] = {}
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self.server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

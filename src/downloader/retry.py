@@ -2,6 +2,7 @@
 
 Transient trouble (a dropped connection, a stall, a 5xx, 408 or 429, a body shorter than
 announced) is retried with exponential backoff and full jitter, honouring `Retry-After`.
+A file still locked by an attempt that is stepping aside is retried too.
 Everything else (other 4xx, a checksum mismatch, a full disk, a refused address) fails at
 once: trying again would only repeat it.
 """
@@ -14,7 +15,7 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
-from downloader.transfer import IncompleteDownloadError
+from downloader.transfer import DestinationBusyError, IncompleteDownloadError
 
 MAX_DELAY = 60.0
 RETRIABLE_STATUS = frozenset({408, 429})
@@ -26,8 +27,12 @@ def is_retriable(exc: BaseException) -> bool:
         return status in RETRIABLE_STATUS or status >= 500
     return isinstance(
         exc,
-        requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError
-        | IncompleteDownloadError,
+        requests.ConnectionError
+        | requests.Timeout
+        | requests.exceptions.ChunkedEncodingError
+        | IncompleteDownloadError
+        # The file's previous writer (an attempt that lost its lease) is about to let go.
+        | DestinationBusyError,
     )
 
 

@@ -37,6 +37,10 @@ class WorkerStopping(Exception):
     """The worker is shutting down; the job goes back to the queue to resume elsewhere."""
 
 
+class LeaseLost(Exception):
+    """Another attempt owns the job now (this one could not renew its lease): step aside."""
+
+
 def error_type(exc: BaseException) -> str:
     """The seed's `error_type`: the exception's class and message, e.g. HTTPError(Not Found)."""
     if isinstance(exc, DownloadJobCancelledException):
@@ -69,11 +73,19 @@ class JobRun:
     """One attempt at one job on this worker."""
 
     def __init__(
-        self, app: DownloaderApp, job_id: int, record: dict[str, Any], worker: str
+        self,
+        app: DownloaderApp,
+        job_id: int,
+        record: dict[str, Any],
+        worker: str,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.app = app
         self.job_id = job_id
         self.record = record
+        self.progress_listener = on_progress
+        """Told of every published progress (the task forwards it to Flower)."""
+        self.keeper: _LeaseKeeper | None = None
         self.queue_id: str = record["queue_id"]
         self.owner = f"{worker}#{uuid.uuid4().hex[:12]}"
         """Unique per attempt, so a redelivered copy on the same worker is still refused."""
@@ -115,6 +127,8 @@ class JobRun:
                 raise DownloadJobCancelledException(f"job {self.job_id} was cancelled")
         if self.app.stopping.is_set():
             raise WorkerStopping
+        if self.keeper is not None and self.keeper.lost.is_set():
+            raise LeaseLost
         if self.throttle.ready(current, total):
             self.publish_progress(current, total)
 
@@ -128,6 +142,8 @@ class JobRun:
         )
         if self.record.get("parent_id") is not None:
             parents.part_progressed(self.app, self.record["parent_id"])
+        if self.progress_listener is not None:
+            self.progress_listener(current, total)
 
     # -- the attempt ------------------------------------------------------------------------
 
@@ -158,7 +174,7 @@ class JobRun:
     def run(self, session: requests.Session) -> str:
         outcome = self.claim_and_attempt(session)
         parent_id = self.record.get("parent_id")
-        if parent_id is not None and outcome != "handed back":
+        if parent_id is not None and outcome not in ("handed back", "lease lost"):
             parents.settle(self.app, parent_id)
         return outcome
 
@@ -172,12 +188,12 @@ class JobRun:
             return claim.value
         if self.record.get("parent_id") is not None:
             parents.part_started(self.app, self.record["parent_id"])
-        keeper = _LeaseKeeper(self.app, self.job_id, self.owner)
-        keeper.start()
+        self.keeper = _LeaseKeeper(self.app, self.job_id, self.owner)
+        self.keeper.start()
         try:
             return self.attempt(session)
         finally:
-            keeper.done.set()
+            self.keeper.done.set()
             store.release(self.job_id, self.owner)
 
     def attempt(self, session: requests.Session) -> str:
@@ -189,6 +205,11 @@ class JobRun:
         except WorkerStopping:
             self.hand_back()
             return "handed back"
+        except LeaseLost:
+            log.warning(
+                "job %s: lease lost; leaving the job to the attempt that holds it", self.job_id
+            )
+            return "lease lost"
         except Exception as exc:
             failure = {"error_type": error_type(exc), "error": traceback.format_exc()}
             self.app.store.finish(self.job_id, DownloadJobStatus.ERROR, **failure)
@@ -261,7 +282,12 @@ class JobRun:
         self.app.submit(self.job_id, self.queue_id, int(self.record.get("priority", 10)))
 
 
-def run_download(app: DownloaderApp, job_id: int, worker: str) -> str:
+def run_download(
+    app: DownloaderApp,
+    job_id: int,
+    worker: str,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> str:
     """Run job `job_id` if it is still to be done; answers what became of it.
 
     `worker` names the worker node; the job record keeps it, so one can tell who ran what.
@@ -273,7 +299,7 @@ def run_download(app: DownloaderApp, job_id: int, worker: str) -> str:
         session = _thread_session("public_only", public_only_session)
     else:
         session = app.session_override or _thread_session("plain", requests.Session)
-    return JobRun(app, job_id, record, worker).run(session)
+    return JobRun(app, job_id, record, worker, on_progress).run(session)
 
 
 _local = threading.local()
