@@ -125,8 +125,8 @@ class JobRun:
             self.last_report = now
             if self.app.store.report_progress(self.job_id, current, total):
                 raise DownloadJobCancelledException(f"job {self.job_id} was cancelled")
-        if self.app.stopping.is_set():
-            raise WorkerStopping
+        if self.app.stopping.is_set() and not (total and current >= total):
+            raise WorkerStopping  # a download whose last byte is in finishes instead
         if self.keeper is not None and self.keeper.lost.is_set():
             raise LeaseLost
         if self.throttle.ready(current, total):
