@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     queue_id: str = Field(default="default", description="the queue a worker or CLI works on")
     concurrency: int = Field(default=5, ge=1, description="parallel downloads of one worker")
     chunk_size: int = Field(default=1 << 20, ge=4096, description="bytes read per chunk")
+    segments: int = Field(
+        default=8, ge=1, description="connections for one large file from a range-capable server"
+    )
+    segment_threshold: int = Field(
+        default=64 << 20, ge=1 << 20, description="files from this size on are segmented"
+    )
     connect_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0, description="seconds without a byte")
     lease_seconds: float = Field(

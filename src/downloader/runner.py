@@ -159,6 +159,8 @@ class JobRun:
             sha256=self.record.get("sha256"),
             chunk_size=settings.chunk_size,
             timeout=(settings.connect_timeout, settings.read_timeout),
+            segments=settings.segments,
+            segment_threshold=settings.segment_threshold,
         )
 
     def access_token(self) -> str | None:

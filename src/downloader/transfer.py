@@ -22,6 +22,7 @@ import requests
 
 from downloader.filenames import choose_filename
 from downloader.models import DownloadJobCancelledException
+from downloader.segments import SegmentedCopy, SegmentMismatch, SegmentPlan, sidecar_path
 
 PARTIAL_SUFFIX = ".downloading"
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
@@ -58,6 +59,10 @@ class TransferRequest:
     sha256: str | None = None
     chunk_size: int = 1 << 20
     timeout: tuple[float, float] = (10.0, 60.0)
+    segments: int = 1
+    """Connections for one large file from a server that accepts ranges."""
+    segment_threshold: int = 64 << 20
+    """Files smaller than this use one connection."""
 
 
 @dataclass
@@ -144,14 +149,30 @@ class _Fetch:
             _raise_for_status(response)
         return response
 
+    def open_range(self, first: int, last: int, etag: str | None) -> requests.Response:
+        """A GET of bytes [first, last], for one segment."""
+        headers = {"Accept-Encoding": "identity", "Range": f"bytes={first}-{last}"}
+        if self.request.access_token:
+            headers["Authorization"] = f"Bearer {self.request.access_token}"
+        if etag:
+            headers["If-Range"] = etag
+        response = self.session.get(
+            self.request.url, headers=headers, stream=True, timeout=self.request.timeout
+        )
+        _raise_for_status(response)
+        return response
+
     def run(self) -> TransferResult:
         known = self.request.download_path
-        offset = _size(partial_path(known)) if known else 0
+        planned = known is not None and sidecar_path(partial_path(known)).exists()
+        # A segmented partial file is preallocated, so its size says nothing: probe from 0.
+        offset = _size(partial_path(known)) if known and not planned else 0
         response = self.get(offset)
         path = _target_path(self.request, response)
         partial = partial_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "ab+") as handle:
+        # Not O_APPEND: Linux's pwrite would append every segment at the end of the file.
+        with open(os.open(partial, os.O_RDWR | os.O_CREAT, 0o644), "r+b") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -160,6 +181,12 @@ class _Fetch:
                     f"another download is writing {path} right now; wait for it or choose "
                     "another destination"
                 ) from None
+            plan = SegmentPlan.load(sidecar_path(partial))
+            if plan is not None:
+                if _continues(plan, response):
+                    return self.segmented(response, path, partial, handle, plan)
+                sidecar_path(partial).unlink(missing_ok=True)  # another file now: start over
+                handle.truncate(0)
             have = _size(partial)
             if have != offset:
                 # The name was only known from this response, or the file changed under us.
@@ -195,6 +222,11 @@ class _Fetch:
                 return result
             if total:
                 _check_space(path, total - offset)
+            if offset == 0 and self.splits(response, total):
+                plan = SegmentPlan.split(total, self.request.segments, result.etag)
+                _preallocate(handle, path, total)
+                plan.save(sidecar_path(partial))
+                return self.segmented(response, path, partial, handle, plan)
             self.hooks.started(result)
             digest = _hash_prefix(handle, offset) if self.request.sha256 else None
             handle.seek(offset)
@@ -205,6 +237,64 @@ class _Fetch:
                 partial.unlink(missing_ok=True)
                 raise
         self.finish(result, handle, partial, digest)
+        return result
+
+    def splits(self, response: requests.Response, total: int | None) -> bool:
+        return bool(
+            self.request.segments > 1
+            and total
+            and total >= self.request.segment_threshold
+            and response.status_code == 200
+            and response.headers.get("Accept-Ranges", "").lower() == "bytes"
+        )
+
+    def segmented(
+        self,
+        response: requests.Response,
+        path: Path,
+        partial: Path,
+        handle: BinaryIO,
+        plan: SegmentPlan,
+    ) -> TransferResult:
+        """Fill the partial file with several range requests; `response` only told us about it."""
+        response.close()
+        sidecar = sidecar_path(partial)
+        result = TransferResult(
+            download_path=path,
+            bytes=plan.done,
+            total_bytes=plan.total,
+            content_type=response.headers.get("Content-Type"),
+            etag=plan.etag,
+            final_url=response.url,
+            resumed_from=plan.done,
+            headers=dict(response.headers),
+        )
+        self.hooks.started(result)
+
+        def progress(current: int, total: int) -> None:
+            result.bytes = current
+            self.hooks.progress(current, total)
+
+        copy = SegmentedCopy(
+            plan, handle.fileno(), sidecar, self.open_range, progress, self.request.chunk_size
+        )
+        try:
+            copy.run()
+        except DownloadJobCancelledException:
+            partial.unlink(missing_ok=True)
+            sidecar.unlink(missing_ok=True)
+            raise
+        except SegmentMismatch as exc:
+            sidecar.unlink(missing_ok=True)
+            handle.truncate(0)
+            raise IncompleteDownloadError(
+                f"{self.request.url} changed or stopped serving ranges mid-download ({exc}); "
+                "the partial file was emptied for the next attempt"
+            ) from exc
+        result.bytes = plan.done
+        digest = _hash_prefix(handle, plan.total) if self.request.sha256 else None
+        self.finish(result, handle, partial, digest)
+        sidecar.unlink(missing_ok=True)
         return result
 
     def resume_point(
@@ -278,6 +368,31 @@ class _Fetch:
                 f"{self.request.sha256}; the bad file was removed"
             )
         os.replace(partial, result.download_path)
+
+
+def _continues(plan: SegmentPlan, response: requests.Response) -> bool:
+    """Whether the file the server offers now is the one the plan was made for."""
+    length = response.headers.get("Content-Length", "")
+    return (
+        response.status_code == 200
+        and length.isdigit()
+        and int(length) == plan.total
+        and _validator(response) == plan.etag
+    )
+
+
+def _preallocate(handle: BinaryIO, path: Path, total: int) -> None:
+    """Reserve the whole file up front: segments write anywhere, and a full disk shows now."""
+    try:
+        os.posix_fallocate(handle.fileno(), 0, total)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        handle.truncate(0)
+        raise InsufficientSpaceError(
+            f"not enough space for {path}: {total} bytes are needed; free some space or "
+            "choose another destination"
+        ) from exc
 
 
 def _check_space(path: Path, needed: int) -> None:

@@ -1,0 +1,130 @@
+"""Segmented downloads: several range requests into one file, and their resume."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from downloader import DownloadJobStatus, DownloadQueueService
+from downloader.segments import SegmentPlan, sidecar_path
+from downloader.transfer import TransferHooks, TransferRequest, fetch, partial_path
+from tests.origin import Origin
+
+MiB = 1 << 20
+
+
+class Interrupted(Exception):
+    pass
+
+
+def request(origin: Origin, route: str, dest: Path, **extra: object) -> TransferRequest:
+    return TransferRequest(
+        url=origin.url(route), dest=dest, segments=4, segment_threshold=MiB, **extra
+    )
+
+
+def ranges_seen(origin: Origin, path: str) -> list[str]:
+    return sorted(r.headers.get("Range", "") for r in origin.gets(path))
+
+
+def test_a_large_file_is_fetched_as_segments_into_one_file(origin: Origin, tmp_path: Path) -> None:
+    data = os.urandom(8 * MiB + 3)
+    digest = origin.add("big.bin", data)
+    result = fetch(request(origin, "/files/big.bin", tmp_path, sha256=digest))
+    assert hashlib.sha256((tmp_path / "big.bin").read_bytes()).hexdigest() == digest
+    assert result.bytes == result.total_bytes == len(data)
+    size = -(-len(data) // 4)
+    expected = [
+        "",
+        *(f"bytes={s}-{min(s + size, len(data)) - 1}" for s in range(0, len(data), size)),
+    ]
+    assert ranges_seen(origin, "/files/big.bin") == sorted(expected)  # one probe, four ranges
+    assert not sidecar_path(partial_path(tmp_path / "big.bin")).exists()
+
+
+def test_small_files_and_servers_without_ranges_use_one_stream(
+    origin: Origin, tmp_path: Path
+) -> None:
+    origin.add("small.bin", os.urandom(MiB // 2))
+    origin.add("norange.bin", os.urandom(2 * MiB))
+    fetch(request(origin, "/files/small.bin", tmp_path))
+    fetch(request(origin, "/files/norange.bin?norange=1", tmp_path))
+    assert ranges_seen(origin, "/files/small.bin") == [""]
+    assert ranges_seen(origin, "/files/norange.bin") == [""]
+
+
+def test_an_interrupted_segmented_download_resumes_every_segment(
+    origin: Origin, tmp_path: Path
+) -> None:
+    data = os.urandom(8 * MiB)
+    digest = origin.add("resume.bin", data)
+
+    def stop_halfway(current: int, total: int) -> None:
+        if current > total // 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        fetch(
+            request(origin, "/files/resume.bin?rate=8000000", tmp_path, chunk_size=64 * 1024),
+            hooks=TransferHooks(progress=stop_halfway),
+        )
+    partial = partial_path(tmp_path / "resume.bin")
+    plan = SegmentPlan.load(sidecar_path(partial))
+    assert plan is not None and 0 < plan.done < len(data)
+    assert not (tmp_path / "resume.bin").exists()
+    before = len(origin.gets("/files/resume.bin"))
+
+    result = fetch(
+        request(origin, "/files/resume.bin", tmp_path, download_path=tmp_path / "resume.bin")
+    )
+    assert hashlib.sha256((tmp_path / "resume.bin").read_bytes()).hexdigest() == digest
+    assert result.resumed_from == plan.done
+    resumed = [r.headers.get("Range", "") for r in origin.gets("/files/resume.bin")[before:]]
+    starts = sorted(int(r[6:].split("-")[0]) for r in resumed if r)
+    segment_starts = [segment.start for segment in plan.segments]
+    assert starts and all(start not in segment_starts for start in starts if start)  # went on
+    assert not sidecar_path(partial).exists()
+
+
+def test_a_file_that_changed_since_the_plan_starts_over(origin: Origin, tmp_path: Path) -> None:
+    origin.add("moving.bin", os.urandom(4 * MiB))
+
+    def stop(current: int, total: int) -> None:
+        if current > MiB:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        fetch(
+            request(origin, "/files/moving.bin?rate=8000000", tmp_path, chunk_size=65536),
+            hooks=TransferHooks(progress=stop),
+        )
+    digest = origin.add("moving.bin", os.urandom(4 * MiB))  # a new version, a new ETag
+    fetch(request(origin, "/files/moving.bin", tmp_path, download_path=tmp_path / "moving.bin"))
+    assert hashlib.sha256((tmp_path / "moving.bin").read_bytes()).hexdigest() == digest
+
+
+def test_the_queue_downloads_large_files_in_segments(
+    monkeypatch: pytest.MonkeyPatch,
+    make_service: Callable[..., DownloadQueueService],
+    origin: Origin,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("DOWNLOADER_SEGMENTS", "4")
+    monkeypatch.setenv("DOWNLOADER_SEGMENT_THRESHOLD", str(MiB))
+    service = make_service()
+    digest = origin.add("model.safetensors", os.urandom(6 * MiB))
+    seen: list[int] = []
+    job = service.download(
+        origin.url("/files/model.safetensors?rate=6000000"),
+        tmp_path,
+        sha256=digest,
+        on_progress=lambda j: seen.append(j.bytes),
+    )
+    service.wait_for_job(job, timeout=30)
+    assert job.status == DownloadJobStatus.COMPLETED and job.bytes == 6 * MiB
+    assert len(origin.gets("/files/model.safetensors")) == 5
+    assert seen == sorted(seen) and seen[-1] == 6 * MiB
