@@ -317,8 +317,10 @@ class DownloadQueueService:
             raise UnknownJobIDException(f"no job {job.id} in queue {self._queue_id!r}")
         if record.get("kind") == KIND_MULTIFILE:
             parents.cancel(self.app, record)
-        else:
-            self.app.cancel(job.id, self._queue_id)
+            return
+        self.app.cancel(job.id, self._queue_id)
+        if record.get("parent_id") is not None:
+            parents.settle(self.app, record["parent_id"])  # a cancelled part ends its parent
 
     def cancel_all_jobs(self) -> None:
         for record in self.app.store.queue_records(self._queue_id):
