@@ -393,14 +393,17 @@ class DownloadQueueService:
                     event = ev.MULTIFILE_CANCELLED if multi else ev.DOWNLOAD_CANCELLED
                 else:
                     event = ev.MULTIFILE_ERROR if multi else ev.DOWNLOAD_ERROR
-                self._handle({"event": event, "job_id": record["id"]})
+                self._handle({"event": event, "job_id": record["id"]}, forward=False)
 
-    def _handle(self, payload: dict[str, Any]) -> None:
+    def _handle(self, payload: dict[str, Any], forward: bool = True) -> None:
+        """Apply one event; `forward=False` for the ones the sweep infers, which the event
+        bus never saw published and should not receive half-filled."""
         job = self._jobs.get(payload.get("job_id", -1))
         if job is None or job.id in self._finalised:
             return
         event = payload["event"]
-        self._forward(event, payload)
+        if forward:
+            self._forward(event, payload)
         if event in _STARTED:
             self._refresh(job)
             job.status = DownloadJobStatus.RUNNING
