@@ -91,7 +91,7 @@ class DownloaderApp(Celery):
             worker_hijack_root_logger=False,
             worker_redirect_stdouts=False,
         )
-        self.conf.include = ["downloader.tasks"]
+        self.conf.include = ["downloader.tasks", "downloader.processor"]
 
     @cached_property
     def redis(self) -> redis.Redis:

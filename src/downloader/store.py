@@ -149,6 +149,19 @@ redis.call('HSET', KEYS[1], 'status', '"running"', 'job_started', ARGV[1], 'upda
 return 1
 """
 
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+_PROGRESS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
+redis.call('HSET', KEYS[1], 'bytes', ARGV[1], 'total_bytes', ARGV[2], 'updated_at', ARGV[3])
+if redis.call('HGET', KEYS[1], 'cancel_requested') == 'true' then return 1 end
+return 0
+"""
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -189,6 +202,8 @@ class JobStore:
         self._finish_once = client.register_script(_FINISH_ONCE)
         self._start_once = client.register_script(_START_ONCE)
         self._recover = client.register_script(_RECOVER)
+        self._update = client.register_script(_UPDATE)
+        self._progress = client.register_script(_PROGRESS)
 
     # -- creating -------------------------------------------------------------------------
 
@@ -262,8 +277,12 @@ class JobStore:
 
     def claim(self, job_id: int, owner: str, lease_seconds: float) -> ClaimResult:
         result = self._claim(
-            keys=[self.keys.job(job_id), self.keys.lease(job_id), self.keys.job_sequence,
-                  self.keys.running],
+            keys=[
+                self.keys.job(job_id),
+                self.keys.lease(job_id),
+                self.keys.job_sequence,
+                self.keys.running,
+            ],
             args=[owner, int(lease_seconds * 1000), _encode(utcnow()), job_id],
         )
         return ClaimResult(result.decode())
@@ -277,8 +296,10 @@ class JobStore:
         self._release(keys=[self.keys.lease(job_id)], args=[owner])
 
     def update(self, job_id: int, **fields: Any) -> None:
+        """Set fields of an existing job; a job removed meanwhile (pruned, cleared) stays gone."""
         fields["updated_at"] = utcnow()
-        self.redis.hset(self.keys.job(job_id), mapping={k: _encode(v) for k, v in fields.items()})
+        flat = [item for key, value in fields.items() for item in (key, _encode(value))]
+        self._update(keys=[self.keys.job(job_id)], args=flat)
 
     def cancel_requested(self, job_id: int) -> bool:
         return self.redis.hget(self.keys.job(job_id), "cancel_requested") == b"true"
@@ -293,18 +314,12 @@ class JobStore:
         pipe.execute()
 
     def report_progress(self, job_id: int, current: int, total: int) -> bool:
-        """Store the byte counts and answer whether a cancel was asked, in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(
-            self.keys.job(job_id),
-            mapping={
-                "bytes": _encode(current),
-                "total_bytes": _encode(total),
-                "updated_at": _encode(utcnow()),
-            },
+        """Store the byte counts and answer whether the job should stop (cancelled, or removed
+        from the queue), in one round trip."""
+        stop = self._progress(
+            keys=[self.keys.job(job_id)], args=[current, total, _encode(utcnow())]
         )
-        pipe.hget(self.keys.job(job_id), "cancel_requested")
-        return pipe.execute()[1] == b"true"
+        return bool(stop)
 
     def finish(self, job_id: int, status: DownloadJobStatus, **fields: Any) -> None:
         self._set_and_leave_running(job_id, status=status, job_ended=utcnow(), **fields)
@@ -314,11 +329,8 @@ class JobStore:
         self._set_and_leave_running(job_id, status=DownloadJobStatus.WAITING)
 
     def _set_and_leave_running(self, job_id: int, **fields: Any) -> None:
-        fields["updated_at"] = utcnow()
-        pipe = self.redis.pipeline()
-        pipe.hset(self.keys.job(job_id), mapping={k: _encode(v) for k, v in fields.items()})
-        pipe.srem(self.keys.running, job_id)
-        pipe.execute()
+        self.update(job_id, **fields)
+        self.redis.srem(self.keys.running, job_id)
 
     def orphans(self) -> list[int]:
         """Running jobs whose lease is gone: their worker died. Each is set back to waiting
