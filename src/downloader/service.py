@@ -138,11 +138,11 @@ class DownloadQueueService:
         app, self._app = self._app, None
         if app is None:
             return
+        self._stop.set()  # the listener winds down while the worker does
         if self._worker is not None:
             app.stopping.set()
             self._worker.stop()
             self._worker = None
-        self._stop.set()
         if self._listener is not None:
             self._listener.join(5)
             self._listener = None
