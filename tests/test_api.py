@@ -12,16 +12,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from downloader import DownloadQueueService
-from downloader.api import create_api
+from downloader.api import build_api, create_api
 from tests.origin import Origin
 from tests.test_queue import wait_until
 
 MiB = 1 << 20
+Q = "/api/v1/queue/default"
 
 
 @pytest.fixture
@@ -43,14 +46,17 @@ def worker(make_service: Callable[..., DownloadQueueService]) -> DownloadQueueSe
     return make_service(start_worker=True, max_parallel_dl=2)
 
 
-Q = "/api/v1/queue/default"
+def enqueue(api: TestClient, body: dict, queue: str = Q) -> list[dict]:
+    answer = api.post(f"{queue}/enqueue", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["items"]
 
 
-def finished(api: TestClient, item_id: int) -> dict:
+def finished(api: TestClient, item_id: int, timeout: float = 30) -> dict:
     def done() -> bool:
         return api.get(f"{Q}/i/{item_id}").json()["status"] not in ("pending", "in_progress")
 
-    wait_until(done, timeout=30)
+    wait_until(done, timeout=timeout)
     return api.get(f"{Q}/i/{item_id}").json()
 
 
@@ -58,68 +64,83 @@ def test_enqueue_a_file_and_a_multifile_job_and_get_them(
     api: TestClient, worker: DownloadQueueService, origin: Origin, root: Path
 ) -> None:
     digest = origin.add("one.bin", os.urandom(MiB))
-    answer = api.post(
-        f"{Q}/enqueue",
-        json={
+    answers: list[object] = []
+    (single,) = enqueue(
+        api,
+        {
             "source": origin.url("/private/one.bin"),
             "dest": "models",
             "access_token": origin.token,
             "priority": 5,
+            "sha256": digest,
         },
     )
-    assert answer.status_code == 200, answer.text
-    (single,) = answer.json()["items"]
+    answers.append(single)
     assert single["status"] in ("pending", "in_progress") and single["priority"] == 5
     assert single["batch_id"] is None and single["queue_id"] == "default"
+    assert single["kind"] == "download" and single["part_ids"] is None
     done = finished(api, single["item_id"])
+    answers.append(done)
     assert done["status"] == "completed" and done["bytes"] == done["total_bytes"] == MiB
     assert done["download_path"] == str(root / "models" / "one.bin")
     assert hashlib.sha256((root / "models/one.bin").read_bytes()).hexdigest() == digest
     assert done["started_at"] and done["completed_at"] and done["created_at"]
+    assert done["error_type"] is None and done["error_message"] is None
 
-    parts = [{"url": origin.url("/files/one.bin"), "path": f"m/p{i}.bin"} for i in range(3)]
-    multi = api.post(f"{Q}/enqueue", json={"parts": parts, "dest": "sets"}).json()["items"]
+    parts = [
+        {"url": origin.url("/files/one.bin"), "path": f"m/p{i}.bin", "size": MiB}
+        for i in range(3)
+    ]
+    parts[0]["sha256"] = digest
+    multi = enqueue(api, {"parts": parts, "dest": "sets", "access_token": origin.token})
+    answers.append(multi)
     parent = multi[0]
-    assert parent["kind"] == "multifile" and len(parent["part_ids"]) == 3
+    assert parent["kind"] == "multifile" and parent["part_ids"] == [p["item_id"] for p in multi[1:]]
     assert [p["batch_id"] for p in multi] == [parent["item_id"]] * 4
+    assert parent["source"] is None and multi[1]["source"] == origin.url("/files/one.bin")
     done = finished(api, parent["item_id"])
-    assert done["status"] == "completed" and done["bytes"] == 3 * MiB
+    answers.append(done)
+    assert done["status"] == "completed" and done["bytes"] == done["total_bytes"] == 3 * MiB
     assert done["download_path"] == str(root / "sets" / "m")
-    everything = json.dumps([api.get(f"{Q}/list").json(), done])
+    for i in range(3):
+        part = (root / "sets" / "m" / f"p{i}.bin").read_bytes()
+        assert hashlib.sha256(part).hexdigest() == digest
+
+    for route in ("list", "status", "current", f"i/{single['item_id']}"):
+        answers.append(api.get(f"{Q}/{route}").json())
+    everything = json.dumps(answers)
     assert origin.token not in everything and "access_token" not in everything
 
 
-def test_status_list_paging_current_and_filters(
-    api: TestClient, worker: DownloadQueueService, origin: Origin
+def test_status_list_paging_current_filters_and_cancelling_a_running_item(
+    api: TestClient, worker: DownloadQueueService, origin: Origin, root: Path
 ) -> None:
     origin.add("slow.bin", os.urandom(2 * MiB))
     origin.add("tiny.bin", b"tiny")
-    slow = api.post(
-        f"{Q}/enqueue", json={"source": origin.url("/files/slow.bin?rate=1000000"), "dest": "s"}
-    ).json()["items"][0]
+    (slow,) = enqueue(
+        api, {"source": origin.url("/files/slow.bin?rate=1000000"), "dest": "s"}
+    )
     ids = [slow["item_id"]]
     for i in range(5):
         ids.append(
-            api.post(
-                f"{Q}/enqueue", json={"source": origin.url("/files/tiny.bin"), "dest": f"t{i}"}
-            ).json()["items"][0]["item_id"]
+            enqueue(api, {"source": origin.url("/files/tiny.bin"), "dest": f"t{i}"})[0]["item_id"]
         )
-    missing = api.post(
-        f"{Q}/enqueue", json={"source": origin.url("/files/absent.bin"), "dest": "x"}
-    ).json()["items"][0]
+    (missing,) = enqueue(api, {"source": origin.url("/files/absent.bin"), "dest": "x"})
     ids.append(missing["item_id"])
 
     wait_until(lambda: api.get(f"{Q}/current").json() is not None)
     assert api.get(f"{Q}/current").json()["item_id"] == slow["item_id"]
     status = api.get(f"{Q}/status").json()
-    assert status["queue"]["total"] == 7 and status["processor"]["is_started"]
-    assert status["processor"]["is_processing"]
+    assert status["queue"]["total"] == 7 and status["queue"]["queue_id"] == "default"
+    assert status["processor"]["is_started"] and status["processor"]["is_processing"]
+    assert not status["processor"]["is_paused"] and len(status["processor"]["workers"]) == 1
 
     finished(api, missing["item_id"])
     failed = api.get(f"{Q}/list", params={"status": "failed"}).json()
-    assert [i["item_id"] for i in failed["items"]] == [missing["item_id"]]
+    assert [i["item_id"] for i in failed["items"]] == [missing["item_id"]] and failed["total"] == 1
     assert failed["items"][0]["error_type"] == "HTTPError(Not Found)"
     assert "Not Found" in failed["items"][0]["error_message"]
+    assert "\n" not in failed["items"][0]["error_message"]
     assert "Traceback" in failed["items"][0]["error_traceback"]
 
     first = api.get(f"{Q}/list", params={"limit": 3}).json()
@@ -130,6 +151,20 @@ def test_status_list_paging_current_and_filters(
     assert [i["item_id"] for i in third["items"]] == ids[6:] and third["next_cursor"] is None
     offset = api.get(f"{Q}/list", params={"limit": 2, "offset": 2}).json()
     assert [i["item_id"] for i in offset["items"]] == ids[2:4]
+    for query in ({"limit": 0}, {"offset": -1}, {"status": "waiting"}, {"cursor": "x"}):
+        assert api.get(f"{Q}/list", params=query).status_code == 422
+
+    # cancelling the running item stops it and removes its partial file
+    assert api.get(f"{Q}/i/{slow['item_id']}").json()["status"] == "in_progress"
+    assert api.post(f"{Q}/i/{slow['item_id']}/cancel").status_code == 200
+    cancelled = finished(api, slow["item_id"], timeout=10)
+    assert cancelled["status"] == "canceled"
+    assert cancelled["error_type"] == "DownloadJobCancelledException"
+    assert not list((root / "s").iterdir())
+    assert api.get(f"{Q}/current").json() is None
+    counts = api.get(f"{Q}/status").json()["queue"]
+    assert (counts["completed"], counts["failed"], counts["canceled"]) == (5, 1, 1)
+    assert api.delete(f"{Q}/prune").json() == {"removed": 7}
 
 
 def test_cancel_clear_prune_and_unknown_ids(
@@ -137,30 +172,64 @@ def test_cancel_clear_prune_and_unknown_ids(
 ) -> None:
     make_service(start_worker=False)  # no worker: everything stays pending
     ids = [
-        api.post(f"{Q}/enqueue", json={"source": origin.url(f"/files/f{i}"), "dest": "d"}).json()[
-            "items"
-        ][0]["item_id"]
+        enqueue(api, {"source": origin.url(f"/files/f{i}"), "dest": "d"})[0]["item_id"]
         for i in range(4)
     ]
+    multi = enqueue(
+        api,
+        {"parts": [{"url": origin.url("/files/a"), "path": "a"},
+                   {"url": origin.url("/files/b"), "path": "b"}], "dest": "m"},
+    )
     cancelled = api.post(f"{Q}/i/{ids[0]}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "canceled"
-    assert api.get(f"{Q}/status").json()["queue"] | {"queue_id": "default"} == {
+    again = api.post(f"{Q}/i/{ids[0]}/cancel")  # a finished item stays as it is
+    assert again.status_code == 200 and again.json()["status"] == "canceled"
+    assert api.get(f"{Q}/status").json()["queue"] == {
         "queue_id": "default",
-        "pending": 3,
+        "pending": 6,
         "in_progress": 0,
         "completed": 0,
         "failed": 0,
         "canceled": 1,
-        "total": 4,
+        "total": 7,
     }
     assert api.get(f"{Q}/i/999999").status_code == 404
     assert api.post(f"{Q}/i/999999/cancel").status_code == 404
-    assert api.get("/api/v1/queue/elsewhere/i/" + str(ids[1])).status_code == 404
-    assert api.delete(f"{Q}/clear").json() == {"removed": 3}
+    assert api.get(f"/api/v1/queue/elsewhere/i/{ids[1]}").status_code == 404
+    assert api.post(f"/api/v1/queue/elsewhere/i/{ids[1]}/cancel").status_code == 404
+    assert api.get(f"{Q}/i/{ids[1]}").json()["status"] == "pending"
+    assert api.get("/api/v1/queue/bad:queue/status").status_code == 422
+
+    assert api.delete(f"{Q}/clear").json() == {"removed": 6}  # 3 singles, a job, its 2 parts
     assert [i["item_id"] for i in api.get(f"{Q}/list").json()["items"]] == [ids[0]]
+    for item in multi:
+        assert api.get(f"{Q}/i/{item['item_id']}").status_code == 404
     assert api.delete(f"{Q}/prune").json() == {"removed": 1}
-    assert api.get(f"{Q}/list").json()["items"] == []
+    assert api.get(f"{Q}/list").json() == {"items": [], "total": 0, "next_cursor": None}
+    assert api.delete(f"{Q}/clear").json() == {"removed": 0}
     assert origin.requests == []
+
+
+def test_prune_keeps_the_finished_parts_of_a_running_multifile_job(
+    api: TestClient, worker: DownloadQueueService, origin: Origin
+) -> None:
+    origin.add("tiny.bin", b"tiny")
+    origin.add("slow.bin", os.urandom(MiB))
+    parent, tiny, _slow = enqueue(
+        api,
+        {
+            "parts": [
+                {"url": origin.url("/files/tiny.bin"), "path": "tiny.bin"},
+                {"url": origin.url("/files/slow.bin?rate=1000000"), "path": "slow.bin"},
+            ],
+            "dest": "mixed",
+        },
+    )
+    assert finished(api, tiny["item_id"])["status"] == "completed"
+    assert api.get(f"{Q}/i/{parent['item_id']}").json()["status"] == "in_progress"
+    assert api.delete(f"{Q}/prune").json() == {"removed": 0}
+    assert finished(api, parent["item_id"])["status"] == "completed"
+    assert api.delete(f"{Q}/prune").json() == {"removed": 3}
 
 
 @pytest.mark.parametrize(
@@ -169,16 +238,25 @@ def test_cancel_clear_prune_and_unknown_ids(
         {"source": "http://x/a", "dest": "/etc"},
         {"source": "http://x/a", "dest": "../outside"},
         {"source": "http://x/a", "dest": "a/../../outside"},
+        {"source": "http://x/a", "dest": "~/d"},
+        {"source": "http://x/a", "dest": "bad\x00name"},
         {"source": "ftp://x/a", "dest": "d"},
+        {"source": "not a url", "dest": "d"},
         {"dest": "d"},
+        {"parts": [], "dest": "d"},
         {"source": "http://x/a", "parts": [{"url": "http://x/b", "path": "b"}], "dest": "d"},
         {"parts": [{"url": "http://x/b", "path": "../b"}], "dest": "d"},
+        {"parts": [{"url": "http://x/b", "path": "/etc/b"}], "dest": "d"},
+        {"parts": [{"url": "http://x/b", "path": "b", "size": -1}], "dest": "d"},
+        {"parts": [{"url": "http://x/b", "path": "b", "sha256": "abc"}], "dest": "d"},
+        {"parts": [{"url": "http://x/b", "path": "b"}], "dest": "d", "sha256": "a" * 64},
         {
             "parts": [{"url": "http://x/b", "path": "b"}, {"url": "http://x/c", "path": "b"}],
             "dest": "d",
         },
         {"source": "http://x/a"},
         {"source": "http://x/a", "dest": "d", "priority": "high"},
+        {"source": "http://x/a", "dest": "d", "sha256": "not-hex"},
     ],
 )
 def test_bad_bodies_are_422_and_enqueue_nothing(api: TestClient, body: dict) -> None:
@@ -187,42 +265,107 @@ def test_bad_bodies_are_422_and_enqueue_nothing(api: TestClient, body: dict) -> 
     assert api.get(f"{Q}/list").json()["items"] == []
 
 
+def test_a_dest_that_leaves_the_root_through_a_symlink_is_422(
+    api: TestClient, root: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "outside").mkdir()
+    (root / "escape").symlink_to(tmp_path / "outside")
+    (root / "real").mkdir()
+    (root / "inner").symlink_to(root / "real")
+    (root / "d").mkdir()
+    (root / "d" / "esc").symlink_to(tmp_path / "outside")
+    for body in (
+        {"source": "http://x/a", "dest": "escape"},
+        {"source": "http://x/a", "dest": "escape/deeper"},
+        {"parts": [{"url": "http://x/b", "path": "esc/b"}], "dest": "d"},
+    ):
+        answer = api.post(f"{Q}/enqueue", json=body)
+        assert answer.status_code == 422 and "leaves the download root" in answer.text, body
+    assert not (tmp_path / "outside" / "deeper").exists()
+    (inside,) = enqueue(api, {"source": "http://x/a", "dest": "inner"})  # a symlink inside
+    assert inside["dest"] == str(root / "real")
+    assert api.get(f"{Q}/status").json()["queue"]["total"] == 1
+
+
 def test_the_api_key_guards_everything_but_health(
     root: Path, monkeypatch: pytest.MonkeyPatch, worker: DownloadQueueService
 ) -> None:
     monkeypatch.setenv("DOWNLOADER_API_KEY", "k3y")
     with TestClient(create_api()) as api:
-        assert api.get(f"{Q}/status").status_code == 401
-        assert api.get(f"{Q}/list", headers={"X-API-Key": "wrong"}).status_code == 401
+        routes = [
+            ("get", f"{Q}/status"), ("get", f"{Q}/list"), ("get", f"{Q}/current"),
+            ("get", f"{Q}/i/1"), ("post", f"{Q}/i/1/cancel"), ("delete", f"{Q}/clear"),
+            ("delete", f"{Q}/prune"), ("post", f"{Q}/processor/pause"),
+            ("post", f"{Q}/processor/resume"), ("get", f"{Q}/events"), ("post", f"{Q}/enqueue"),
+        ]
+        for method, route in routes:
+            for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"},
+                            {"Authorization": "Basic k3y"}, {"Authorization": "k3y"}):
+                answer = api.request(method, route, headers=headers)
+                assert answer.status_code == 401, (method, route, headers)
         assert api.get(f"{Q}/list", headers={"X-API-Key": "k3y"}).status_code == 200
         assert api.get(f"{Q}/list", headers={"Authorization": "Bearer k3y"}).status_code == 200
+        assert api.get(f"{Q}/list", headers={"Authorization": "bearer k3y"}).status_code == 200
         health = api.get("/health")
-        assert health.status_code == 200 and health.json() == {"redis": True, "workers": 1}
+        assert health.status_code == 200, health.text
+        assert health.json()["redis"] is True and health.json()["workers"] == 1
         assert api.get("/docs").status_code == 200
-        assert "/api/v1/queue/{queue_id}/enqueue" in api.get("/openapi.json").json()["paths"]
+        paths = api.get("/openapi.json").json()["paths"]
+        assert {"/api/v1/queue/{queue_id}/enqueue", "/api/v1/queue/{queue_id}/events"} <= set(paths)
 
 
-def test_health_is_503_without_a_worker(api: TestClient, namespace: str) -> None:
-    answer = api.get("/health")
-    assert answer.status_code == 503 and answer.json()["redis"] is True
-
-
-def test_pause_keeps_new_jobs_pending_and_resume_runs_them(
-    api: TestClient, spawn_worker: Callable, origin: Origin, root: Path
+def test_health_is_503_without_a_worker_or_without_redis(
+    api: TestClient, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spawn_worker("pausable", concurrency=1)
+    answer = api.get("/health")
+    assert answer.status_code == 503 and answer.json() == {
+        "redis": True, "workers": 0, "worker_names": []
+    }
+    monkeypatch.setenv("DOWNLOADER_REDIS_URL", f"redis://127.0.0.1:{_free_port()}/0")
+    started = time.monotonic()
+    with TestClient(create_api()) as nowhere:
+        answer = nowhere.get("/health")
+    assert answer.status_code == 503 and answer.json()["redis"] is False
+    assert time.monotonic() - started < 5
+
+
+def test_pause_holds_jobs_even_for_a_worker_started_later_and_resume_runs_them(
+    api: TestClient,
+    make_service: Callable[..., DownloadQueueService],
+    origin: Origin,
+    root: Path,
+    namespace: str,
+    redis_url: str,
+) -> None:
     origin.add("held.bin", b"held")
     paused = api.post(f"{Q}/processor/pause").json()
-    assert paused["is_paused"] and not paused["is_started"]
-    item = api.post(
-        f"{Q}/enqueue", json={"source": origin.url("/files/held.bin"), "dest": "h"}
-    ).json()["items"][0]
-    time.sleep(2)
-    assert api.get(f"{Q}/i/{item['item_id']}").json()["status"] == "pending"
+    assert paused == {"is_started": False, "is_processing": False, "is_paused": True, "workers": []}
+    assert redis.Redis.from_url(redis_url).exists(f"{namespace}:queue:default:paused")
+
+    make_service(start_worker=True, max_parallel_dl=1)  # starts while the queue is paused
+    (first,) = enqueue(api, {"source": origin.url("/files/held.bin"), "dest": "h1"})
+    time.sleep(1.5)
+    assert api.get(f"{Q}/i/{first['item_id']}").json()["status"] == "pending"
+    assert not api.get(f"{Q}/status").json()["processor"]["is_started"]
+    # resuming another queue does not draw this queue's worker into it
+    other = api.post("/api/v1/queue/other/processor/resume").json()
+    assert not other["is_started"] and not other["is_paused"]
+
     resumed = api.post(f"{Q}/processor/resume").json()
     assert not resumed["is_paused"]
-    assert finished(api, item["item_id"])["status"] == "completed"
-    assert (root / "h" / "held.bin").read_bytes() == b"held"
+    assert finished(api, first["item_id"])["status"] == "completed"
+    assert (root / "h1" / "held.bin").read_bytes() == b"held"
+    assert api.get(f"{Q}/status").json()["processor"]["is_started"]
+
+    # pausing a running worker
+    assert not api.post(f"{Q}/processor/pause").json()["is_started"]
+    (second,) = enqueue(api, {"source": origin.url("/files/held.bin"), "dest": "h2"})
+    time.sleep(1.5)
+    assert api.get(f"{Q}/i/{second['item_id']}").json()["status"] == "pending"
+    assert api.post(f"{Q}/processor/resume").json()["is_started"]
+    assert finished(api, second["item_id"])["status"] == "completed"
+    assert (root / "h2" / "held.bin").read_bytes() == b"held"
+    assert origin.gets("/files/held.bin") and len(origin.gets("/files/held.bin")) == 2
 
 
 def _free_port() -> int:
@@ -231,38 +374,83 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_the_event_stream_follows_a_download_live(
-    root: Path, worker: DownloadQueueService, origin: Origin
-) -> None:
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_api(), port=port, log_level="warning"))
+@pytest.fixture
+def served(root: Path) -> Iterator[str]:
+    """The API on a real uvicorn server in a thread, with a short keep-alive."""
+    app: FastAPI = build_api(keep_alive=0.5)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{port}"
     wait_until(lambda: server.started, timeout=10)
-    origin.add("live.bin", os.urandom(2 * MiB))
-    seen: list[dict] = []
-    with requests.get(f"{base}{Q}/events", stream=True, timeout=30) as stream:
-        assert stream.headers["content-type"].startswith("text/event-stream")
-        lines = stream.iter_lines(decode_unicode=True)
-        assert next(lines) == ": subscribed"
-        requests.post(
-            f"{base}{Q}/enqueue",
-            timeout=10,
-            json={"source": origin.url("/files/live.bin?rate=4000000"), "dest": "live"},
-        )
-        event = None
-        for line in lines:
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                payload = json.loads(line[6:])
-                assert payload["event"] == event
-                seen.append(payload)
-                if event == "download_complete":
-                    break
+    yield f"http://127.0.0.1:{server.config.port}"
     server.should_exit = True
     thread.join(10)
+
+
+def _sse(lines: Iterator[str]) -> Iterator[tuple[str, dict | str]]:
+    """(event name, payload) per event, ("comment", text) per comment line."""
+    event = None
+    for line in lines:
+        if line.startswith(":"):
+            yield "comment", line[1:].strip()
+        elif line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            yield str(event), json.loads(line[6:])
+
+
+def test_the_event_stream_follows_a_download_live(
+    served: str, worker: DownloadQueueService, origin: Origin
+) -> None:
+    origin.add("live.bin", os.urandom(2 * MiB))
+    seen: list[dict] = []
+    with requests.get(f"{served}{Q}/events", stream=True, timeout=30) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        events = _sse(stream.iter_lines(decode_unicode=True))
+        assert next(events) == ("comment", "subscribed")
+        requests.post(
+            f"{served}{Q}/enqueue",
+            timeout=10,
+            json={
+                "source": origin.url("/private/live.bin?rate=4000000"),
+                "dest": "live",
+                "access_token": origin.token,
+            },
+        ).raise_for_status()
+        for name, payload in events:
+            if name == "comment":
+                continue
+            assert isinstance(payload, dict) and payload["event"] == name
+            seen.append(payload)
+            if name == "download_complete":
+                break
     names = [e["event"] for e in seen]
     assert names[0] == "download_started" and names[-1] == "download_complete"
-    assert "download_progress" in names
+    assert "download_progress" in names and seen[-1]["total_bytes"] == 2 * MiB
+    assert origin.token not in json.dumps(seen)
+
+
+def test_the_event_stream_keeps_alive_and_unsubscribes_when_the_client_leaves(
+    served: str, namespace: str, redis_url: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    channel = f"{namespace}:events:quiet"
+
+    def subscribers() -> int:
+        return dict(client.pubsub_numsub(channel))[channel.encode()]
+
+    assert subscribers() == 0
+    with requests.get(
+        f"{served}/api/v1/queue/quiet/events", stream=True, timeout=10
+    ) as stream:
+        events = _sse(stream.iter_lines(decode_unicode=True))
+        assert next(events) == ("comment", "subscribed")
+        assert subscribers() == 1
+        started = time.monotonic()
+        assert next(events) == ("comment", "keep-alive")
+        assert next(events) == ("comment", "keep-alive")
+        assert time.monotonic() - started < 3
+    wait_until(lambda: subscribers() == 0, timeout=5)

@@ -85,7 +85,14 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     from downloader.api import create_api
 
-    uvicorn.run(create_api(), host=args.host, port=args.port, log_level="info")
+    # An open event stream must not keep Ctrl-C waiting for ever.
+    uvicorn.run(
+        create_api(),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+    )
     return 0
 
 
