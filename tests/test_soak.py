@@ -22,7 +22,12 @@ from tests.origin import Origin
 
 JOBS = int(os.environ.get("DOWNLOADER_SOAK_JOBS", "150"))
 SECONDS = float(os.environ.get("DOWNLOADER_SOAK_SECONDS", "90"))
-WORKER_ENV = {"DOWNLOADER_LEASE_SECONDS": "2", "DOWNLOADER_RETRY_BACKOFF": "0.05"}
+WORKER_ENV = {
+    "DOWNLOADER_LEASE_SECONDS": "2",
+    "DOWNLOADER_RETRY_BACKOFF": "0.05",
+    # A message taken by a worker killed before it claimed the job comes back this soon.
+    "DOWNLOADER_VISIBILITY_TIMEOUT": "10",
+}
 
 
 @pytest.mark.timeout(SECONDS + 120)
@@ -67,7 +72,7 @@ def test_soak_kills_and_drops_lose_nothing(
         workers[victim] = spawn_worker(f"s{generation}", concurrency=3, env=WORKER_ENV)
 
     for job in jobs.values():
-        client.wait_for_job(job, timeout=max(10.0, deadline - time.monotonic() + 60))
+        client.wait_for_job(job, timeout=max(10.0, deadline - time.monotonic()) + 90)
     final = {job.id: job for job in client.list_jobs()}
     left = [j.id for j in final.values() if not j.in_terminal_state]
     failed = [j.id for j in final.values() if j.status != DownloadJobStatus.COMPLETED]

@@ -72,6 +72,10 @@ class DownloaderApp(Celery):
                 "sep": ":",
                 "queue_order_strategy": "priority",
                 "visibility_timeout": settings.visibility_timeout,
+                # Look for messages past their visibility timeout every few seconds, not
+                # every 100 (kombu's default of 10 s x 10).
+                "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 3)),
+                "unacked_restore_throttle": 1,
                 "global_keyprefix": prefix,
             },
             result_backend_transport_options={"global_keyprefix": prefix},

@@ -43,7 +43,10 @@ class Settings(BaseSettings):
         default=30.0, gt=1, description="a job's lease; renewed by its worker every third of it"
     )
     visibility_timeout: int = Field(
-        default=3600, ge=60, description="seconds before an unacknowledged message is redelivered"
+        default=300,
+        ge=10,
+        description="seconds before an unacknowledged message is redelivered; short is safe: "
+        "a redelivery of a running or finished job is dropped by the claim",
     )
     progress_interval: float = Field(default=0.25, ge=0, description="min seconds between events")
     max_retries: int = Field(default=5, ge=0, description="retries of a failing transfer")
