@@ -126,7 +126,9 @@ class DownloaderApp(Celery):
 
     def submit(self, job_id: int, queue_id: str, priority: int) -> None:
         """Queue job `job_id` for any worker consuming its queue, at its mapped priority."""
-        self._download_signature(job_id, queue_id, priority).apply_async()
+        # No result to store: clients follow the job store, and Flower reads task events.
+        # (Chord parts keep theirs: the chord counts them.)
+        self._download_signature(job_id, queue_id, priority).apply_async(ignore_result=True)
 
     def submit_multifile(
         self, parent_id: int, part_ids: list[int], queue_id: str, priority: int

@@ -6,6 +6,8 @@ store, so Flower and the broker never see more than a number.
 
 from __future__ import annotations
 
+import time
+
 from celery import Task, shared_task
 from celery.signals import worker_ready, worker_shutting_down
 
@@ -14,14 +16,23 @@ from downloader.parents import settle
 from downloader.recovery import OrphanWatch
 from downloader.runner import run_download
 
+FLOWER_PROGRESS_AFTER = 1.0
+"""Seconds a download runs before it reports its progress to Flower."""
+
 
 @shared_task(bind=True, name="downloader.download")
 def download(self: Task, job_id: int) -> dict[str, object]:
     """Download job `job_id`; answers its id and what became of it (for Flower)."""
 
+    started = time.monotonic()
+
     def tell_flower(current: int, total: int) -> None:
-        # A custom task event: Flower shows the task as PROGRESS with these fields.
-        self.send_event("task-progress", job_id=job_id, current_bytes=current, total_bytes=total)
+        # A custom task event: Flower shows the task as PROGRESS with these fields. Only for
+        # downloads long enough to watch: for small files it would cost more than the bytes.
+        if time.monotonic() - started >= FLOWER_PROGRESS_AFTER:
+            self.send_event(
+                "task-progress", job_id=job_id, current_bytes=current, total_bytes=total
+            )
 
     outcome = run_download(self.app, job_id, self.request.hostname or "worker", tell_flower)
     return {"job_id": job_id, "outcome": outcome}
