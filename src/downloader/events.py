@@ -34,17 +34,6 @@ MULTIFILE_COMPLETE = "multifile_download_complete"
 MULTIFILE_ERROR = "multifile_download_error"
 MULTIFILE_CANCELLED = "multifile_download_cancelled"
 
-TERMINAL_EVENTS = frozenset(
-    {
-        DOWNLOAD_COMPLETE,
-        DOWNLOAD_ERROR,
-        DOWNLOAD_CANCELLED,
-        MULTIFILE_COMPLETE,
-        MULTIFILE_ERROR,
-        MULTIFILE_CANCELLED,
-    }
-)
-
 
 class EventPublisher:
     def __init__(self, client: redis.Redis, namespace: str) -> None:

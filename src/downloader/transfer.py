@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -75,7 +75,6 @@ class TransferResult:
     final_url: str | None = None
     resumed_from: int = 0
     already_complete: bool = False
-    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -134,14 +133,16 @@ class _Fetch:
         self.session = session
         self.hooks = hooks
 
-    def get(self, offset: int) -> requests.Response:
+    def request_bytes(self, byte_range: str | None, etag: str | None) -> requests.Response:
+        """One streamed GET, raw bytes (no content coding), `Range` resumed only if the file
+        still has the validator `etag`; raises on HTTP errors but 416, which callers judge."""
         headers = {"Accept-Encoding": "identity"}
         if self.request.access_token:
             headers["Authorization"] = f"Bearer {self.request.access_token}"
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-            if self.request.etag:
-                headers["If-Range"] = self.request.etag
+        if byte_range:
+            headers["Range"] = f"bytes={byte_range}"
+            if etag:
+                headers["If-Range"] = etag
         response = self.session.get(
             self.request.url, headers=headers, stream=True, timeout=self.request.timeout
         )
@@ -149,16 +150,13 @@ class _Fetch:
             _raise_for_status(response)
         return response
 
+    def get(self, offset: int) -> requests.Response:
+        """The file from `offset` on (the whole file for 0)."""
+        return self.request_bytes(f"{offset}-" if offset else None, self.request.etag)
+
     def open_range(self, first: int, last: int, etag: str | None) -> requests.Response:
-        """A GET of bytes [first, last], for one segment."""
-        headers = {"Accept-Encoding": "identity", "Range": f"bytes={first}-{last}"}
-        if self.request.access_token:
-            headers["Authorization"] = f"Bearer {self.request.access_token}"
-        if etag:
-            headers["If-Range"] = etag
-        response = self.session.get(
-            self.request.url, headers=headers, stream=True, timeout=self.request.timeout
-        )
+        """Bytes [first, last], for one segment."""
+        response = self.request_bytes(f"{first}-{last}", etag)
         _raise_for_status(response)
         return response
 
@@ -213,7 +211,6 @@ class _Fetch:
                 etag=_validator(response),
                 final_url=response.url,
                 resumed_from=offset,
-                headers=dict(response.headers),
             )
             if offset == 0 and total and _complete_already(path, total, self.request.sha256):
                 result.bytes, result.already_complete = total, True
@@ -267,7 +264,6 @@ class _Fetch:
             etag=plan.etag,
             final_url=response.url,
             resumed_from=plan.done,
-            headers=dict(response.headers),
         )
         self.hooks.started(result)
 
