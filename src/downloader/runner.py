@@ -91,7 +91,6 @@ class JobRun:
         """Unique per attempt, so a redelivered copy on the same worker is still refused."""
         self.throttle = Throttle(app.settings.progress_interval)
         self.last_report = 0.0
-        self.download_path: Path | None = None
         self.started_published = False
 
     def publish(self, event: str, **fields: Any) -> None:
@@ -100,7 +99,6 @@ class JobRun:
     # -- transfer hooks -------------------------------------------------------------------
 
     def on_started(self, result: TransferResult) -> None:
-        self.download_path = result.download_path
         # A retry resumes at this path, and only if the file still has this validator.
         self.record.update(download_path=str(result.download_path), etag=result.etag)
         self.app.store.update(
@@ -136,7 +134,7 @@ class JobRun:
         self.publish(
             ev.DOWNLOAD_PROGRESS,
             source=self.record["source"],
-            download_path=self.download_path,
+            download_path=self.record.get("download_path"),
             current_bytes=current,
             total_bytes=total,
         )
