@@ -155,6 +155,13 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
+_RETRY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'last_error', ARGV[1], 'updated_at', ARGV[2])
+return 1
+"""
+
 _PROGRESS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
 redis.call('HSET', KEYS[1], 'bytes', ARGV[1], 'total_bytes', ARGV[2], 'updated_at', ARGV[3])
@@ -204,6 +211,7 @@ class JobStore:
         self._recover = client.register_script(_RECOVER)
         self._update = client.register_script(_UPDATE)
         self._progress = client.register_script(_PROGRESS)
+        self._retry = client.register_script(_RETRY)
 
     # -- creating -------------------------------------------------------------------------
 
@@ -305,13 +313,8 @@ class JobStore:
         return self.redis.hget(self.keys.job(job_id), "cancel_requested") == b"true"
 
     def record_retry(self, job_id: int, reason: str) -> None:
-        pipe = self.redis.pipeline()
-        pipe.hincrby(self.keys.job(job_id), "attempts", 1)
-        pipe.hset(
-            self.keys.job(job_id),
-            mapping={"last_error": _encode(reason), "updated_at": _encode(utcnow())},
-        )
-        pipe.execute()
+        """Count one more attempt; like `update`, a job removed meanwhile stays gone."""
+        self._retry(keys=[self.keys.job(job_id)], args=[_encode(reason), _encode(utcnow())])
 
     def report_progress(self, job_id: int, current: int, total: int) -> bool:
         """Store the byte counts and answer whether the job should stop (cancelled, or removed
