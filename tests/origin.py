@@ -6,16 +6,23 @@ Routes (`name` is a file registered with `add`):
 - `/redirect/<name>`: 302 to `/files/<name>`; `?to=<absolute url>` redirects there instead.
 - `/private/<name>`: 401 unless `Authorization: Bearer <token>` matches `token`.
 - `/status/<code>`: an empty answer with that status and its standard reason phrase.
+- `/gzip/<name>`: the file gzip-compressed, `Content-Encoding: gzip` (whatever was asked);
+  `nolength=1` sends it without a Content-Length, closing the connection at the end.
 Query `rate=<bytes per second>` sends slowly (in small pieces); `norange=1` ignores Range;
 `fail=<n>&code=<status>` answers the first n GETs of that URL with `code` (default 503, with
 `Retry-After: 0`); `drop=<bytes>` closes the connection after that many body bytes (first GET
 of that URL only); `stall=<bytes>` stops sending after that many bytes, holding the
-connection open (first GET only).
+connection open (first GET only); `failafter=<n>` answers every GET from the (n+1)th on with
+503 and `Retry-After: <retryafter>`; `extra=<n>` sends n bytes more than the Content-Length
+says; `ignoreifrange=1` answers a Range with 206 whatever `If-Range` says (a broken cache).
+A name with `versions` (a list of bytes) serves its k-th version on its k-th GET (the last one
+from then on), each with its own ETag. `If-None-Match` with the current ETag gets 304.
 Every request is logged in `requests` as (method, path, headers).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import threading
 import time
@@ -43,6 +50,8 @@ class Origin:
         self.requests: list[LoggedRequest] = []
         self.token = "s3cret-token"
         self.hits: dict[str, int] = {}
+        self.versions: dict[str, list[bytes]] = {}
+        self.name_hits: dict[str, int] = {}
         self._lock = threading.Lock()
         self.server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
@@ -68,6 +77,16 @@ class Origin:
             if request.method == "GET":
                 self.hits[target] = seen + 1
             return seen
+
+    def version_of(self, name: str) -> bytes | None:
+        """The bytes this GET of `name` serves: its next version, when it has versions."""
+        with self._lock:
+            versions = self.versions.get(name)
+            if not versions:
+                return self.files.get(name)
+            seen = self.name_hits.get(name, 0)
+            self.name_hits[name] = seen + 1
+            return versions[min(seen, len(versions) - 1)]
 
     def gets(self, path_prefix: str) -> list[LoggedRequest]:
         with self._lock:
@@ -106,6 +125,8 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
             route, _, name = url.path.lstrip("/").partition("/")
             if body and seen < int(query.get("fail", 0)):
                 return self.empty(int(query.get("code", 503)), {"Retry-After": "0"})
+            if body and "failafter" in query and seen >= int(query["failafter"]):
+                return self.empty(503, {"Retry-After": query.get("retryafter", "0")})
             if seen:  # faults below strike the first GET only, so a retry can succeed
                 query.pop("drop", None)
                 query.pop("stall", None)
@@ -116,13 +137,19 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
                 return self.empty(302, {"Location": target})
             if route == "private" and self.headers.get("Authorization") != f"Bearer {origin.token}":
                 return self.empty(401, {"WWW-Authenticate": "Bearer"})
-            data = origin.files.get(name)
-            if route not in ("files", "cd", "private") or data is None:
+            if route not in ("files", "cd", "private", "gzip"):
                 return self.empty(404)
+            data = origin.version_of(name) if body else origin.files.get(name)
+            if data is None:
+                return self.empty(404)
+            if route == "gzip":
+                return self.send_gzip(data, query, body)
             headers = {
                 "Content-Type": "application/octet-stream",
                 "ETag": f'"{hashlib.sha256(data).hexdigest()[:16]}"',
             }
+            if self.headers.get("If-None-Match") == headers["ETag"]:
+                return self.empty(304, {"ETag": headers["ETag"]})
             if route == "cd":
                 headers["Content-Disposition"] = f'attachment; filename="{query["filename"]}"'
             self.send_file(data, headers, query, body)
@@ -133,21 +160,30 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
             start, status = 0, 200
             wanted = self.headers.get("Range")
             if_range = self.headers.get("If-Range")
-            if wanted and not query.get("norange") and if_range in (None, headers["ETag"]):
-                first = int(wanted.removeprefix("bytes=").split("-")[0])
+            end = len(data)
+            honour = query.get("ignoreifrange") or if_range in (None, headers["ETag"])
+            if wanted and not query.get("norange") and honour:
+                first_text, _, last_text = wanted.removeprefix("bytes=").partition("-")
+                first = int(first_text)
                 if first >= len(data):
                     return self.empty(416, {"Content-Range": f"bytes */{len(data)}"})
                 start, status = first, 206
-                headers["Content-Range"] = f"bytes {first}-{len(data) - 1}/{len(data)}"
+                end = min(int(last_text) + 1, len(data)) if last_text else len(data)
+                headers["Content-Range"] = f"bytes {first}-{end - 1}/{len(data)}"
             if not query.get("norange"):
                 headers["Accept-Ranges"] = "bytes"
-            payload = data[start:]
+            payload = data[start:end]
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             if not body:
+                return
+            if query.get("extra"):
+                self.wfile.write(payload + b"X" * int(query["extra"]))
+                self.wfile.flush()
+                self.close_connection = True
                 return
             rate = int(query.get("rate", 0))
             cut = query.get("drop") or query.get("stall")
@@ -170,6 +206,20 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
                     time.sleep(piece / rate)
             except OSError:
                 pass
+
+        def send_gzip(self, data: bytes, query: dict[str, str], body: bool) -> None:
+            payload = gzip.compress(data, mtime=0)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Encoding", "gzip")
+            if query.get("nolength"):
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            else:
+                self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if body:
+                self.wfile.write(payload)
 
         def empty(self, status: int, headers: dict[str, str] | None = None) -> None:
             self.send_response(status, HTTPStatus(status).phrase)

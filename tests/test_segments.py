@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from downloader import DownloadJobStatus, DownloadQueueService
-from downloader.segments import SegmentPlan, sidecar_path
-from downloader.transfer import TransferHooks, TransferRequest, fetch, partial_path
+from downloader.filestate import PartialState, partial_path, state_path
+from downloader.transfer import TransferHooks, TransferRequest, fetch
 from tests.origin import Origin
 
 MiB = 1 << 20
@@ -43,7 +43,7 @@ def test_a_large_file_is_fetched_as_segments_into_one_file(origin: Origin, tmp_p
         *(f"bytes={s}-{min(s + size, len(data)) - 1}" for s in range(0, len(data), size)),
     ]
     assert ranges_seen(origin, "/files/big.bin") == sorted(expected)  # one probe, four ranges
-    assert not sidecar_path(partial_path(tmp_path / "big.bin")).exists()
+    assert not state_path(partial_path(tmp_path / "big.bin")).exists()
 
 
 def test_small_files_and_servers_without_ranges_use_one_stream(
@@ -73,21 +73,27 @@ def test_an_interrupted_segmented_download_resumes_every_segment(
             hooks=TransferHooks(progress=stop_halfway),
         )
     partial = partial_path(tmp_path / "resume.bin")
-    plan = SegmentPlan.load(sidecar_path(partial))
-    assert plan is not None and 0 < plan.done < len(data)
+    state = PartialState.load(state_path(partial))
+    assert state is not None and state.segments is not None
+    assert 0 < state.segmented_done < len(data)
     assert not (tmp_path / "resume.bin").exists()
     before = len(origin.gets("/files/resume.bin"))
 
-    result = fetch(
-        request(origin, "/files/resume.bin", tmp_path, download_path=tmp_path / "resume.bin")
+    result = fetch(  # the same URL: a partial file only resumes from its own source
+        request(
+            origin,
+            "/files/resume.bin?rate=8000000",
+            tmp_path,
+            download_path=tmp_path / "resume.bin",
+        )
     )
     assert hashlib.sha256((tmp_path / "resume.bin").read_bytes()).hexdigest() == digest
-    assert result.resumed_from == plan.done
+    assert result.resumed_from == state.segmented_done
     resumed = [r.headers.get("Range", "") for r in origin.gets("/files/resume.bin")[before:]]
     starts = sorted(int(r[6:].split("-")[0]) for r in resumed if r)
-    segment_starts = [segment.start for segment in plan.segments]
+    segment_starts = [segment.start for segment in state.segments]
     assert starts and all(start not in segment_starts for start in starts if start)  # went on
-    assert not sidecar_path(partial).exists()
+    assert not state_path(partial).exists()
 
 
 def test_a_file_that_changed_since_the_plan_starts_over(origin: Origin, tmp_path: Path) -> None:
@@ -103,7 +109,12 @@ def test_a_file_that_changed_since_the_plan_starts_over(origin: Origin, tmp_path
             hooks=TransferHooks(progress=stop),
         )
     digest = origin.add("moving.bin", os.urandom(4 * MiB))  # a new version, a new ETag
-    fetch(request(origin, "/files/moving.bin", tmp_path, download_path=tmp_path / "moving.bin"))
+    fetch(
+        request(
+            origin, "/files/moving.bin?rate=8000000", tmp_path,
+            download_path=tmp_path / "moving.bin",
+        )
+    )
     assert hashlib.sha256((tmp_path / "moving.bin").read_bytes()).hexdigest() == digest
 
 

@@ -144,7 +144,17 @@ class DownloaderApp(Celery):
         """Cancel one job; one that never started is over at once and says so on the bus."""
         result = self.store.cancel(job_id)
         if result is CancelResult.CANCELLED:
-            self.publisher.publish(DOWNLOAD_CANCELLED, queue_id, job_id)
+            record = self.store.record(job_id) or {}
+            self.publisher.publish(
+                DOWNLOAD_CANCELLED, queue_id, job_id, source=record.get("source")
+            )
+            if record.get("job_started"):
+                # It ran once and its worker is gone: a worker (which, unlike this client,
+                # surely sees the download volume) removes what it left behind. A job that
+                # never ran is tidied by the claim of its own message.
+                self.tasks["downloader.discard"].si(job_id).apply_async(
+                    queue=self.celery_queue(queue_id), priority=0, ignore_result=True
+                )
         return result
 
 

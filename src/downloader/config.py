@@ -48,6 +48,15 @@ class Settings(BaseSettings):
         description="seconds before an unacknowledged message is redelivered; short is safe: "
         "a redelivery of a running or finished job is dropped by the claim",
     )
+    lowest_speed: int = Field(
+        default=1024,
+        ge=0,
+        description="bytes/s below which a transfer, for a whole lowest_speed_window, is a "
+        "stall (retried); 0: never",
+    )
+    lowest_speed_window: float = Field(
+        default=60.0, gt=0, description="seconds over which lowest_speed is measured"
+    )
     progress_interval: float = Field(default=0.25, ge=0, description="min seconds between events")
     max_retries: int = Field(default=5, ge=0, description="retries of a failing transfer")
     retry_backoff: float = Field(default=1.0, gt=0, description="first retry delay, doubling")

@@ -1,8 +1,10 @@
 """Turning what a server or URL says into one safe file name.
 
 A server's `Content-Disposition` and the last segment of a URL are untrusted: they may hold
-separators, `..`, control characters or names that mean a device on Windows. Whatever comes
-in, what comes out is a single path component that cannot leave the destination directory.
+separators, `..`, control or bidi characters, names that mean a device on Windows, or a suffix
+the engine uses for its own files next to the download. Whatever comes in, what comes out is a
+single path component that cannot leave the destination directory, cannot be mistaken for a
+partial file or its state, and still fits the filesystem once the engine adds its suffixes.
 """
 
 from __future__ import annotations
@@ -14,40 +16,79 @@ from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 FALLBACK_NAME = "download"
-_MAX_NAME_BYTES = 255
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_WINDOWS_RESERVED = frozenset(
-    {"con", "prn", "aux", "nul"}
-    | {f"com{i}" for i in range(1, 10)}
-    | {f"lpt{i}" for i in range(1, 10)}
+PARTIAL_SUFFIX = ".downloading"
+STATE_SUFFIX = ".state"
+"""The partial file's state sidecar is `<name>.downloading.state` (and `.tmp` while written)."""
+ENGINE_SUFFIXES = (
+    PARTIAL_SUFFIX,
+    PARTIAL_SUFFIX + STATE_SUFFIX,
+    PARTIAL_SUFFIX + STATE_SUFFIX + ".tmp",
 )
+_MAX_NAME_BYTES = 255 - len(ENGINE_SUFFIXES[-1])
+"""Room left for the suffixes, so `<name>.downloading.state.tmp` is still a legal name."""
+_DISTINCT_ROOM = len(" (9999)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_WINDOWS_DEVICES = frozenset(
+    {"con", "prn", "aux", "nul", "conin$", "conout$"}
+    | {f"{kind}{n}" for kind in ("com", "lpt") for n in (*"123456789", "¹", "²", "³")}
+)
+
+
+def is_engine_name(name: str) -> bool:
+    """Whether `name` is, or looks like, a file the engine keeps beside a download."""
+    return name.lower().endswith(ENGINE_SUFFIXES)
+
+
+def _is_device(name: str) -> bool:
+    """Windows treats `CON`, `con.txt`, `CON .txt` and `COM1:` alike: the part before the first
+    dot, without trailing spaces or colons, names a device."""
+    stem = name.split(".", 1)[0].rstrip(" :").lower()
+    return stem in _WINDOWS_DEVICES
+
+
+def _drop_invisible(name: str) -> str:
+    """Control characters and format characters (bidi overrides such as U+202E, zero-width
+    joiners) can make a name display as something it is not."""
+    name = _CONTROL.sub("", name)
+    return "".join(c for c in name if unicodedata.category(c) != "Cf")
 
 
 def safe_filename(name: str | None) -> str | None:
     """One safe path component from `name`, or None when nothing usable is left."""
     if not name:
         return None
-    name = unicodedata.normalize("NFC", name)
-    name = _CONTROL.sub("", name).replace("\\", "/")
+    name = _drop_invisible(unicodedata.normalize("NFC", name)).replace("\\", "/")
     name = name.rsplit("/", 1)[-1]
     name = name.strip().strip(".").strip()
     if not name:
         return None
-    stem = name.split(".", 1)[0].lower()
-    if stem in _WINDOWS_RESERVED:
+    if _is_device(name):
         name = f"_{name}"
-    return _truncate(name)
+    if is_engine_name(name):
+        name = f"{name}_"
+    return _truncate(name, _MAX_NAME_BYTES - _DISTINCT_ROOM)
 
 
-def _truncate(name: str) -> str:
-    if len(name.encode()) <= _MAX_NAME_BYTES:
+def _truncate(name: str, limit: int) -> str:
+    """Shorten the stem, keeping a reasonable extension, until `name` fits in `limit` bytes."""
+    if len(name.encode()) <= limit:
         return name
     suffix = PurePosixPath(name).suffix
     if len(suffix.encode()) > 32:
         suffix = ""
-    budget = _MAX_NAME_BYTES - len(suffix.encode())
     stem = name[: len(name) - len(suffix)] if suffix else name
-    return stem.encode()[:budget].decode(errors="ignore") + suffix
+    budget = limit - len(suffix.encode())
+    return stem.encode()[:budget].decode(errors="ignore").rstrip() + suffix
+
+
+def distinct_name(name: str, number: int) -> str:
+    """The `number`th alternative to a taken name, as browsers make it: `model (1).bin`."""
+    if number == 0:
+        return name
+    path = PurePosixPath(name)
+    suffix = path.suffix if len(path.suffix.encode()) <= 32 else ""
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    return f"{stem} ({number}){suffix}"
 
 
 def content_disposition_filename(header: str | None) -> str | None:

@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, Field, PrivateAttr, field_validator
 
+from downloader.filenames import ENGINE_SUFFIXES, is_engine_name
+
 
 class DownloadJobStatus(StrEnum):
     """Where a job is in its life; `ERROR` covers cancellation too, as in the seed."""
@@ -126,6 +128,11 @@ class RemoteModelFile(BaseModel):
             raise ValueError(f"a part's path must be relative, got {path}")
         if ".." in posix.parts:
             raise ValueError(f"a part's path must stay inside dest, got {path}")
+        if is_engine_name(posix.name):
+            raise ValueError(
+                f"a part's path must not end in {', '.join(ENGINE_SUFFIXES)}: those names are "
+                f"the downloader's own partial files, got {path}"
+            )
         return path
 
 

@@ -21,8 +21,10 @@ import requests
 from downloader import events as ev
 from downloader import parents
 from downloader.events import Throttle
+from downloader.filestate import discard_partial
 from downloader.models import DownloadJobCancelledException, DownloadJobStatus
 from downloader.netguard import public_only_session
+from downloader.reservations import Reservations
 from downloader.retry import backoff, is_retriable
 from downloader.store import CANCELLED_ERROR_TYPE, ClaimResult
 from downloader.transfer import TransferHooks, TransferRequest, TransferResult, fetch
@@ -92,6 +94,7 @@ class JobRun:
         self.throttle = Throttle(app.settings.progress_interval)
         self.last_report = 0.0
         self.started_published = False
+        self.reservations = Reservations(app.store)
 
     def publish(self, event: str, **fields: Any) -> None:
         self.app.publisher.publish(event, self.queue_id, self.job_id, **fields)
@@ -117,16 +120,22 @@ class JobRun:
         )
         self.started_published = True
 
-    def on_progress(self, current: int, total: int) -> None:
-        now = time.monotonic()
-        if now - self.last_report >= self.app.settings.progress_interval:
-            self.last_report = now
-            if self.app.store.report_progress(self.job_id, current, total):
-                raise DownloadJobCancelledException(f"job {self.job_id} was cancelled")
+    def on_check(self, current: int, total: int) -> None:
+        """Whether the job must stop; the transfer's watchdog asks every half second, so a
+        cancel, a removal or the worker's shutdown is heard whatever the origin's pace."""
+        store = self.app.store
+        if self.started_published:
+            stop = store.report_progress(self.job_id, current, total)
+        else:
+            stop = store.cancel_requested(self.job_id)
+        if stop:
+            raise DownloadJobCancelledException(f"job {self.job_id} was cancelled")
         if self.app.stopping.is_set() and not (total and current >= total):
             raise WorkerStopping  # a download whose last byte is in finishes instead
         if self.keeper is not None and self.keeper.lost.is_set():
             raise LeaseLost
+
+    def on_progress(self, current: int, total: int) -> None:
         if self.throttle.ready(current, total):
             self.publish_progress(current, total)
 
@@ -151,15 +160,44 @@ class JobRun:
         return TransferRequest(
             url=self.record["source"],
             dest=Path(self.record["dest"]),
+            dest_is_dir=self.record.get("dest_is_dir"),
             access_token=self.access_token(),
             download_path=Path(known) if known else None,
-            etag=self.record.get("etag"),
+            owner=self.job_id,
             sha256=self.record.get("sha256"),
+            size=self.record.get("size"),
             chunk_size=settings.chunk_size,
             timeout=(settings.connect_timeout, settings.read_timeout),
             segments=settings.segments,
             segment_threshold=settings.segment_threshold,
+            lowest_speed=settings.lowest_speed,
+            speed_window=settings.lowest_speed_window,
+            reserve=lambda path: self.reservations.try_acquire(self.job_id, path),
         )
+
+    def final_paths(self) -> list[Path]:
+        """The final paths this job may own: its explicit `dest`, and the name it was given."""
+        paths = [Path(self.record["download_path"])] if self.record.get("download_path") else []
+        if self.record.get("dest_is_dir") is False:
+            paths.append(Path(self.record["dest"]))
+        return paths
+
+    def release_paths(self) -> None:
+        self.reservations.release((self.job_id, path) for path in self.final_paths())
+
+    def tidy_if_cancelled(self) -> None:
+        """A job cancelled while no worker ran it (its own was gone) may have left a partial
+        file and its reservation: remove them, here where the volume is."""
+        fresh = self.app.store.record(self.job_id)
+        if fresh is not None and fresh.get("cancelled"):
+            self.record = fresh
+            self.discard_partials()
+            self.release_paths()
+
+    def discard_partials(self) -> None:
+        """A cancelled job leaves nothing behind: its partial file and state go."""
+        for path in self.final_paths():
+            discard_partial(path, self.job_id)
 
     def access_token(self) -> str | None:
         """The job's own token, else the one configured for the URL's host."""
@@ -184,6 +222,8 @@ class JobRun:
         if claim is ClaimResult.CANCELLED:
             self.finish_cancelled()
             return claim.value
+        if claim is ClaimResult.FINISHED:
+            self.tidy_if_cancelled()
         if claim is not ClaimResult.CLAIMED:
             return claim.value
         if self.record.get("parent_id") is not None:
@@ -213,6 +253,7 @@ class JobRun:
         except Exception as exc:
             failure = {"error_type": error_type(exc), "error": traceback.format_exc()}
             self.app.store.finish(self.job_id, DownloadJobStatus.ERROR, **failure)
+            self.release_paths()
             self.publish(ev.DOWNLOAD_ERROR, source=self.record["source"], **failure)
             return "error"
         if not self.started_published:
@@ -225,6 +266,7 @@ class JobRun:
             bytes=result.bytes,
             total_bytes=result.total_bytes,
         )
+        self.release_paths()
         self.publish(
             ev.DOWNLOAD_COMPLETE,
             source=self.record["source"],
@@ -235,7 +277,9 @@ class JobRun:
 
     def fetch_with_retries(self, session: requests.Session) -> TransferResult:
         """Fetch, retrying transient failures; each retry resumes from the partial file."""
-        hooks = TransferHooks(started=self.on_started, progress=self.on_progress)
+        hooks = TransferHooks(
+            started=self.on_started, progress=self.on_progress, check=self.on_check
+        )
         settings = self.app.settings
         retries = 0
         while True:
@@ -268,13 +312,15 @@ class JobRun:
                 raise WorkerStopping
 
     def finish_cancelled(self) -> None:
+        self.discard_partials()
         self.app.store.finish(
             self.job_id,
             DownloadJobStatus.ERROR,
             cancelled=True,
             error_type=CANCELLED_ERROR_TYPE,
         )
-        self.publish(ev.DOWNLOAD_CANCELLED)
+        self.release_paths()
+        self.publish(ev.DOWNLOAD_CANCELLED, source=self.record["source"])
 
     def hand_back(self) -> None:
         """Put the job back as waiting and queue it again; its partial file stays to resume."""
@@ -300,6 +346,13 @@ def run_download(
     else:
         session = app.session_override or _thread_session("plain", requests.Session)
     return JobRun(app, job_id, record, worker, on_progress).run(session)
+
+
+def tidy_cancelled(app: DownloaderApp, job_id: int, worker: str) -> None:
+    """The `downloader.discard` task: clean up after a job cancelled while its worker was dead."""
+    record = app.store.record(job_id)
+    if record is not None:
+        JobRun(app, job_id, record, worker).tidy_if_cancelled()
 
 
 _local = threading.local()

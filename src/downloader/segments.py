@@ -2,84 +2,46 @@
 
 One connection is limited by what the server or a CDN gives a single stream; several reach
 the sum of their caps. The file is split into contiguous segments, each fetched by its own
-thread and written in place with `pwrite`. How far each segment got is kept beside the
-partial file (`<partial>.segments`, JSON), so a retry or another worker resumes every segment
-where it stopped. The plan also records the file's validator: a server that answers a segment
-with the whole file, or with another version of it, makes the attempt start over clean.
+thread and written in place with `pwrite`. How far each segment got is kept in the partial
+file's state (see `filestate`), so a retry or another worker resumes every segment where it
+stopped. Every segment's answer must continue the planned file: a 206 for exactly the bytes
+asked, of a file of the planned length, with the planned validator. Anything else (the whole
+file, another version, another length) voids the plan and the attempt starts over clean:
+segments of two versions never share a file.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import requests
 
-SIDECAR_SUFFIX = ".segments"
+from downloader.filestate import Segment
+
 _SAVE_EVERY = 0.5  # seconds between saves of the plan while segments run
 
 
-@dataclass
-class Segment:
-    start: int
-    end: int  # exclusive
-    done: int = 0
-
-    @property
-    def position(self) -> int:
-        return self.start + self.done
-
-    @property
-    def finished(self) -> bool:
-        return self.position >= self.end
-
-
-@dataclass
-class SegmentPlan:
-    total: int
-    etag: str | None
-    segments: list[Segment] = field(default_factory=list)
-
-    @classmethod
-    def split(cls, total: int, count: int, etag: str | None) -> SegmentPlan:
-        size = -(-total // count)
-        starts = range(0, total, size)
-        return cls(total, etag, [Segment(start, min(start + size, total)) for start in starts])
-
-    @property
-    def done(self) -> int:
-        return sum(segment.done for segment in self.segments)
-
-    def save(self, sidecar: Path) -> None:
-        temporary = sidecar.with_name(sidecar.name + ".tmp")
-        temporary.write_text(json.dumps(asdict(self)))
-        os.replace(temporary, sidecar)
-
-    @classmethod
-    def load(cls, sidecar: Path) -> SegmentPlan | None:
-        try:
-            raw = json.loads(sidecar.read_text())
-            return cls(raw["total"], raw["etag"], [Segment(**s) for s in raw["segments"]])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-
-def sidecar_path(partial: Path) -> Path:
-    return partial.with_name(partial.name + SIDECAR_SUFFIX)
+def split(total: int, count: int) -> list[Segment]:
+    size = -(-total // count)
+    return [Segment(start, min(start + size, total)) for start in range(0, total, size)]
 
 
 class SegmentMismatch(Exception):
     """A segment's answer does not continue the planned file; the plan is void."""
 
 
-OpenRange = Callable[[int, int, str | None], requests.Response]
-"""Opens a GET for bytes [first, last] with an optional If-Range validator."""
+OpenRange = Callable[[int, int], requests.Response]
+"""Opens a GET for bytes [first, last] of the planned version (`If-Range` set by the caller)."""
+
+CheckAnswer = Callable[[requests.Response, int, int], None]
+"""Raises SegmentMismatch unless the response is bytes [first, last] of the planned file."""
+
+ReadChunks = Callable[[requests.Response], "Callable[[], bytes]"]
+"""Gives a function that returns the next bytes that arrived (b"" at the end)."""
 
 
 class SegmentedCopy:
@@ -87,21 +49,27 @@ class SegmentedCopy:
 
     def __init__(
         self,
-        plan: SegmentPlan,
+        segments: list[Segment],
         fd: int,
-        sidecar: Path,
+        save: Callable[[], None],
         open_range: OpenRange,
-        progress: Callable[[int, int], None],
-        chunk_size: int,
+        check_answer: CheckAnswer,
+        read_chunks: ReadChunks,
+        progress: Callable[[int], None],
     ) -> None:
-        self.plan, self.fd, self.sidecar = plan, fd, sidecar
-        self.open_range, self.progress, self.chunk_size = open_range, progress, chunk_size
+        self.segments, self.fd, self.save = segments, fd, save
+        self.open_range, self.check_answer = open_range, check_answer
+        self.read_chunks, self.progress = read_chunks, progress
         self.lock = threading.Lock()
         self.abort = threading.Event()
         self.last_save = 0.0
 
+    @property
+    def done(self) -> int:
+        return sum(segment.done for segment in self.segments)
+
     def run(self) -> None:
-        todo = [segment for segment in self.plan.segments if not segment.finished]
+        todo = [segment for segment in self.segments if not segment.finished]
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
             futures = [pool.submit(self.fetch, segment) for segment in todo]
@@ -110,29 +78,25 @@ class SegmentedCopy:
                 if error is not None and not errors:
                     errors.append(error)
         with self.lock:
-            self.plan.save(self.sidecar)
+            self.save()
         if errors:
             raise errors[0]
 
     def fetch(self, segment: Segment) -> None:
         try:
-            response = self.open_range(segment.position, segment.end - 1, self.plan.etag)
-            with response:
-                if response.status_code != 206 or not response.headers.get(
-                    "Content-Range", ""
-                ).startswith(f"bytes {segment.position}-"):
-                    raise SegmentMismatch(
-                        f"asked for bytes {segment.position}-{segment.end - 1}, got HTTP "
-                        f"{response.status_code} {response.headers.get('Content-Range', '')}"
-                    )
-                for chunk in response.iter_content(self.chunk_size):
-                    if self.abort.is_set():
-                        return
+            first, last = segment.position, segment.end - 1
+            with self.open_range(first, last) as response:
+                self.check_answer(response, first, last)
+                read = self.read_chunks(response)
+                while not segment.finished and not self.abort.is_set():
+                    chunk = read()
+                    if not chunk:  # a dropped connection: retriable, the plan stays
+                        raise requests.exceptions.ChunkedEncodingError(
+                            f"the answer for bytes {segment.position}-{last} ended early"
+                        )
                     chunk = chunk[: segment.end - segment.position]
                     os.pwrite(self.fd, chunk, segment.position)
                     self.advance(segment, len(chunk))
-                    if segment.finished:
-                        return
         except BaseException:
             self.abort.set()
             raise
@@ -144,5 +108,5 @@ class SegmentedCopy:
             now = time.monotonic()
             if now - self.last_save >= _SAVE_EVERY:
                 self.last_save = now
-                self.plan.save(self.sidecar)
-            self.progress(self.plan.done, self.plan.total)
+                self.save()
+            self.progress(self.done)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -28,6 +29,7 @@ from downloader.celery_app import DownloaderApp, create_app
 from downloader.config import Settings
 from downloader.embedded import EmbeddedRedis, InProcessWorker
 from downloader.events import Subscription
+from downloader.filenames import is_engine_name
 from downloader.models import (
     DownloadEventHandler,
     DownloadJob,
@@ -35,6 +37,7 @@ from downloader.models import (
     MultiFileDownloadJob,
     RemoteModelFile,
 )
+from downloader.reservations import Reservations
 from downloader.store import KIND_MULTIFILE, KIND_SINGLE, utcnow
 
 log = logging.getLogger(__name__)
@@ -195,6 +198,11 @@ class DownloadQueueService:
         a job from an untrusted caller (the REST API): its worker refuses private addresses
         unless `DOWNLOADER_ALLOW_PRIVATE_NETWORKS` is set.
         """
+        dest_is_dir = _names_a_directory(dest)
+        if not dest_is_dir and is_engine_name(Path(dest).name):
+            raise ValueError(
+                f"dest {dest} ends like the downloader's own partial files; choose another name"
+            )
         job = DownloadJob(
             source=source, dest=Path(dest), priority=priority, access_token=access_token
         )
@@ -206,9 +214,16 @@ class DownloadQueueService:
             on_error=on_error,
         )
         job.id = self.app.store.new_ids(1)[0]
+        owned = [] if dest_is_dir else [(job.id, job.dest)]
+        reservations = Reservations(self.app.store)
+        reservations.acquire(owned, pending=True)  # refuses a path another job will write
         self._track(job)
-        record = {**self._record(job), "sha256": sha256, "untrusted": untrusted}
+        record = {
+            **self._record(job), "sha256": sha256, "untrusted": untrusted,
+            "dest_is_dir": dest_is_dir,
+        }
         self.app.store.create(self._queue_id, [record], access_token)
+        reservations.confirm(owned)
         self.app.submit(job.id, self._queue_id, priority)
         return job
 
@@ -250,12 +265,16 @@ class DownloadQueueService:
         }
         part_records = [
             {**self._record(part_job), "parent_id": job.id, "sha256": part.sha256,
-             "untrusted": untrusted}
+             "size": part.size, "untrusted": untrusted, "dest_is_dir": False}
             for part_job, part in zip(job.download_parts, parts, strict=True)
         ]
+        owned = [(part.id, part.dest) for part in job.download_parts]
+        reservations = Reservations(self.app.store)
+        reservations.acquire(owned, pending=True)
         for tracked in (job, *job.download_parts):
             self._track(tracked)
         self.app.store.create(self._queue_id, [parent_record, *part_records], access_token)
+        reservations.confirm(owned)
         self.app.submit_multifile(job.id, ids[1:], self._queue_id, priority)
         return job
 
@@ -450,6 +469,13 @@ class DownloadQueueService:
             handler(job)
         except Exception:
             log.exception("%s callback of job %s raised; the job goes on", name, job.id)
+
+
+def _names_a_directory(dest: str | Path) -> bool:
+    """`dest` is a directory to name files in when it is one, or says so with a trailing
+    separator (created when missing); anything else is the file's own path."""
+    text = os.fspath(dest)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir()
 
 
 def _check_part_paths(parts: Sequence[RemoteModelFile]) -> None:

@@ -14,7 +14,7 @@ from celery.signals import worker_ready, worker_shutting_down
 from downloader.celery_app import DownloaderApp
 from downloader.parents import settle
 from downloader.recovery import OrphanWatch
-from downloader.runner import run_download
+from downloader.runner import run_download, tidy_cancelled
 
 FLOWER_PROGRESS_AFTER = 1.0
 """Seconds a download runs before it reports its progress to Flower."""
@@ -42,6 +42,13 @@ def download(self: Task, job_id: int) -> dict[str, object]:
 def finish_multifile(self: Task, parent_id: int) -> dict[str, object]:
     """The chord body: runs once every part has returned and settles their parent."""
     return {"job_id": parent_id, "outcome": settle(self.app, parent_id)}
+
+
+@shared_task(bind=True, name="downloader.discard")
+def discard(self: Task, job_id: int) -> dict[str, object]:
+    """Remove the partial file of a job cancelled after its worker died."""
+    tidy_cancelled(self.app, job_id, self.request.hostname or "worker")
+    return {"job_id": job_id, "outcome": "tidied"}
 
 
 @worker_shutting_down.connect

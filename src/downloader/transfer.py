@@ -1,8 +1,13 @@
 """The HTTP transfer engine: one URL into one file, resumably. Knows nothing of Celery or Redis.
 
-Bytes go to `<final name>.downloading`, which is locked while written, resumed with a Range
-request when it already holds data, checked for size (and SHA-256 when asked), synced and only
-then renamed to its final name: a file under its final name is always complete.
+Bytes go to `<final name>.downloading`, locked while written, beside a state file that says
+which source and version they belong to (see `filestate`). A resume is a Range request with
+`If-Range`, and every 206 is checked against the recorded version before a byte is appended;
+anything else starts the file over. Bodies are stored as the server sent them (no content
+decoding) and must be exactly as long as announced. The size and hash are checked on the
+descriptor that was written, the file is stamped with its origin, synced, and renamed only if
+the partial path still names that same file: a file under its final name is always the
+complete file its own job asked for.
 """
 
 from __future__ import annotations
@@ -10,22 +15,37 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import io
 import os
 import re
 import shutil
+import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import requests
+import urllib3
 
-from downloader.filenames import choose_filename
+from downloader.filenames import choose_filename, distinct_name
+from downloader.filestate import (
+    CompletedRecord,
+    PartialState,
+    Validators,
+    partial_path,
+    read_record,
+    state_path,
+    write_record,
+)
 from downloader.models import DownloadJobCancelledException
-from downloader.segments import SegmentedCopy, SegmentMismatch, SegmentPlan, sidecar_path
+from downloader.segments import SegmentedCopy, SegmentMismatch, split
+from downloader.watchdog import StalledTransferError, Watchdog
 
-PARTIAL_SUFFIX = ".downloading"
+__all__ = ["StalledTransferError", "partial_path"]
+
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
+_MAX_DISTINCT_NAMES = 1000
 
 
 class TransferError(Exception):
@@ -36,33 +56,59 @@ class IncompleteDownloadError(TransferError):
     """The server sent fewer or more bytes than it announced."""
 
 
+class OverlongBodyError(IncompleteDownloadError):
+    """The server sent more than it announced: nothing of that answer can be trusted."""
+
+
 class ChecksumMismatchError(TransferError):
     """The bytes do not have the SHA-256 the caller expected."""
+
+
+class SizeMismatchError(TransferError):
+    """The server offers a file of another size than the caller expected."""
 
 
 class DestinationBusyError(TransferError):
     """Another download is writing the same file right now."""
 
 
+class DestinationChangedError(TransferError):
+    """The partial file was replaced while it was written; what was verified is not there."""
+
+
 class InsufficientSpaceError(TransferError):
     """The destination's filesystem cannot hold the rest of the file."""
+
+
+class _StartOver(Exception):
+    """The answer does not continue the partial file: empty it and ask for the whole file."""
 
 
 @dataclass
 class TransferRequest:
     url: str
     dest: Path
+    dest_is_dir: bool | None = None
+    """Whether `dest` is a directory to name the file in; None: whether it is one on disk."""
     access_token: str | None = None
     download_path: Path | None = None
     """The final path an earlier attempt chose; lets a retry resume before the first byte."""
-    etag: str | None = None
+    owner: int | None = None
+    """The job id, written into the partial's state: only its own cancel may remove it."""
     sha256: str | None = None
+    size: int | None = None
+    """The size the caller expects; a server offering another size is refused."""
     chunk_size: int = 1 << 20
     timeout: tuple[float, float] = (10.0, 60.0)
     segments: int = 1
     """Connections for one large file from a server that accepts ranges."""
     segment_threshold: int = 64 << 20
     """Files smaller than this use one connection."""
+    lowest_speed: int = 0
+    """Bytes per second below which, for a whole `speed_window`, the transfer is a stall."""
+    speed_window: float = 60.0
+    reserve: Callable[[Path], bool] = field(default=lambda path: True)
+    """Claims a server-chosen final path for this job; False when another job holds it."""
 
 
 @dataclass
@@ -77,16 +123,20 @@ class TransferResult:
     already_complete: bool = False
 
 
+def _ignore_counts(current: int, total: int) -> None:
+    pass
+
+
 @dataclass
 class TransferHooks:
-    """What the caller hears; raising DownloadJobCancelledException from either one stops it."""
+    """What the caller hears; raising from any of them stops the transfer with that exception.
+
+    `check` runs on the watchdog every half second, so it is heard even while no byte arrives.
+    """
 
     started: Callable[[TransferResult], None] = lambda result: None
-    progress: Callable[[int, int], None] = lambda current, total: None
-
-
-def partial_path(path: Path) -> Path:
-    return path.with_name(path.name + PARTIAL_SUFFIX)
+    progress: Callable[[int, int], None] = _ignore_counts
+    check: Callable[[int, int], None] = _ignore_counts
 
 
 def parse_content_range(header: str | None) -> tuple[int | None, int | None, int | None]:
@@ -102,13 +152,30 @@ def parse_content_range(header: str | None) -> tuple[int | None, int | None, int
     )
 
 
-def _target_path(request: TransferRequest, response: requests.Response) -> Path:
-    if request.download_path is not None:
-        return request.download_path
-    if request.dest.is_dir():
-        name = choose_filename(request.url, response.headers.get("Content-Disposition"))
-        return request.dest / name
-    return request.dest
+def header(response: requests.Response, name: str) -> str | None:
+    """A header as text: transport adapters may give values as ints (test adapters do)."""
+    value = response.headers.get(name)
+    return None if value is None else str(value).strip()
+
+
+def _length(response: requests.Response) -> int | None:
+    value = header(response, "Content-Length")
+    return int(value) if value and value.isdigit() else None
+
+
+def _strong_etag(response: requests.Response) -> str | None:
+    """A strong ETag, the only kind `If-Range` may carry."""
+    etag = header(response, "ETag")
+    return etag if etag and not etag.startswith("W/") else None
+
+
+def _validators(url: str, response: requests.Response, total: int | None) -> Validators:
+    return Validators(
+        url=url,
+        etag=_strong_etag(response),
+        last_modified=header(response, "Last-Modified"),
+        total=total,
+    )
 
 
 def _raise_for_status(response: requests.Response) -> None:
@@ -117,10 +184,76 @@ def _raise_for_status(response: requests.Response) -> None:
         raise requests.HTTPError(reason, response=response)
 
 
-def _validator(response: requests.Response) -> str | None:
-    """A strong ETag, the only kind `If-Range` may carry."""
-    etag = response.headers.get("ETag")
-    return etag if etag and not etag.startswith("W/") else None
+def _buffered(response: requests.Response) -> io.BufferedReader | None:
+    """The buffered reader under http.client, to look ahead for bytes past the body's end."""
+    fp = getattr(getattr(response.raw, "_fp", None), "fp", None)
+    return fp if isinstance(fp, io.BufferedReader) else None
+
+
+def read_chunks(response: requests.Response, size: int) -> Callable[[], bytes]:
+    """A function giving the next bytes that arrived (b"" at the end of the body).
+
+    Raw bytes, never decoded, whatever `Content-Encoding` says: the file is what the server
+    sent. Whatever has arrived is returned (up to `size`) instead of waiting for a whole chunk,
+    so a slow origin still shows progress. A body longer than its `Content-Length` is an error.
+    """
+    raw = response.raw
+    if not isinstance(raw, urllib3.BaseHTTPResponse):  # a custom transport adapter
+        chunks = response.iter_content(size)
+        return lambda: next(chunks, b"")
+    expected = _length(response) if header(response, "Transfer-Encoding") is None else None
+    received = 0
+
+    def read() -> bytes:
+        nonlocal received
+        fp = _buffered(response)
+        if expected is not None and received < expected and fp is not None:
+            ahead = len(_translated(lambda: fp.peek(1)))  # blocks like a read would
+            if ahead > expected - received:
+                raise _too_long(response, expected)
+        chunk = _translated(lambda: raw.read1(size, decode_content=False))
+        received += len(chunk)
+        if not chunk and expected is not None and _socket_has_more(response):
+            raise _too_long(response, expected)
+        return chunk
+
+    return read
+
+
+def _too_long(response: requests.Response, expected: int) -> OverlongBodyError:
+    response.close()  # the connection is out of step with the protocol: never reuse it
+    return OverlongBodyError(
+        f"{response.url} sent more than the {expected} bytes its Content-Length announced; "
+        "what it sent was discarded"
+    )
+
+
+def _socket_has_more(response: requests.Response) -> bool:
+    """Bytes waiting on the connection after a complete body: the server sent too many."""
+    connection = getattr(response.raw, "connection", None) or getattr(
+        response.raw, "_connection", None
+    )
+    sock = getattr(connection, "sock", None)
+    if not isinstance(sock, socket.socket) or hasattr(sock, "pending"):  # TLS cannot peek
+        return False
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except (BlockingIOError, OSError):
+        return False
+
+
+def _translated(read: Callable[[], bytes]) -> bytes:
+    """urllib3's errors as the requests errors the retry policy knows (as iter_content does)."""
+    try:
+        return read() or b""
+    except urllib3.exceptions.ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ConnectionError(exc) from exc
+    except urllib3.exceptions.SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
+    except (OSError, ValueError) as exc:  # a socket shut down by the watchdog
+        raise requests.exceptions.ConnectionError(exc) from exc
 
 
 class _Fetch:
@@ -132,41 +265,130 @@ class _Fetch:
         self.request = request
         self.session = session
         self.hooks = hooks
+        self.watchdog = Watchdog(hooks.check, request.lowest_speed, request.speed_window)
 
-    def request_bytes(self, byte_range: str | None, etag: str | None) -> requests.Response:
-        """One streamed GET, raw bytes (no content coding), `Range` resumed only if the file
-        still has the validator `etag`; raises on HTTP errors but 416, which callers judge."""
-        headers = {"Accept-Encoding": "identity"}
+    # -- requests ---------------------------------------------------------------------------
+
+    def get(self, extra: dict[str, str]) -> requests.Response:
+        """One streamed GET of raw bytes; raises on HTTP errors but 304 and 416."""
+        headers = {"Accept-Encoding": "identity", **extra}
         if self.request.access_token:
             headers["Authorization"] = f"Bearer {self.request.access_token}"
-        if byte_range:
-            headers["Range"] = f"bytes={byte_range}"
-            if etag:
-                headers["If-Range"] = etag
         response = self.session.get(
             self.request.url, headers=headers, stream=True, timeout=self.request.timeout
         )
-        if response.status_code != 416:
+        self.watchdog.watch(response)
+        if response.status_code not in (304, 416):
             _raise_for_status(response)
         return response
 
-    def get(self, offset: int) -> requests.Response:
-        """The file from `offset` on (the whole file for 0)."""
-        return self.request_bytes(f"{offset}-" if offset else None, self.request.etag)
+    def get_range(self, first: int, last: int | None, if_range: str | None) -> requests.Response:
+        extra = {"Range": f"bytes={first}-{'' if last is None else last}"}
+        if if_range:
+            extra["If-Range"] = if_range
+        return self.get(extra)
 
-    def open_range(self, first: int, last: int, etag: str | None) -> requests.Response:
-        """Bytes [first, last], for one segment."""
-        response = self.request_bytes(f"{first}-{last}", etag)
-        _raise_for_status(response)
-        return response
+    # -- the whole transfer -----------------------------------------------------------------
 
     def run(self) -> TransferResult:
-        known = self.request.download_path
-        planned = known is not None and sidecar_path(partial_path(known)).exists()
-        # A segmented partial file is preallocated, so its size says nothing: probe from 0.
-        offset = _size(partial_path(known)) if known and not planned else 0
-        response = self.get(offset)
-        path = _target_path(self.request, response)
+        self.watchdog.start()
+        try:
+            try:
+                return self.attempt(fresh=False)
+            except _StartOver:
+                pass
+            try:
+                return self.attempt(fresh=True)
+            except _StartOver:
+                raise IncompleteDownloadError(
+                    f"{self.request.url} answered a request for the whole file with part of "
+                    "it; the partial file was emptied for the next attempt"
+                ) from None
+        except Exception as exc:
+            self.watchdog.raise_reason(exc)  # a blocked read broken on purpose: say why
+            raise
+        finally:
+            self.watchdog.finish()
+
+    def known_path(self) -> Path | None:
+        """The final path before any answer: an earlier attempt's, or an explicit file path."""
+        if self.request.download_path is not None:
+            return self.request.download_path
+        is_dir = self.request.dest_is_dir
+        if is_dir is None:
+            is_dir = self.request.dest.is_dir()
+        return None if is_dir else self.request.dest
+
+    def attempt(self, fresh: bool) -> TransferResult:
+        known = self.known_path()
+        state = None if fresh or known is None else self.resumable_state(known)
+        if state is not None and state.segments is None:
+            offset = _size(partial_path(known))  # type: ignore[arg-type]
+            response = self.get_range(offset, None, state.source.if_range) if offset else None
+        else:
+            offset = 0
+            response = None
+        if response is None:
+            response = self.get(self.conditional_headers(known) if not fresh else {})
+        with response:
+            path = known or self.choose_path(response)
+            if response.status_code == 304:
+                return self.reuse(path, response)
+            return self.write(path, response, offset, fresh)
+
+    def resumable_state(self, path: Path) -> PartialState | None:
+        state = PartialState.load(state_path(partial_path(path)))
+        if state is None or state.source.url != self.request.url or not state.source.if_range:
+            return None
+        return state
+
+    def conditional_headers(self, path: Path | None) -> dict[str, str]:
+        """Ask whether an existing final file of this URL is still current (304 if so)."""
+        if path is None or not path.is_file() or partial_path(path).exists():
+            return {}
+        record = read_record(path)
+        if record is None or record.source.url != self.request.url:
+            return {}
+        if record.source.etag:
+            return {"If-None-Match": record.source.etag}
+        if record.source.last_modified:
+            return {"If-Modified-Since": record.source.last_modified}
+        return {}
+
+    def choose_path(self, response: requests.Response) -> Path:
+        """The server's (or URL's) name in `dest`, made distinct from files of other sources
+        and from names other unfinished jobs hold, as browsers do: `model (1).bin`."""
+        name = choose_filename(self.request.url, header(response, "Content-Disposition"))
+        self.request.dest.mkdir(parents=True, exist_ok=True)
+        for number in range(_MAX_DISTINCT_NAMES):
+            candidate = self.request.dest / distinct_name(name, number)
+            if candidate.exists() or candidate.is_symlink():
+                record = read_record(candidate) if candidate.is_file() else None
+                if record is None or record.source.url != self.request.url:
+                    continue  # someone else's file: never overwrite it
+            if self.request.reserve(candidate):
+                return candidate
+        raise DestinationBusyError(
+            f"{_MAX_DISTINCT_NAMES} files named like {name} already exist in "
+            f"{self.request.dest}; choose another destination"
+        )
+
+    def reuse(self, path: Path, response: requests.Response) -> TransferResult:
+        """The existing final file is current: nothing to fetch."""
+        total = path.stat().st_size
+        return TransferResult(
+            download_path=path,
+            bytes=total,
+            total_bytes=total,
+            content_type=header(response, "Content-Type"),
+            etag=_strong_etag(response),
+            final_url=response.url,
+            already_complete=True,
+        )
+
+    def write(
+        self, path: Path, response: requests.Response, offset: int, fresh: bool
+    ) -> TransferResult:
         partial = partial_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Not O_APPEND: Linux's pwrite would append every segment at the end of the file.
@@ -174,149 +396,160 @@ class _Fetch:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                response.close()
                 raise DestinationBusyError(
                     f"another download is writing {path} right now; wait for it or choose "
                     "another destination"
                 ) from None
-            plan = SegmentPlan.load(sidecar_path(partial))
-            if plan is not None:
-                if _continues(plan, response):
-                    return self.segmented(response, path, partial, handle, plan)
-                sidecar_path(partial).unlink(missing_ok=True)  # another file now: start over
-                handle.truncate(0)
-            have = _size(partial)
-            if have != offset:
-                # The name was only known from this response, or the file changed under us.
-                response.close()
-                offset = have
-                response = self.get(offset)
-            return self.stream(response, path, partial, handle, offset)
+            state = None if fresh else self.resumable_state(path)
+            if response.status_code == 416:
+                return self.already_whole(path, partial, handle, response, state, offset)
+            total = self.announced_total(response)
+            current = _validators(self.request.url, response, total)
+            if response.status_code == 206:
+                self.check_resume(response, state, offset, _size(partial))
+                assert state is not None
+                return self.stream(path, partial, handle, response, state, offset)
+            if (
+                state is not None
+                and state.segments is not None
+                and state.source.same_version(current)
+            ):
+                return self.segmented(path, partial, handle, response, state)
+            if offset == 0 and self.existing_is_current(path, current):
+                partial.unlink(missing_ok=True)
+                state_path(partial).unlink(missing_ok=True)
+                return self.reuse(path, response)
+            # A whole file: whatever the partial held is not continued.
+            handle.truncate(0)
+            state = PartialState(source=current, owner=self.request.owner)
+            if total:
+                _check_space(path, total)
+            if self.splits(response, current):
+                state.segments = split(total or 0, self.request.segments)
+                _preallocate(handle, path, total or 0)
+                state.save(state_path(partial))
+                return self.segmented(path, partial, handle, response, state)
+            state.save(state_path(partial))
+            return self.stream(path, partial, handle, response, state, 0)
+
+    def announced_total(self, response: requests.Response) -> int | None:
+        if response.status_code == 206:
+            return parse_content_range(header(response, "Content-Range"))[2]
+        total = _length(response) if header(response, "Transfer-Encoding") is None else None
+        expected = self.request.size
+        if total is not None and expected is not None and total != expected:
+            raise SizeMismatchError(
+                f"{self.request.url} offers {total} bytes, but {expected} were expected; "
+                "check the URL or the expected size"
+            )
+        return total
+
+    def check_resume(
+        self, response: requests.Response, state: PartialState | None, offset: int, have: int
+    ) -> None:
+        """A 206 is appended only if it continues exactly the recorded version at `offset`."""
+        first, _, total = parse_content_range(header(response, "Content-Range"))
+        etag, modified = _strong_etag(response), header(response, "Last-Modified")
+        if (
+            state is None
+            or offset == 0
+            or first != offset
+            or have != offset
+            or total != state.source.total
+            or (state.source.etag and etag != state.source.etag)
+            or (not state.source.etag and modified and modified != state.source.last_modified)
+        ):
+            raise _StartOver
+
+    def already_whole(
+        self,
+        path: Path,
+        partial: Path,
+        handle: BinaryIO,
+        response: requests.Response,
+        state: PartialState | None,
+        offset: int,
+    ) -> TransferResult:
+        """A 416 for a resume at the end: the partial may already hold the whole file."""
+        total = parse_content_range(header(response, "Content-Range"))[2]
+        if state is None or total is None or total != offset or total != state.source.total:
+            raise _StartOver
+        result = self.new_result(path, response, state, offset)
+        self.hooks.started(result)
+        self.finish(result, handle, partial, state, self.digest_of(handle, offset))
+        return result
+
+    def existing_is_current(self, path: Path, current: Validators) -> bool:
+        """An existing final file may stand when its recorded origin is this very version, or
+        when the caller's SHA-256 says it is the file asked for."""
+        if not path.is_file() or (current.total is not None and _size(path) != current.total):
+            return False
+        record = read_record(path)
+        sha256 = self.request.sha256
+        vouched = record is not None and record.source.same_version(current)
+        if vouched and (sha256 is None or (record.sha256 or "").lower() == sha256.lower()):
+            return True
+        if sha256 is None:
+            return False
+        with open(path, "rb") as handle:
+            return _hash_prefix(handle, _size(path)).hexdigest() == sha256.lower()
+
+    def splits(self, response: requests.Response, current: Validators) -> bool:
+        """Segments only for a large file whose every range can be checked to be this version."""
+        return bool(
+            self.request.segments > 1
+            and current.total
+            and current.total >= self.request.segment_threshold
+            and current.if_range
+            and response.status_code == 200
+            and (header(response, "Accept-Ranges") or "").lower() == "bytes"
+        )
+
+    def new_result(
+        self, path: Path, response: requests.Response, state: PartialState, done: int
+    ) -> TransferResult:
+        return TransferResult(
+            download_path=path,
+            bytes=done,
+            total_bytes=state.source.total or 0,
+            content_type=header(response, "Content-Type"),
+            etag=state.source.etag,
+            final_url=response.url,
+            resumed_from=done,
+        )
+
+    # -- one stream -------------------------------------------------------------------------
 
     def stream(
         self,
-        response: requests.Response,
         path: Path,
         partial: Path,
         handle: BinaryIO,
+        response: requests.Response,
+        state: PartialState,
         offset: int,
     ) -> TransferResult:
-        with response:
-            offset, total = self.resume_point(response, offset, handle)
-            result = TransferResult(
-                download_path=path,
-                bytes=offset,
-                total_bytes=total or 0,
-                content_type=response.headers.get("Content-Type"),
-                etag=_validator(response),
-                final_url=response.url,
-                resumed_from=offset,
-            )
-            if offset == 0 and total and _complete_already(path, total, self.request.sha256):
-                result.bytes, result.already_complete = total, True
-                handle.truncate(0)
-                partial.unlink(missing_ok=True)
-                return result
-            if total:
-                _check_space(path, total - offset)
-            if offset == 0 and self.splits(response, total):
-                plan = SegmentPlan.split(total, self.request.segments, result.etag)
-                _preallocate(handle, path, total)
-                plan.save(sidecar_path(partial))
-                return self.segmented(response, path, partial, handle, plan)
-            self.hooks.started(result)
-            digest = _hash_prefix(handle, offset) if self.request.sha256 else None
-            handle.seek(offset)
-            handle.truncate(offset)
+        result = self.new_result(path, response, state, offset)
+        self.hooks.started(result)
+        digest = self.digest_of(handle, offset)
+        handle.seek(offset)
+        handle.truncate(offset)
+        try:
             try:
                 self.copy(response, handle, result, digest)
-            except DownloadJobCancelledException:
-                partial.unlink(missing_ok=True)
+            except Exception as exc:
+                self.watchdog.raise_reason(exc)
                 raise
-        self.finish(result, handle, partial, digest)
-        return result
-
-    def splits(self, response: requests.Response, total: int | None) -> bool:
-        return bool(
-            self.request.segments > 1
-            and total
-            and total >= self.request.segment_threshold
-            and response.status_code == 200
-            and response.headers.get("Accept-Ranges", "").lower() == "bytes"
-        )
-
-    def segmented(
-        self,
-        response: requests.Response,
-        path: Path,
-        partial: Path,
-        handle: BinaryIO,
-        plan: SegmentPlan,
-    ) -> TransferResult:
-        """Fill the partial file with several range requests; `response` only told us about it."""
-        response.close()
-        sidecar = sidecar_path(partial)
-        result = TransferResult(
-            download_path=path,
-            bytes=plan.done,
-            total_bytes=plan.total,
-            content_type=response.headers.get("Content-Type"),
-            etag=plan.etag,
-            final_url=response.url,
-            resumed_from=plan.done,
-        )
-        self.hooks.started(result)
-
-        def progress(current: int, total: int) -> None:
-            result.bytes = current
-            self.hooks.progress(current, total)
-
-        copy = SegmentedCopy(
-            plan, handle.fileno(), sidecar, self.open_range, progress, self.request.chunk_size
-        )
-        try:
-            copy.run()
         except DownloadJobCancelledException:
             partial.unlink(missing_ok=True)
-            sidecar.unlink(missing_ok=True)
+            state_path(partial).unlink(missing_ok=True)
             raise
-        except SegmentMismatch as exc:
-            sidecar.unlink(missing_ok=True)
+        except OverlongBodyError:
             handle.truncate(0)
-            raise IncompleteDownloadError(
-                f"{self.request.url} changed or stopped serving ranges mid-download ({exc}); "
-                "the partial file was emptied for the next attempt"
-            ) from exc
-        result.bytes = plan.done
-        digest = _hash_prefix(handle, plan.total) if self.request.sha256 else None
-        self.finish(result, handle, partial, digest)
-        sidecar.unlink(missing_ok=True)
+            state_path(partial).unlink(missing_ok=True)
+            raise
+        self.finish(result, handle, partial, state, digest)
         return result
-
-    def resume_point(
-        self, response: requests.Response, offset: int, handle: BinaryIO
-    ) -> tuple[int, int | None]:
-        """Where the body starts in the file and how long the file is, from the answer."""
-        if response.status_code == 416:
-            _, _, total = parse_content_range(response.headers.get("Content-Range"))
-            if total is not None and total == offset:
-                return offset, total  # the partial file already holds everything
-            handle.truncate(0)
-            raise IncompleteDownloadError(
-                f"the server refused to resume {self.request.url} at byte {offset}; "
-                "the partial file was emptied for the next attempt"
-            )
-        if response.status_code == 206:
-            first, _, total = parse_content_range(response.headers.get("Content-Range"))
-            if first == offset:
-                return offset, total
-            handle.truncate(0)
-            raise IncompleteDownloadError(
-                f"the server answered a resume at byte {offset} with bytes from {first}; "
-                "the partial file was emptied for the next attempt"
-            )
-        length = response.headers.get("Content-Length")
-        return 0, int(length) if length and length.isdigit() else None
 
     def copy(
         self,
@@ -325,7 +558,9 @@ class _Fetch:
         result: TransferResult,
         digest: hashlib._Hash | None,
     ) -> None:
-        for chunk in response.iter_content(self.request.chunk_size):
+        read = read_chunks(response, self.request.chunk_size)
+        limit = self.request.size
+        while chunk := read():
             try:
                 handle.write(chunk)
             except OSError as exc:
@@ -340,41 +575,134 @@ class _Fetch:
             if digest is not None:
                 digest.update(chunk)
             result.bytes += len(chunk)
+            if limit is not None and result.bytes > limit:
+                raise SizeMismatchError(
+                    f"{self.request.url} sent more than the {limit} bytes expected"
+                )
+            self.watchdog.count(result.bytes, result.total_bytes)
             self.hooks.progress(result.bytes, result.total_bytes)
+
+    # -- several segments -------------------------------------------------------------------
+
+    def segmented(
+        self,
+        path: Path,
+        partial: Path,
+        handle: BinaryIO,
+        response: requests.Response,
+        state: PartialState,
+    ) -> TransferResult:
+        """Fill the partial file with several range requests; `response` only told us about it."""
+        response.close()
+        assert state.segments is not None
+        sidecar = state_path(partial)
+        result = self.new_result(path, response, state, state.segmented_done)
+        self.hooks.started(result)
+
+        def progress(done: int) -> None:
+            result.bytes = done
+            self.watchdog.count(done, result.total_bytes)
+            self.hooks.progress(done, result.total_bytes)
+
+        copy = SegmentedCopy(
+            state.segments,
+            handle.fileno(),
+            lambda: state.save(sidecar),
+            lambda first, last: self.get_range(first, last, state.source.if_range),
+            lambda answer, first, last: _check_segment(answer, first, last, state.source),
+            lambda answer: read_chunks(answer, self.request.chunk_size),
+            progress,
+        )
+        try:
+            try:
+                copy.run()
+            except Exception as exc:
+                self.watchdog.raise_reason(exc)
+                raise
+        except DownloadJobCancelledException:
+            partial.unlink(missing_ok=True)
+            sidecar.unlink(missing_ok=True)
+            raise
+        except SegmentMismatch as exc:
+            sidecar.unlink(missing_ok=True)
+            handle.truncate(0)
+            raise IncompleteDownloadError(
+                f"{self.request.url} changed or stopped serving ranges mid-download ({exc}); "
+                "the partial file was emptied and the next attempt starts over"
+            ) from exc
+        result.bytes = copy.done
+        self.finish(result, handle, partial, state, self.digest_of(handle, copy.done))
+        return result
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def digest_of(self, handle: BinaryIO, length: int) -> hashlib._Hash | None:
+        """The hash of what the descriptor holds so far, when a hash is to be checked."""
+        return _hash_prefix(handle, length) if self.request.sha256 else None
 
     def finish(
         self,
         result: TransferResult,
         handle: BinaryIO,
         partial: Path,
+        state: PartialState,
         digest: hashlib._Hash | None,
     ) -> None:
         handle.flush()
-        os.fsync(handle.fileno())
-        if result.total_bytes and result.bytes != result.total_bytes:
+        written = os.fstat(handle.fileno())
+        if result.total_bytes and (
+            result.bytes != result.total_bytes or written.st_size != result.total_bytes
+        ):
             raise IncompleteDownloadError(
                 f"received {result.bytes} of {result.total_bytes} bytes from "
                 f"{self.request.url}; the partial file {partial} is kept for a resume"
             )
         result.total_bytes = result.bytes
-        if digest is not None and digest.hexdigest() != self.request.sha256.lower():
+        if self.request.size is not None and result.bytes != self.request.size:
+            raise SizeMismatchError(
+                f"{self.request.url} sent {result.bytes} bytes, but {self.request.size} were "
+                "expected"
+            )
+        sha256 = digest.hexdigest() if digest is not None else None
+        if sha256 is not None and sha256 != (self.request.sha256 or "").lower():
+            handle.truncate(0)
             partial.unlink(missing_ok=True)
+            state_path(partial).unlink(missing_ok=True)
             raise ChecksumMismatchError(
-                f"{self.request.url} has SHA-256 {digest.hexdigest()}, expected "
+                f"{self.request.url} has SHA-256 {sha256}, expected "
                 f"{self.request.sha256}; the bad file was removed"
             )
+        write_record(handle.fileno(), CompletedRecord(source=state.source, sha256=sha256))
+        os.fsync(handle.fileno())
+        try:
+            named = os.stat(partial)
+        except FileNotFoundError:
+            named = None
+        if named is None or (named.st_dev, named.st_ino) != (written.st_dev, written.st_ino):
+            raise DestinationChangedError(
+                f"{partial} was removed or replaced while it was written; the verified bytes "
+                "are not under that name any more, so nothing was renamed. Run the job again."
+            )
         os.replace(partial, result.download_path)
+        state_path(partial).unlink(missing_ok=True)
 
 
-def _continues(plan: SegmentPlan, response: requests.Response) -> bool:
-    """Whether the file the server offers now is the one the plan was made for."""
-    length = response.headers.get("Content-Length", "")
-    return (
-        response.status_code == 200
-        and length.isdigit()
-        and int(length) == plan.total
-        and _validator(response) == plan.etag
-    )
+def _check_segment(response: requests.Response, first: int, last: int, source: Validators) -> None:
+    """Raise SegmentMismatch unless `response` is bytes from `first` of the planned file (a
+    shorter or longer range is fine: the segment reads what it needs, a retry the rest)."""
+    start, _, total = parse_content_range(header(response, "Content-Range"))
+    etag, modified = _strong_etag(response), header(response, "Last-Modified")
+    if (
+        response.status_code != 206
+        or (start, total) != (first, source.total)
+        or (source.etag and etag != source.etag)
+        or (not source.etag and modified != source.last_modified)
+    ):
+        raise SegmentMismatch(
+            f"asked for bytes {first}-{last} of {source.total}, got HTTP "
+            f"{response.status_code} {header(response, 'Content-Range') or ''} "
+            f"ETag {etag or '-'}"
+        )
 
 
 def _preallocate(handle: BinaryIO, path: Path, total: int) -> None:
@@ -419,15 +747,6 @@ def _hash_prefix(handle: BinaryIO, length: int) -> hashlib._Hash:
         digest.update(block)
         remaining -= len(block)
     return digest
-
-
-def _complete_already(path: Path, total: int, sha256: str | None) -> bool:
-    if _size(path) != total or not path.is_file():
-        return False
-    if sha256 is None:
-        return True
-    with open(path, "rb") as handle:
-        return _hash_prefix(handle, total).hexdigest() == sha256.lower()
 
 
 def fetch(

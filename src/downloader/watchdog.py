@@ -1,0 +1,105 @@
+"""Liveness of one transfer, whatever the origin's pace.
+
+A read waits for the origin: a server that sends one byte a second, or nothing at all while
+holding the connection open, would otherwise pin a worker slot and make it deaf to a cancel,
+a removal or the worker's own shutdown until the read timeout. A `Watchdog` thread beside the
+transfer asks every half second whether the job must stop (`check`) and whether the transfer
+stayed below the lowest acceptable speed for a whole window (like aria2's
+`--lowest-speed-limit`). When either says stop, it remembers why and shuts the transfer's
+sockets down, which ends any blocked read at once; the reading thread then raises the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import requests
+
+CHECK_EVERY = 0.5
+
+
+class StalledTransferError(Exception):
+    """The origin sent too little for too long; a retry may find it (or a route to it) better."""
+
+
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    """The socket under a streamed urllib3 response, or None for other transports."""
+    connection = getattr(response.raw, "connection", None) or getattr(
+        response.raw, "_connection", None
+    )
+    return getattr(connection, "sock", None)
+
+
+class Watchdog(threading.Thread):
+    def __init__(
+        self,
+        check: Callable[[int, int], None],
+        lowest_speed: int,
+        window: float,
+    ) -> None:
+        super().__init__(name="downloader-watchdog", daemon=True)
+        self.check = check
+        """Raises when the job must stop (cancelled, removed, worker stopping); gets the counts."""
+        self.lowest_speed, self.window = lowest_speed, window
+        self.current = self.total = 0
+        self.reason: BaseException | None = None
+        self.done = threading.Event()
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def watch(self, response: requests.Response) -> None:
+        sock = _socket_of(response)
+        if sock is None:
+            return
+        with self._lock:
+            if self.reason is not None:
+                _shut(sock)
+            self._sockets.add(sock)
+
+    def count(self, current: int, total: int) -> None:
+        self.current, self.total = current, total
+
+    def run(self) -> None:
+        window_start, window_bytes = time.monotonic(), self.current
+        while not self.done.wait(CHECK_EVERY):
+            try:
+                self.check(self.current, self.total)
+            except BaseException as exc:  # the job's own verdict: stop with it
+                self.stop(exc)
+                return
+            now = time.monotonic()
+            if self.lowest_speed and now - window_start >= self.window:
+                speed = (self.current - window_bytes) / (now - window_start)
+                if speed < self.lowest_speed:
+                    self.stop(
+                        StalledTransferError(
+                            f"the transfer stayed below {self.lowest_speed} bytes/s for "
+                            f"{self.window:g} s ({speed:.0f} bytes/s)"
+                        )
+                    )
+                    return
+                window_start, window_bytes = now, self.current
+
+    def stop(self, reason: BaseException) -> None:
+        with self._lock:
+            self.reason = reason
+            for sock in self._sockets:
+                _shut(sock)
+
+    def finish(self) -> None:
+        self.done.set()
+
+    def raise_reason(self, cause: BaseException) -> None:
+        """If the watchdog stopped the transfer, raise its reason in place of `cause`, the
+        error the broken read happened to raise."""
+        if self.reason is not None and self.reason is not cause:
+            raise self.reason from cause
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)

@@ -1,0 +1,429 @@
+"""The right bytes under the right name: destinations, partial files and versions owned by
+their job. Each test is one way main used to save a file that was not the one its job asked for.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from downloader import DownloadJobStatus, DownloadQueueService, RemoteModelFile
+from downloader.filenames import safe_filename
+from downloader.filestate import PartialState, partial_path, state_path
+from downloader.reservations import DestinationTakenError
+from downloader.transfer import (
+    IncompleteDownloadError,
+    TransferHooks,
+    TransferRequest,
+    fetch,
+)
+from tests.origin import Origin
+from tests.test_queue import sha256, wait_until
+
+MiB = 1 << 20
+KiB = 1 << 10
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOWNLOADER_RETRY_BACKOFF", "0.05")
+    monkeypatch.setenv("DOWNLOADER_MAX_RETRIES", "2")
+
+
+def engine_leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.rglob("*.downloading*"))
+
+
+# 1. A server-chosen name that is an engine file --------------------------------------------
+
+
+def test_a_hostile_name_cannot_write_into_another_jobs_partial_file(
+    service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    victim = os.urandom(2 * MiB)
+    digest = origin.add("model.bin", victim)
+    attacker = origin.add("evil", os.urandom(300 * KiB))
+    job = service.download(origin.url("/files/model.bin?rate=2000000"), tmp_path, sha256=digest)
+    wait_until(lambda: job.bytes > 0)
+    hostile = service.download(
+        origin.url("/cd/evil?filename=model.bin.downloading"), tmp_path
+    )
+    service.wait_for_job(hostile, timeout=20)
+    service.wait_for_job(job, timeout=20)
+    assert job.status == DownloadJobStatus.COMPLETED
+    assert sha256(tmp_path / "model.bin") == digest
+    assert hostile.status == DownloadJobStatus.COMPLETED
+    assert hostile.download_path == tmp_path / "model.bin.downloading_"
+    assert sha256(hostile.download_path) == attacker
+    assert engine_leftovers(tmp_path) == ["model.bin.downloading_"]
+
+
+@pytest.mark.parametrize(
+    "path", ["m/a.downloading", "m/a.bin.downloading.state", "a.DOWNLOADING.state.tmp"]
+)
+def test_a_part_path_that_is_an_engine_file_is_refused(path: str) -> None:
+    with pytest.raises(ValueError, match="partial files"):
+        RemoteModelFile(url="http://example.com/a", path=path)
+
+
+# 2. The seed's loop into a directory that does not exist yet --------------------------------
+
+
+def test_the_seed_loop_into_a_missing_directory_gives_one_file_per_url(
+    service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    digests = {name: origin.add(name, os.urandom(10 * KiB)) for name in ("a.bin", "b.bin")}
+    downloads = tmp_path / "downloads"
+    jobs = [
+        service.download(source=origin.url(f"/files/{name}"), dest=f"{downloads}/")
+        for name in digests
+    ]
+    for job in jobs:
+        service.wait_for_job(job, timeout=20)
+    assert {job.status for job in jobs} == {DownloadJobStatus.COMPLETED}
+    assert {p.name: sha256(p) for p in downloads.iterdir()} == digests
+
+
+def test_two_jobs_for_one_missing_file_path_the_second_is_refused_at_enqueue(
+    make_service: Callable[..., DownloadQueueService], origin: Origin, tmp_path: Path
+) -> None:
+    client = make_service(start_worker=False)  # nothing runs: both are unfinished
+    origin.add("a.bin", os.urandom(KiB))
+    origin.add("b.bin", os.urandom(KiB))
+    first = client.download(origin.url("/files/a.bin"), tmp_path / "downloads")
+    with pytest.raises(DestinationTakenError, match=f"job {first.id} is already downloading"):
+        client.download(origin.url("/files/b.bin"), tmp_path / "downloads")
+    with pytest.raises(ValueError, match="end dest with a path separator"):
+        client.download(origin.url("/files/b.bin"), str(tmp_path / "downloads"))
+    with pytest.raises(DestinationTakenError):  # a part may not take it either
+        client.multifile_download(
+            [RemoteModelFile(url=origin.url("/files/b.bin"), path="downloads")], tmp_path
+        )
+    client.cancel_job(first)  # once it ends, the path is free again
+    again = client.download(origin.url("/files/b.bin"), tmp_path / "downloads")
+    assert again.id != first.id
+    assert len(client.list_jobs()) == 2  # the refused ones left nothing behind
+
+
+# 3. Two URLs with one name --------------------------------------------------------------------
+
+
+def test_two_urls_with_one_name_get_two_files_at_once_and_one_after_the_other(
+    service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    a = origin.add("a", os.urandom(MiB))
+    b = origin.add("b", os.urandom(MiB))
+    c = origin.add("c", os.urandom(KiB))
+    slow = "rate=2000000&filename=model.bin"
+    together = [
+        service.download(origin.url(f"/cd/{name}?{slow}"), tmp_path) for name in ("a", "b")
+    ]
+    for job in together:
+        service.wait_for_job(job, timeout=20)
+    later = service.download(origin.url("/cd/c?filename=model.bin"), tmp_path)
+    service.wait_for_job(later, timeout=20)
+    paths = [job.download_path for job in (*together, later)]
+    assert len(set(paths)) == 3
+    assert {p.name for p in paths} == {"model.bin", "model (1).bin", "model (2).bin"}
+    assert [sha256(p) for p in paths] == [a, b, c]
+
+
+# 4. A stale final file of the same size --------------------------------------------------------
+
+
+def test_a_final_file_is_reused_only_while_the_server_vouches_for_it(
+    service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    origin.add("m.bin", os.urandom(MiB))
+    first = service.download(origin.url("/files/m.bin"), tmp_path / "m.bin")
+    service.wait_for_job(first, timeout=20)
+    same = service.download(origin.url("/files/m.bin"), tmp_path / "m.bin")
+    service.wait_for_job(same, timeout=20)
+    assert same.status == DownloadJobStatus.COMPLETED and same.bytes == MiB
+    asked = origin.gets("/files/m.bin")[-1].headers
+    assert asked.get("If-None-Match")  # a conditional request answered 304
+
+    new = origin.add("m.bin", os.urandom(MiB))  # a new upload of the same size
+    updated = service.download(origin.url("/files/m.bin"), tmp_path / "m.bin")
+    service.wait_for_job(updated, timeout=20)
+    assert updated.status == DownloadJobStatus.COMPLETED
+    assert sha256(tmp_path / "m.bin") == new
+    assert engine_leftovers(tmp_path) == []
+
+
+def test_a_file_of_the_right_size_but_unknown_origin_is_fetched_again_unless_its_hash_matches(
+    service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    data = os.urandom(64 * KiB)
+    digest = origin.add("u.bin", data)
+    (tmp_path / "u.bin").write_bytes(os.urandom(64 * KiB))  # not what the URL serves
+    job = service.download(origin.url("/files/u.bin"), tmp_path / "u.bin")
+    service.wait_for_job(job, timeout=20)
+    assert sha256(tmp_path / "u.bin") == digest
+    (tmp_path / "v.bin").write_bytes(data)  # exactly the bytes asked for, said by the hash
+    before = len(origin.gets("/files/u.bin"))
+    kept = service.download(origin.url("/files/u.bin"), tmp_path / "v.bin", sha256=digest)
+    service.wait_for_job(kept, timeout=20)
+    assert kept.status == DownloadJobStatus.COMPLETED and sha256(tmp_path / "v.bin") == digest
+    assert len(origin.gets("/files/u.bin")) == before + 1  # one answer read for its headers
+
+
+# 5. A stale partial file of another URL ---------------------------------------------------------
+
+
+def test_a_partial_file_of_another_url_is_not_resumed(
+    quick_retries: None, service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    origin.add("x.bin", os.urandom(MiB))
+    other = origin.add("other", os.urandom(MiB))
+    failed = service.download(origin.url("/files/x.bin?drop=500000&failafter=1"), tmp_path)
+    service.wait_for_job(failed, timeout=20)
+    assert failed.status == DownloadJobStatus.ERROR
+    kept = partial_path(tmp_path / "x.bin")
+    assert kept.stat().st_size == 500000  # kept for a resume of its own URL
+    job = service.download(origin.url("/cd/other?filename=x.bin"), tmp_path)
+    service.wait_for_job(job, timeout=20)
+    assert job.status == DownloadJobStatus.COMPLETED
+    assert sha256(job.download_path) == other
+    assert origin.gets("/cd/other")[-1].headers.get("Range") is None
+
+
+def test_a_partial_file_with_no_recorded_source_starts_over(
+    service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    data = os.urandom(2 * MiB)
+    digest = origin.add("r.bin", data)
+    (tmp_path / "r.bin.downloading").write_bytes(os.urandom(MiB))  # someone else's bytes
+    job = service.download(origin.url("/files/r.bin"), tmp_path / "r.bin")
+    service.wait_for_job(job, timeout=20)
+    assert sha256(job.download_path) == digest
+    assert origin.gets("/files/r.bin")[-1].headers.get("Range") is None
+
+
+# 6. A version that changes between a dropped connection and its resume -------------------------
+
+
+def test_a_resume_answered_with_another_version_starts_over_one_connection(
+    service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    old, new = os.urandom(2 * MiB), os.urandom(2 * MiB)
+    origin.add("v.bin", old)
+    origin.versions["v.bin"] = [old, new]
+    job = service.download(origin.url("/files/v.bin?drop=700000&ignoreifrange=1"), tmp_path)
+    service.wait_for_job(job, timeout=20)
+    assert job.status == DownloadJobStatus.COMPLETED
+    assert sha256(job.download_path) == sha256_of(new)
+    gets = origin.gets("/files/v.bin")
+    assert gets[1].headers.get("Range") == "bytes=700000-" and gets[1].headers.get("If-Range")
+    assert gets[2].headers.get("Range") is None  # started over instead of splicing
+
+
+def test_segments_answered_with_other_versions_never_share_a_file(
+    origin: Origin, tmp_path: Path
+) -> None:
+    versions = [os.urandom(4 * MiB) for _ in range(5)]
+    origin.add("s.bin", versions[0])
+    origin.versions["s.bin"] = versions  # the probe, then one version per segment
+    request = TransferRequest(
+        url=origin.url("/files/s.bin?ignoreifrange=1"),
+        dest=tmp_path,
+        segments=4,
+        segment_threshold=MiB,
+    )
+    with pytest.raises(IncompleteDownloadError, match="changed"):
+        fetch(request)
+    assert not (tmp_path / "s.bin").exists()
+    assert PartialState.load(state_path(partial_path(tmp_path / "s.bin"))) is None
+    result = fetch(request)  # the server has settled on its last version
+    assert sha256(result.download_path) == sha256_of(versions[-1])
+
+
+# 7. Content-Encoding ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", ["", "&nolength=1"])
+def test_a_gzip_answer_is_saved_as_sent(
+    service: DownloadQueueService, origin: Origin, tmp_path: Path, length: str
+) -> None:
+    data = b"A" * (4 * MiB)  # compresses to a few KiB: decoding it would blow up on disk
+    origin.add("z.txt", data)
+    job = service.download(origin.url(f"/gzip/z.txt?{length}"), tmp_path)
+    service.wait_for_job(job, timeout=20)
+    assert job.status == DownloadJobStatus.COMPLETED
+    saved = job.download_path.read_bytes()
+    assert saved == gzip.compress(data, mtime=0) and len(saved) < 64 * KiB
+    assert job.total_bytes == len(saved)
+
+
+# 8. A body longer than announced ---------------------------------------------------------------
+
+
+def test_a_body_longer_than_its_content_length_is_an_error(
+    quick_retries: None, service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    origin.add("long.bin", os.urandom(100 * KiB))
+    job = service.download(origin.url("/files/long.bin?extra=100"), tmp_path)
+    service.wait_for_job(job, timeout=20)
+    assert job.status == DownloadJobStatus.ERROR
+    assert job.error_type is not None and job.error_type.startswith("OverlongBodyError(")
+    assert "more than the 102400 bytes" in job.error_type
+    assert job.attempts == 3  # retried as the others, then given up
+    assert not (tmp_path / "long.bin").exists()
+    assert not partial_path(tmp_path / "long.bin").exists() or (
+        partial_path(tmp_path / "long.bin").stat().st_size == 0
+    )
+
+
+# 9. Cancellation leaves no partial file ----------------------------------------------------------
+
+
+def test_cancel_during_a_retry_backoff_removes_the_partial_file(
+    service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    origin.add("b.bin", os.urandom(MiB))
+    job = service.download(
+        origin.url("/files/b.bin?drop=300000&failafter=1&retryafter=60"), tmp_path
+    )
+    wait_until(lambda: job.attempts >= 1 and len(origin.gets("/files/b.bin")) >= 2, timeout=20)
+    wait_until(lambda: service.id_to_job(job.id).attempts >= 2, timeout=20)  # in its backoff
+    assert partial_path(tmp_path / "b.bin").exists()
+    service.cancel_job(job)
+    service.wait_for_job(job, timeout=10)
+    assert job.cancelled
+    assert engine_leftovers(tmp_path) == []
+
+
+def test_cancel_of_a_job_whose_worker_died_removes_its_partial_file(
+    make_service: Callable[..., DownloadQueueService],
+    spawn_worker: Callable[..., object],
+    origin: Origin,
+    tmp_path: Path,
+    redis_url: str,
+    namespace: str,
+) -> None:
+    import signal
+
+    origin.add("d.bin", os.urandom(8 * MiB))
+    doomed = spawn_worker("doomed", concurrency=1, env={"DOWNLOADER_LEASE_SECONDS": "2"})
+    client = make_service(start_worker=False)
+    job = client.download(origin.url("/files/d.bin?rate=1000000"), tmp_path)
+    wait_until(lambda: client.id_to_job(job.id).bytes > 0, timeout=20)
+    doomed.process.send_signal(signal.SIGKILL)  # type: ignore[attr-defined]
+    doomed.process.wait()  # type: ignore[attr-defined]
+    lease = f"{namespace}:job:{job.id}:lease"
+    store = redis.Redis.from_url(redis_url)
+    wait_until(lambda: not store.exists(lease), timeout=20)  # its lease ran out
+    assert partial_path(tmp_path / "d.bin").exists()
+    client.cancel_job(job)  # ended by the cancel script: no worker of its own to clean up
+    assert client.id_to_job(job.id).cancelled
+    spawn_worker("tidier", concurrency=1)
+    wait_until(lambda: engine_leftovers(tmp_path) == [], timeout=30)
+    assert not (tmp_path / "d.bin").exists()
+
+
+# 10. Names -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("COM1:", "_COM1:"),
+        ("CON .txt", "_CON .txt"),
+        ("nul.tar.gz", "_nul.tar.gz"),
+        ("LPT¹", "_LPT¹"),
+        ("invoice\u202egpj.exe", "invoicegpj.exe"),
+        ("a\u200bb.bin", "ab.bin"),
+    ],
+)
+def test_device_names_and_invisible_characters(name: str, expected: str) -> None:
+    assert safe_filename(name) == expected
+
+
+@pytest.mark.parametrize("length", [244, 250, 255, 300])
+def test_long_names_leave_room_for_the_engine_suffixes(
+    origin: Origin, tmp_path: Path, length: int
+) -> None:
+    data = os.urandom(KiB)
+    origin.add("long", data)
+    name = "n" * (length - len(".safetensors")) + ".safetensors"
+    result = fetch(TransferRequest(url=origin.url(f"/cd/long?filename={name}"), dest=tmp_path))
+    assert result.download_path.name.endswith(".safetensors")
+    assert result.download_path.read_bytes() == data
+    longest = result.download_path.name + ".downloading.state.tmp (9999)"
+    assert len(longest.encode()) <= 255
+
+
+# The property: whatever mix of jobs shares a directory ----------------------------------------
+
+NAMES = st.sampled_from(["model.bin", "model.bin.downloading", "CON", "a b.txt", "x"])
+JOB = st.tuples(NAMES, st.booleans(), st.integers(1, 64 * KiB))
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(jobs=st.lists(JOB, min_size=2, max_size=6))
+def test_any_mix_of_jobs_in_one_directory_leaves_each_its_own_bytes(
+    make_service: Callable[..., DownloadQueueService],
+    origin: Origin,
+    tmp_path_factory: pytest.TempPathFactory,
+    jobs: list[tuple[str, bool, int]],
+) -> None:
+    dest = tmp_path_factory.mktemp("mix")
+    client = make_service(start_worker=False)  # every job is queued before any runs
+    queued = []
+    for index, (name, explicit, size) in enumerate(jobs):
+        source = f"j{index}-{os.urandom(4).hex()}"
+        digest = origin.add(source, os.urandom(size))
+        url = origin.url(f"/cd/{source}?filename={name}")
+        try:
+            job = client.download(url, dest / name if explicit else dest)
+        except ValueError:  # refused at enqueue (taken, or an engine name): it never competed
+            continue
+        queued.append((job, digest))
+    worker = make_service(max_parallel_dl=4)
+    for job, _ in queued:
+        client.wait_for_job(job, timeout=30)
+    completed = [(job, digest) for job, digest in queued if job.complete]
+    assert len(completed) == len(queued)
+    assert len({job.download_path for job, _ in completed}) == len(completed)
+    for job, digest in completed:
+        assert sha256(job.download_path) == digest
+    assert engine_leftovers(dest) == [] or all(
+        p.endswith("_") for p in engine_leftovers(dest)
+    )
+    worker.close()
+
+
+def sha256_of(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_progress_hooks_and_checks_hear_a_stalled_origin(origin: Origin, tmp_path: Path) -> None:
+    """The watchdog stops a transfer that nothing arrives on, within its window."""
+    origin.add("stall.bin", os.urandom(MiB))
+    checks: list[int] = []
+
+    def check(current: int, total: int) -> None:
+        checks.append(current)
+
+    request = TransferRequest(
+        url=origin.url("/files/stall.bin?stall=1000"),
+        dest=tmp_path,
+        lowest_speed=1000,
+        speed_window=1.0,
+    )
+    with pytest.raises(Exception, match="below 1000 bytes/s"):
+        fetch(request, hooks=TransferHooks(check=check))
+    assert checks
