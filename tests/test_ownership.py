@@ -391,17 +391,19 @@ def test_any_mix_of_jobs_in_one_directory_leaves_each_its_own_bytes(
             continue
         queued.append((job, digest))
     worker = make_service(max_parallel_dl=4)
-    for job, _ in queued:
-        client.wait_for_job(job, timeout=30)
-    completed = [(job, digest) for job, digest in queued if job.complete]
-    assert len(completed) == len(queued)
-    assert len({job.download_path for job, _ in completed}) == len(completed)
+    try:
+        for job, _ in queued:
+            client.wait_for_job(job, timeout=30)
+    finally:
+        worker.close()
+    failed = [(job.download_path, job.error_type) for job, _ in queued if not job.complete]
+    assert failed == []
+    completed = queued
+    paths = [(str(job.source), job.dest.name, job.download_path.name) for job, _ in completed]
+    assert len({job.download_path for job, _ in completed}) == len(completed), paths
     for job, digest in completed:
         assert sha256(job.download_path) == digest
-    assert engine_leftovers(dest) == [] or all(
-        p.endswith("_") for p in engine_leftovers(dest)
-    )
-    worker.close()
+    assert all(name.endswith("_") for name in engine_leftovers(dest))
 
 
 def sha256_of(data: bytes) -> str:

@@ -9,31 +9,32 @@ starts nothing.
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 
 import redis
 import requests
-from celery import Celery, Signature, chord
+from celery import Celery
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from downloader.broker import Transport
 from downloader.config import Settings
 from downloader.events import DOWNLOAD_CANCELLED, EventPublisher
-from downloader.store import CancelResult, JobStore, Keys
+from downloader.leases import LeaseRenewer
+from downloader.store import (
+    PRIORITY_LEVELS,
+    CancelResult,
+    JobStore,
+    Keys,
+    celery_priority,
+)
 
-PRIORITY_LEVELS = 10
-"""Celery's Redis transport serves levels 0 (first) .. 9 (last), FIFO within a level."""
-
-
-def celery_priority(priority: int) -> int:
-    """Map the seed's priority (lower runs first, default 10) onto the transport's 0..9.
-
-    Steps of ten: below 10 is level 0, 10..19 level 1 (the default), ..., 90 and above level
-    9. Monotonic, so a lower priority never starts after a higher one queued at the same time.
-    """
-    return min(max(priority // 10, 0), PRIORITY_LEVELS - 1)
+__all__ = ["PRIORITY_LEVELS", "DownloaderApp", "celery_priority", "create_app"]
 
 
 def kombu_url(url: str) -> str:
@@ -119,43 +120,93 @@ class DownloaderApp(Celery):
     def celery_queue(self, queue_id: str) -> str:
         return self.keys.celery_queue(queue_id)
 
-    def _download_signature(self, job_id: int, queue_id: str, priority: int) -> Signature:
-        return self.tasks["downloader.download"].si(job_id).set(
-            queue=self.celery_queue(queue_id), priority=celery_priority(priority)
-        )
+    @cached_property
+    def leases(self) -> LeaseRenewer:
+        """The one thread of this process that renews the leases of all its running jobs."""
+        return LeaseRenewer(self.store, self.settings.lease_seconds)
+
+    def live_workers(self) -> list[str]:
+        """The workers whose heartbeat in Redis is current (see `recovery.OrphanWatch`)."""
+        return self.store.live_workers()
+
+    def broker_list(self, queue_id: str, level: int) -> str:
+        """The Redis list kombu keeps a queue's messages of one priority level in."""
+        name = f"{self.settings.namespace}:celery:{self.celery_queue(queue_id)}"
+        return f"{name}:{level}" if level else name
 
     def submit(self, job_id: int, queue_id: str, priority: int) -> None:
         """Queue job `job_id` for any worker consuming its queue, at its mapped priority."""
-        # No result to store: clients follow the job store, and Flower reads task events.
-        # (Chord parts keep theirs: the chord counts them.)
-        self._download_signature(job_id, queue_id, priority).apply_async(ignore_result=True)
+        self.submit_many([(job_id, queue_id, priority)])
 
-    def submit_multifile(
-        self, parent_id: int, part_ids: list[int], queue_id: str, priority: int
-    ) -> None:
-        """Queue the parts as the header of a chord whose body settles the parent."""
-        header = [self._download_signature(part, queue_id, priority) for part in part_ids]
-        body = self.tasks["downloader.finish_multifile"].si(parent_id).set(
-            queue=self.celery_queue(queue_id), priority=celery_priority(priority)
-        )
-        chord(header)(body)
+    def submit_many(self, jobs: Sequence[tuple[int, str, int]]) -> None:
+        """Queue (job id, queue id, priority) triples over one producer.
+
+        The store notes the dispatch time first (so a message lost on the way is found again
+        by the orphan watch), and the time goes into the task id too: the watch compares it
+        with the oldest message still in the broker. No result is stored: clients follow the
+        job store, and Flower reads task events.
+        """
+        now = time.time()
+        self.store.dispatched(jobs, now)
+        task = self.tasks["downloader.download"]
+        with self.producer_or_acquire() as producer:
+            for job_id, queue_id, priority in jobs:
+                task.apply_async(
+                    (job_id,),
+                    queue=self.celery_queue(queue_id),
+                    priority=celery_priority(priority),
+                    task_id=dispatch_task_id(job_id, now),
+                    ignore_result=True,
+                    producer=producer,
+                )
+
+    def oldest_dispatch(self, queue_id: str, levels: Iterable[int]) -> list[float | None]:
+        """When the oldest message still in the broker for each level was sent (None: the
+        level's list is empty). Anything sent before it has left the list."""
+        pipe = self.redis.pipeline(transaction=False)
+        for level in levels:
+            pipe.lindex(self.broker_list(queue_id, level), -1)
+        return [_dispatch_time(raw) for raw in pipe.execute()]
 
     def cancel(self, job_id: int, queue_id: str) -> CancelResult:
         """Cancel one job; one that never started is over at once and says so on the bus."""
-        result = self.store.cancel(job_id)
-        if result is CancelResult.CANCELLED:
-            record = self.store.record(job_id) or {}
-            self.publisher.publish(
-                DOWNLOAD_CANCELLED, queue_id, job_id, source=record.get("source")
-            )
-            if record.get("job_started"):
+        return self.cancel_many([job_id], queue_id)[0]
+
+    def cancel_many(self, job_ids: Iterable[int], queue_id: str) -> list[CancelResult]:
+        """Cancel jobs in pipelined batches; those that never started end at once."""
+        ids = list(job_ids)
+        results = self.store.cancel_many(ids)
+        ended = [job_id for job_id, result in zip(ids, results, strict=True)
+                 if result is CancelResult.CANCELLED]
+        records = {record["id"]: record for record in self.store.records(ended)}
+        self.publisher.publish_many(
+            DOWNLOAD_CANCELLED, queue_id, ended,
+            {job_id: {"source": records.get(job_id, {}).get("source")} for job_id in ended},
+        )
+        for job_id in ended:
+            if records.get(job_id, {}).get("job_started"):
                 # It ran once and its worker is gone: a worker (which, unlike this client,
                 # surely sees the download volume) removes what it left behind. A job that
                 # never ran is tidied by the claim of its own message.
                 self.tasks["downloader.discard"].si(job_id).apply_async(
                     queue=self.celery_queue(queue_id), priority=0, ignore_result=True
                 )
-        return result
+        return results
+
+
+def dispatch_task_id(job_id: int, sent: float) -> str:
+    """`<job id>-<send time in ms>-<random>`: readable in Flower, and dated for the watch."""
+    return f"{job_id}-{int(sent * 1000)}-{uuid.uuid4().hex[:8]}"
+
+
+def _dispatch_time(raw: bytes | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        task_id = json.loads(raw)["headers"]["id"]
+        return int(task_id.split("-")[1]) / 1000
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return 0.0  # a message not sent by `submit_many`: treat every job as possibly behind it
 
 
 def create_app(redis_url: str, settings: Settings | None = None) -> DownloaderApp:

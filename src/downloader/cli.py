@@ -76,6 +76,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ]
     if args.hostname:
         argv.append(f"--hostname={args.hostname}")
+    if args.metrics_port:
+        from downloader.metrics import serve
+
+        serve(app.store, args.metrics_port)
     app.worker_main(argv)
     return 0
 
@@ -193,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("-c", "--concurrency", type=int, help="parallel downloads")
     worker.add_argument("-n", "--hostname", help="worker node name, e.g. w1@%%h")
     worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port (/metrics)"
+    )
     worker.set_defaults(run=cmd_worker)
 
     listing = command("list", "show the jobs of the queue")

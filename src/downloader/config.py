@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     lowest_speed_window: float = Field(
         default=60.0, gt=0, description="seconds over which lowest_speed is measured"
     )
+    result_ttl: float = Field(
+        default=7 * 24 * 3600,
+        ge=0,
+        description="seconds a finished job is kept before it expires; 0 keeps them for ever",
+    )
     progress_interval: float = Field(default=0.25, ge=0, description="min seconds between events")
     max_retries: int = Field(default=5, ge=0, description="retries of a failing transfer")
     retry_backoff: float = Field(default=1.0, gt=0, description="first retry delay, doubling")

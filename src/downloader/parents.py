@@ -1,11 +1,13 @@
-"""Multi-file parents: their state follows from their parts.
+"""Multi-file parents: their state follows from counters their parts keep.
 
-A parent is never downloaded itself. It starts when its first part starts, reports the summed
-bytes of its parts, and ends exactly once: completed when every part has, or as error (or
-cancelled) as soon as one part fails, which cancels the others. `settle` decides that from the
-parts' records and is safe to call any number of times from anywhere: the chord body calls it
-when the last part returns, and every part calls it when it ends, so a chord body that never
-runs cannot leave the parent running.
+A parent is never downloaded itself. It starts when its first part starts, and its record
+holds what its parts did, kept by the store's scripts in the same call that changes a part:
+`parts_done`, `parts_failed`, `parts_cancelled` (beside `parts_total`), the summed `bytes`
+and `total_bytes` of its parts, and the `culprit`, the first part that did not complete.
+Deciding the parent is therefore one read, whatever the number of parts: completed when
+every part has, or error (or cancelled) as soon as one part fails, which cancels the others.
+`settle` is safe to call any number of times from anywhere (every part calls it when it
+ends); `finish_once` makes the parent end exactly once.
 """
 
 from __future__ import annotations
@@ -20,21 +22,26 @@ if TYPE_CHECKING:
     from downloader.celery_app import DownloaderApp
 
 
-def _parts(app: DownloaderApp, parent: dict[str, Any]) -> list[dict[str, Any]]:
-    return app.store.records(parent.get("part_ids", []))
-
-
 def _publish(app: DownloaderApp, event: str, parent: dict[str, Any], **fields: Any) -> None:
-    app.publisher.publish(
-        event, parent["queue_id"], parent["id"], part_ids=parent.get("part_ids", []), **fields
-    )
+    app.publisher.publish(event, parent["queue_id"], parent["id"], **fields)
+
+
+def _counts(parent: dict[str, Any]) -> dict[str, int]:
+    """What a parent's events say of its parts: how many ended well, of how many."""
+    return {
+        "parts_done": int(parent.get("parts_done", 0)),
+        "parts_total": int(parent.get("parts_total", len(parent.get("part_ids", [])))),
+    }
 
 
 def part_started(app: DownloaderApp, parent_id: int) -> None:
     if app.store.start_once(parent_id):
         parent = app.store.record(parent_id)
         if parent is not None:
-            _publish(app, ev.MULTIFILE_STARTED, parent, download_path=parent["download_path"])
+            _publish(
+                app, ev.MULTIFILE_STARTED, parent,
+                part_ids=parent.get("part_ids", []), download_path=parent["download_path"],
+            )
 
 
 def part_progressed(app: DownloaderApp, parent_id: int) -> None:
@@ -43,39 +50,37 @@ def part_progressed(app: DownloaderApp, parent_id: int) -> None:
         return
     parent = app.store.record(parent_id)
     if parent is not None:
-        parts = _parts(app, parent)
         _publish(
             app, ev.MULTIFILE_PROGRESS, parent,
             download_path=parent["download_path"],
-            current_bytes=sum(part.get("bytes", 0) for part in parts),
-            total_bytes=sum(part.get("total_bytes", 0) for part in parts),
+            current_bytes=parent.get("bytes", 0),
+            total_bytes=parent.get("total_bytes", 0),
+            **_counts(parent),
         )
 
 
 def settle(app: DownloaderApp, parent_id: int) -> str:
-    """Finish the parent if its parts decide it; answers the parent's status."""
+    """Finish the parent if its parts' counters decide it; answers the parent's status."""
     parent = app.store.record(parent_id)
     if parent is None:
         return "missing"
-    parts = _parts(app, parent)
-    failed = [p for p in parts if p["status"] == DownloadJobStatus.ERROR and not p.get("cancelled")]
-    cancelled = [p for p in parts if p.get("cancelled")]
-    if failed or cancelled:
-        _settle_failed(app, parent, failed, cancelled)
-    elif parts and all(p["status"] == DownloadJobStatus.COMPLETED for p in parts):
-        _settle_completed(app, parent, parts)
+    counts = _counts(parent)
+    if int(parent.get("parts_failed", 0)) or int(parent.get("parts_cancelled", 0)):
+        _settle_failed(app, parent)
+    elif counts["parts_done"] >= counts["parts_total"]:
+        _settle_completed(app, parent)
     record = app.store.record(parent_id) or parent
     return str(record["status"])
 
 
-def _settle_failed(
-    app: DownloaderApp, parent: dict[str, Any],
-    failed: list[dict[str, Any]], cancelled: list[dict[str, Any]],
-) -> None:
-    culprit = (failed or cancelled)[0]
+def _settle_failed(app: DownloaderApp, parent: dict[str, Any]) -> None:
+    culprit = app.store.record(int(parent["culprit"])) or {"id": parent["culprit"]}
+    failed = not culprit.get("cancelled")
     fields = {"error_type": culprit.get("error_type"), "error": culprit.get("error")}
     if failed:
-        fields["error"] = f"part {culprit['id']} ({culprit['source']}) failed:\n{fields['error']}"
+        fields["error"] = (
+            f"part {culprit['id']} ({culprit.get('source')}) failed:\n{fields['error']}"
+        )
     status = DownloadJobStatus.ERROR
     if not app.store.finish_once(parent["id"], status, cancelled=not failed, **fields):
         return
@@ -86,16 +91,16 @@ def _settle_failed(
         _publish(app, ev.MULTIFILE_CANCELLED, parent)
 
 
-def _settle_completed(
-    app: DownloaderApp, parent: dict[str, Any], parts: list[dict[str, Any]]
-) -> None:
+def _settle_completed(app: DownloaderApp, parent: dict[str, Any]) -> None:
     if not app.store.finish_once(parent["id"], DownloadJobStatus.COMPLETED):
         return
-    total = sum(part.get("total_bytes", 0) for part in parts)
+    total = parent.get("total_bytes", 0)
     path = parent["download_path"]
+    counts = _counts(parent)
     _publish(app, ev.MULTIFILE_PROGRESS, parent, download_path=path, current_bytes=total,
-             total_bytes=total)
-    _publish(app, ev.MULTIFILE_COMPLETE, parent, download_path=path, total_bytes=total)
+             total_bytes=total, **counts)
+    _publish(app, ev.MULTIFILE_COMPLETE, parent, download_path=path, total_bytes=total,
+             **counts)
 
 
 def cancel(app: DownloaderApp, parent: dict[str, Any]) -> None:
@@ -108,5 +113,5 @@ def cancel(app: DownloaderApp, parent: dict[str, Any]) -> None:
 
 
 def _cancel_parts(app: DownloaderApp, parent: dict[str, Any]) -> None:
-    for part_id in parent.get("part_ids", []):
-        app.cancel(part_id, parent["queue_id"])
+    """Cancel every part in pipelined batches: O(parts) in all, one round trip a batch."""
+    app.cancel_many(parent.get("part_ids", []), parent["queue_id"])

@@ -1,42 +1,122 @@
-"""Finding jobs whose worker died and queueing them again.
+"""What every worker process does in the background so that no job is stuck or lost.
 
-A worker killed mid-download leaves its job `running` with a lease nobody renews, and its
-Celery message unacknowledged until the broker's visibility timeout (an hour by default).
-Every worker runs an `OrphanWatch`: every half lease it looks for running jobs whose lease has
-expired, sets them back to waiting (once, atomically) and queues them again, so the download
-resumes from its partial file within a lease or two instead of an hour.
+An `OrphanWatch` thread per worker process, every few seconds:
+
+- renews the worker's heartbeat (`live_workers` answers who is alive without a broadcast);
+- finds running jobs whose lease has expired (their worker was killed mid-download), sets
+  them back to waiting, once, atomically, and queues them again: they resume from their
+  partial file within a lease or two;
+- finds waiting jobs whose message was lost (a worker killed between the broker's pop and
+  its bookkeeping of unacknowledged messages) and queues them again, see `redispatch_lost`;
+- sweeps the finished jobs older than `DOWNLOADER_RESULT_TTL` away.
+
+Each step costs what it finds (plus a constant per queue), never the length of a queue.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 import threading
+import time
 from typing import TYPE_CHECKING
+
+from downloader.models import DownloadJobStatus
+from downloader.store import BATCH, PRIORITY_LEVELS
 
 if TYPE_CHECKING:
     from downloader.celery_app import DownloaderApp
 
 log = logging.getLogger(__name__)
 
+HEARTBEAT_SECONDS = 5.0
+"""How often a worker says it is alive; it counts as gone after three missed beats."""
+
 
 def requeue_orphans(app: DownloaderApp) -> list[int]:
     """Queue again every running job whose worker is gone; answers their ids."""
     requeued = app.store.orphans()
-    for record in app.store.records(requeued):
+    records = app.store.records(requeued)
+    for record in records:
         log.warning("job %s lost its worker; queued again to resume", record["id"])
-        app.submit(record["id"], record["queue_id"], int(record.get("priority", 10)))
+    app.submit_many([(r["id"], r["queue_id"], int(r.get("priority", 10))) for r in records])
     return requeued
 
 
+def redispatch_lost(app: DownloaderApp) -> list[int]:
+    """Queue again the waiting jobs whose message left the broker and was never claimed.
+
+    Every dispatch is noted in a sorted set per queue and priority level, by time, and the
+    task id carries the same time. A level's list in the broker is FIFO, so a job sent
+    before the oldest message still in it has been popped; if it is still waiting a
+    visibility timeout after it was sent, its message was lost (or a live worker holds it
+    unacknowledged, and the claim drops the duplicate). Answers the ids sent again.
+    """
+    store, keys = app.store, app.store.keys
+    deadline = time.time() - app.settings.visibility_timeout
+    due: list[tuple[int, str, int]] = []
+    levels = range(PRIORITY_LEVELS)
+    for queue_id in store.queue_names():
+        oldest = app.oldest_dispatch(queue_id, levels)
+        pipe = store.redis.pipeline(transaction=False)
+        for level, head in zip(levels, oldest, strict=True):
+            bound = deadline if head is None else min(deadline, head)
+            pipe.zrangebyscore(keys.dispatched(queue_id, level), "-inf", f"({bound}", 0, BATCH)
+        for level, ids in zip(levels, pipe.execute(), strict=True):
+            due.extend((int(job_id), queue_id, level) for job_id in ids)
+    if not due:
+        return []
+    pipe = store.redis.pipeline(transaction=False)
+    for job_id, _, _ in due:
+        pipe.hmget(keys.job(job_id), "status", "cancel_requested", "priority")
+    resend, stale = [], store.redis.pipeline(transaction=False)
+    for (job_id, queue_id, level), (status, cancel, priority) in zip(
+        due, pipe.execute(), strict=True
+    ):
+        waiting = status is not None and json.loads(status) == DownloadJobStatus.WAITING.value
+        if waiting and cancel != b"true":
+            resend.append((job_id, queue_id, int(json.loads(priority or b"10"))))
+            continue
+        stale.zrem(keys.dispatched(queue_id, level), job_id)
+    stale.execute()
+    if resend:
+        log.warning("%d waiting jobs were never claimed; queued again", len(resend))
+        app.submit_many(resend)
+    return [job_id for job_id, _, _ in resend]
+
+
+def sweep_expired(app: DownloaderApp) -> int:
+    """Retention: remove every queue's jobs that ended more than the TTL ago."""
+    ttl = app.settings.result_ttl
+    return sum(app.store.sweep_expired(queue_id, ttl) for queue_id in app.store.queue_names())
+
+
+def default_worker_name() -> str:
+    return f"inprocess-{os.getpid()}@{socket.gethostname()}"
+
+
 class OrphanWatch(threading.Thread):
-    def __init__(self, app: DownloaderApp) -> None:
+    def __init__(self, app: DownloaderApp, worker_name: str | None = None) -> None:
         super().__init__(name="downloader-orphans", daemon=True)
         self.app = app
+        self.worker_name = worker_name or default_worker_name()
 
     def run(self) -> None:
-        interval = self.app.settings.lease_seconds / 2
+        interval = min(HEARTBEAT_SECONDS, self.app.settings.lease_seconds / 3)
+        self.beat(interval)
         while not self.app.stopping.wait(interval):
-            try:
-                requeue_orphans(self.app)
-            except Exception:  # Redis may be restarting: look again next round
-                log.exception("could not look for orphaned jobs")
+            self.beat(interval)
+            for step in (requeue_orphans, redispatch_lost, sweep_expired):
+                try:
+                    step(self.app)
+                except Exception:  # Redis may be restarting: look again next round
+                    log.exception("%s failed; trying again next round", step.__name__)
+        self.app.store.forget_worker(self.worker_name)
+
+    def beat(self, interval: float) -> None:
+        try:
+            self.app.store.heartbeat(self.worker_name, 3 * interval, self.app.leases.held())
+        except Exception:
+            log.exception("could not renew the heartbeat")

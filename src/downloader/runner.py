@@ -22,6 +22,7 @@ from downloader import events as ev
 from downloader import parents
 from downloader.events import Throttle
 from downloader.filestate import discard_partial
+from downloader.leases import Lease
 from downloader.models import DownloadJobCancelledException, DownloadJobStatus
 from downloader.netguard import public_only_session
 from downloader.reservations import Reservations
@@ -50,27 +51,6 @@ def error_type(exc: BaseException) -> str:
     return f"{type(exc).__name__}({exc})"
 
 
-class _LeaseKeeper(threading.Thread):
-    """Renews the job's lease while the download runs, so a redelivery never runs it twice."""
-
-    def __init__(self, app: DownloaderApp, job_id: int, owner: str) -> None:
-        super().__init__(name=f"lease-{job_id}", daemon=True)
-        self.app, self.job_id, self.owner = app, job_id, owner
-        self.done = threading.Event()
-        self.lost = threading.Event()
-
-    def run(self) -> None:
-        seconds = self.app.settings.lease_seconds
-        while not self.done.wait(seconds / 3):
-            try:
-                if not self.app.store.renew(self.job_id, self.owner, seconds):
-                    self.lost.set()
-                    log.warning("job %s: lease lost; another worker may have taken it", self.job_id)
-                    return
-            except Exception:  # Redis may be restarting; the next round tries again
-                log.exception("job %s: could not renew the lease", self.job_id)
-
-
 class JobRun:
     """One attempt at one job on this worker."""
 
@@ -87,7 +67,7 @@ class JobRun:
         self.record = record
         self.progress_listener = on_progress
         """Told of every published progress (the task forwards it to Flower)."""
-        self.keeper: _LeaseKeeper | None = None
+        self.keeper: Lease | None = None
         self.queue_id: str = record["queue_id"]
         self.owner = f"{worker}#{uuid.uuid4().hex[:12]}"
         """Unique per attempt, so a redelivered copy on the same worker is still refused."""
@@ -173,6 +153,7 @@ class JobRun:
             lowest_speed=settings.lowest_speed,
             speed_window=settings.lowest_speed_window,
             reserve=lambda path: self.reservations.try_acquire(self.job_id, path),
+            release=lambda path: self.reservations.release([(self.job_id, path)]),
         )
 
     def final_paths(self) -> list[Path]:
@@ -228,8 +209,7 @@ class JobRun:
             return claim.value
         if self.record.get("parent_id") is not None:
             parents.part_started(self.app, self.record["parent_id"])
-        self.keeper = _LeaseKeeper(self.app, self.job_id, self.owner)
-        self.keeper.start()
+        self.keeper = self.app.leases.keep(self.job_id, self.owner)
         try:
             return self.attempt(session)
         finally:

@@ -10,13 +10,14 @@ run concurrently and always see events in the order they were published.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import threading
 import time
+import uuid
 import weakref
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +29,7 @@ from downloader import parents
 from downloader.celery_app import DownloaderApp, create_app
 from downloader.config import Settings
 from downloader.embedded import EmbeddedRedis, InProcessWorker
-from downloader.events import Subscription
+from downloader.events import SUBSCRIBED, Subscription
 from downloader.filenames import is_engine_name
 from downloader.models import (
     DownloadEventHandler,
@@ -38,14 +39,20 @@ from downloader.models import (
     RemoteModelFile,
 )
 from downloader.reservations import Reservations
-from downloader.store import KIND_MULTIFILE, KIND_SINGLE, utcnow
+from downloader.store import KIND_MULTIFILE, KIND_SINGLE
 
 log = logging.getLogger(__name__)
 
 Job = DownloadJob | MultiFileDownloadJob
 
-_LOST_EVENT_GRACE = timedelta(seconds=2)
-"""How long a job may be finished in the store before its missing final event is presumed lost."""
+_POLL = 0.5
+"""Seconds the listener waits for an event before it looks whether it should stop."""
+
+_FOLLOW_TIMEOUT = 10.0
+"""Seconds `_track` waits for the listener to follow new jobs before it queues them anyway."""
+
+_WAKE = json.dumps({"event": "_wake"})
+"""Published on the client's own channel: there are new jobs to follow."""
 
 
 _open_services: weakref.WeakSet[DownloadQueueService] = weakref.WeakSet()
@@ -100,6 +107,16 @@ class DownloadQueueService:
         self._start_worker = start_worker
         self._jobs: dict[int, Job] = {}
         self._finalised: set[int] = set()
+        self._inferred: set[int] = set()
+        """Finalised from the store because their final event may have been missed."""
+        self._to_follow: list[int] = []
+        self._awaited: set[int] = set()
+        """Jobs `_track` waits to see followed before it lets them be queued."""
+        self._client_channel = f"{self._settings.namespace}:client:{uuid.uuid4().hex}"
+        """This client's own channel: it wakes the listener to follow new jobs at once."""
+        """Jobs queued here whose channels the listener has still to subscribe to."""
+        self._unfollow: list[int] = []
+        """Finished jobs whose channels the listener leaves (it alone touches this list)."""
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._app: DownloaderApp | None = None
@@ -121,7 +138,7 @@ class DownloadQueueService:
         self._app = create_app(url, self._settings)
         self._app.session_override = self._requests_session
         self._stop.clear()
-        subscription = Subscription(self._app.redis, self._settings.namespace, self._queue_id)
+        subscription = self._subscribe()
         self._listener = threading.Thread(
             target=self._listen, args=(subscription,), name="downloader-events", daemon=True
         )
@@ -198,13 +215,8 @@ class DownloadQueueService:
         a job from an untrusted caller (the REST API): its worker refuses private addresses
         unless `DOWNLOADER_ALLOW_PRIVATE_NETWORKS` is set.
         """
-        dest_is_dir = _names_a_directory(dest)
-        if not dest_is_dir and is_engine_name(Path(dest).name):
-            raise ValueError(
-                f"dest {dest} ends like the downloader's own partial files; choose another name"
-            )
-        job = DownloadJob(
-            source=source, dest=Path(dest), priority=priority, access_token=access_token
+        job, record = self._new_job(
+            self.app.store.new_ids(1)[0], source, dest, priority, access_token, sha256, untrusted
         )
         job.set_callbacks(
             on_start=on_start,
@@ -213,18 +225,7 @@ class DownloadQueueService:
             on_cancelled=on_cancelled,
             on_error=on_error,
         )
-        job.id = self.app.store.new_ids(1)[0]
-        owned = [] if dest_is_dir else [(job.id, job.dest)]
-        reservations = Reservations(self.app.store)
-        reservations.acquire(owned, pending=True)  # refuses a path another job will write
-        self._track(job)
-        record = {
-            **self._record(job), "sha256": sha256, "untrusted": untrusted,
-            "dest_is_dir": dest_is_dir,
-        }
-        self.app.store.create(self._queue_id, [record], access_token)
-        reservations.confirm(owned)
-        self.app.submit(job.id, self._queue_id, priority)
+        self._enqueue([job], [record])
         return job
 
     def multifile_download(
@@ -260,8 +261,9 @@ class DownloadQueueService:
                 access_token=access_token,
             ))
         parent_record = {
-            "kind": KIND_MULTIFILE, "part_ids": ids[1:],
+            "kind": KIND_MULTIFILE, "part_ids": ids[1:], "parts_total": len(parts),
             **job.model_dump(mode="json", exclude={"download_parts"}),
+            "total_bytes": sum(part.size or 0 for part in parts),
         }
         part_records = [
             {**self._record(part_job), "parent_id": job.id, "sha256": part.sha256,
@@ -271,26 +273,109 @@ class DownloadQueueService:
         owned = [(part.id, part.dest) for part in job.download_parts]
         reservations = Reservations(self.app.store)
         reservations.acquire(owned, pending=True)
-        for tracked in (job, *job.download_parts):
-            self._track(tracked)
+        self._track([job, *job.download_parts])
         self.app.store.create(self._queue_id, [parent_record, *part_records], access_token)
         reservations.confirm(owned)
-        self.app.submit_multifile(job.id, ids[1:], self._queue_id, priority)
+        self.app.submit_many([(part_id, self._queue_id, priority) for part_id in ids[1:]])
         return job
+
+    def download_many(self, items: Iterable[Mapping[str, Any]]) -> list[DownloadJob]:
+        """Queue many URLs at once; answers their jobs, in order.
+
+        Each item holds `download`'s arguments by name (`source` and `dest` at least; no
+        callbacks). The records are written in pipelined batches and the messages published
+        over one producer, so queueing thousands costs a few round trips per thousand.
+        """
+        items = list(items)
+        ids = self.app.store.new_ids(len(items))
+        made = [
+            self._new_job(
+                job_id, item["source"], item["dest"], item.get("priority", 10),
+                item.get("access_token"), item.get("sha256"), bool(item.get("untrusted")),
+            )
+            for job_id, item in zip(ids, items, strict=True)
+        ]
+        jobs = [job for job, _ in made]
+        self._enqueue(jobs, [record for _, record in made])
+        return jobs
+
+    @classmethod
+    def _new_job(
+        cls, job_id: int, source: str, dest: str | Path, priority: int,
+        access_token: str | None, sha256: str | None, untrusted: bool,
+    ) -> tuple[DownloadJob, dict[str, Any]]:
+        """A single job and its record, with `dest` read as a directory or a file path."""
+        dest_is_dir = _names_a_directory(dest)
+        if not dest_is_dir and is_engine_name(Path(dest).name):
+            raise ValueError(
+                f"dest {dest} ends like the downloader's own partial files; choose another name"
+            )
+        job = DownloadJob(
+            id=job_id, source=source, dest=Path(dest), priority=priority,
+            access_token=access_token,
+        )
+        record = {
+            **cls._record(job), "sha256": sha256, "untrusted": untrusted,
+            "dest_is_dir": dest_is_dir,
+        }
+        return job, record
+
+    def _enqueue(self, jobs: Sequence[DownloadJob], records: Sequence[dict[str, Any]]) -> None:
+        """Reserve the explicit file paths (refusing all if another job holds one), write the
+        records in batches, then queue the jobs."""
+        owned = [
+            (job.id, job.dest) for job, record in zip(jobs, records, strict=True)
+            if not record["dest_is_dir"]
+        ]
+        reservations = Reservations(self.app.store)
+        reservations.acquire(owned, pending=True)
+        self._track(jobs)
+        tokens = {job.id: job.access_token for job in jobs if job.access_token}
+        self.app.store.create(self._queue_id, records, access_tokens=tokens)
+        reservations.confirm(owned)
+        self.app.submit_many([(job.id, self._queue_id, job.priority) for job in jobs])
 
     @staticmethod
     def _record(job: DownloadJob) -> dict[str, Any]:
         return {"kind": KIND_SINGLE, **job.model_dump(mode="json")}
 
-    def _track(self, job: Job) -> None:
+    def _track(self, jobs: Sequence[Job]) -> None:
+        """Hand out these jobs as live objects, once the listener follows their channels.
+
+        The listener is woken through this client's own channel, subscribes and reports the
+        confirmation; only then may the jobs be queued, so not one of their events is missed.
+        """
+        ids = {job.id for job in jobs}
+        deadline = time.monotonic() + _FOLLOW_TIMEOUT
         with self._changed:
-            self._jobs[job.id] = job
+            for job in jobs:
+                self._jobs[job.id] = job
+            self._to_follow.extend(ids)
+            if threading.current_thread() is self._listener:
+                return  # a callback queues more: followed after it, and checked then
+            self._awaited |= ids
+            self.app.redis.publish(self._client_channel, _WAKE)
+            while self._awaited & ids and (left := deadline - time.monotonic()) > 0:
+                self._changed.wait(left)
+            if self._awaited & ids:  # the listener is reconnecting: it checks them when it can
+                log.warning("the event listener did not confirm %d new jobs", len(ids))
+                self._awaited -= ids
 
     # -- looking ------------------------------------------------------------------------------
 
     def list_jobs(self) -> list[Job]:
         """Every job of this queue in Redis, from any client, oldest first."""
-        return [self._live(record) for record in self.app.store.queue_records(self._queue_id)]
+        return list(self.iter_jobs())
+
+    def iter_jobs(self, status: DownloadJobStatus | str | None = None) -> Iterator[Job]:
+        """The queue's jobs (or those in one status), oldest first, read a page at a time so
+        that a queue of millions is walked in bounded memory. Finished jobs older than
+        `DOWNLOADER_RESULT_TTL` are swept away first."""
+        store = self.app.store
+        store.sweep_expired(self._queue_id, self._settings.result_ttl)
+        wanted = None if status is None else DownloadJobStatus(status).value
+        for record in store.iter_records(self._queue_id, wanted):
+            yield self._live(record)
 
     def id_to_job(self, id: int) -> Job:
         record = self.app.store.record(id)
@@ -346,38 +431,61 @@ class DownloadQueueService:
             parents.settle(self.app, record["parent_id"])  # a cancelled part ends its parent
 
     def cancel_all_jobs(self) -> None:
-        for record in self.app.store.queue_records(self._queue_id):
-            if not DownloadJobStatus(record["status"]).finished:
-                self.cancel_job(self.app.store.to_model(record))
+        """Cancel every unfinished job of this queue, paging through the status indexes:
+        parents first (each cancels its parts), then the rest in pipelined batches."""
+        store = self.app.store
+        unfinished = [
+            record
+            for status in (DownloadJobStatus.WAITING, DownloadJobStatus.RUNNING)
+            for record in store.iter_records(self._queue_id, status.value)
+        ]
+        for record in unfinished:
+            if record.get("kind") == KIND_MULTIFILE:
+                parents.cancel(self.app, record)
+        singles = [r["id"] for r in unfinished if r.get("kind") != KIND_MULTIFILE]
+        self.app.cancel_many(singles, self._queue_id)
 
     def prune_jobs(self) -> None:
         """Forget every finished job of this queue."""
+        store = self.app.store
         finished = [
             record["id"]
-            for record in self.app.store.queue_records(self._queue_id)
-            if DownloadJobStatus(record["status"]).finished
+            for status in (DownloadJobStatus.COMPLETED, DownloadJobStatus.ERROR)
+            for record in store.iter_records(self._queue_id, status.value)
         ]
-        self.app.store.remove(self._queue_id, finished)
+        store.remove(self._queue_id, finished)
         with self._changed:
             for job_id in finished:
                 self._jobs.pop(job_id, None)
                 self._finalised.discard(job_id)
+                self._inferred.discard(job_id)
 
     # -- events -------------------------------------------------------------------------------
 
+    def _subscribe(self) -> Subscription:
+        """A subscription to this client's own jobs: the unfinished ones it queued so far,
+        and those it queues later (see `_follow_new`)."""
+        subscription = Subscription(
+            self.app.redis,
+            self._settings.namespace,
+            poll=_POLL,
+            client_channel=self._client_channel,
+        )
+        with self._changed:
+            self._to_follow = [j for j in self._jobs if j not in self._finalised]
+        return subscription
+
     def _listen(self, subscription: Subscription) -> None:
         """The one thread that applies events to live jobs and runs callbacks."""
-        last_sweep = time.monotonic()
         while not self._stop.is_set():
             try:
+                self._follow_new(subscription)
                 for payload in subscription:
                     if self._stop.is_set():
                         break
                     if payload is not None:
                         self._handle(payload)
-                    if time.monotonic() - last_sweep > 1.0:
-                        self._sweep()
-                        last_sweep = time.monotonic()
+                    self._follow_new(subscription)
             except redis.RedisError:
                 log.warning("lost the event stream; reconnecting", exc_info=True)
                 subscription = self._resubscribe()
@@ -385,46 +493,62 @@ class DownloadQueueService:
                     return
         subscription.close()
 
+    def _follow_new(self, subscription: Subscription) -> None:
+        with self._changed:
+            new, self._to_follow = self._to_follow, []
+        if new:
+            subscription.follow(new)
+        if self._unfollow:
+            subscription.unfollow(self._unfollow)
+            self._unfollow = []
+
     def _resubscribe(self) -> Subscription | None:
+        """Subscribe again; every unfinished job is followed anew, and checked in the store
+        when Redis confirms it (events published meanwhile were not heard)."""
         delay = 0.2
         while not self._stop.wait(delay):
             try:
-                subscription = Subscription(
-                    self.app.redis, self._settings.namespace, self._queue_id
-                )
+                return self._subscribe()
             except (redis.RedisError, TimeoutError, RuntimeError):
                 delay = min(delay * 2, 5.0)
-                continue
-            self._sweep()
-            return subscription
         return None
 
-    def _sweep(self) -> None:
-        """Finish jobs whose final event was lost (Redis pub/sub does not replay)."""
-        with self._changed:
-            pending = [job for job in self._jobs.values() if job.id not in self._finalised]
-        if not pending:
+    def _check(self, job_id: int) -> None:
+        """Once per job and subscription: finish it here if the store says it has ended,
+        since its final event may have gone out before Redis confirmed the subscription."""
+        record = self.app.store.record(job_id)
+        if record is None or not DownloadJobStatus(record["status"]).finished:
             return
-        now = utcnow()
-        for record in self.app.store.records(job.id for job in pending):
-            ended = record.get("job_ended")
-            if ended and now - datetime.fromisoformat(ended) > _LOST_EVENT_GRACE:
-                multi = record.get("kind") == KIND_MULTIFILE
-                if record["status"] == DownloadJobStatus.COMPLETED.value:
-                    event = ev.MULTIFILE_COMPLETE if multi else ev.DOWNLOAD_COMPLETE
-                elif record.get("cancelled"):
-                    event = ev.MULTIFILE_CANCELLED if multi else ev.DOWNLOAD_CANCELLED
-                else:
-                    event = ev.MULTIFILE_ERROR if multi else ev.DOWNLOAD_ERROR
-                self._handle({"event": event, "job_id": record["id"]}, forward=False)
+        multi = record.get("kind") == KIND_MULTIFILE
+        if record["status"] == DownloadJobStatus.COMPLETED.value:
+            event = ev.MULTIFILE_COMPLETE if multi else ev.DOWNLOAD_COMPLETE
+        elif record.get("cancelled"):
+            event = ev.MULTIFILE_CANCELLED if multi else ev.DOWNLOAD_CANCELLED
+        else:
+            event = ev.MULTIFILE_ERROR if multi else ev.DOWNLOAD_ERROR
+        self._inferred.add(job_id)
+        self._handle({"event": event, "job_id": job_id}, forward=False)
 
     def _handle(self, payload: dict[str, Any], forward: bool = True) -> None:
-        """Apply one event; `forward=False` for the ones the sweep infers, which the event
+        """Apply one event; `forward=False` for the ones `_check` infers, which the event
         bus never saw published and should not receive half-filled."""
         job = self._jobs.get(payload.get("job_id", -1))
-        if job is None or job.id in self._finalised:
-            return
         event = payload["event"]
+        if job is None:
+            return
+        if event == SUBSCRIBED:
+            with self._changed:
+                awaited = job.id in self._awaited
+                self._awaited.discard(job.id)
+                self._changed.notify_all()
+            if not awaited and job.id not in self._finalised:
+                self._check(job.id)  # followed again after a reconnection
+            return
+        if job.id in self._finalised:
+            if job.id in self._inferred and event in _TERMINAL_CALLBACK:
+                self._inferred.discard(job.id)  # it came after all: the bus gets it whole
+                self._forward(event, payload)
+            return
         if forward:
             self._forward(event, payload)
         if event in _STARTED:
@@ -442,6 +566,7 @@ class DownloadQueueService:
                 self._finalised.add(job.id)
                 self._changed.notify_all()
             self._callback(job, _TERMINAL_CALLBACK[event])
+            self._unfollow.append(job.id)
 
     def _refresh(self, job: Job) -> None:
         fresh = self.app.store.get(job.id)

@@ -4,11 +4,19 @@ A job is one Redis hash whose fields hold JSON values, so a worker can update `b
 rewriting the record and a Lua script can make the few decisions that must be atomic
 (claiming a job, cancelling it, releasing a lease). The access token lives under a key of its
 own so that reading a job never reads the token.
+
+Every read a client or the API makes must cost O(page) or O(1) however long the queue, so
+beside the records the store keeps indexes that the same scripts change together with a
+job's status (see `_LIB`): per queue and status a sorted set of ids (counts are their
+cardinalities, pages are ranges by id), the finish times that retention sweeps, the dispatch
+times that the orphan watch uses to find lost messages, and counters (per multi-file parent:
+its parts' outcomes and summed bytes; per namespace: the figures `metrics` exports).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +32,19 @@ CANCELLED_ERROR_TYPE = "DownloadJobCancelledException"
 KIND_SINGLE = "download"
 KIND_MULTIFILE = "multifile"
 
+PRIORITY_LEVELS = 10
+"""Celery's Redis transport serves levels 0 (first) .. 9 (last), FIFO within a level."""
+
+STATUSES = tuple(status.value for status in DownloadJobStatus)
+CANCELLED = "cancelled"
+"""Not a status (a cancelled job is an `error` with `cancelled` set) but counted apart too."""
+
+DURATION_BUCKETS = (1, 5, 15, 60, 300, 1800, 3600)
+"""Upper bounds (seconds) of the job-duration histogram the store keeps for `metrics`."""
+
+BATCH = 1000
+"""Commands per pipeline round trip when writing or reading many jobs."""
+
 # Fields of the models that are stored as they are; the rest of a record is bookkeeping.
 _SINGLE_FIELDS = tuple(name for name in DownloadJob.model_fields if name != "access_token")
 _MULTI_FIELDS = tuple(
@@ -33,6 +54,16 @@ _MULTI_FIELDS = tuple(
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def celery_priority(priority: int) -> int:
+    """Map the seed's priority (lower runs first, default 10) onto the transport's 0..9.
+
+    Steps of ten: below 10 is level 0, 10..19 level 1 (the default), ..., 90 and above level
+    9. Monotonic, so a lower priority never starts after a higher one queued at the same time.
+    (`_LIB` computes the same in Lua.)
+    """
+    return min(max(priority // 10, 0), PRIORITY_LEVELS - 1)
 
 
 @dataclass(frozen=True)
@@ -54,13 +85,46 @@ class Keys:
         return f"{self.namespace}:job:{job_id}:gate"
 
     def queue_jobs(self, queue_id: str) -> str:
+        """Every job of the queue, by id."""
         return f"{self.namespace}:queue:{queue_id}:jobs"
+
+    def queue_status(self, queue_id: str, status: str) -> str:
+        """The queue's jobs in one status (or `cancelled`), by id."""
+        return f"{self.namespace}:queue:{queue_id}:status:{status}"
+
+    def queue_ended(self, queue_id: str) -> str:
+        """The queue's finished jobs, scored by when they ended (epoch seconds)."""
+        return f"{self.namespace}:queue:{queue_id}:ended"
+
+    def dispatched(self, queue_id: str, level: int) -> str:
+        """Waiting jobs of a queue and priority level, scored by when they were last sent."""
+        return f"{self.namespace}:dispatched:{queue_id}:{level}"
 
     def events(self, queue_id: str) -> str:
         return f"{self.namespace}:events:{queue_id}"
 
+    def job_events(self, job_id: int) -> str:
+        """The events of one job, beside its queue's channel: what a client listens to."""
+        return f"{self.namespace}:job-events:{job_id}"
+
     def celery_queue(self, queue_id: str) -> str:
         return f"{self.namespace}.{queue_id}"
+
+    def worker(self, name: str) -> str:
+        return f"{self.namespace}:worker:{name}"
+
+    @property
+    def workers(self) -> str:
+        """Worker names scored by when their heartbeat expires."""
+        return f"{self.namespace}:workers"
+
+    @property
+    def queues(self) -> str:
+        return f"{self.namespace}:queues"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.namespace}:stats"
 
     @property
     def next_id(self) -> str:
@@ -90,82 +154,179 @@ class CancelResult(StrEnum):
     MISSING = "missing"
 
 
+# Every script below starts with this library. ARGV[1..3] are the namespace, the time as a
+# JSON ISO string and as epoch seconds; ARGV[4] is the job id. Keys are derived from the
+# namespace inside the script (one Redis, not a cluster), so one call updates a job, its
+# indexes, its parent and the stats together.
+_LIB = """
+local NS, NOW, EPOCH = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local TERMINAL = {completed = true, error = true}
+local function jkey(id) return NS .. ':job:' .. id end
+local function qkey(q, suffix) return NS .. ':queue:' .. q .. ':' .. suffix end
+local function field(jk, name)
+  local raw = redis.call('HGET', jk, name)
+  if not raw then return nil end
+  local value = cjson.decode(raw)
+  if value == cjson.null then return nil end
+  return value
+end
+local function dispatched_key(jk, q)
+  local p = tonumber(field(jk, 'priority') or 10) or 10
+  return NS .. ':dispatched:' .. q .. ':' .. math.min(math.max(math.floor(p / 10), 0), 9)
+end
+-- A part's byte counts are summed into its parent's by applying each change's difference.
+local function set_count(jk, parent, name, value)
+  if parent then
+    local old = tonumber(redis.call('HGET', jk, name) or '0') or 0
+    local delta = (tonumber(value) or 0) - old
+    if delta ~= 0 then redis.call('HINCRBY', jkey(parent), name, delta) end
+  end
+  redis.call('HSET', jk, name, value)
+end
+local function set_fields(jk, first)
+  local parent = field(jk, 'parent_id')
+  for i = first, #ARGV, 2 do
+    local name, value = ARGV[i], ARGV[i + 1]
+    if name == 'bytes' or name == 'total_bytes' then
+      set_count(jk, parent, name, value)
+    else
+      redis.call('HSET', jk, name, value)
+    end
+  end
+end
+-- Move job `id` to status `new` with every index, its parent's counters and the stats.
+local function move(id, new, cancelled)
+  local jk = jkey(id)
+  local old = field(jk, 'status')
+  local q = field(jk, 'queue_id')
+  if old ~= new then
+    redis.call('ZREM', qkey(q, 'status:' .. old), id)
+    redis.call('ZADD', qkey(q, 'status:' .. new), id, id)
+    redis.call('HSET', jk, 'status', cjson.encode(new))
+  end
+  if new ~= 'running' then redis.call('SREM', NS .. ':running', id) end
+  if not TERMINAL[new] or TERMINAL[old] then return old end
+  local outcome = new
+  if cancelled then
+    outcome = 'cancelled'
+    redis.call('ZADD', qkey(q, 'status:cancelled'), id, id)
+  end
+  redis.call('ZADD', qkey(q, 'ended'), EPOCH, id)
+  redis.call('ZREM', dispatched_key(jk, q), id)
+  local stats = NS .. ':stats'
+  redis.call('HINCRBY', stats, 'ended:' .. q .. ':' .. outcome, 1)
+  if new == 'completed' then
+    redis.call('HINCRBY', stats, 'bytes', tonumber(redis.call('HGET', jk, 'bytes') or '0') or 0)
+  end
+  local started = tonumber(redis.call('HGET', jk, 'started_epoch') or '')
+  if started and field(jk, 'kind') ~= 'multifile' then
+    local seconds = math.max(EPOCH - started, 0)
+    local bucket = '+Inf'
+    for _, le in ipairs(BUCKETS) do
+      if seconds <= le then bucket = tostring(le) break end
+    end
+    redis.call('HINCRBY', stats, 'duration_le:' .. bucket, 1)
+    redis.call('HINCRBYFLOAT', stats, 'duration_sum', seconds)
+  end
+  local parent = field(jk, 'parent_id')
+  if parent then
+    local pk = jkey(parent)
+    local counter = {completed = 'parts_done', error = 'parts_failed',
+                     cancelled = 'parts_cancelled'}
+    redis.call('HINCRBY', pk, counter[outcome], 1)
+    if outcome ~= 'completed' then redis.call('HSETNX', pk, 'culprit', id) end
+  end
+  return old
+end
+"""
+_LIB = f"local BUCKETS = {{{', '.join(str(b) for b in DURATION_BUCKETS)}}}\n" + _LIB
+
 _CLAIM = """
-local status = redis.call('HGET', KEYS[1], 'status')
+local id, owner = ARGV[4], ARGV[5]
+local jk = jkey(id)
+local status = field(jk, 'status')
 if not status then return 'missing' end
-status = cjson.decode(status)
-if status == 'completed' or status == 'error' then return 'finished' end
-if redis.call('HGET', KEYS[1], 'cancel_requested') == 'true' then return 'cancelled' end
-local holder = redis.call('GET', KEYS[2])
-if holder and holder ~= ARGV[1] then return 'leased' end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-local seq = redis.call('INCR', KEYS[3]) - 1
-redis.call('HSET', KEYS[1], 'status', '"running"', 'job_sequence', tostring(seq),
-           'worker', cjson.encode(ARGV[1]), 'updated_at', ARGV[3])
-local started = redis.call('HGET', KEYS[1], 'job_started')
-if not started or started == 'null' then redis.call('HSET', KEYS[1], 'job_started', ARGV[3]) end
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('SADD', KEYS[4], ARGV[4])
+if TERMINAL[status] then return 'finished' end
+if redis.call('HGET', jk, 'cancel_requested') == 'true' then return 'cancelled' end
+local holder = redis.call('GET', jk .. ':lease')
+if holder and holder ~= owner then return 'leased' end
+redis.call('SET', jk .. ':lease', owner, 'PX', ARGV[6])
+local seq = redis.call('INCR', NS .. ':job_sequence') - 1
+move(id, 'running')
+redis.call('HSET', jk, 'job_sequence', tostring(seq), 'worker', cjson.encode(owner),
+           'updated_at', NOW)
+redis.call('HSETNX', jk, 'started_epoch', ARGV[3])
+if not field(jk, 'job_started') then redis.call('HSET', jk, 'job_started', NOW) end
+redis.call('HINCRBY', jk, 'attempts', 1)
+redis.call('SADD', NS .. ':running', id)
+redis.call('ZREM', dispatched_key(jk, field(jk, 'queue_id')), id)
 return 'claimed'
 """
 
 _CANCEL = """
-local status = redis.call('HGET', KEYS[1], 'status')
+local id = ARGV[4]
+local jk = jkey(id)
+local status = field(jk, 'status')
 if not status then return 'missing' end
-status = cjson.decode(status)
-if status == 'completed' or status == 'error' then return 'finished' end
-redis.call('HSET', KEYS[1], 'cancel_requested', 'true', 'updated_at', ARGV[1])
-if status == 'running' and redis.call('EXISTS', KEYS[2]) == 1 then return 'requested' end
-redis.call('HSET', KEYS[1], 'status', '"error"', 'cancelled', 'true', 'error_type', ARGV[2],
-           'job_ended', ARGV[1])
-redis.call('SREM', KEYS[3], ARGV[3])
+if TERMINAL[status] then return 'finished' end
+redis.call('HSET', jk, 'cancel_requested', 'true', 'updated_at', NOW)
+if status == 'running' and redis.call('EXISTS', jk .. ':lease') == 1 then return 'requested' end
+redis.call('HSET', jk, 'cancelled', 'true', 'error_type', ARGV[5], 'job_ended', NOW)
+move(id, 'error', true)
 return 'cancelled'
 """
 
 _RECOVER = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= '"running"' then
-  redis.call('SREM', KEYS[3], ARGV[2])
+local id = ARGV[4]
+local jk = jkey(id)
+if field(jk, 'status') ~= 'running' then
+  redis.call('SREM', NS .. ':running', id)
   return 0
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'status', '"waiting"', 'updated_at', ARGV[1])
-redis.call('SREM', KEYS[3], ARGV[2])
+if redis.call('EXISTS', jk .. ':lease') == 1 then return 0 end
+move(id, 'waiting')
+redis.call('HSET', jk, 'updated_at', NOW)
 return 1
 """
 
-_FINISH_ONCE = """
-local status = redis.call('HGET', KEYS[1], 'status')
+# ARGV[5] the new status; ARGV[6] when it applies: 'any' job that exists, 'once' a job not
+# finished yet, 'waiting' a waiting job; ARGV[7..] field, JSON value pairs to set with it.
+_TRANSITION = """
+local id, new, mode = ARGV[4], ARGV[5], ARGV[6]
+local jk = jkey(id)
+local status = field(jk, 'status')
 if not status then return 0 end
-status = cjson.decode(status)
-if status == 'completed' or status == 'error' then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
-"""
-
-_START_ONCE = """
-if redis.call('HGET', KEYS[1], 'status') ~= '"waiting"' then return 0 end
-redis.call('HSET', KEYS[1], 'status', '"running"', 'job_started', ARGV[1], 'updated_at', ARGV[1])
+if mode == 'once' and TERMINAL[status] then return 0 end
+if mode == 'waiting' and status ~= 'waiting' then return 0 end
+set_fields(jk, 7)
+move(id, new, TERMINAL[new] and redis.call('HGET', jk, 'cancelled') == 'true')
 return 1
 """
 
 _UPDATE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
+local jk = jkey(ARGV[4])
+if redis.call('EXISTS', jk) == 0 then return 0 end
+set_fields(jk, 5)
 return 1
 """
 
 _RETRY = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'last_error', ARGV[1], 'updated_at', ARGV[2])
+local jk = jkey(ARGV[4])
+if redis.call('EXISTS', jk) == 0 then return 0 end
+redis.call('HINCRBY', jk, 'attempts', 1)
+redis.call('HSET', jk, 'last_error', ARGV[5], 'updated_at', NOW)
+redis.call('HINCRBY', NS .. ':stats', 'retries', 1)
 return 1
 """
 
 _PROGRESS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
-redis.call('HSET', KEYS[1], 'bytes', ARGV[1], 'total_bytes', ARGV[2], 'updated_at', ARGV[3])
-if redis.call('HGET', KEYS[1], 'cancel_requested') == 'true' then return 1 end
+local jk = jkey(ARGV[4])
+if redis.call('EXISTS', jk) == 0 then return 1 end
+local parent = field(jk, 'parent_id')
+set_count(jk, parent, 'bytes', ARGV[5])
+set_count(jk, parent, 'total_bytes', ARGV[6])
+redis.call('HSET', jk, 'updated_at', NOW)
+if redis.call('HGET', jk, 'cancel_requested') == 'true' then return 1 end
 return 0
 """
 
@@ -202,16 +363,20 @@ class JobStore:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.redis = client
         self.keys = Keys(namespace)
-        self._claim = client.register_script(_CLAIM)
-        self._cancel = client.register_script(_CANCEL)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self._finish_once = client.register_script(_FINISH_ONCE)
-        self._start_once = client.register_script(_START_ONCE)
-        self._recover = client.register_script(_RECOVER)
-        self._update = client.register_script(_UPDATE)
-        self._progress = client.register_script(_PROGRESS)
-        self._retry = client.register_script(_RETRY)
+        script = client.register_script
+        self._claim = script(_LIB + _CLAIM)
+        self._cancel = script(_LIB + _CANCEL)
+        self._recover = script(_LIB + _RECOVER)
+        self._transition = script(_LIB + _TRANSITION)
+        self._update = script(_LIB + _UPDATE)
+        self._progress = script(_LIB + _PROGRESS)
+        self._retry = script(_LIB + _RETRY)
+        self._renew = script(_RENEW)
+        self._release = script(_RELEASE)
+
+    def _args(self, job_id: int, *rest: Any) -> list[Any]:
+        """The arguments every `_LIB` script starts with."""
+        return [self.keys.namespace, _encode(utcnow()), repr(time.time()), job_id, *rest]
 
     # -- creating -------------------------------------------------------------------------
 
@@ -224,18 +389,36 @@ class JobStore:
         queue_id: str,
         records: Iterable[Mapping[str, Any]],
         access_token: str | None = None,
+        access_tokens: Mapping[int, str] | None = None,
     ) -> None:
-        """Write new records (each holding its `id`) in one round trip."""
+        """Write new records (each holding its `id`) with their index entries, in pipelined
+        batches: one round trip per `BATCH` jobs. `access_token` is every job's token,
+        `access_tokens` one per job id."""
         now = utcnow()
-        pipe = self.redis.pipeline()
-        for fields in records:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sadd(self.keys.queues, queue_id)
+        for count, fields in enumerate(records, 1):
             job_id = int(fields["id"])
             record = {"queue_id": queue_id, "created_at": now, "updated_at": now, "attempts": 0}
             record.update(fields)
+            status = str(_plain(record.setdefault("status", DownloadJobStatus.WAITING)))
             pipe.hset(self.keys.job(job_id), mapping={k: _encode(v) for k, v in record.items()})
             pipe.zadd(self.keys.queue_jobs(queue_id), {str(job_id): job_id})
-            if access_token:
-                pipe.set(self.keys.secret(job_id), access_token)
+            pipe.zadd(self.keys.queue_status(queue_id, status), {str(job_id): job_id})
+            token = access_token or (access_tokens or {}).get(job_id)
+            if token:
+                pipe.set(self.keys.secret(job_id), token)
+            if count % BATCH == 0:
+                pipe.execute()
+        pipe.execute()
+
+    def dispatched(self, jobs: Iterable[tuple[int, str, int]], now: float) -> None:
+        """Note that these (job id, queue id, priority) were sent to the broker at `now`."""
+        pipe = self.redis.pipeline(transaction=False)
+        for count, (job_id, queue_id, priority) in enumerate(jobs, 1):
+            pipe.zadd(self.keys.dispatched(queue_id, celery_priority(priority)), {job_id: now})
+            if count % BATCH == 0:
+                pipe.execute()
         pipe.execute()
 
     # -- reading --------------------------------------------------------------------------
@@ -245,17 +428,70 @@ class JobStore:
         return _decode(raw) if raw else None
 
     def records(self, job_ids: Iterable[int]) -> list[dict[str, Any]]:
-        pipe = self.redis.pipeline()
+        """The records of these jobs that still exist, in order, in pipelined batches."""
+        found: list[dict[str, Any]] = []
         ids = list(job_ids)
-        for job_id in ids:
-            pipe.hgetall(self.keys.job(job_id))
-        return [_decode(raw) for raw in pipe.execute() if raw]
+        for start in range(0, len(ids), BATCH):
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in ids[start : start + BATCH]:
+                pipe.hgetall(self.keys.job(job_id))
+            found.extend(_decode(raw) for raw in pipe.execute() if raw)
+        return found
 
     def queue_ids(self, queue_id: str) -> list[int]:
         return [int(x) for x in self.redis.zrange(self.keys.queue_jobs(queue_id), 0, -1)]
 
+    def page(
+        self,
+        queue_id: str,
+        status: str | None = None,
+        cursor: int | None = None,
+        limit: int = 50,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Up to `limit` jobs with ids above `cursor`, oldest first, and the cursor of the
+        next page (None on the last). Ids only grow, so a page never shifts when jobs are
+        added or removed; `status` is one of `STATUSES` or `CANCELLED`."""
+        key = self.keys.queue_jobs(queue_id)
+        if status is not None:
+            key = self.keys.queue_status(queue_id, status)
+        low = "-inf" if cursor is None else f"({cursor}"
+        ids = [int(x) for x in self.redis.zrangebyscore(key, low, "+inf", start=0, num=limit)]
+        more = len(ids) == limit and bool(
+            self.redis.zrangebyscore(key, f"({ids[-1]}", "+inf", start=0, num=1)
+        )
+        return self.records(ids), (ids[-1] if more else None)
+
+    def iter_records(self, queue_id: str, status: str | None = None) -> Iterable[dict[str, Any]]:
+        """Every record of the queue (or of one status), a page at a time."""
+        cursor: int | None = None
+        while True:
+            records, cursor = self.page(queue_id, status, cursor, BATCH)
+            yield from records
+            if cursor is None:
+                return
+
     def queue_records(self, queue_id: str) -> list[dict[str, Any]]:
-        return self.records(self.queue_ids(queue_id))
+        return list(self.iter_records(queue_id))
+
+    def counts(self, queue_id: str) -> dict[str, int]:
+        """How many jobs the queue holds in each status (and `cancelled`, a part of `error`),
+        and `total`: O(1), from the indexes."""
+        names = [*STATUSES, CANCELLED]
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.zcard(self.keys.queue_status(queue_id, name))
+        pipe.zcard(self.keys.queue_jobs(queue_id))
+        *sizes, total = pipe.execute()
+        return {**dict(zip(names, sizes, strict=True)), "total": total}
+
+    def running(self, queue_id: str) -> list[dict[str, Any]]:
+        """The queue's running jobs, in id order: O(running)."""
+        key = self.keys.queue_status(queue_id, DownloadJobStatus.RUNNING.value)
+        return self.records(int(x) for x in self.redis.zrange(key, 0, -1))
+
+    def queue_names(self) -> list[str]:
+        """Every queue that ever had a job in this namespace."""
+        return sorted(name.decode() for name in self.redis.smembers(self.keys.queues))
 
     def access_token(self, job_id: int) -> str | None:
         token = self.redis.get(self.keys.secret(job_id))
@@ -267,8 +503,6 @@ class JobStore:
         if record.get("kind") == KIND_MULTIFILE:
             parts = [self.to_model(part) for part in self.records(record.get("part_ids", []))]
             fields = {k: record[k] for k in _MULTI_FIELDS if k in record}
-            fields["bytes"] = sum(part.bytes for part in parts)
-            fields["total_bytes"] = sum(part.total_bytes for part in parts)
             job: DownloadJob | MultiFileDownloadJob = MultiFileDownloadJob(
                 **fields, download_parts=parts
             )
@@ -284,15 +518,7 @@ class JobStore:
     # -- the worker's side ------------------------------------------------------------------
 
     def claim(self, job_id: int, owner: str, lease_seconds: float) -> ClaimResult:
-        result = self._claim(
-            keys=[
-                self.keys.job(job_id),
-                self.keys.lease(job_id),
-                self.keys.job_sequence,
-                self.keys.running,
-            ],
-            args=[owner, int(lease_seconds * 1000), _encode(utcnow()), job_id],
-        )
+        result = self._claim(args=self._args(job_id, owner, int(lease_seconds * 1000)))
         return ClaimResult(result.decode())
 
     def renew(self, job_id: int, owner: str, lease_seconds: float) -> bool:
@@ -300,40 +526,52 @@ class JobStore:
             self._renew(keys=[self.keys.lease(job_id)], args=[owner, int(lease_seconds * 1000)])
         )
 
+    def renew_many(self, leases: Iterable[tuple[int, str]], lease_seconds: float) -> list[bool]:
+        """Renew several (job id, owner) leases in one round trip; answers which still hold."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, owner in leases:
+            self._renew(
+                keys=[self.keys.lease(job_id)], args=[owner, int(lease_seconds * 1000)], client=pipe
+            )
+        return [bool(held) for held in pipe.execute()]
+
     def release(self, job_id: int, owner: str) -> None:
         self._release(keys=[self.keys.lease(job_id)], args=[owner])
 
     def update(self, job_id: int, **fields: Any) -> None:
         """Set fields of an existing job; a job removed meanwhile (pruned, cleared) stays gone."""
-        fields["updated_at"] = utcnow()
-        flat = [item for key, value in fields.items() for item in (key, _encode(value))]
-        self._update(keys=[self.keys.job(job_id)], args=flat)
+        self._update(args=self._args(job_id, *_flat(fields)))
 
     def cancel_requested(self, job_id: int) -> bool:
         return self.redis.hget(self.keys.job(job_id), "cancel_requested") == b"true"
 
     def record_retry(self, job_id: int, reason: str) -> None:
         """Count one more attempt; like `update`, a job removed meanwhile stays gone."""
-        self._retry(keys=[self.keys.job(job_id)], args=[_encode(reason), _encode(utcnow())])
+        self._retry(args=self._args(job_id, _encode(reason)))
 
     def report_progress(self, job_id: int, current: int, total: int) -> bool:
         """Store the byte counts and answer whether the job should stop (cancelled, or removed
         from the queue), in one round trip."""
-        stop = self._progress(
-            keys=[self.keys.job(job_id)], args=[current, total, _encode(utcnow())]
-        )
-        return bool(stop)
+        return bool(self._progress(args=self._args(job_id, current, total)))
 
     def finish(self, job_id: int, status: DownloadJobStatus, **fields: Any) -> None:
-        self._set_and_leave_running(job_id, status=status, job_ended=utcnow(), **fields)
+        self._move(job_id, status, "any", job_ended=utcnow(), **fields)
 
     def requeue(self, job_id: int) -> None:
         """Back to waiting, for a worker that hands its job back on shutdown."""
-        self._set_and_leave_running(job_id, status=DownloadJobStatus.WAITING)
+        self._move(job_id, DownloadJobStatus.WAITING, "any")
 
-    def _set_and_leave_running(self, job_id: int, **fields: Any) -> None:
-        self.update(job_id, **fields)
-        self.redis.srem(self.keys.running, job_id)
+    def finish_once(self, job_id: int, status: DownloadJobStatus, **fields: Any) -> bool:
+        """Finish a job unless it has finished already; True for the one caller that did."""
+        return self._move(job_id, status, "once", job_ended=utcnow(), **fields)
+
+    def start_once(self, job_id: int) -> bool:
+        """Mark a waiting job running; True for the one caller that did."""
+        return self._move(job_id, DownloadJobStatus.RUNNING, "waiting", job_started=utcnow())
+
+    def _move(self, job_id: int, status: DownloadJobStatus, mode: str, **fields: Any) -> bool:
+        fields["updated_at"] = utcnow()
+        return bool(self._transition(args=self._args(job_id, status.value, mode, *_flat(fields))))
 
     def orphans(self) -> list[int]:
         """Running jobs whose lease is gone: their worker died. Each is set back to waiting
@@ -341,24 +579,9 @@ class JobStore:
         found = []
         for raw in self.redis.smembers(self.keys.running):
             job_id = int(raw)
-            recovered = self._recover(
-                keys=[self.keys.job(job_id), self.keys.lease(job_id), self.keys.running],
-                args=[_encode(utcnow()), job_id],
-            )
-            if recovered:
+            if self._recover(args=self._args(job_id)):
                 found.append(job_id)
         return found
-
-    def finish_once(self, job_id: int, status: DownloadJobStatus, **fields: Any) -> bool:
-        """Finish a job unless it has finished already; True for the one caller that did."""
-        now = utcnow()
-        fields.update(status=status, job_ended=now, updated_at=now)
-        flat = [item for key, value in fields.items() for item in (key, _encode(value))]
-        return bool(self._finish_once(keys=[self.keys.job(job_id)], args=flat))
-
-    def start_once(self, job_id: int) -> bool:
-        """Mark a waiting job running; True for the one caller that did."""
-        return bool(self._start_once(keys=[self.keys.job(job_id)], args=[_encode(utcnow())]))
 
     def gate(self, job_id: int, seconds: float) -> bool:
         """True at most once every `seconds` per job, across every worker (a shared throttle)."""
@@ -368,15 +591,87 @@ class JobStore:
     # -- the client's side ------------------------------------------------------------------
 
     def cancel(self, job_id: int) -> CancelResult:
-        result = self._cancel(
-            keys=[self.keys.job(job_id), self.keys.lease(job_id), self.keys.running],
-            args=[_encode(utcnow()), _encode(CANCELLED_ERROR_TYPE), job_id],
-        )
-        return CancelResult(result.decode())
+        return self.cancel_many([job_id])[0]
+
+    def cancel_many(self, job_ids: Iterable[int]) -> list[CancelResult]:
+        """Cancel several jobs in pipelined batches; answers what became of each."""
+        ids = list(job_ids)
+        results: list[CancelResult] = []
+        for start in range(0, len(ids), BATCH):
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in ids[start : start + BATCH]:
+                self._cancel(args=self._args(job_id, _encode(CANCELLED_ERROR_TYPE)), client=pipe)
+            results.extend(CancelResult(raw.decode()) for raw in pipe.execute())
+        return results
 
     def remove(self, queue_id: str, job_ids: Iterable[int]) -> None:
-        pipe = self.redis.pipeline()
-        for job_id in job_ids:
+        """Forget jobs: their records, secrets, leases and every index entry, in batches."""
+        index_keys = [
+            self.keys.queue_jobs(queue_id),
+            self.keys.queue_ended(queue_id),
+            *(self.keys.queue_status(queue_id, name) for name in (*STATUSES, CANCELLED)),
+        ]
+        pipe = self.redis.pipeline(transaction=False)
+        for count, job_id in enumerate(job_ids, 1):
             pipe.delete(self.keys.job(job_id), self.keys.secret(job_id), self.keys.lease(job_id))
-            pipe.zrem(self.keys.queue_jobs(queue_id), str(job_id))
+            for key in index_keys:
+                pipe.zrem(key, str(job_id))
+            pipe.srem(self.keys.running, job_id)
+            if count % BATCH == 0:
+                pipe.execute()
         pipe.execute()
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def heartbeat(self, name: str, ttl: float, jobs: int) -> None:
+        """Say worker `name` is alive for `ttl` seconds, running `jobs` downloads."""
+        now = time.time()
+        info = json.dumps({"name": name, "jobs": jobs, "seen": now})
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self.keys.worker(name), info, px=max(1, int(ttl * 1000)))
+        pipe.zadd(self.keys.workers, {name: now + ttl})
+        pipe.execute()
+
+    def forget_worker(self, name: str) -> None:
+        """A worker that stops says so instead of letting its heartbeat run out."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(self.keys.worker(name))
+        pipe.zrem(self.keys.workers, name)
+        pipe.execute()
+
+    def live_workers(self) -> list[str]:
+        """Names of the workers whose heartbeat has not run out: O(workers), no broadcast.
+        The ones that ran out are dropped from the index on the way."""
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(self.keys.workers, "-inf", now)
+        pipe.zrange(self.keys.workers, 0, -1)
+        return sorted(name.decode() for name in pipe.execute()[1])
+
+    # -- retention ----------------------------------------------------------------------------
+
+    def expire(self, queue_id: str, ended_before: float, limit: int = BATCH) -> list[int]:
+        """Remove up to `limit` jobs of the queue that ended before `ended_before` (epoch
+        seconds); answers their ids. O(expired): the ended index is sorted by time."""
+        key = self.keys.queue_ended(queue_id)
+        ids = [int(x) for x in self.redis.zrangebyscore(key, "-inf", f"({ended_before}", 0, limit)]
+        self.remove(queue_id, ids)
+        return ids
+
+    def sweep_expired(self, queue_id: str, ttl: float) -> int:
+        """Retention: remove the queue's jobs that ended more than `ttl` seconds ago (0 keeps
+        them); answers how many went."""
+        if ttl <= 0:
+            return 0
+        removed = 0
+        while batch := self.expire(queue_id, time.time() - ttl):
+            removed += len(batch)
+        return removed
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def _flat(fields: Mapping[str, Any]) -> list[str]:
+    return [item for key, value in fields.items() for item in (key, _encode(value))]

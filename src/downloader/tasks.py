@@ -12,7 +12,6 @@ from celery import Task, shared_task
 from celery.signals import worker_ready, worker_shutting_down
 
 from downloader.celery_app import DownloaderApp
-from downloader.parents import settle
 from downloader.recovery import OrphanWatch
 from downloader.runner import run_download, tidy_cancelled
 
@@ -38,12 +37,6 @@ def download(self: Task, job_id: int) -> dict[str, object]:
     return {"job_id": job_id, "outcome": outcome}
 
 
-@shared_task(bind=True, name="downloader.finish_multifile")
-def finish_multifile(self: Task, parent_id: int) -> dict[str, object]:
-    """The chord body: runs once every part has returned and settles their parent."""
-    return {"job_id": parent_id, "outcome": settle(self.app, parent_id)}
-
-
 @shared_task(bind=True, name="downloader.discard")
 def discard(self: Task, job_id: int) -> dict[str, object]:
     """Remove the partial file of a job cancelled after its worker died."""
@@ -63,7 +56,7 @@ def _hand_back_running_jobs(sender: object = None, **_: object) -> None:
 
 @worker_ready.connect
 def _watch_for_orphans(sender: object = None, **_: object) -> None:
-    """Every worker process also requeues the jobs of workers that died."""
+    """Every worker process keeps a heartbeat and requeues the jobs of workers that died."""
     app = getattr(sender, "app", None)
     if isinstance(app, DownloaderApp):
-        OrphanWatch(app).start()
+        OrphanWatch(app, getattr(sender, "hostname", None)).start()

@@ -109,6 +109,8 @@ class TransferRequest:
     speed_window: float = 60.0
     reserve: Callable[[Path], bool] = field(default=lambda path: True)
     """Claims a server-chosen final path for this job; False when another job holds it."""
+    release: Callable[[Path], None] = field(default=lambda path: None)
+    """Gives back a path `reserve` claimed but the job does not use."""
 
 
 @dataclass
@@ -362,12 +364,16 @@ class _Fetch:
         self.request.dest.mkdir(parents=True, exist_ok=True)
         for number in range(_MAX_DISTINCT_NAMES):
             candidate = self.request.dest / distinct_name(name, number)
+            # Reserve first, then look: a job renames its file into place before it lets go
+            # of the name, so what the disk shows now is final for this name.
+            if not self.request.reserve(candidate):
+                continue
             if candidate.exists() or candidate.is_symlink():
                 record = read_record(candidate) if candidate.is_file() else None
                 if record is None or record.source.url != self.request.url:
+                    self.request.release(candidate)
                     continue  # someone else's file: never overwrite it
-            if self.request.reserve(candidate):
-                return candidate
+            return candidate
         raise DestinationBusyError(
             f"{_MAX_DISTINCT_NAMES} files named like {name} already exist in "
             f"{self.request.dest}; choose another destination"
