@@ -11,7 +11,9 @@ Query `rate=<bytes per second>` sends slowly (in small pieces); `norange=1` igno
 `Retry-After: 0`); `drop=<bytes>` closes the connection after that many body bytes (first GET
 of that URL only); `stall=<bytes>` stops sending after that many bytes, holding the
 connection open (first GET only).
-Every request is logged in `requests` as (method, path, headers).
+Every request is logged in `requests` as (method, path, headers). `gate`, when set, sees
+every request (logged request, query) first and may refuse it: it answers (status, headers)
+or None to let it through (the hub tests' CDN checks signed URLs with it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +35,10 @@ class LoggedRequest:
     headers: dict[str, str]
 
 
+Refusal = tuple[int, dict[str, str]]
+"""A status and headers to answer instead of the file."""
+
+
 class _QuietServer(ThreadingHTTPServer):
     def handle_error(self, request: object, client_address: object) -> None:
         """Clients hang up mid-request on purpose here (cancels, skips); that is no error."""
@@ -43,6 +50,7 @@ class Origin:
         self.requests: list[LoggedRequest] = []
         self.token = "s3cret-token"
         self.hits: dict[str, int] = {}
+        self.gate: Callable[[LoggedRequest, dict[str, str]], Refusal | None] | None = None
         self._lock = threading.Lock()
         self.server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
@@ -100,9 +108,11 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
         def handle_request(self, body: bool) -> None:
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            seen = origin.log(
-                LoggedRequest(self.command, url.path, dict(self.headers.items())), self.path
-            )
+            logged = LoggedRequest(self.command, url.path, dict(self.headers.items()))
+            seen = origin.log(logged, self.path)
+            refusal = origin.gate(logged, query) if origin.gate is not None else None
+            if refusal is not None:
+                return self.empty(*refusal)
             route, _, name = url.path.lstrip("/").partition("/")
             if body and seen < int(query.get("fail", 0)):
                 return self.empty(int(query.get("code", 503)), {"Retry-After": "0"})
