@@ -240,6 +240,31 @@ def test_an_expired_cdn_link_mid_download_resumes_with_a_range_request(
     assert service.id_to_job(job.id).attempts >= 3
 
 
+def test_segments_whose_cdn_link_expired_each_take_a_fresh_one_and_resume(
+    hub: HubOrigin,
+    monkeypatch: pytest.MonkeyPatch,
+    make_service: Callable[..., DownloadQueueService],
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("DOWNLOADER_SEGMENTS", "4")
+    monkeypatch.setenv("DOWNLOADER_SEGMENT_THRESHOLD", str(MiB))
+    service = make_service(max_parallel_dl=1)
+    data = os.urandom(4 * MiB)
+    hub.add_repo(REPO, {"big.safetensors": data})
+    hub.expire_after_bytes = 64 * KiB  # the first link expires under the size probe
+    hub.stale_redirects = 2  # and two segments are handed it again
+    job = service.download(f"hf://{REPO}/big.safetensors", tmp_path)
+    service.wait_for_job(job, timeout=30)
+
+    assert job.status == DownloadJobStatus.COMPLETED, job.error
+    assert sha256(job.download_path) == digest(data)
+    cdn = hub.hub_seen("cdn")
+    assert [s.status for s in cdn].count(403) == 2
+    ranged = [s.range for s in cdn if s.status == 206]
+    starts = {int(r.removeprefix("bytes=").split("-")[0]) for r in ranged if r}
+    assert {0, MiB, 2 * MiB, 3 * MiB} <= starts  # every segment was fetched by range
+
+
 def test_a_403_is_retried_only_when_it_comes_from_where_the_source_redirected(
     hub: HubOrigin, tmp_path: Path
 ) -> None:
