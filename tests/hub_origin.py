@@ -13,6 +13,7 @@ the downloader uses, shaped after the answers huggingface_hub reads:
 - Errors with the hub's `X-Error-Code`/`X-Error-Message`: `RepoNotFound` (401 without a token,
   404 with one) for a missing or private repo, `RevisionNotFound`, `EntryNotFound`, and
   `GatedRepo` for a gated repo's files (401 without a token, 403 with one not granted).
+  With `failing` set, it is a mirror that fails: every answer is a 503.
 
 The CDN is an `Origin` (Range, ETag, `drop=`) whose gate admits only URLs the hub signed and
 refuses expired ones with 403, as S3/CloudFront do. `expire_after_bytes` makes the first link
@@ -87,6 +88,8 @@ class HubOrigin:
         self.page_size = 2
         self.expire_after_bytes: int | None = None
         self.stale_redirects = 0
+        self.failing = False
+        """A mirror that fails: every answer is a 503."""
         self.seen: list[Seen] = []
         self._links: dict[str, _Link] = {}
         self._cached: dict[tuple[str, str], str] = {}
@@ -203,6 +206,8 @@ def _handler_for(hub: HubOrigin) -> type[BaseHTTPRequestHandler]:
             self.body = body
             self.seen = Seen("hub", self.command, url.path, self.headers.get("Authorization"))
             hub.record(self.seen)
+            if hub.failing:
+                return self.json({"error": "upstream unavailable"}, {}, 503)
             parts = [unquote(p) for p in url.path.strip("/").split("/")]
             if parts[0] == "api" and len(parts) >= 6 and parts[1] in _KINDS:
                 repo = self.repo(_KINDS[parts[1]], f"{parts[2]}/{parts[3]}")

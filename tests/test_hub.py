@@ -16,6 +16,7 @@ import requests
 from downloader import DownloadJobStatus, DownloadQueueService
 from downloader.hub import (
     GatedRepoError,
+    HubError,
     HubRef,
     RepoNotFoundError,
     RevisionNotFoundError,
@@ -218,6 +219,25 @@ def test_a_gated_or_private_repo_says_which_and_what_to_do(
     # Refused before anything was queued or fetched.
     assert service.list_jobs() == [] and hub.hub_seen("cdn") == []
     assert {s.method for s in hub.hub_seen("hub") if "/resolve/" in s.path} == {"HEAD"}
+
+
+def test_a_failing_hub_mirror_or_an_unreachable_one_is_a_clear_error(
+    hub: HubOrigin,
+    monkeypatch: pytest.MonkeyPatch,
+    make_service: Callable[..., DownloadQueueService],
+    tmp_path: Path,
+) -> None:
+    hub.add_repo(REPO, repo_files())
+    hub.failing = True
+    service = make_service(start_worker=False)  # nothing gets as far as a worker
+    with pytest.raises(HubError, match=f"the hub at {hub.endpoint} answered HTTP 503"):
+        service.repo_download(REPO, tmp_path)
+    closed = HubOrigin()  # bound, never started: nothing answers there
+    closed.server.server_close()
+    monkeypatch.setenv("DOWNLOADER_HF_ENDPOINT", closed.endpoint)
+    with pytest.raises(HubError, match=r"could not reach the hub .* DOWNLOADER_HF_ENDPOINT"):
+        make_service(start_worker=False).download(f"hf://{REPO}/README.md", tmp_path)
+    assert service.list_jobs() == []
 
 
 def test_an_expired_cdn_link_mid_download_resumes_with_a_range_request(

@@ -183,10 +183,23 @@ class _Hub:
         return f"{self.repo_url}/resolve/{commit}/{quote(path)}"
 
     def get(self, url: str, what: str, **params: str) -> requests.Response:
+        return self.request("GET", url, what, params=params)
+
+    def request(self, method: str, url: str, what: str, **options: Any) -> requests.Response:
+        """One request to the hub with the token; refuses any other origin, so a hostile
+        answer (a pagination link elsewhere) cannot take the token with it."""
         if origin(url) != origin(self.endpoint):
             raise HubError(f"the hub at {self.endpoint} pointed {what} to another host; refused")
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        response = self.session.get(url, headers=headers, params=params, timeout=self.timeout)
+        try:
+            response = self.session.request(
+                method, url, headers=headers, timeout=self.timeout, **options
+            )
+        except requests.RequestException as exc:
+            raise HubError(
+                f"could not reach the hub at {self.endpoint} for {what} ({type(exc).__name__}); "
+                "try again later, or set DOWNLOADER_HF_ENDPOINT to another mirror"
+            ) from None
         self.check(response, what)
         return response
 
@@ -249,11 +262,7 @@ class _Hub:
     def check_access(self, url: str) -> None:
         """Ask for one file without following the CDN redirect: a gated repo answers here,
         before any job is queued, rather than in every part's worker."""
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        response = self.session.head(
-            url, headers=headers, allow_redirects=False, timeout=self.timeout
-        )
-        self.check(response, f"a file of {self.ref.repo_id}")
+        self.request("HEAD", url, f"a file of {self.ref.repo_id}", allow_redirects=False)
 
     def check(self, response: requests.Response, what: str) -> None:
         """Turn the hub's error answers (its `X-Error-Code`) into errors that say what to do."""
@@ -290,7 +299,7 @@ class _Hub:
             )
         raise HubError(
             f"the hub at {self.endpoint} answered HTTP {response.status_code} for {what}; "
-            "try again later"
+            "try again later, or set DOWNLOADER_HF_ENDPOINT to another mirror"
         )
 
 
