@@ -22,6 +22,7 @@ from downloader.hub import (
     RevisionNotFoundError,
     parse_hf_url,
     resolve_repo,
+    token_for,
 )
 from downloader.retry import is_retriable
 from tests.hub_origin import HubOrigin
@@ -306,6 +307,37 @@ def test_a_403_is_retried_only_when_it_comes_from_where_the_source_redirected(
     assert is_retriable(requests.HTTPError("Forbidden", response=expired))
     assert gated.status_code == 403 and not gated.history
     assert not is_retriable(requests.HTTPError("Forbidden", response=gated))
+
+
+@pytest.mark.parametrize("hostile", ["../escape.json", "/etc/cron.d/evil.json"])
+def test_a_listing_with_a_path_outside_the_repo_is_refused_before_anything_is_queued(
+    hub: HubOrigin,
+    make_service: Callable[..., DownloadQueueService],
+    tmp_path: Path,
+    hostile: str,
+) -> None:
+    hub.add_repo(REPO, {"config.json": b"{}", hostile: b"{}"})
+    service = make_service(start_worker=False)
+    with pytest.raises(HubError, match="a file path that is not safe"):
+        service.repo_download(REPO, tmp_path)
+    assert service.list_jobs() == [] and list(tmp_path.iterdir()) == []
+
+
+def test_each_hub_token_goes_to_its_own_origin_only(
+    hub: HubOrigin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_a")
+    monkeypatch.setenv("CIVITAI_API_TOKEN", "civ_b")
+    assert token_for(f"{hub.endpoint}/acme/x/resolve/main/a.bin") == "hf_a"
+    assert token_for("https://civitai.com/api/download/models/12345") == "civ_b"
+    assert token_for("https://www.civitai.com/api/download/models/12345") == "civ_b"
+    for elsewhere in (
+        hub.cdn.url("/files/x"),  # same host, another port: another origin
+        "https://huggingface.co/acme/x/resolve/main/a.bin",  # not the configured hub
+        "https://civitai.com.example.net/api/download/models/1",
+        "http://civitai.com/api/download/models/1",  # never in clear text
+    ):
+        assert token_for(elsewhere) is None, elsewhere
 
 
 def test_hf_addresses_name_repos_kinds_revisions_and_paths() -> None:

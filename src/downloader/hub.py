@@ -340,8 +340,9 @@ def resolve_repo(
     session: requests.Session | None = None,
 ) -> ResolvedRepo:
     """Pin `repo` at `revision` to a commit and list the files to fetch (the REST API and the
-    CLI call this too). `repo` is `owner/name`, an `hf://` address, or a `HubRef`; `token`
-    defaults to the HF token found in the environment."""
+    CLI call this too). `repo` is `owner/name`, an `hf://` address (whose own kind, revision
+    and folder then apply), or a `HubRef`; `token` defaults to the HF token found in the
+    environment."""
     if isinstance(repo, str):
         repo = parse_hf_url(repo) if is_hub_source(repo) else HubRef(repo, repo_type, revision)
     settings = settings or Settings()
