@@ -17,7 +17,9 @@ connection open (first GET only); `failafter=<n>` answers every GET from the (n+
 says; `ignoreifrange=1` answers a Range with 206 whatever `If-Range` says (a broken cache).
 A name with `versions` (a list of bytes) serves its k-th version on its k-th GET (the last one
 from then on), each with its own ETag. `If-None-Match` with the current ETag gets 304.
-Every request is logged in `requests` as (method, path, headers).
+Every request is logged in `requests` as (method, path, headers). `gate`, when set, sees
+every request (logged request, query) first and may refuse it: it answers (status, headers)
+or None to let it through (the hub tests' CDN checks signed URLs with it).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import gzip
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +40,10 @@ class LoggedRequest:
     method: str
     path: str
     headers: dict[str, str]
+
+
+Refusal = tuple[int, dict[str, str]]
+"""A status and headers to answer instead of the file."""
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -52,6 +59,7 @@ class Origin:
         self.hits: dict[str, int] = {}
         self.versions: dict[str, list[bytes]] = {}
         self.name_hits: dict[str, int] = {}
+        self.gate: Callable[[LoggedRequest, dict[str, str]], Refusal | None] | None = None
         self._lock = threading.Lock()
         self.server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
@@ -119,9 +127,11 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
         def handle_request(self, body: bool) -> None:
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            seen = origin.log(
-                LoggedRequest(self.command, url.path, dict(self.headers.items())), self.path
-            )
+            logged = LoggedRequest(self.command, url.path, dict(self.headers.items()))
+            seen = origin.log(logged, self.path)
+            refusal = origin.gate(logged, query) if origin.gate is not None else None
+            if refusal is not None:
+                return self.empty(*refusal)
             route, _, name = url.path.lstrip("/").partition("/")
             if body and seen < int(query.get("fail", 0)):
                 return self.empty(int(query.get("code", 503)), {"Retry-After": "0"})

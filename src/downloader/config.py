@@ -69,6 +69,10 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='bearer tokens per host, JSON: {"huggingface.co": "hf_..."}',
     )
+    hf_endpoint: str = Field(
+        default="https://huggingface.co",
+        description="the Hugging Face hub (or a mirror of it) that `hf://` sources resolve on",
+    )
     api_key: SecretStr | None = Field(default=None, description="key the REST API requires")
     download_root: Path = Field(
         default=Path("downloads"), description="the REST API's `dest` is relative to this"

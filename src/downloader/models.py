@@ -151,3 +151,5 @@ class MultiFileDownloadJob(_CallbackMixin):
     error_type: str | None = None
     error: str | None = None
     download_parts: list[DownloadJob] = Field(default_factory=list)
+    revision: str | None = None
+    """For a hub repo: the commit every part comes from."""

@@ -3,6 +3,10 @@
 Transient trouble (a dropped connection, a stall, a 5xx, 408 or 429, a body shorter than
 announced) is retried with exponential backoff and full jitter, honouring `Retry-After`.
 A file still locked by an attempt that is stepping aside is retried too.
+A 403 or 410 from the host a source REDIRECTED to is a signed URL that expired (a hub's CDN
+link): the next attempt asks the source again, gets a fresh link and resumes with Range. A
+403 from the source's own host is a real refusal. An expired link uses up a retry like any
+other, so a CDN that always refuses still fails.
 Everything else (other 4xx, a checksum mismatch, a full disk, a refused address) fails at
 once: trying again would only repeat it.
 """
@@ -15,16 +19,23 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
+from downloader.origins import origin
 from downloader.transfer import DestinationBusyError, IncompleteDownloadError
 
 MAX_DELAY = 60.0
 RETRIABLE_STATUS = frozenset({408, 429})
+EXPIRED_STATUS = frozenset({403, 410})
+"""What a CDN answers for a signed URL past its expiry (S3 and CloudFront: 403)."""
 
 
 def is_retriable(exc: BaseException) -> bool:
     if isinstance(exc, requests.HTTPError):
         status = exc.response.status_code if exc.response is not None else 0
-        return status in RETRIABLE_STATUS or status >= 500
+        return (
+            status in RETRIABLE_STATUS
+            or status >= 500
+            or (status in EXPIRED_STATUS and redirected_elsewhere(exc.response))
+        )
     return isinstance(
         exc,
         requests.ConnectionError
@@ -34,6 +45,13 @@ def is_retriable(exc: BaseException) -> bool:
         # The file's previous writer (an attempt that lost its lease) is about to let go.
         | DestinationBusyError,
     )
+
+
+def redirected_elsewhere(response: requests.Response | None) -> bool:
+    """Whether the answer came from another origin than the URL first asked (the source)."""
+    if response is None or not response.history:
+        return False
+    return origin(response.history[0].url) != origin(response.url)
 
 
 def retry_after(exc: BaseException) -> float | None:

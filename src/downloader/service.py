@@ -25,7 +25,7 @@ import redis
 import requests
 
 from downloader import events as ev
-from downloader import parents
+from downloader import hub, parents
 from downloader.celery_app import DownloaderApp, create_app
 from downloader.config import Settings
 from downloader.embedded import EmbeddedRedis, InProcessWorker
@@ -213,8 +213,16 @@ class DownloadQueueService:
 
         With `sha256`, the file is verified before it takes its final name. `untrusted` marks
         a job from an untrusted caller (the REST API): its worker refuses private addresses
-        unless `DOWNLOADER_ALLOW_PRIVATE_NETWORKS` is set.
+        unless `DOWNLOADER_ALLOW_PRIVATE_NETWORKS` is set. An `hf://` source is resolved here,
+        once, to the hub's file at the commit its revision names now, verified against the
+        hub's SHA-256 (see `downloader.hub`).
         """
+        if hub.is_hub_source(source):
+            part = hub.resolve_file(
+                source, token=access_token, settings=self._settings, session=self._requests_session
+            )
+            source, sha256 = str(part.url), sha256 or part.sha256
+        access_token = access_token or hub.token_for(source, self._settings)
         job, record = self._new_job(
             self.app.store.new_ids(1)[0], source, dest, priority, access_token, sha256, untrusted
         )
@@ -241,6 +249,7 @@ class DownloadQueueService:
         *,
         priority: int = 10,
         untrusted: bool = False,
+        revision: str | None = None,
     ) -> MultiFileDownloadJob:
         """Queue several files under `dest` as one job that ends when its last part does."""
         dest = Path(dest)
@@ -248,7 +257,8 @@ class DownloadQueueService:
         _check_part_paths(parts)
         ids = self.app.store.new_ids(len(parts) + 1)
         job = MultiFileDownloadJob(
-            id=ids[0], dest=dest, priority=priority, download_path=_common_root(dest, parts)
+            id=ids[0], dest=dest, priority=priority, download_path=_common_root(dest, parts),
+            revision=revision,
         )
         job.set_callbacks(
             on_start=on_start, on_progress=on_progress, on_complete=on_complete,
@@ -594,6 +604,55 @@ class DownloadQueueService:
             handler(job)
         except Exception:
             log.exception("%s callback of job %s raised; the job goes on", name, job.id)
+
+    # -- model hubs ---------------------------------------------------------------------------
+
+    def repo_download(
+        self,
+        repo: str,
+        dest: str | Path,
+        *,
+        revision: str = "main",
+        repo_type: str = "model",
+        allow_patterns: Sequence[str] | str | None = None,
+        ignore_patterns: Sequence[str] | str | None = None,
+        priority: int = 10,
+        access_token: str | None = None,
+        on_start: DownloadEventHandler | None = None,
+        on_progress: DownloadEventHandler | None = None,
+        on_complete: DownloadEventHandler | None = None,
+        on_cancelled: DownloadEventHandler | None = None,
+        on_error: DownloadEventHandler | None = None,
+    ) -> MultiFileDownloadJob:
+        """Queue a Hugging Face repo (`owner/name` or `hf://...`) as one multi-file job.
+
+        The revision is pinned to the commit the hub answers now, so every part comes from
+        it (kept on the job as `revision`); files land under `dest/<name>/` and LFS files are
+        verified against the hub's SHA-256. A gated or private repo raises `hub.HubError`
+        saying what to do, before anything is queued.
+        """
+        resolved = hub.resolve_repo(
+            repo,
+            revision=revision,
+            repo_type=repo_type,
+            allow_patterns=allow_patterns,
+            ignore_patterns=ignore_patterns,
+            token=access_token,
+            settings=self._settings,
+            session=self._requests_session,
+        )
+        return self.multifile_download(
+            resolved.files,
+            dest,
+            access_token or hub.token_for(str(resolved.files[0].url), self._settings),
+            on_start,
+            on_progress,
+            on_complete,
+            on_cancelled,
+            on_error,
+            priority=priority,
+            revision=resolved.commit,
+        )
 
 
 def _names_a_directory(dest: str | Path) -> bool:
