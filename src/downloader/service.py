@@ -36,6 +36,7 @@ from downloader.models import (
     DownloadJobStatus,
     MultiFileDownloadJob,
     RemoteModelFile,
+    bearer_token,
 )
 from downloader.reservations import Reservations
 from downloader.store import KIND_MULTIFILE, KIND_SINGLE, utcnow
@@ -222,7 +223,7 @@ class DownloadQueueService:
             **self._record(job), "sha256": sha256, "untrusted": untrusted,
             "dest_is_dir": dest_is_dir,
         }
-        self.app.store.create(self._queue_id, [record], access_token)
+        self.app.store.create(self._queue_id, [record], job.access_token)
         reservations.confirm(owned)
         self.app.submit(job.id, self._queue_id, priority)
         return job
@@ -242,6 +243,7 @@ class DownloadQueueService:
         untrusted: bool = False,
     ) -> MultiFileDownloadJob:
         """Queue several files under `dest` as one job that ends when its last part does."""
+        access_token = bearer_token(access_token)
         dest = Path(dest)
         parts = [RemoteModelFile.model_validate(part) for part in parts]
         _check_part_paths(parts)
