@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
@@ -24,7 +25,7 @@ from downloader import DownloadJob, DownloadJobStatus, DownloadQueueService, Rem
 from downloader.api import create_api
 from downloader.config import Settings
 from downloader.events import Subscription
-from downloader.netguard import ForbiddenAddressError, public_address
+from downloader.netguard import ForbiddenAddressError, public_address, public_only_session
 from downloader.redact import MASK
 from tests.conftest import WorkerProcess
 from tests.origin import Origin
@@ -154,6 +155,15 @@ def test_the_untrusted_proxy_carries_public_targets_only_every_redirect_checked_
     assert proxy.asked == [public, bounce]  # the loopback redirect never left the worker
 
 
+def test_a_target_the_worker_cannot_resolve_is_not_handed_to_the_untrusted_proxy(
+    proxy: RecordingProxy,
+) -> None:
+    session = public_only_session(proxy.url)
+    with pytest.raises(requests.ConnectionError, match="cannot resolve"):
+        session.get("http://no-such-host.invalid/file", timeout=30)
+    assert proxy.asked == []
+
+
 # -- tokens where they enter ------------------------------------------------------------------
 
 BAD_TOKENS = [
@@ -181,6 +191,18 @@ def test_a_token_a_header_cannot_carry_is_refused_without_being_echoed(
         service.multifile_download([part], tmp_path, access_token=token)
     assert "SECRET" not in str(refused.value)
     assert service.list_jobs() == []
+
+
+def test_the_api_refuses_such_a_token_with_a_422_that_does_not_echo_it(
+    namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOWNLOADER_DOWNLOAD_ROOT", str(tmp_path))
+    with TestClient(create_api()) as api:
+        for token in BAD_TOKENS:
+            body = {"source": "http://example.com/f", "dest": "d", "access_token": token}
+            answer = api.post(f"{Q}/enqueue", json=body)
+            assert answer.status_code == 422 and "SECRET" not in answer.text
+        assert api.get(f"{Q}/list").json()["total"] == 0
 
 
 def test_surrounding_whitespace_is_stripped_from_a_job_token(

@@ -150,7 +150,13 @@ class PublicOnlyAdapter(HTTPAdapter):
         # Session.send calls this for the first request and for every redirect alike.
         if select_proxy(request.url or "", proxies):
             target = urlsplit(request.url)
-            public_address(target.hostname or "", target.port or _DEFAULT_PORTS[target.scheme])
+            try:
+                public_address(target.hostname or "", target.port or _DEFAULT_PORTS[target.scheme])
+            except socket.gaierror as exc:  # as a direct connection's DNS failure reads
+                raise requests.ConnectionError(
+                    f"{target.hostname}: cannot resolve it to check it before the proxy ({exc})",
+                    request=request,
+                ) from exc
         return super().send(request, stream, timeout, verify, cert, proxies)
 
 
