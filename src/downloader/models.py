@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from downloader.filenames import ENGINE_SUFFIXES, is_engine_name
+
 _HEADER_SAFE = re.compile(r"[\x20-\x7e]*")
 """Printable ASCII and the space: what an `Authorization` header value may carry as is."""
 
@@ -37,8 +39,6 @@ def bearer_token(token: str | None) -> str | None:
             "ASCII, which an HTTP header cannot carry; check how it was read or pasted"
         )
     return token or None
-
-from downloader.filenames import ENGINE_SUFFIXES, is_engine_name
 
 
 class DownloadJobStatus(StrEnum):
