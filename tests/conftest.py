@@ -121,7 +121,10 @@ def spawn_worker(
     workers: list[WorkerProcess] = []
 
     def spawn(
-        name: str = "w1", concurrency: int = 2, env: dict[str, str] | None = None
+        name: str = "w1",
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+        loglevel: str = "INFO",
     ) -> WorkerProcess:
         log = tmp_path / f"{name}.log"
         process = subprocess.Popen(
@@ -135,7 +138,7 @@ def spawn_worker(
                 "-n",
                 f"{name}@%h",
                 "--loglevel",
-                "INFO",
+                loglevel,
             ],
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,

@@ -5,6 +5,8 @@ Routes (`name` is a file registered with `add`):
 - `/cd/<name>?filename=...`: the same with `Content-Disposition: attachment; filename=...`.
 - `/redirect/<name>`: 302 to `/files/<name>`; `?to=<absolute url>` redirects there instead.
 - `/private/<name>`: 401 unless `Authorization: Bearer <token>` matches `token`.
+- `/echo-auth?to=<url>`: 302 to `<url>` with `auth=<the bearer token it was sent>` added to its
+  query, as a careless origin that puts credentials into a URL does.
 - `/status/<code>`: an empty answer with that status and its standard reason phrase.
 - `/gzip/<name>`: the file gzip-compressed, `Content-Encoding: gzip` (whatever was asked);
   `nolength=1` sends it without a Content-Length, closing the connection at the end.
@@ -142,6 +144,10 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
                 query.pop("stall", None)
             if route == "status":
                 return self.empty(int(name))
+            if route == "echo-auth":
+                token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                glue = "&" if "?" in query["to"] else "?"
+                return self.empty(302, {"Location": f"{query['to']}{glue}auth={token}"})
             if route == "redirect":
                 target = query.get("to") or f"/files/{name}"
                 return self.empty(302, {"Location": target})

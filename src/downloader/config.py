@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from downloader.models import bearer_token
 
 
 def _default_state_dir() -> Path:
@@ -19,7 +21,10 @@ def _default_state_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DOWNLOADER_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DOWNLOADER_", extra="ignore", hide_input_in_errors=True
+    )
+    """Errors never quote their input: it may be a token."""
 
     redis_url: str | None = Field(
         default=None, description="Redis for broker, results, jobs and events; unset: embedded"
@@ -73,6 +78,10 @@ class Settings(BaseSettings):
         default="https://huggingface.co",
         description="the Hugging Face hub (or a mirror of it) that `hf://` sources resolve on",
     )
+    untrusted_proxy: str | None = Field(
+        default=None,
+        description="the only proxy untrusted (REST) jobs use; they ignore HTTP(S)_PROXY",
+    )
     api_key: SecretStr | None = Field(default=None, description="key the REST API requires")
     download_root: Path = Field(
         default=Path("downloads"), description="the REST API's `dest` is relative to this"
@@ -80,3 +89,17 @@ class Settings(BaseSettings):
     allow_private_networks: bool = Field(
         default=False, description="let REST callers download from private addresses"
     )
+
+    @field_validator("host_tokens")
+    @classmethod
+    def _header_safe_tokens(cls, tokens: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        cleaned = {}
+        for host, token in tokens.items():
+            try:
+                value = bearer_token(token.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"DOWNLOADER_HOST_TOKENS[{host!r}]: {exc}") from None
+            if value is None:
+                raise ValueError(f"DOWNLOADER_HOST_TOKENS[{host!r}] is empty")
+            cleaned[host] = SecretStr(value)
+        return cleaned

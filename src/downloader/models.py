@@ -7,15 +7,38 @@ drags a function (or the access token) along.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import AnyHttpUrl, BaseModel, Field, PrivateAttr, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from downloader.filenames import ENGINE_SUFFIXES, is_engine_name
+
+_HEADER_SAFE = re.compile(r"[\x20-\x7e]*")
+"""Printable ASCII and the space: what an `Authorization` header value may carry as is."""
+
+
+def bearer_token(token: str | None) -> str | None:
+    """A token as it may go into `Authorization: Bearer ...`, or None for no token.
+
+    Tokens are read from secret files and pasted from terminals: surrounding whitespace (a
+    final newline) is dropped. Anything else a header cannot carry (a control character, a
+    line break inside) is refused, because requests would otherwise quote the whole header,
+    token included, in its error. The message never repeats the token.
+    """
+    if token is None:
+        return None
+    token = token.strip()
+    if not _HEADER_SAFE.fullmatch(token):
+        raise ValueError(
+            "the access token holds a control character or a character outside printable "
+            "ASCII, which an HTTP header cannot carry; check how it was read or pasted"
+        )
+    return token or None
 
 
 class DownloadJobStatus(StrEnum):
@@ -108,6 +131,14 @@ class DownloadJob(_CallbackMixin):
     attempts: int = 0
     """How many times a worker tried: one per claim plus one per retry."""
     access_token: str | None = Field(default=None, exclude=True, repr=False)
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+    """A validation error must not quote the token it refused."""
+
+    @field_validator("access_token")
+    @classmethod
+    def _header_safe_token(cls, token: str | None) -> str | None:
+        return bearer_token(token)
 
 
 class RemoteModelFile(BaseModel):

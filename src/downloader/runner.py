@@ -25,6 +25,7 @@ from downloader.filestate import discard_partial
 from downloader.leases import Lease
 from downloader.models import DownloadJobCancelledException, DownloadJobStatus
 from downloader.netguard import public_only_session
+from downloader.redact import holding, scrub
 from downloader.reservations import Reservations
 from downloader.retry import backoff, is_retriable
 from downloader.store import CANCELLED_ERROR_TYPE, ClaimResult
@@ -48,7 +49,7 @@ def error_type(exc: BaseException) -> str:
     """The seed's `error_type`: the exception's class and message, e.g. HTTPError(Not Found)."""
     if isinstance(exc, DownloadJobCancelledException):
         return CANCELLED_ERROR_TYPE
-    return f"{type(exc).__name__}({exc})"
+    return scrub(f"{type(exc).__name__}({exc})")
 
 
 class JobRun:
@@ -211,7 +212,8 @@ class JobRun:
             parents.part_started(self.app, self.record["parent_id"])
         self.keeper = self.app.leases.keep(self.job_id, self.owner)
         try:
-            return self.attempt(session)
+            with holding(self.access_token()):  # so that its errors are scrubbed of it
+                return self.attempt(session)
         finally:
             self.keeper.done.set()
             store.release(self.job_id, self.owner)
@@ -231,7 +233,7 @@ class JobRun:
             )
             return "lease lost"
         except Exception as exc:
-            failure = {"error_type": error_type(exc), "error": traceback.format_exc()}
+            failure = {"error_type": error_type(exc), "error": scrub(traceback.format_exc())}
             self.app.store.finish(self.job_id, DownloadJobStatus.ERROR, **failure)
             self.release_paths()
             self.publish(ev.DOWNLOAD_ERROR, source=self.record["source"], **failure)
@@ -322,7 +324,9 @@ def run_download(
     if record is None:
         return ClaimResult.MISSING.value
     if record.get("untrusted") and not app.settings.allow_private_networks:
-        session = _thread_session("public_only", public_only_session)
+        session = _thread_session(
+            "public_only", lambda: public_only_session(app.settings.untrusted_proxy)
+        )
     else:
         session = app.session_override or _thread_session("plain", requests.Session)
     return JobRun(app, job_id, record, worker, on_progress).run(session)

@@ -37,6 +37,7 @@ from downloader.models import (
     DownloadJobStatus,
     MultiFileDownloadJob,
     RemoteModelFile,
+    bearer_token,
 )
 from downloader.reservations import Reservations
 from downloader.store import KIND_MULTIFILE, KIND_SINGLE
@@ -252,6 +253,7 @@ class DownloadQueueService:
         revision: str | None = None,
     ) -> MultiFileDownloadJob:
         """Queue several files under `dest` as one job that ends when its last part does."""
+        access_token = bearer_token(access_token)
         dest = Path(dest)
         parts = [RemoteModelFile.model_validate(part) for part in parts]
         _check_part_paths(parts)

@@ -13,6 +13,7 @@ from celery.signals import worker_ready, worker_shutting_down
 
 from downloader.celery_app import DownloaderApp
 from downloader.recovery import OrphanWatch
+from downloader.redact import scrub_log_handlers
 from downloader.runner import run_download, tidy_cancelled
 
 FLOWER_PROGRESS_AFTER = 1.0
@@ -60,3 +61,11 @@ def _watch_for_orphans(sender: object = None, **_: object) -> None:
     app = getattr(sender, "app", None)
     if isinstance(app, DownloaderApp):
         OrphanWatch(app, getattr(sender, "hostname", None)).start()
+
+
+@worker_ready.connect
+def _scrub_tokens_from_logs(sender: object = None, **_: object) -> None:
+    """A worker's log lines are as public as its error texts: mask every token in them."""
+    app = getattr(sender, "app", None)
+    if isinstance(app, DownloaderApp):
+        scrub_log_handlers(t.get_secret_value() for t in app.settings.host_tokens.values())
