@@ -87,7 +87,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from downloader.api import create_api
     from downloader.api.auth import ApiKeyError, check_exposure, configured_key
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    logging.basicConfig(format="%(levelname)s:     %(message)s")  # warnings, as uvicorn writes them
     try:
         check_exposure(configured_key(Settings()), args.host, args.no_auth)
         app = create_api()
