@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +23,7 @@ from fastapi.testclient import TestClient
 
 from downloader import DownloadQueueService
 from downloader.api import build_api, create_api
+from tests.conftest import cli_env
 from tests.origin import Origin
 from tests.test_queue import wait_until
 
@@ -88,8 +92,7 @@ def test_enqueue_a_file_and_a_multifile_job_and_get_them(
     assert done["error_type"] is None and done["error_message"] is None
 
     parts = [
-        {"url": origin.url("/files/one.bin"), "path": f"m/p{i}.bin", "size": MiB}
-        for i in range(3)
+        {"url": origin.url("/files/one.bin"), "path": f"m/p{i}.bin", "size": MiB} for i in range(3)
     ]
     parts[0]["sha256"] = digest
     multi = enqueue(api, {"parts": parts, "dest": "sets", "access_token": origin.token})
@@ -117,9 +120,7 @@ def test_status_list_paging_current_filters_and_cancelling_a_running_item(
 ) -> None:
     origin.add("slow.bin", os.urandom(2 * MiB))
     origin.add("tiny.bin", b"tiny")
-    (slow,) = enqueue(
-        api, {"source": origin.url("/files/slow.bin?rate=1000000"), "dest": "s"}
-    )
+    (slow,) = enqueue(api, {"source": origin.url("/files/slow.bin?rate=1000000"), "dest": "s"})
     ids = [slow["item_id"]]
     for i in range(5):
         ids.append(
@@ -177,8 +178,13 @@ def test_cancel_clear_prune_and_unknown_ids(
     ]
     multi = enqueue(
         api,
-        {"parts": [{"url": origin.url("/files/a"), "path": "a"},
-                   {"url": origin.url("/files/b"), "path": "b"}], "dest": "m"},
+        {
+            "parts": [
+                {"url": origin.url("/files/a"), "path": "a"},
+                {"url": origin.url("/files/b"), "path": "b"},
+            ],
+            "dest": "m",
+        },
     )
     cancelled = api.post(f"{Q}/i/{ids[0]}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "canceled"
@@ -293,14 +299,26 @@ def test_the_api_key_guards_everything_but_health(
     monkeypatch.setenv("DOWNLOADER_API_KEY", "k3y")
     with TestClient(create_api()) as api:
         routes = [
-            ("get", f"{Q}/status"), ("get", f"{Q}/list"), ("get", f"{Q}/current"),
-            ("get", f"{Q}/i/1"), ("post", f"{Q}/i/1/cancel"), ("delete", f"{Q}/clear"),
-            ("delete", f"{Q}/prune"), ("post", f"{Q}/processor/pause"),
-            ("post", f"{Q}/processor/resume"), ("get", f"{Q}/events"), ("post", f"{Q}/enqueue"),
+            ("get", f"{Q}/status"),
+            ("get", f"{Q}/list"),
+            ("get", f"{Q}/current"),
+            ("get", f"{Q}/i/1"),
+            ("post", f"{Q}/i/1/cancel"),
+            ("delete", f"{Q}/clear"),
+            ("delete", f"{Q}/prune"),
+            ("post", f"{Q}/processor/pause"),
+            ("post", f"{Q}/processor/resume"),
+            ("get", f"{Q}/events"),
+            ("post", f"{Q}/enqueue"),
         ]
         for method, route in routes:
-            for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"},
-                            {"Authorization": "Basic k3y"}, {"Authorization": "k3y"}):
+            for headers in (
+                {},
+                {"X-API-Key": "wrong"},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": "Basic k3y"},
+                {"Authorization": "k3y"},
+            ):
                 answer = api.request(method, route, headers=headers)
                 assert answer.status_code == 401, (method, route, headers)
         assert api.get(f"{Q}/list", headers={"X-API-Key": "k3y"}).status_code == 200
@@ -309,9 +327,59 @@ def test_the_api_key_guards_everything_but_health(
         health = api.get("/health")
         assert health.status_code == 200, health.text
         assert health.json()["redis"] is True and health.json()["workers"] == 1
-        assert api.get("/docs").status_code == 200
-        paths = api.get("/openapi.json").json()["paths"]
+        for page in ("/docs", "/redoc", "/openapi.json", "/no/such/route"):
+            refused = api.get(page)
+            assert refused.status_code == 401, page
+            assert "k3y" not in refused.text and "k3y" not in str(refused.headers)
+        key = {"X-API-Key": "k3y"}
+        assert api.get("/docs", headers=key).status_code == 200
+        assert api.get("/redoc", headers=key).status_code == 200
+        schema = api.get("/openapi.json", headers={"Authorization": "Bearer k3y"}).json()
+        paths = schema["paths"]
         assert {"/api/v1/queue/{queue_id}/enqueue", "/api/v1/queue/{queue_id}/events"} <= set(paths)
+        assert set(schema["components"]["securitySchemes"]) == {"APIKeyHeader", "HTTPBearer"}
+        assert "security" not in paths["/health"]["get"]
+        assert "k3y" not in json.dumps(schema)
+
+
+def test_a_key_read_from_a_secret_file_works_without_its_newline(
+    root: Path, monkeypatch: pytest.MonkeyPatch, namespace: str
+) -> None:
+    monkeypatch.setenv("DOWNLOADER_API_KEY", " s3cret\n")
+    with TestClient(create_api()) as api:
+        assert api.get(f"{Q}/list", headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert api.get(f"{Q}/list", headers={"X-API-Key": " s3cret"}).status_code == 401
+
+
+def test_bodies_over_the_limit_are_413_before_they_are_parsed(
+    root: Path, monkeypatch: pytest.MonkeyPatch, namespace: str
+) -> None:
+    monkeypatch.setenv("DOWNLOADER_API_KEY", "k3y")
+    key = {"X-API-Key": "k3y", "Content-Type": "application/json"}
+    padded = {"source": "http://x/a", "dest": "d", "access_token": "x" * (2 * MiB)}
+    with TestClient(create_api()) as api:
+        for body in (json.dumps(padded).encode(), b"{" * (2 * MiB)):  # valid or not: unread
+            answer = api.post(f"{Q}/enqueue", content=body, headers=key)
+            assert answer.status_code == 413, answer.text
+            chunked = api.post(f"{Q}/enqueue", content=iter([body]), headers=key)
+            assert chunked.status_code == 413, chunked.text
+        small = json.dumps({"source": "http://x/a", "dest": "d"}).encode()
+        pieces = iter([small[:10], small[10:]])  # chunked, under the limit: read and parsed
+        (item,) = api.post(f"{Q}/enqueue", content=pieces, headers=key).json()["items"]
+        assert item["source"] == "http://x/a" and item["status"] == "pending"
+        assert api.get(f"{Q}/status", headers=key).json()["queue"]["total"] == 1
+
+
+def test_the_body_limit_is_a_setting(
+    root: Path, monkeypatch: pytest.MonkeyPatch, namespace: str
+) -> None:
+    monkeypatch.setenv("DOWNLOADER_MAX_BODY_BYTES", "4096")
+    with TestClient(create_api()) as api:
+        body = {"source": "http://x/b", "dest": "d", "access_token": "x" * 3900}
+        assert api.post(f"{Q}/enqueue", json=body).status_code == 200
+        body["access_token"] = "x" * 4100
+        assert api.post(f"{Q}/enqueue", json=body).status_code == 413
+        assert api.get(f"{Q}/status").json()["queue"]["total"] == 1
 
 
 def test_health_is_503_without_a_worker_or_without_redis(
@@ -319,7 +387,9 @@ def test_health_is_503_without_a_worker_or_without_redis(
 ) -> None:
     answer = api.get("/health")
     assert answer.status_code == 503 and answer.json() == {
-        "redis": True, "workers": 0, "worker_names": []
+        "redis": True,
+        "workers": 0,
+        "worker_names": [],
     }
     monkeypatch.setenv("DOWNLOADER_REDIS_URL", f"redis://127.0.0.1:{_free_port()}/0")
     started = time.monotonic()
@@ -443,9 +513,7 @@ def test_the_event_stream_keeps_alive_and_unsubscribes_when_the_client_leaves(
         return dict(client.pubsub_numsub(channel))[channel.encode()]
 
     assert subscribers() == 0
-    with requests.get(
-        f"{served}/api/v1/queue/quiet/events", stream=True, timeout=10
-    ) as stream:
+    with requests.get(f"{served}/api/v1/queue/quiet/events", stream=True, timeout=10) as stream:
         events = _sse(stream.iter_lines(decode_unicode=True))
         assert next(events) == ("comment", "subscribed")
         assert subscribers() == 1
@@ -454,3 +522,194 @@ def test_the_event_stream_keeps_alive_and_unsubscribes_when_the_client_leaves(
         assert next(events) == ("comment", "keep-alive")
         assert time.monotonic() - started < 3
     wait_until(lambda: subscribers() == 0, timeout=5)
+
+
+# -- `downloader api` as a process: start-up checks and memory under hostile bodies ----------
+
+
+class ApiProcess:
+    """A `downloader api` in a process of its own, as an operator starts one."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log: Path, port: int) -> None:
+        self.process, self.log, self.port = process, log, port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def memory_kib(self, field: str) -> int:
+        """`VmRSS` (now) or `VmHWM` (the peak since `reset_peak`) of the process, in KiB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        line = next(line for line in status.splitlines() if line.startswith(f"{field}:"))
+        return int(line.split()[1])
+
+    def reset_peak(self) -> None:
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+
+
+@pytest.fixture
+def start_api(
+    namespace: str, redis_url: str, root: Path, tmp_path: Path
+) -> Iterator[Callable[..., ApiProcess]]:
+    started: list[ApiProcess] = []
+
+    def start(*args: str, key: str | None = None) -> ApiProcess:
+        env = cli_env(namespace, redis_url)
+        env.pop("DOWNLOADER_API_KEY", None)
+        if key is not None:
+            env["DOWNLOADER_API_KEY"] = key
+        port = _free_port()
+        log = tmp_path / f"api-{port}.log"
+        command = [sys.executable, "-m", "downloader", "api", "--port", str(port), *args]
+        process = subprocess.Popen(
+            command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env
+        )
+        api = ApiProcess(process, log, port)
+        started.append(api)
+        wait_until(lambda: _serves(api.url) or process.poll() is not None, timeout=60)
+        return api
+
+    yield start
+    for api in started:
+        if api.process.poll() is None:
+            api.process.terminate()
+            try:
+                api.process.wait(15)
+            except subprocess.TimeoutExpired:
+                api.process.kill()
+                api.process.wait()
+
+
+def _serves(url: str) -> bool:
+    try:
+        requests.get(f"{url}/health", timeout=5)
+        return True
+    except requests.ConnectionError:
+        return False
+
+
+def _run_api(namespace: str, redis_url: str, key: str | None, *args: str) -> subprocess.Popen:
+    env = cli_env(namespace, redis_url)
+    env.pop("DOWNLOADER_API_KEY", None)
+    if key is not None:
+        env["DOWNLOADER_API_KEY"] = key
+    command = [sys.executable, "-m", "downloader", "api", "--port", str(_free_port()), *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def _refused_at_start(process: subprocess.Popen) -> str:
+    """The one line `downloader api` printed when it refused to start (exit status 2)."""
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise AssertionError("downloader api started serving instead of refusing") from None
+    assert process.returncode == 2, (out, err)
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and not out, (out, err)
+    return lines[0]
+
+
+def test_downloader_api_refuses_a_blank_or_unsendable_key(
+    namespace: str, redis_url: str, root: Path
+) -> None:
+    for blank in ("", "   ", "\n"):
+        message = _refused_at_start(_run_api(namespace, redis_url, blank))
+        assert "DOWNLOADER_API_KEY" in message and "blank" in message
+    secret = "s3cr3t\x07value"
+    message = _refused_at_start(_run_api(namespace, redis_url, secret))
+    assert "DOWNLOADER_API_KEY" in message and "s3cr3t" not in message
+
+
+def test_without_a_key_only_loopback_serves_unless_no_auth_is_given(
+    namespace: str, redis_url: str, start_api: Callable[..., ApiProcess]
+) -> None:
+    message = _refused_at_start(_run_api(namespace, redis_url, None, "--host", "0.0.0.0"))
+    assert "DOWNLOADER_API_KEY" in message and "--no-auth" in message
+
+    exposed = start_api("--host", "0.0.0.0", "--no-auth")
+    assert exposed.process.poll() is None, exposed.output()
+    assert "WARNING" in exposed.output() and "authentication is OFF" in exposed.output()
+    assert requests.get(f"{exposed.url}{Q}/status", timeout=30).status_code == 200
+
+    local = start_api()  # 127.0.0.1 by default
+    assert local.process.poll() is None, local.output()
+    assert "authentication is off" in local.output()
+    assert requests.get(f"{local.url}{Q}/status", timeout=30).status_code == 200
+
+    keyed = start_api("--host", "0.0.0.0", "--no-auth", key="k3y")  # the key still holds
+    assert "authentication is" not in keyed.output()
+    assert requests.get(f"{keyed.url}{Q}/status", timeout=30).status_code == 401
+    assert "k3y" not in keyed.output()
+
+
+def _status_line(sock: socket.socket) -> int:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = sock.recv(65536)
+        assert data, f"the server closed the connection without an answer: {head!r}"
+        head += data
+    return int(head.split(b" ", 2)[1])
+
+
+def _post(port: int, headers: dict[str, str], body: Iterator[bytes], answer_first: bool) -> int:
+    """POST a body to the enqueue route on a raw socket; the answer's status. With
+    `answer_first`, the answer must come before a byte of the body is sent."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        sock.sendall(f"POST {Q}/enqueue HTTP/1.1\r\nHost: api\r\n{fields}\r\n".encode())
+
+        def push() -> None:
+            with contextlib.suppress(OSError):  # the server may close once it has answered
+                for piece in body:
+                    sock.sendall(piece)
+
+        if answer_first:
+            status = _status_line(sock)
+            push()
+            return status
+        sender = threading.Thread(target=push)
+        sender.start()
+        try:
+            return _status_line(sock)
+        finally:
+            sender.join(60)
+
+
+def _plain(size: int) -> Iterator[bytes]:
+    piece = b"x" * (64 << 10)
+    for _ in range(size // len(piece)):
+        yield piece
+
+
+def _chunked(size: int) -> Iterator[bytes]:
+    for piece in _plain(size):
+        yield b"%x\r\n%s\r\n" % (len(piece), piece)
+    yield b"0\r\n\r\n"
+
+
+def test_large_bodies_are_refused_unread_and_cost_the_server_no_memory(
+    start_api: Callable[..., ApiProcess],
+) -> None:
+    api = start_api(key="k3y")
+    key = {"X-API-Key": "k3y"}
+    # warm up what every request uses, then measure the peak from here
+    assert requests.get(f"{api.url}{Q}/status", headers=key, timeout=30).status_code == 200
+    assert requests.post(f"{api.url}{Q}/enqueue", json={}, timeout=30).status_code == 401
+    api.reset_peak()
+    before = api.memory_kib("VmRSS")
+
+    size = 50 * MiB
+    json_type = {"Content-Type": "application/json"}
+    sized = {**json_type, "Content-Length": str(size)}
+    chunked = {**json_type, "Transfer-Encoding": "chunked"}
+    assert _post(api.port, sized, _plain(size), answer_first=True) in (401, 413)
+    assert _post(api.port, chunked, _chunked(size), answer_first=True) == 401
+    assert _post(api.port, {**sized, **key}, _plain(size), answer_first=True) == 413
+    assert _post(api.port, {**chunked, **key}, _chunked(size), answer_first=False) == 413
+
+    grown = api.memory_kib("VmHWM") - before
+    assert grown < 20 * 1024, f"the API grew by {grown} KiB"
+    assert requests.get(f"{api.url}{Q}/list", headers=key, timeout=30).json()["total"] == 0
+    assert "k3y" not in api.output()

@@ -9,6 +9,7 @@ suite (`downloader worker`, `api`, `flower`).
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from downloader.api.auth import OPEN_PATHS
 from downloader.celery_app import PRIORITY_LEVELS
 from downloader.cli import build_parser
 from downloader.config import Settings
@@ -167,3 +169,28 @@ def test_the_celery_key_prefix_is_the_one_the_autoscaler_assumes() -> None:
     options = app.conf.broker_transport_options
     assert options["global_keyprefix"] == "downloader:celery:"
     assert options["sep"] == ":" and options["priority_steps"] == list(range(PRIORITY_LEVELS))
+
+
+def test_compose_refuses_to_start_without_the_api_key() -> None:
+    """`${VAR:?message}` makes compose stop with the message when VAR is unset or empty; a
+    default (`:-`) would publish port 8000 with whatever the default says."""
+    value = COMPOSE["services"]["api"]["environment"]["DOWNLOADER_API_KEY"]
+    assert re.fullmatch(r"\$\{DOWNLOADER_API_KEY:\?[^}]*set DOWNLOADER_API_KEY[^}]*\}", value)
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "DOWNLOADER_API_KEY:-" not in text and "DOWNLOADER_API_KEY-" not in text
+
+
+def test_the_api_secret_must_be_filled_and_probes_need_no_key() -> None:
+    secret = next(d for d in MANIFESTS if d["kind"] == "Secret")
+    assert secret["stringData"]["DOWNLOADER_API_KEY"] == ""  # the API refuses to start so
+    api = next(c for c in containers() if c.get("command", [])[:2] == ["downloader", "api"])
+    keyed = next(e for e in api["env"] if e["name"] == "DOWNLOADER_API_KEY")
+    ref = keyed["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == secret["metadata"]["name"] and not ref.get("optional")
+    for probe in ("readinessProbe", "livenessProbe"):
+        path = api[probe].get("httpGet", {}).get("path")
+        assert path is None or path in OPEN_PATHS, f"{probe} {path} needs the key"
+    readme = (ROOT / "deploy" / "README.md").read_text()
+    assert "kubectl -n downloader create secret generic downloader-secrets" in readme
+    assert '--from-literal=DOWNLOADER_API_KEY="$(openssl rand -hex 32)"' in readme
+    assert "refuses to start with an empty or blank key" in readme

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,15 +89,17 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from downloader.api import create_api
+    from downloader.api.auth import ApiKeyError, check_exposure, configured_key
 
+    logging.basicConfig(format="%(levelname)s:     %(message)s")  # warnings, as uvicorn writes them
+    try:
+        check_exposure(configured_key(Settings()), args.host, args.no_auth)
+        app = create_api()
+    except ApiKeyError as exc:
+        print(f"downloader api: {exc}", file=sys.stderr)
+        return 2
     # An open event stream must not keep Ctrl-C waiting for ever.
-    uvicorn.run(
-        create_api(),
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        timeout_graceful_shutdown=5,
-    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
     return 0
 
 
@@ -217,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     api = command("api", "serve the REST API and the event stream (OpenAPI at /docs)")
     api.add_argument("--host", default="127.0.0.1", help="address (default: %(default)s)")
     api.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    api.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve without DOWNLOADER_API_KEY on a non-loopback address: anyone who reaches "
+        "it can use the API (without a key on loopback, or with a key, it is not needed)",
+    )
     api.set_defaults(run=cmd_api)
 
     flower = command(

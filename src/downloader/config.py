@@ -82,7 +82,13 @@ class Settings(BaseSettings):
         default=None,
         description="the only proxy untrusted (REST) jobs use; they ignore HTTP(S)_PROXY",
     )
-    api_key: SecretStr | None = Field(default=None, description="key the REST API requires")
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="key the REST API requires on every route but /health; blank is refused",
+    )
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="largest request body the REST API reads"
+    )
     download_root: Path = Field(
         default=Path("downloads"), description="the REST API's `dest` is relative to this"
     )

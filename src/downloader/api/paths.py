@@ -1,0 +1,26 @@
+"""Confinement of callers' paths to the download root.
+
+A REST caller names a directory relative to `DOWNLOADER_DOWNLOAD_ROOT`; whatever it writes
+(`..`, an absolute path, `~`, a NUL byte, a symlink that points outside) must not make a
+worker write anywhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from fastapi import HTTPException
+
+
+def confined(root: Path, dest: str, what: str = "dest") -> Path:
+    """`root/dest` resolved (symlinks followed), or a 422 when it is not inside `root`."""
+    try:
+        if PurePosixPath(dest).is_absolute() or Path(dest).is_absolute() or dest.startswith("~"):
+            raise HTTPException(422, f"{what} must be relative to the download root, got {dest!r}")
+        root = root.resolve()
+        target = (root / dest).resolve()
+    except (ValueError, OSError) as exc:  # a NUL byte, a symlink loop, a name too long
+        raise HTTPException(422, f"{what} {dest!r} is not a usable path: {exc}") from exc
+    if target != root and root not in target.parents:
+        raise HTTPException(422, f"{what} {dest!r} leaves the download root")
+    return target

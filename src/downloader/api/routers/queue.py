@@ -1,0 +1,136 @@
+"""The queue and its items: enqueue, read, cancel, clear and prune.
+
+Handlers check input and call the service or `queries`; they hold no logic of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from downloader.api import queries
+from downloader.api.context import Ctx
+from downloader.api.paths import confined
+from downloader.api.schemas import (
+    UNFINISHED,
+    ApiStatus,
+    EnqueueRequest,
+    EnqueueResponse,
+    Item,
+    ItemPage,
+    QueueId,
+    QueueStatus,
+    Removed,
+    api_status,
+)
+from downloader.models import RemoteModelFile
+from downloader.service import UnknownJobIDException
+
+router = APIRouter(prefix="/api/v1/queue/{queue_id}")
+
+
+@router.post("/enqueue", response_model=EnqueueResponse, tags=["queue"])
+def enqueue(ctx: Ctx, queue_id: QueueId, body: EnqueueRequest) -> EnqueueResponse:
+    """Queue one URL (`source`) or a multi-file job (`parts`) under `dest`."""
+    root = ctx.settings.download_root
+    dest = confined(root, body.dest)
+    queue = ctx.service(queue_id)
+    try:
+        if body.source is not None:
+            dest.mkdir(parents=True, exist_ok=True)  # an API `dest` is always a directory
+            job = queue.download(
+                str(body.source),
+                dest,
+                priority=body.priority,
+                access_token=body.access_token,
+                sha256=body.sha256,
+                untrusted=True,
+            )
+            ids = [job.id]
+        else:
+            parts = [RemoteModelFile(**part.model_dump()) for part in body.parts or []]
+            for part in parts:  # no part may leave the root through a symlink either
+                confined(root, str(Path(body.dest) / part.path), what="part path")
+            multi = queue.multifile_download(
+                parts,
+                dest,
+                access_token=body.access_token,
+                priority=body.priority,
+                untrusted=True,
+            )
+            ids = [multi.id, *(part.id for part in multi.download_parts)]
+    except (ValueError, OSError) as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return EnqueueResponse(items=queries.items(ctx, ids))
+
+
+@router.get("/status", response_model=QueueStatus, tags=["queue"])
+def status(ctx: Ctx, queue_id: QueueId) -> QueueStatus:
+    """How many items are in each state, and whether workers take this queue's jobs."""
+    counts = queries.counts(ctx, queue_id)
+    return QueueStatus(
+        queue=counts, processor=queries.processor_status(ctx, queue_id, counts.in_progress)
+    )
+
+
+@router.get("/list", response_model=ItemPage, tags=["queue"])
+def list_items(
+    ctx: Ctx,
+    queue_id: QueueId,
+    status: Annotated[ApiStatus | None, Query(description="only items in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, description="items to skip")] = 0,
+    cursor: Annotated[int | None, Query(description="`next_cursor` of the previous page")] = None,
+) -> ItemPage:
+    """The queue's items, oldest first. Page with `cursor` (stable while items come and go)
+    or with `offset`."""
+    return queries.page(ctx, queue_id, status, limit, offset, cursor)
+
+
+@router.get("/current", response_model=Item | None, tags=["queue"])
+def current(ctx: Ctx, queue_id: QueueId) -> Item | None:
+    """The running item that started first, or null."""
+    return queries.current(ctx, queue_id)
+
+
+@router.get("/i/{item_id}", response_model=Item, tags=["items"])
+def get_item(ctx: Ctx, queue_id: QueueId, item_id: int) -> Item:
+    return queries.to_item(ctx, queries.record_or_404(ctx, queue_id, item_id))
+
+
+@router.post("/i/{item_id}/cancel", response_model=Item, tags=["items"])
+def cancel_item(ctx: Ctx, queue_id: QueueId, item_id: int) -> Item:
+    """Cancel an item (a multi-file job: all its parts). A waiting item is `canceled` at
+    once; a running one stops within about a second. A finished item stays as it is."""
+    record = queries.record_or_404(ctx, queue_id, item_id)
+    if api_status(record) in UNFINISHED:
+        queue = ctx.service(queue_id)
+        try:
+            queue.cancel_job(queue.id_to_job(item_id))
+        except UnknownJobIDException as exc:
+            raise HTTPException(404, str(exc)) from exc
+    return queries.to_item(ctx, queries.record_or_404(ctx, queue_id, item_id))
+
+
+@router.delete("/clear", response_model=Removed, tags=["queue"])
+def clear(ctx: Ctx, queue_id: QueueId) -> Removed:
+    """Cancel and remove every unfinished item; running ones stop within about a second."""
+    queue = ctx.service(queue_id)
+    unfinished = queries.unfinished_ids(ctx, queue_id)
+    for item_id in unfinished:
+        with contextlib.suppress(UnknownJobIDException):  # removed meanwhile
+            queue.cancel_job(queue.id_to_job(item_id))
+    queue.app.store.remove(queue_id, unfinished)
+    return Removed(removed=len(unfinished))
+
+
+@router.delete("/prune", response_model=Removed, tags=["queue"])
+def prune(ctx: Ctx, queue_id: QueueId) -> Removed:
+    """Remove finished items. A finished part of a multi-file job that still runs stays
+    until its job ends."""
+    finished = queries.prunable_ids(ctx, queue_id)
+    ctx.store.remove(queue_id, finished)
+    return Removed(removed=len(finished))
