@@ -15,6 +15,8 @@ from functools import cached_property
 import redis
 import requests
 from celery import Celery, Signature, chord
+from kombu.connection import ConnectionPool
+from kombu.pools import ProducerPool
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -97,6 +99,19 @@ class DownloaderApp(Celery):
         )
         self.conf.include = ["downloader.tasks", "downloader.processor"]
 
+    @property
+    def pool(self) -> ConnectionPool:
+        """This app's own broker connections and producers.
+
+        Celery's default is kombu's process-wide pool for the broker URL, shared by every app
+        on that URL: closing one service closed it for the next service of the process
+        (`Acquire on closed pool`), and for any other service still open on the same Redis.
+        """
+        if self._pool is None:
+            self._pool = self.connection_for_write().Pool(limit=self.conf.broker_pool_limit)
+            self.amqp._producer_pool = ProducerPool(self._pool, limit=self._pool.limit)
+        return self._pool
+
     @cached_property
     def redis(self) -> redis.Redis:
         """The client of the job store and events; it rides out a Redis restart by retrying
@@ -144,7 +159,10 @@ class DownloaderApp(Celery):
         """Cancel one job; one that never started is over at once and says so on the bus."""
         result = self.store.cancel(job_id)
         if result is CancelResult.CANCELLED:
-            self.publisher.publish(DOWNLOAD_CANCELLED, queue_id, job_id)
+            record = self.store.record(job_id) or {}
+            self.publisher.publish(
+                DOWNLOAD_CANCELLED, queue_id, job_id, source=record.get("source")
+            )
         return result
 
 

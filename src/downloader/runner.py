@@ -274,7 +274,7 @@ class JobRun:
             cancelled=True,
             error_type=CANCELLED_ERROR_TYPE,
         )
-        self.publish(ev.DOWNLOAD_CANCELLED)
+        self.publish(ev.DOWNLOAD_CANCELLED, source=self.record["source"])
 
     def hand_back(self) -> None:
         """Put the job back as waiting and queue it again; its partial file stays to resume."""
