@@ -143,7 +143,10 @@ def test_basic_queue_download(tmp_path: Path, session: Session) -> None:
 def test_errors(tmp_path: Path, session: Session) -> None:
     queue = DownloadQueueService(requests_session=session)
     queue.start()
-    for bad_url in ["http://www.civitai.com/models/broken", "http://www.civitai.com/models/missing"]:
+    for bad_url in [
+        "http://www.civitai.com/models/broken",
+        "http://www.civitai.com/models/missing",
+    ]:
         queue.download(AnyHttpUrl(bad_url), dest=tmp_path)
     queue.join()
     jobs = queue.list_jobs()
