@@ -11,7 +11,8 @@ Query `rate=<bytes per second>` sends slowly (in small pieces); `norange=1` igno
 `Retry-After: 0`); `drop=<bytes>` closes the connection after that many body bytes (first GET
 of that URL only); `stall=<bytes>` stops sending after that many bytes, holding the
 connection open (first GET only).
-Every request is logged in `requests` as (method, path, headers).
+Every request is logged in `requests` as (method, path, headers); `served` counts the body
+bytes sent per path.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Origin:
         self.requests: list[LoggedRequest] = []
         self.token = "s3cret-token"
         self.hits: dict[str, int] = {}
+        self.served: dict[str, int] = {}
         self._lock = threading.Lock()
         self.server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
@@ -74,6 +76,10 @@ class Origin:
             return [
                 r for r in self.requests if r.method == "GET" and r.path.startswith(path_prefix)
             ]
+
+    def count(self, path: str, sent: int) -> None:
+        with self._lock:
+            self.served[path] = self.served.get(path, 0) + sent
 
     def start(self) -> Origin:
         self.thread.start()
@@ -162,11 +168,13 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
                     return
                 if not rate:
                     self.wfile.write(payload)
+                    origin.count(urlsplit(self.path).path, len(payload))
                     return
                 piece = max(1, rate // 20)
                 for offset in range(0, len(payload), piece):
                     self.wfile.write(payload[offset : offset + piece])
                     self.wfile.flush()
+                    origin.count(urlsplit(self.path).path, len(payload[offset : offset + piece]))
                     time.sleep(piece / rate)
             except OSError:
                 pass

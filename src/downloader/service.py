@@ -188,15 +188,24 @@ class DownloadQueueService:
         *,
         sha256: str | None = None,
         untrusted: bool = False,
+        download_path: Path | None = None,
+        etag: str | None = None,
     ) -> DownloadJob:
         """Queue one URL; it starts as soon as a worker has a free slot.
 
         With `sha256`, the file is verified before it takes its final name. `untrusted` marks
         a job from an untrusted caller (the REST API): its worker refuses private addresses
-        unless `DOWNLOADER_ALLOW_PRIVATE_NETWORKS` is set.
+        unless `DOWNLOADER_ALLOW_PRIVATE_NETWORKS` is set. `download_path` and `etag`, from an
+        earlier job that was stopped, let the worker resume that job's partial file with its
+        first request (a Range request, conditional on the ETag).
         """
         job = DownloadJob(
-            source=source, dest=Path(dest), priority=priority, access_token=access_token
+            source=source,
+            dest=Path(dest),
+            priority=priority,
+            access_token=access_token,
+            download_path=download_path,
+            etag=etag,
         )
         job.set_callbacks(
             on_start=on_start,
