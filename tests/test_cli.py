@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import pty
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -417,3 +421,48 @@ def test_status_pause_resume_prune_clear_and_list_filters(
     assert cleared.stdout.strip() == "cancelled and removed 3 job(s)"
     assert _listed(env) == []
     assert origin.gets("/files/parked") == []
+
+
+def test_on_a_terminal_one_bar_per_file_named_after_it_and_no_second_100_line(
+    origin: Origin, tmp_path: Path
+) -> None:
+    origin.add("a.bin", os.urandom(300_000))
+    origin.add("b.bin", os.urandom(200_000))
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "downloader",
+            "get",
+            origin.url("/files/a.bin"),
+            origin.url("/files/b.bin"),
+            "-d",
+            str(tmp_path),
+        ],
+        env=embedded_env(tmp_path),
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closes when the process exits
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(60) == 0
+    os.close(leader)
+    # What a terminal finally shows on each line: the text after its last carriage return.
+    text = output.decode(errors="replace").replace("\r\n", "\n")
+    shown = [line.split("\r")[-1] for line in text.split("\n")]
+    for name in ("a.bin", "b.bin"):
+        finished = [line for line in shown if line.startswith(f"{name}: 100%")]
+        assert len(finished) == 1, shown
+    assert not any(str(tmp_path) + ":" in line for line in shown)  # never labelled with dest
+    assert any(line.startswith("2 of 2 files,") for line in shown), shown
