@@ -19,7 +19,8 @@ connection open (first GET only); `failafter=<n>` answers every GET from the (n+
 says; `ignoreifrange=1` answers a Range with 206 whatever `If-Range` says (a broken cache).
 A name with `versions` (a list of bytes) serves its k-th version on its k-th GET (the last one
 from then on), each with its own ETag. `If-None-Match` with the current ETag gets 304.
-Every request is logged in `requests` as (method, path, headers). `gate`, when set, sees
+Every request is logged in `requests` as (method, path, headers); `served` counts the body
+bytes sent per path. `gate`, when set, sees
 every request (logged request, query) first and may refuse it: it answers (status, headers)
 or None to let it through (the hub tests' CDN checks signed URLs with it).
 """
@@ -62,6 +63,7 @@ class Origin:
         self.versions: dict[str, list[bytes]] = {}
         self.name_hits: dict[str, int] = {}
         self.gate: Callable[[LoggedRequest, dict[str, str]], Refusal | None] | None = None
+        self.served: dict[str, int] = {}
         self._lock = threading.Lock()
         self.server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
@@ -103,6 +105,10 @@ class Origin:
             return [
                 r for r in self.requests if r.method == "GET" and r.path.startswith(path_prefix)
             ]
+
+    def count(self, path: str, sent: int) -> None:
+        with self._lock:
+            self.served[path] = self.served.get(path, 0) + sent
 
     def start(self) -> Origin:
         self.thread.start()
@@ -214,11 +220,13 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
                     return
                 if not rate:
                     self.wfile.write(payload)
+                    origin.count(urlsplit(self.path).path, len(payload))
                     return
                 piece = max(1, rate // 20)
                 for offset in range(0, len(payload), piece):
                     self.wfile.write(payload[offset : offset + piece])
                     self.wfile.flush()
+                    origin.count(urlsplit(self.path).path, len(payload[offset : offset + piece]))
                     time.sleep(piece / rate)
             except OSError:
                 pass

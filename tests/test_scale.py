@@ -56,8 +56,14 @@ def test_three_workers_share_300_jobs_each_file_fetched_once(
     assert len(ids) == 306
 
     client = make_service(start_worker=False)
-    wait_until(lambda: any(j.status == DownloadJobStatus.RUNNING for j in client.list_jobs()))
     stopped = workers[0]
+
+    def claimed_by_the_first_worker() -> bool:
+        # A durable fact (the record keeps its worker), not a state that may already be past.
+        records = client.app.store.records(ids)
+        return any(str(r.get("worker") or "").startswith("w1@") for r in records)
+
+    wait_until(claimed_by_the_first_worker, timeout=60)
     stopped.process.send_signal(signal.SIGTERM)  # mid-run: it hands its downloads back
     stopped.process.wait(30)
 

@@ -19,6 +19,8 @@ from functools import cached_property
 import redis
 import requests
 from celery import Celery
+from kombu.connection import ConnectionPool
+from kombu.pools import ProducerPool
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -97,6 +99,19 @@ class DownloaderApp(Celery):
             worker_redirect_stdouts=False,
         )
         self.conf.include = ["downloader.tasks", "downloader.processor"]
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """This app's own broker connections and producers.
+
+        Celery's default is kombu's process-wide pool for the broker URL, shared by every app
+        on that URL: closing one service closed it for the next service of the process
+        (`Acquire on closed pool`), and for any other service still open on the same Redis.
+        """
+        if self._pool is None:
+            self._pool = self.connection_for_write().Pool(limit=self.conf.broker_pool_limit)
+            self.amqp._producer_pool = ProducerPool(self._pool, limit=self._pool.limit)
+        return self._pool
 
     @cached_property
     def redis(self) -> redis.Redis:

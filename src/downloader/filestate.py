@@ -126,8 +126,9 @@ def engine_files(path: Path) -> list[Path]:
 def discard_partial(path: Path, owner: int | None) -> bool:
     """Remove the partial file of final `path` and its state, when `owner` owns them.
 
-    A partial nobody is writing (no lock held) whose state names `owner` is removed; one that
-    another job owns now, or that is being written, stays. Answers whether it was removed.
+    A partial nobody is writing (no lock held) whose state names `owner` (or any owner, for
+    None) is removed; one that another job owns now, or that is being written, stays.
+    Answers whether it was removed.
     """
     partial = partial_path(path)
     state = PartialState.load(state_path(partial))
@@ -137,8 +138,7 @@ def discard_partial(path: Path, owner: int | None) -> bool:
         fd = os.open(partial, os.O_RDWR)
     except FileNotFoundError:
         for leftover in engine_files(path)[1:]:
-            if state is None or state.owner in (owner, None):
-                leftover.unlink(missing_ok=True)
+            leftover.unlink(missing_ok=True)
         return False
     with open(fd, "r+b") as handle:
         try:

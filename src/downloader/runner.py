@@ -102,8 +102,10 @@ class JobRun:
         self.started_published = True
 
     def on_check(self, current: int, total: int) -> None:
-        """Whether the job must stop; the transfer's watchdog asks every half second, so a
-        cancel, a removal or the worker's shutdown is heard whatever the origin's pace."""
+        """Whether the job must stop; the transfer's watchdog asks every half second (and the
+        transfer once more before the rename), so a cancel, a removal or the worker's shutdown
+        is heard whatever the origin's pace."""
+        self.last_report = time.monotonic()
         store = self.app.store
         if self.started_published:
             stop = store.report_progress(self.job_id, current, total)
@@ -117,6 +119,10 @@ class JobRun:
             raise LeaseLost
 
     def on_progress(self, current: int, total: int) -> None:
+        # Bytes that arrive are a chance to look too: a small file may be over before the
+        # watchdog's first look.
+        if time.monotonic() - self.last_report >= self.app.settings.progress_interval:
+            self.on_check(current, total)
         if self.throttle.ready(current, total):
             self.publish_progress(current, total)
 

@@ -209,6 +209,7 @@ class DownloadQueueService:
         *,
         sha256: str | None = None,
         untrusted: bool = False,
+        download_path: Path | None = None,
     ) -> DownloadJob:
         """Queue one URL; it starts as soon as a worker has a free slot.
 
@@ -216,8 +217,11 @@ class DownloadQueueService:
         a job from an untrusted caller (the REST API): its worker refuses private addresses
         unless `DOWNLOADER_ALLOW_PRIVATE_NETWORKS` is set. An `hf://` source is resolved here,
         once, to the hub's file at the commit its revision names now, verified against the
-        hub's SHA-256 (see `downloader.hub`).
+        hub's SHA-256 (see `downloader.hub`). `download_path`, the final path of an earlier
+        job that was stopped, lets this one resume that job's partial file with its first
+        request (a Range request, if the file still has the version the partial was begun on).
         """
+        source = str(source)  # the seed's callers pass pydantic URLs too
         if hub.is_hub_source(source):
             part = hub.resolve_file(
                 source, token=access_token, settings=self._settings, session=self._requests_session
@@ -225,7 +229,8 @@ class DownloadQueueService:
             source, sha256 = str(part.url), sha256 or part.sha256
         access_token = access_token or hub.token_for(source, self._settings)
         job, record = self._new_job(
-            self.app.store.new_ids(1)[0], source, dest, priority, access_token, sha256, untrusted
+            self.app.store.new_ids(1)[0], source, dest, priority, access_token, sha256, untrusted,
+            download_path,
         )
         job.set_callbacks(
             on_start=on_start,
@@ -315,6 +320,7 @@ class DownloadQueueService:
     def _new_job(
         cls, job_id: int, source: str, dest: str | Path, priority: int,
         access_token: str | None, sha256: str | None, untrusted: bool,
+        download_path: Path | None = None,
     ) -> tuple[DownloadJob, dict[str, Any]]:
         """A single job and its record, with `dest` read as a directory or a file path."""
         dest_is_dir = _names_a_directory(dest)
@@ -324,7 +330,7 @@ class DownloadQueueService:
             )
         job = DownloadJob(
             id=job_id, source=source, dest=Path(dest), priority=priority,
-            access_token=access_token,
+            access_token=access_token, download_path=download_path,
         )
         record = {
             **cls._record(job), "sha256": sha256, "untrusted": untrusted,
@@ -336,8 +342,9 @@ class DownloadQueueService:
         """Reserve the explicit file paths (refusing all if another job holds one), write the
         records in batches, then queue the jobs."""
         owned = [
-            (job.id, job.dest) for job, record in zip(jobs, records, strict=True)
-            if not record["dest_is_dir"]
+            (job.id, path) for job, record in zip(jobs, records, strict=True)
+            for path in (None if record["dest_is_dir"] else job.dest, job.download_path)
+            if path is not None
         ]
         reservations = Reservations(self.app.store)
         reservations.acquire(owned, pending=True)

@@ -678,6 +678,7 @@ class _Fetch:
                 f"{self.request.url} has SHA-256 {sha256}, expected "
                 f"{self.request.sha256}; the bad file was removed"
             )
+        self.hooks.check(result.bytes, result.total_bytes)  # a cancel still wins until now
         write_record(handle.fileno(), CompletedRecord(source=state.source, sha256=sha256))
         os.fsync(handle.fileno())
         try:
