@@ -1,15 +1,24 @@
 """Filling a queue fast: `download_many` when this build has it (issue 12's batch enqueue),
 else `download()` one by one while that stays affordable. Shared by the cases that need a
-full queue (9) or measure the batch itself (10)."""
+full queue (9) or measure the batch itself (10).
+
+Run as `python -m benchmarks.bench.bulk URL DEST COUNT` it is the child that fills a queue.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import time
 from pathlib import Path
 
 from downloader import DownloadQueueService
 
-from .config import NotAvailable
+from .config import BENCH_DIR, NotAvailable
+from .context import Context, clean_env
+
+ROOT = BENCH_DIR.parent
 
 # Above this many jobs, one `download()` at a time (about 700 a second) takes too long.
 ONE_BY_ONE_LIMIT = 20_000
@@ -53,3 +62,32 @@ def fill_queue(client: DownloadQueueService, url: str, dest: Path, count: int) -
     for i in range(count):
         client.download(url, dest / f"j{i:07}.bin")
     return "download() one by one"
+
+
+def fill_in_child(ctx: Context, namespace: str, dest: Path, count: int) -> str:
+    """`fill_queue` in a child process: the million job objects stay out of the benchmark's
+    memory, and its client is closed before any other client of `namespace` opens here."""
+    assert ctx.redis_url is not None
+    url = ctx.origin.url(ctx.files.tiny.name)
+    env = clean_env(redis_url=ctx.redis_url, namespace=namespace)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    args = [sys.executable, "-m", "benchmarks.bench.bulk", url, str(dest), str(count)]
+    log = ctx.log(f"fill-{namespace}")
+    ctx.procs.run(args, log, env, timeout=3600)
+    answer = json.loads(log.read_text().strip().splitlines()[-1])
+    if "not_available" in answer:
+        raise NotAvailable(answer["not_available"])
+    return str(answer["how"])
+
+
+def _child(url: str, dest: str, count: str) -> None:
+    """The child's side: fill the namespace of DOWNLOADER_NAMESPACE, say how as JSON."""
+    with DownloadQueueService(start_worker=False) as client:
+        try:
+            print(json.dumps({"how": fill_queue(client, url, Path(dest), int(count))}))
+        except NotAvailable as exc:
+            print(json.dumps({"not_available": str(exc)}))
+
+
+if __name__ == "__main__":
+    _child(*sys.argv[1:])

@@ -15,7 +15,7 @@ import redis
 from downloader import DownloadJobStatus
 
 from .api_server import ApiServer, api_server
-from .bulk import fill_queue
+from .bulk import fill_in_child
 from .config import BenchError
 from .context import Context, delete_namespace_keys, queue_client
 from .measure import guarded
@@ -72,8 +72,7 @@ def one_size(ctx: Context, count: int) -> dict[str, Any]:
     try:
         before = used_memory(ctx.redis_url)
         started = time.perf_counter()
-        with queue_client(ctx.redis_url, ctx.namespace(tag)) as client:
-            how = fill_queue(client, ctx.origin.url(ctx.files.tiny.name), dest, count)
+        how = fill_in_child(ctx, ctx.namespace(tag), dest, count)
         filled = time.perf_counter() - started
         per_job = (used_memory(ctx.redis_url) - before) / count
         print(f"  {count:,} jobs queued ({how}) in {filled:.1f} s", flush=True)
