@@ -17,7 +17,9 @@ of that URL only); `stall=<bytes>` stops sending after that many bytes, holding 
 connection open (first GET only); `failafter=<n>` answers every GET from the (n+1)th on with
 503 and `Retry-After: <retryafter>`; `extra=<n>` sends n bytes more than the Content-Length
 says; `ignoreifrange=1` answers a Range with 206 whatever `If-Range` says (a broken cache).
-A name with `versions` (a list of bytes) serves its k-th version on its k-th GET (the last one
+`digest=repr|legacy|amz` announces the file's SHA-256 in `Repr-Digest`, `Digest` or
+`x-amz-checksum-sha256` (`bad=1`: a wrong one). A name with `versions` (a list of bytes)
+serves its k-th version on its k-th GET (the last one
 from then on), each with its own ETag. `If-None-Match` with the current ETag gets 304.
 Every request is logged in `requests` as (method, path, headers); `served` counts the body
 bytes sent per path. `gate`, when set, sees
@@ -27,6 +29,7 @@ or None to let it through (the hub tests' CDN checks signed URLs with it).
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import threading
@@ -47,6 +50,9 @@ class LoggedRequest:
 
 Refusal = tuple[int, dict[str, str]]
 """A status and headers to answer instead of the file."""
+
+
+DIGEST_HEADERS = {"repr": "Repr-Digest", "legacy": "Digest", "amz": "x-amz-checksum-sha256"}
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -172,6 +178,13 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
             }
             if self.headers.get("If-None-Match") == headers["ETag"]:
                 return self.empty(304, {"ETag": headers["ETag"]})
+            if query.get("digest"):  # announce the file's SHA-256 (or a wrong one, `bad=1`)
+                raw = hashlib.sha256(b"bad" if query.get("bad") else data).digest()
+                encoded = base64.b64encode(raw).decode()
+                headers[DIGEST_HEADERS[query["digest"]]] = {
+                    "repr": f"sha-256=:{encoded}:", "legacy": f"SHA-256={encoded}",
+                    "amz": encoded,
+                }[query["digest"]]
             if route == "cd":
                 headers["Content-Disposition"] = f'attachment; filename="{query["filename"]}"'
             self.send_file(data, headers, query, body)

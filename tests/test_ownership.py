@@ -19,6 +19,7 @@ from downloader.filenames import safe_filename
 from downloader.filestate import PartialState, partial_path, state_path
 from downloader.reservations import DestinationTakenError
 from downloader.transfer import (
+    ChecksumMismatchError,
     IncompleteDownloadError,
     TransferHooks,
     TransferRequest,
@@ -52,9 +53,7 @@ def test_a_hostile_name_cannot_write_into_another_jobs_partial_file(
     attacker = origin.add("evil", os.urandom(300 * KiB))
     job = service.download(origin.url("/files/model.bin?rate=2000000"), tmp_path, sha256=digest)
     wait_until(lambda: job.bytes > 0)
-    hostile = service.download(
-        origin.url("/cd/evil?filename=model.bin.downloading"), tmp_path
-    )
+    hostile = service.download(origin.url("/cd/evil?filename=model.bin.downloading"), tmp_path)
     service.wait_for_job(hostile, timeout=20)
     service.wait_for_job(job, timeout=20)
     assert job.status == DownloadJobStatus.COMPLETED
@@ -122,9 +121,7 @@ def test_two_urls_with_one_name_get_two_files_at_once_and_one_after_the_other(
     b = origin.add("b", os.urandom(MiB))
     c = origin.add("c", os.urandom(KiB))
     slow = "rate=2000000&filename=model.bin"
-    together = [
-        service.download(origin.url(f"/cd/{name}?{slow}"), tmp_path) for name in ("a", "b")
-    ]
+    together = [service.download(origin.url(f"/cd/{name}?{slow}"), tmp_path) for name in ("a", "b")]
     for job in together:
         service.wait_for_job(job, timeout=20)
     later = service.download(origin.url("/cd/c?filename=model.bin"), tmp_path)
@@ -429,3 +426,35 @@ def test_progress_hooks_and_checks_hear_a_stalled_origin(origin: Origin, tmp_pat
     with pytest.raises(Exception, match="below 1000 bytes/s"):
         fetch(request, hooks=TransferHooks(check=check))
     assert checks
+
+
+# A digest the server announces is checked like the caller's ------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["repr", "legacy", "amz"])
+def test_a_digest_the_server_announces_is_verified(
+    origin: Origin, tmp_path: Path, kind: str
+) -> None:
+    data = os.urandom(300 * KiB)
+    origin.add("d.bin", data)
+    good = fetch(TransferRequest(url=origin.url(f"/files/d.bin?digest={kind}"), dest=tmp_path))
+    assert good.download_path.read_bytes() == data
+    with pytest.raises(ChecksumMismatchError, match="the server announced"):
+        fetch(
+            TransferRequest(
+                url=origin.url(f"/files/d.bin?digest={kind}&bad=1"), dest=tmp_path / "x"
+            )
+        )
+    assert not (tmp_path / "x").exists() and not partial_path(tmp_path / "x").exists()
+
+
+def test_an_announced_digest_is_checked_across_a_resume(
+    service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    origin.add("r.bin", os.urandom(2 * MiB))
+    bad = service.download(origin.url("/files/r.bin?digest=repr&bad=1&drop=600000"), tmp_path)
+    service.wait_for_job(bad, timeout=20)
+    assert bad.status == DownloadJobStatus.ERROR
+    assert bad.error_type is not None and bad.error_type.startswith("ChecksumMismatchError")
+    assert origin.gets("/files/r.bin")[-1].headers.get("Range") == "bytes=600000-"
+    assert engine_leftovers(tmp_path) == [] and not (tmp_path / "r.bin").exists()

@@ -53,6 +53,8 @@ class Validators:
     etag: str | None = None
     last_modified: str | None = None
     total: int | None = None
+    sha256: str | None = None
+    """The SHA-256 the server announced for the whole file (a digest header), hex."""
 
     @property
     def if_range(self) -> str | None:

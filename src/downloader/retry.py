@@ -1,7 +1,8 @@
 """Which failures are worth another try, and how long to wait before it.
 
-Transient trouble (a dropped connection, a stall, a 5xx, 408 or 429, a body shorter than
-announced) is retried with exponential backoff and full jitter, honouring `Retry-After`.
+Transient trouble (a dropped connection, a stall or a transfer below the lowest speed, a
+5xx, 408 or 429, a body shorter than announced) is retried with exponential backoff and full
+jitter, honouring `Retry-After`.
 A file still locked by an attempt that is stepping aside is retried too.
 A 403 or 410 from the host a source REDIRECTED to is a signed URL that expired (a hub's CDN
 link): the next attempt asks the source again, gets a fresh link and resumes with Range. A
@@ -20,7 +21,11 @@ from email.utils import parsedate_to_datetime
 import requests
 
 from downloader.origins import origin
-from downloader.transfer import DestinationBusyError, IncompleteDownloadError
+from downloader.transfer import (
+    DestinationBusyError,
+    IncompleteDownloadError,
+    StalledTransferError,
+)
 
 MAX_DELAY = 60.0
 RETRIABLE_STATUS = frozenset({408, 429})
@@ -42,6 +47,7 @@ def is_retriable(exc: BaseException) -> bool:
         | requests.Timeout
         | requests.exceptions.ChunkedEncodingError
         | IncompleteDownloadError
+        | StalledTransferError
         # The file's previous writer (an attempt that lost its lease) is about to let go.
         | DestinationBusyError,
     )

@@ -12,6 +12,8 @@ complete file its own job asked for.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import errno
 import fcntl
 import hashlib
@@ -177,7 +179,47 @@ def _validators(url: str, response: requests.Response, total: int | None) -> Val
         etag=_strong_etag(response),
         last_modified=header(response, "Last-Modified"),
         total=total,
+        sha256=announced_sha256(response),
     )
+
+
+_DIGEST_ITEM = re.compile(r"\s*sha-?256\s*=\s*:?([A-Za-z0-9+/=]+):?\s*", re.IGNORECASE)
+_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _base64_sha256(value: str | None) -> str | None:
+    try:
+        raw = base64.b64decode(value or "", validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    return raw.hex() if len(raw) == 32 else None
+
+
+def announced_sha256(response: requests.Response) -> str | None:
+    """The SHA-256 of the whole file as the server announces it, hex, or None.
+
+    `Repr-Digest` (RFC 9530) and the older `Digest` (RFC 3230) describe the representation,
+    which is what is saved when no content coding applies; `Content-Digest` describes the bytes
+    as sent, which is what is saved, on a whole-file answer; S3's `x-amz-checksum-sha256` is the
+    object's when it is not a multipart checksum; the Hugging Face hub's `X-Linked-Etag` on the
+    answer that redirected is an LFS file's SHA-256. A header that does not parse is ignored.
+    """
+    if response.status_code != 200:
+        return None
+    encoded = (header(response, "Content-Encoding") or "identity").lower() != "identity"
+    names = ("Content-Digest",) if encoded else ("Content-Digest", "Repr-Digest", "Digest")
+    for name in names:
+        for item in (header(response, name) or "").split(","):
+            match = _DIGEST_ITEM.fullmatch(item)
+            if match and (found := _base64_sha256(match.group(1))):
+                return found
+    if not encoded and (found := _base64_sha256(header(response, "x-amz-checksum-sha256"))):
+        return found
+    for earlier in response.history:
+        linked = (header(earlier, "X-Linked-Etag") or "").strip('"').lower()
+        if _HEX_SHA256.fullmatch(linked):
+            return linked
+    return None
 
 
 def _raise_for_status(response: requests.Response) -> None:
@@ -482,7 +524,7 @@ class _Fetch:
             raise _StartOver
         result = self.new_result(path, response, state, offset)
         self.hooks.started(result)
-        self.finish(result, handle, partial, state, self.digest_of(handle, offset))
+        self.finish(result, handle, partial, state, self.digest_of(handle, offset, state))
         return result
 
     def existing_is_current(self, path: Path, current: Validators) -> bool:
@@ -491,7 +533,7 @@ class _Fetch:
         if not path.is_file() or (current.total is not None and _size(path) != current.total):
             return False
         record = read_record(path)
-        sha256 = self.request.sha256
+        sha256 = self.request.sha256 or current.sha256
         vouched = record is not None and record.source.same_version(current)
         if vouched and (sha256 is None or (record.sha256 or "").lower() == sha256.lower()):
             return True
@@ -537,7 +579,7 @@ class _Fetch:
     ) -> TransferResult:
         result = self.new_result(path, response, state, offset)
         self.hooks.started(result)
-        digest = self.digest_of(handle, offset)
+        digest = self.digest_of(handle, offset, state)
         handle.seek(offset)
         handle.truncate(offset)
         try:
@@ -637,14 +679,20 @@ class _Fetch:
                 "the partial file was emptied and the next attempt starts over"
             ) from exc
         result.bytes = copy.done
-        self.finish(result, handle, partial, state, self.digest_of(handle, copy.done))
+        self.finish(result, handle, partial, state, self.digest_of(handle, copy.done, state))
         return result
 
     # -- the end ----------------------------------------------------------------------------
 
-    def digest_of(self, handle: BinaryIO, length: int) -> hashlib._Hash | None:
+    def wanted_sha256(self, state: PartialState) -> str | None:
+        """The caller's SHA-256, else the one the server announced when the file was begun."""
+        return (self.request.sha256 or state.source.sha256 or "").lower() or None
+
+    def digest_of(
+        self, handle: BinaryIO, length: int, state: PartialState
+    ) -> hashlib._Hash | None:
         """The hash of what the descriptor holds so far, when a hash is to be checked."""
-        return _hash_prefix(handle, length) if self.request.sha256 else None
+        return _hash_prefix(handle, length) if self.wanted_sha256(state) else None
 
     def finish(
         self,
@@ -670,13 +718,15 @@ class _Fetch:
                 "expected"
             )
         sha256 = digest.hexdigest() if digest is not None else None
-        if sha256 is not None and sha256 != (self.request.sha256 or "").lower():
+        wanted = self.wanted_sha256(state)
+        if sha256 is not None and sha256 != wanted:
             handle.truncate(0)
             partial.unlink(missing_ok=True)
             state_path(partial).unlink(missing_ok=True)
+            said = "expected" if self.request.sha256 else "but the server announced"
             raise ChecksumMismatchError(
-                f"{self.request.url} has SHA-256 {sha256}, expected "
-                f"{self.request.sha256}; the bad file was removed"
+                f"{self.request.url} has SHA-256 {sha256}, {said} {wanted}; the bad file was "
+                "removed"
             )
         self.hooks.check(result.bytes, result.total_bytes)  # a cancel still wins until now
         write_record(handle.fileno(), CompletedRecord(source=state.source, sha256=sha256))
