@@ -20,6 +20,7 @@ import hashlib
 import io
 import os
 import re
+import select
 import shutil
 import socket
 from collections.abc import Callable
@@ -42,12 +43,14 @@ from downloader.filestate import (
 )
 from downloader.models import DownloadJobCancelledException
 from downloader.segments import SegmentedCopy, SegmentMismatch, split
-from downloader.watchdog import StalledTransferError, Watchdog
+from downloader.watchdog import StalledTransferError, Watchdog, socket_of
 
 __all__ = ["StalledTransferError", "partial_path"]
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
 _MAX_DISTINCT_NAMES = 1000
+_LOOK_AHEAD = 64 << 10
+"""How close to the announced end reads start looking for bytes past it."""
 
 
 class TransferError(Exception):
@@ -246,18 +249,20 @@ def read_chunks(response: requests.Response, size: int) -> Callable[[], bytes]:
         chunks = response.iter_content(size)
         return lambda: next(chunks, b"")
     expected = _length(response) if header(response, "Transfer-Encoding") is None else None
+    sock = socket_of(response)  # now: the connection goes back to its pool at the body's end
     received = 0
 
     def read() -> bytes:
         nonlocal received
         fp = _buffered(response)
-        if expected is not None and received < expected and fp is not None:
+        if expected is not None and 0 < expected - received <= _LOOK_AHEAD and fp is not None:
+            # Near the end only: a peek fills the small buffer, and reads then come from it.
             ahead = len(_translated(lambda: fp.peek(1)))  # blocks like a read would
             if ahead > expected - received:
                 raise _too_long(response, expected)
         chunk = _translated(lambda: raw.read1(size, decode_content=False))
         received += len(chunk)
-        if not chunk and expected is not None and _socket_has_more(response):
+        if not chunk and expected is not None and _socket_has_more(sock):
             raise _too_long(response, expected)
         return chunk
 
@@ -272,17 +277,15 @@ def _too_long(response: requests.Response, expected: int) -> OverlongBodyError:
     )
 
 
-def _socket_has_more(response: requests.Response) -> bool:
+def _socket_has_more(sock: socket.socket | None) -> bool:
     """Bytes waiting on the connection after a complete body: the server sent too many."""
-    connection = getattr(response.raw, "connection", None) or getattr(
-        response.raw, "_connection", None
-    )
-    sock = getattr(connection, "sock", None)
     if not isinstance(sock, socket.socket) or hasattr(sock, "pending"):  # TLS cannot peek
         return False
     try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except (BlockingIOError, OSError):
+        # A socket with a timeout waits inside recv whatever the flags: ask select first.
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and bool(sock.recv(1, socket.MSG_PEEK))
+    except (OSError, ValueError):  # the connection is gone
         return False
 
 

@@ -26,7 +26,7 @@ class StalledTransferError(Exception):
     """The origin sent too little for too long; a retry may find it (or a route to it) better."""
 
 
-def _socket_of(response: requests.Response) -> socket.socket | None:
+def socket_of(response: requests.Response) -> socket.socket | None:
     """The socket under a streamed urllib3 response, or None for other transports."""
     connection = getattr(response.raw, "connection", None) or getattr(
         response.raw, "_connection", None
@@ -52,7 +52,7 @@ class Watchdog(threading.Thread):
         self._lock = threading.Lock()
 
     def watch(self, response: requests.Response) -> None:
-        sock = _socket_of(response)
+        sock = socket_of(response)
         if sock is None:
             return
         with self._lock:
