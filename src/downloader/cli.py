@@ -351,15 +351,19 @@ def _enqueue(
     file's job reports to the console (a bar per file)."""
     target = Path(args.output).expanduser().resolve() if args.output else dest
     batch = [s for s in sources if s.repo is None and s.url not in resumed]
-    made = queue.download_many(
-        {
-            "source": s.url,
-            "dest": target,
-            "priority": args.priority,
-            "sha256": s.sha256,
-            "access_token": s.token,
-        }
-        for s in batch
+    made = (
+        queue.download_many(
+            {
+                "source": s.url,
+                "dest": target,
+                "priority": args.priority,
+                "sha256": s.sha256,
+                "access_token": s.token,
+            }
+            for s in batch
+        )
+        if batch
+        else []
     )
     by_source: dict[int, Job] = {id(s): job for s, job in zip(batch, made, strict=True)}
     jobs: list[Job] = []
