@@ -16,7 +16,8 @@ Query `rate=<bytes per second>` sends slowly (in small pieces); `norange=1` igno
 of that URL only); `stall=<bytes>` stops sending after that many bytes, holding the
 connection open (first GET only); `failafter=<n>` answers every GET from the (n+1)th on with
 503 and `Retry-After: <retryafter>`; `extra=<n>` sends n bytes more than the Content-Length
-says; `ignoreifrange=1` answers a Range with 206 whatever `If-Range` says (a broken cache).
+says; `ignoreifrange=1` answers a Range with 206 whatever `If-Range` says (a broken cache);
+`hold=<key>` keeps a GET waiting before it answers until the test calls `release(key)`.
 `digest=repr|legacy|amz` announces the file's SHA-256 in `Repr-Digest`, `Digest` or
 `x-amz-checksum-sha256` (`bad=1`: a wrong one). A name with `versions` (a list of bytes)
 serves its k-th version on its k-th GET (the last one
@@ -70,6 +71,7 @@ class Origin:
         self.name_hits: dict[str, int] = {}
         self.gate: Callable[[LoggedRequest, dict[str, str]], Refusal | None] | None = None
         self.served: dict[str, int] = {}
+        self._held: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self.server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
@@ -112,6 +114,14 @@ class Origin:
                 r for r in self.requests if r.method == "GET" and r.path.startswith(path_prefix)
             ]
 
+    def hold(self, key: str) -> threading.Event:
+        with self._lock:
+            return self._held.setdefault(key, threading.Event())
+
+    def release(self, key: str) -> None:
+        """Let the GETs held with `hold=<key>` (and later ones) answer."""
+        self.hold(key).set()
+
     def count(self, path: str, sent: int) -> None:
         with self._lock:
             self.served[path] = self.served.get(path, 0) + sent
@@ -147,6 +157,8 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
             if refusal is not None:
                 return self.empty(*refusal)
             route, _, name = url.path.lstrip("/").partition("/")
+            if body and "hold" in query:
+                origin.hold(query["hold"]).wait(60)
             if body and seen < int(query.get("fail", 0)):
                 return self.empty(int(query.get("code", 503)), {"Retry-After": "0"})
             if body and "failafter" in query and seen >= int(query["failafter"]):

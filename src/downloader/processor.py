@@ -50,11 +50,15 @@ def resume(app: DownloaderApp, queue_id: str) -> None:
     app.control.broadcast(RESUME_COMMAND, arguments={"queue": app.celery_queue(queue_id)})
 
 
-def consuming_workers(app: DownloaderApp, queue_id: str, timeout: float = 1.0) -> list[str]:
-    """Names of the workers that answer and consume the queue right now."""
+def consuming_workers(
+    app: DownloaderApp, queue_id: str, timeout: float = 1.0, limit: int | None = None
+) -> list[str]:
+    """Names of the workers that answer and consume the queue right now; with `limit`, the
+    answer comes as soon as that many workers replied instead of after `timeout`."""
     name = app.celery_queue(queue_id)
     with control_connection(app) as connection:
-        replies = app.control.inspect(timeout=timeout, connection=connection).active_queues()
+        inspect = app.control.inspect(timeout=timeout, connection=connection, limit=limit)
+        replies = inspect.active_queues()
     return sorted(
         worker
         for worker, queues in (replies or {}).items()

@@ -14,6 +14,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -73,25 +74,27 @@ def human_bytes(count: float) -> str:
 
 
 class TqdmProgress:
-    """Use `on_progress=TqdmProgress().update`; one bar per job id, labelled with its file name,
-    finished exactly once (a job that completes after its last progress adds no second line)."""
+    """Use `on_progress=TqdmProgress().update`; one bar per job id, labelled with its file name
+    (or what `label` says), finished exactly once (a job that completes after its last
+    progress adds no second line)."""
 
-    def __init__(self, **tqdm_options: Any) -> None:
+    def __init__(self, label: Callable[[Job], str] = job_label, **tqdm_options: Any) -> None:
         self._bars: dict[int, tqdm] = {}
         self._done: set[int] = set()
         self._lock = threading.Lock()
+        self._label = label
         self._options = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, **tqdm_options}
 
     def update(self, job: Job) -> None:
         with self._lock:
             if job.id in self._done:
                 return
+            label = self._label(job)
             bar = self._bars.get(job.id)
             if bar is None:
                 bar = self._bars[job.id] = tqdm(
-                    desc=job_label(job), total=job.total_bytes or None, **self._options
+                    desc=label, total=job.total_bytes or None, **self._options
                 )
-            label = job_label(job)
             if bar.desc != label:
                 bar.set_description_str(label, refresh=False)
             if job.total_bytes and bar.total != job.total_bytes:
@@ -122,7 +125,12 @@ class Console:
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self._last_line: dict[int, float] = {}
-        self._bars = TqdmProgress(leave=True, file=self.stream) if self._is_tty() else None
+        self._ended: set[int] = set()
+        """Jobs whose end was told (a last line, a closed bar or an error)."""
+        self._labels: dict[int, str] = {}
+        self._bars = (
+            TqdmProgress(label=self.label, leave=True, file=self.stream) if self._is_tty() else None
+        )
 
     def _is_tty(self) -> bool:
         return not self.quiet and bool(getattr(self.stream, "isatty", lambda: False)())
@@ -135,28 +143,49 @@ class Console:
                 else:
                     print(line, file=self.stream, flush=True)
 
+    def name(self, job: Job, label: str) -> None:
+        """Label `job` with `label` rather than its file name (a repo's files share names)."""
+        self._labels[job.id] = label
+
+    def label(self, job: Job) -> str:
+        return self._labels.get(job.id) or job_label(job)
+
     def progress(self, job: Job) -> None:
         """`on_progress` and `on_complete` of every job of the run."""
-        if self.quiet:
-            return
+        with self._lock:
+            done = job.in_terminal_state
+            if self.quiet or job.id in self._ended:
+                return
+            if done:
+                self._ended.add(job.id)
         if self._bars is not None:
             self._bars.update(job)
             return
         now = time.monotonic()
-        done = job.in_terminal_state
         if not done and now - self._last_line.get(job.id, self.started) < self.interval:
             return
         self._last_line[job.id] = now
         total = f"/{human_bytes(job.total_bytes)}" if job.total_bytes else ""
         percent = f" {100 * job.bytes // job.total_bytes}%" if job.total_bytes else ""
-        self.say(f"{job_label(job)}:{percent} {human_bytes(job.bytes)}{total}")
+        self.say(f"{self.label(job)}:{percent} {human_bytes(job.bytes)}{total}")
 
     def error(self, job: Job) -> None:
         """`on_error`: one line naming the source and what went wrong."""
+        with self._lock:
+            if job.id in self._ended:
+                return
+            self._ended.add(job.id)
         if self._bars is not None:
             self._bars.update(job)
         source = getattr(job, "source", job.dest)
         print(f"error: {source}: {describe_error(job.error_type)}", file=sys.stderr, flush=True)
+
+    def finish(self, jobs: list[Job]) -> None:
+        """The end of the run: tell the end of every job not told yet (its callbacks may have
+        been set after it ended), then the summary."""
+        for job in jobs:
+            (self.error if job.errored else self.progress)(job)
+        self.summary(jobs)
 
     def summary(self, jobs: list[Job]) -> None:
         if self._bars is not None:
