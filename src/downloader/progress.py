@@ -137,11 +137,16 @@ class Console:
 
     def say(self, line: str) -> None:
         if not self.quiet:
-            with self._lock:
-                if self._bars is not None:
-                    tqdm.write(line, file=self.stream)
-                else:
-                    print(line, file=self.stream, flush=True)
+            self._write(line, self.stream)
+
+    def _write(self, line: str, stream: IO[str]) -> None:
+        """One whole line at a time: callbacks and the main thread both write."""
+        with self._lock:
+            if self._bars is not None:
+                tqdm.write(line, file=stream)
+            else:
+                stream.write(line + "\n")
+                stream.flush()
 
     def name(self, job: Job, label: str) -> None:
         """Label `job` with `label` rather than its file name (a repo's files share names)."""
@@ -178,7 +183,7 @@ class Console:
         if self._bars is not None:
             self._bars.update(job)
         source = getattr(job, "source", job.dest)
-        print(f"error: {source}: {describe_error(job.error_type)}", file=sys.stderr, flush=True)
+        self._write(f"error: {source}: {describe_error(job.error_type)}", sys.stderr)
 
     def finish(self, jobs: list[Job]) -> None:
         """The end of the run: tell the end of every job not told yet (its callbacks may have
