@@ -70,6 +70,9 @@ class Item(BaseModel):
     total_bytes: int = 0
     attempts: int = 0
     part_ids: list[int] | None = Field(default=None, description="a multi-file job's parts")
+    revision: str | None = Field(
+        default=None, description="a hub repo's job: the commit every part comes from"
+    )
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Item:
@@ -98,6 +101,7 @@ class Item(BaseModel):
             total_bytes=record.get("total_bytes") or 0,
             attempts=record.get("attempts") or 0,
             part_ids=record.get("part_ids") if multifile else None,
+            revision=record.get("revision") if multifile else None,
         )
 
 
