@@ -20,11 +20,14 @@ import requests
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from downloader import DownloadQueueService
 from downloader.api import build_api, create_api
-from tests.conftest import cli_env
+from tests.conftest import WorkerProcess, cli_env
+from tests.hub_origin import HubOrigin
 from tests.origin import Origin
+from tests.test_hub import REPO, digest, hub, repo_files  # noqa: F401 (hub: a fixture)
 from tests.test_queue import wait_until
 
 MiB = 1 << 20
@@ -263,6 +266,28 @@ def test_prune_keeps_the_finished_parts_of_a_running_multifile_job(
         {"source": "http://x/a"},
         {"source": "http://x/a", "dest": "d", "priority": "high"},
         {"source": "http://x/a", "dest": "d", "sha256": "not-hex"},
+        {"items": []},
+        {"items": [{"source": "http://x/a", "dest": "d"}], "dest": "d"},
+        {"items": [{"source": "http://x/a", "dest": "d"}], "source": "http://x/b", "dest": "d"},
+        {"items": [{"source": "http://x/a", "dest": "d"}, {"source": "http://x/b"}]},
+        {"items": [{"source": "http://x/a", "dest": "d"}, {"source": "ftp://x/b", "dest": "d"}]},
+        {"items": [{"source": "http://x/a", "dest": "d"}, {"source": "http://x/b", "dest": "/d"}]},
+        {
+            "items": [
+                {"source": "http://x/a", "dest": "d"},
+                {"source": "http://x/b", "dest": "../d"},
+            ]
+        },
+        {"items": [{"source": "http://x/a", "dest": "d", "sha256": "abc"}]},
+        {"items": [{"source": f"http://x/{i}", "dest": "d"} for i in range(10_001)]},
+        {"repo": "acme/model"},
+        {"repo": "../etc", "dest": "d"},
+        {"repo": "acme/model", "dest": "../d"},
+        {"repo": "acme/model", "dest": "d", "repo_type": "organisation"},
+        {"repo": "acme/model", "dest": "d", "sha256": "a" * 64},
+        {"repo": "acme/model", "source": "http://x/a", "dest": "d"},
+        {"source": "http://x/a", "dest": "d", "revision": "v1"},
+        {"parts": [{"url": "http://x/b", "path": "b"}], "dest": "d", "allow_patterns": ["*"]},
     ],
 )
 def test_bad_bodies_are_422_and_enqueue_nothing(api: TestClient, body: dict) -> None:
@@ -310,6 +335,7 @@ def test_the_api_key_guards_everything_but_health(
             ("post", f"{Q}/processor/resume"),
             ("get", f"{Q}/events"),
             ("post", f"{Q}/enqueue"),
+            ("get", "/metrics"),
         ]
         for method, route in routes:
             for headers in (
@@ -713,3 +739,244 @@ def test_large_bodies_are_refused_unread_and_cost_the_server_no_memory(
     assert grown < 20 * 1024, f"the API grew by {grown} KiB"
     assert requests.get(f"{api.url}{Q}/list", headers=key, timeout=30).json()["total"] == 0
     assert "k3y" not in api.output()
+
+
+# -- batches, hub repos, reads from the indexes, heartbeats, metrics, error answers ----------
+
+
+def test_a_batch_of_a_thousand_items_is_one_request_under_the_default_body_limit(
+    api: TestClient, origin: Origin, root: Path
+) -> None:
+    secret = "tok-SECRET-batch"
+    items = [
+        {
+            "source": origin.url(f"/files/model-{i:06d}.safetensors"),
+            "dest": f"batch/{i % 7}",
+            "priority": i % 3 * 10,
+            "access_token": secret,
+        }
+        for i in range(1000)
+    ]
+    body = json.dumps({"items": items}).encode()
+    assert len(body) < MiB  # DOWNLOADER_MAX_BODY_BYTES' default
+    answer = api.post(f"{Q}/enqueue", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 200, answer.text[:500]
+    assert secret not in answer.text and "access_token" not in answer.text
+    made = answer.json()["items"]
+    assert [item["source"] for item in made] == [item["source"] for item in items]
+    assert [item["priority"] for item in made] == [item["priority"] for item in items]
+    assert [item["dest"] for item in made] == [str(root / item["dest"]) for item in items]
+    assert {item["status"] for item in made} == {"pending"}
+    assert api.get(f"{Q}/status").json()["queue"]["pending"] == 1000
+
+    listed, params = [], {"limit": 300}
+    while True:
+        page = api.get(f"{Q}/list", params=params).json()
+        assert page["total"] == 1000
+        listed += [item["item_id"] for item in page["items"]]
+        if page["next_cursor"] is None:
+            break
+        params["cursor"] = page["next_cursor"]
+    assert listed == [item["item_id"] for item in made]
+    assert secret not in json.dumps(api.get(f"{Q}/list", params={"limit": 1000}).json())
+    assert origin.requests == []
+
+
+def test_a_batch_is_downloaded_and_a_bad_item_refuses_the_whole_batch(
+    api: TestClient, worker: DownloadQueueService, origin: Origin, root: Path, tmp_path: Path
+) -> None:
+    digests = [origin.add(f"b{i}.bin", os.urandom(100_000 + i)) for i in range(3)]
+    (tmp_path / "outside").mkdir()
+    (root / "escape").symlink_to(tmp_path / "outside")
+    bad = [
+        {"source": origin.url("/files/b0.bin"), "dest": "escape"},
+        {"source": origin.url("/files/b0.bin"), "dest": "ok", "access_token": "SECRET\nX: 1"},
+    ]
+    for wrong in bad:
+        answer = api.post(
+            f"{Q}/enqueue",
+            json={"items": [{"source": origin.url("/files/b1.bin"), "dest": "ok"}, wrong]},
+        )
+        assert answer.status_code == 422 and "SECRET" not in answer.text, answer.text
+    assert api.get(f"{Q}/status").json()["queue"]["total"] == 0
+
+    items = [{"source": origin.url(f"/files/b{i}.bin"), "dest": f"out/{i}"} for i in range(3)]
+    items[1]["sha256"] = digests[1]
+    made = enqueue(api, {"items": items})
+    for i, item in enumerate(made):
+        done = finished(api, item["item_id"])
+        assert done["status"] == "completed", done
+        assert hashlib.sha256((root / f"out/{i}/b{i}.bin").read_bytes()).hexdigest() == digests[i]
+    assert not list((tmp_path / "outside").iterdir())
+
+
+def test_a_hub_repo_is_queued_pinned_and_verified_and_hub_refusals_are_4xx(
+    hub: HubOrigin,  # noqa: F811 (the fixture of tests/test_hub.py)
+    api: TestClient,
+    worker: DownloadQueueService,
+    root: Path,
+) -> None:
+    files = repo_files()
+    commit = hub.add_repo(REPO, files, private=True)
+    hub.add_repo("acme/gated", repo_files(), gated=True)
+    body = {
+        "repo": REPO,
+        "dest": "models",
+        "allow_patterns": ["*.safetensors", "*.json"],
+        "ignore_patterns": ["text_encoder/"],
+        "access_token": hub.token,
+        "endpoint": "http://127.0.0.1:9",  # not a field: the hub is the server's setting
+    }
+    parent, *parts = enqueue(api, body)
+    assert parent["kind"] == "multifile" and parent["revision"] == commit
+    assert parent["part_ids"] == [part["item_id"] for part in parts] and len(parts) == 4
+    assert all(f"/{REPO}/resolve/{commit}/" in part["source"] for part in parts)
+    hub.push(REPO, {path: os.urandom(len(data)) for path, data in files.items()})
+    done = finished(api, parent["item_id"])
+    assert done["status"] == "completed", done
+    base = root / "models" / "tiny-diffusion"
+    assert done["download_path"] == str(base)
+    wanted = {
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+    }
+    assert {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()} == wanted
+    for path in wanted:
+        assert hashlib.sha256((base / path).read_bytes()).hexdigest() == digest(files[path])
+    assert {s.authorization for s in hub.hub_seen("hub")} == {f"Bearer {hub.token}"}
+    assert hub.hub_seen("cdn") and {s.authorization for s in hub.hub_seen("cdn")} == {None}
+    shown = json.dumps(
+        [api.get(f"{Q}/list").json(), api.get(f"{Q}/i/{parts[0]['item_id']}").json()]
+    )
+    assert hub.token not in shown
+
+    refusals = [
+        ({"repo": "acme/gated", "dest": "g"}, 403, "model acme/gated is gated"),
+        ({"repo": REPO, "dest": "p"}, 404, f"model {REPO} was not found"),  # private, no token
+        ({"repo": "acme/nothing", "dest": "n", "access_token": hub.token}, 404, "not found"),
+        ({"repo": REPO, "dest": "r", "access_token": hub.token, "revision": "v9"}, 404, "'v9'"),
+        (
+            {"repo": REPO, "dest": "a", "access_token": hub.token, "allow_patterns": ["*.gguf"]},
+            404,
+            "no file",
+        ),
+    ]
+    for refused, code, text in refusals:
+        answer = api.post(f"{Q}/enqueue", json=refused)
+        assert answer.status_code == code and text in answer.json()["detail"], answer.text
+        assert hub.token not in answer.text
+    hub.failing = True
+    down = api.post(f"{Q}/enqueue", json={"repo": REPO, "dest": "d", "access_token": hub.token})
+    assert down.status_code == 502 and "HTTP 503" in down.json()["detail"]
+    assert api.get(f"{Q}/status").json()["queue"]["total"] == 5
+
+
+def test_lists_by_status_and_metrics_read_the_indexes_and_agree_with_status(
+    api: TestClient, make_service: Callable[..., DownloadQueueService], origin: Origin
+) -> None:
+    origin.add("tiny.bin", b"tiny")
+    absent = [{"source": origin.url(f"/files/absent{i}"), "dest": f"a{i}"} for i in range(6)]
+    ids = [item["item_id"] for item in enqueue(api, {"items": absent})]
+    for item_id in ids[::2]:  # no worker yet: cancelled while pending
+        assert api.post(f"{Q}/i/{item_id}/cancel").json()["status"] == "canceled"
+    (tiny,) = enqueue(api, {"source": origin.url("/files/tiny.bin"), "dest": "t"})
+    other = "/api/v1/queue/other"
+    held = enqueue(api, {"items": absent[:4]}, queue=other)  # nobody takes queue `other`
+    api.post(f"{other}/i/{held[0]['item_id']}/cancel").raise_for_status()
+    make_service(start_worker=True, max_parallel_dl=2)
+    assert finished(api, tiny["item_id"])["status"] == "completed"
+    for item_id in ids[1::2]:
+        assert finished(api, item_id)["status"] == "failed"
+
+    failed = api.get(f"{Q}/list", params={"status": "failed", "limit": 2}).json()
+    assert [i["item_id"] for i in failed["items"]] == ids[1:4:2] and failed["total"] == 3
+    rest = api.get(f"{Q}/list", params={"status": "failed", "cursor": failed["next_cursor"]})
+    assert [i["item_id"] for i in rest.json()["items"]] == [ids[5]]
+    assert rest.json()["next_cursor"] is None
+    skipped = api.get(f"{Q}/list", params={"status": "failed", "offset": 1, "limit": 1}).json()
+    assert [i["item_id"] for i in skipped["items"]] == [ids[3]]
+    canceled = api.get(f"{Q}/list", params={"status": "canceled"}).json()
+    assert [i["item_id"] for i in canceled["items"]] == ids[::2] and canceled["total"] == 3
+    assert [i["item_id"] for i in api.get(f"{other}/list?status=pending").json()["items"]] == [
+        item["item_id"] for item in held[1:]
+    ]
+
+    answer = api.get("/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(answer.text)}
+    jobs = {
+        (s.labels["queue"], s.labels["status"]): s.value
+        for s in families["downloader_jobs"].samples
+    }
+    store_word = {"pending": "waiting", "in_progress": "running", "completed": "completed"}
+    for queue_id in ("default", "other"):
+        counts = api.get(f"/api/v1/queue/{queue_id}/status").json()["queue"]
+        for word, status in store_word.items():
+            assert jobs[(queue_id, status)] == counts[word], (queue_id, word)
+        assert jobs[(queue_id, "error")] == counts["failed"] + counts["canceled"]
+        assert jobs[(queue_id, "cancelled")] == counts["canceled"]
+        assert (
+            sum(v for (q, s), v in jobs.items() if q == queue_id and s != "cancelled")
+            == (counts["total"])
+        )
+    ended = {
+        (s.labels["queue"], s.labels["outcome"]): s.value
+        for s in families["downloader_jobs_ended"].samples
+    }
+    assert ended[("default", "completed")] == 1 and ended[("default", "error")] == 3
+    assert ended[("default", "cancelled")] == 3 and ended[("other", "cancelled")] == 1
+    (downloaded,) = families["downloader_downloaded_bytes"].samples
+    assert downloaded.value == len(b"tiny")
+    (live,) = families["downloader_live_workers"].samples
+    assert live.value == api.get("/health").json()["workers"] == 1
+
+
+def test_worker_presence_comes_from_heartbeats_per_queue(
+    api: TestClient,
+    make_service: Callable[..., DownloadQueueService],
+    spawn_worker: Callable[..., WorkerProcess],
+) -> None:
+    other = make_service(start_worker=True, queue_id="other")
+    health = api.get("/health")
+    assert health.status_code == 200 and health.json()["workers"] == 1
+    (name,) = health.json()["worker_names"]
+    assert api.get(f"{Q}/status").json()["processor"]["workers"] == []
+    assert api.get("/api/v1/queue/other/status").json()["processor"]["workers"] == [name]
+
+    process = spawn_worker("w1")  # `downloader worker`, on the default queue
+    (beside,) = set(api.get("/health").json()["worker_names"]) - {name}
+    assert beside.startswith("w1@")
+    assert api.get(f"{Q}/status").json()["processor"]["workers"] == [beside]
+    process.stop()
+    other.close()
+    wait_until(lambda: api.get("/health").status_code == 503, timeout=30)
+    assert not api.get(f"{Q}/status").json()["processor"]["is_started"]
+
+
+SECRET = "SECRET-token-0123456789"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"source": "not a url", "dest": "d", "access_token": SECRET},
+        {"dest": "d", "access_token": SECRET},
+        {"source": "http://x/a", "dest": ["d"], "access_token": SECRET},
+        {"source": "http://x/a", "dest": "d", "access_token": [SECRET]},
+        {"items": [{"source": "http://x/a", "access_token": SECRET}]},
+        {"items": [{"source": "http://x/a", "dest": "d", "access_token": SECRET, "sha256": "x"}]},
+        {"repo": "acme/model", "access_token": SECRET},
+        {"parts": [{"url": "http://x/b", "path": "../b"}], "dest": "d", "access_token": SECRET},
+        '{"source": "http://x/a", "dest": "d", "access_token": "' + SECRET + '"',
+    ],
+)
+def test_a_422_repeats_no_part_of_the_body(api: TestClient, body: dict | str) -> None:
+    content = body if isinstance(body, str) else json.dumps(body)
+    answer = api.post(f"{Q}/enqueue", content=content, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert SECRET not in answer.text
+    detail = answer.json()["detail"]  # a list from validation, a text from the service
+    for error in detail if isinstance(detail, list) else []:
+        assert set(error) <= {"type", "loc", "msg"} and error["msg"]

@@ -162,6 +162,7 @@ class InProcessWorker:
 
     def __init__(self, app: object, concurrency: int, queues: list[str]) -> None:
         self.app = app
+        self.queues = queues
         with self._active_lock:
             others = [key for key in self._active if key != id(app)]
             if others:
@@ -193,7 +194,7 @@ class InProcessWorker:
         self.thread.start()
         if not self.controller.ready.wait(timeout):
             raise TimeoutError("the in-process Celery worker did not start")
-        OrphanWatch(self.app).start()  # a bare WorkController sends no worker_ready
+        OrphanWatch(self.app, queues=self.queues).start()  # no worker_ready here
 
     def stop(self, timeout: float = 30.0) -> None:
         """Warm shutdown: running downloads end (they see their lease lost) or finish."""

@@ -21,6 +21,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from downloader.models import DownloadJobStatus
@@ -98,14 +99,28 @@ def default_worker_name() -> str:
 
 
 class OrphanWatch(threading.Thread):
-    def __init__(self, app: DownloaderApp, worker_name: str | None = None) -> None:
+    def __init__(
+        self, app: DownloaderApp, worker_name: str | None = None, queues: Iterable[str] = ()
+    ) -> None:
+        """`queues`: the Celery queues the worker was started with, told in its heartbeat
+        (what it consumes right now changes with pauses, the heartbeat only every beat)."""
         super().__init__(name="downloader-orphans", daemon=True)
         self.app = app
         self.worker_name = worker_name or default_worker_name()
+        self.queues = sorted(queues)
+
+    @property
+    def interval(self) -> float:
+        return min(HEARTBEAT_SECONDS, self.app.settings.lease_seconds / 3)
+
+    def start(self) -> None:
+        """Beat once before the thread starts, so the worker counts as alive (in `/status`,
+        `/health`) as soon as it is ready."""
+        self.beat(self.interval)
+        super().start()
 
     def run(self) -> None:
-        interval = min(HEARTBEAT_SECONDS, self.app.settings.lease_seconds / 3)
-        self.beat(interval)
+        interval = self.interval
         while not self.app.stopping.wait(interval):
             self.beat(interval)
             for step in (requeue_orphans, redispatch_lost, sweep_expired):
@@ -117,6 +132,11 @@ class OrphanWatch(threading.Thread):
 
     def beat(self, interval: float) -> None:
         try:
-            self.app.store.heartbeat(self.worker_name, 3 * interval, self.app.leases.held())
+            self.app.store.heartbeat(
+                self.worker_name,
+                3 * interval,
+                self.app.leases.held(),
+                self.queues,
+            )
         except Exception:
             log.exception("could not renew the heartbeat")

@@ -311,7 +311,8 @@ class DownloadQueueService:
         made = [
             self._new_job(
                 job_id, item["source"], item["dest"], item.get("priority", 10),
-                item.get("access_token"), item.get("sha256"), bool(item.get("untrusted")),
+                item.get("access_token") or hub.token_for(str(item["source"]), self._settings),
+                item.get("sha256"), bool(item.get("untrusted")),
             )
             for job_id, item in zip(ids, items, strict=True)
         ]
@@ -621,7 +622,7 @@ class DownloadQueueService:
 
     def repo_download(
         self,
-        repo: str,
+        repo: str | hub.ResolvedRepo,
         dest: str | Path,
         *,
         revision: str = "main",
@@ -635,24 +636,29 @@ class DownloadQueueService:
         on_complete: DownloadEventHandler | None = None,
         on_cancelled: DownloadEventHandler | None = None,
         on_error: DownloadEventHandler | None = None,
+        untrusted: bool = False,
     ) -> MultiFileDownloadJob:
         """Queue a Hugging Face repo (`owner/name` or `hf://...`) as one multi-file job.
 
         The revision is pinned to the commit the hub answers now, so every part comes from
         it (kept on the job as `revision`); files land under `dest/<name>/` and LFS files are
         verified against the hub's SHA-256. A gated or private repo raises `hub.HubError`
-        saying what to do, before anything is queued.
+        saying what to do, before anything is queued. A repo `hub.resolve_repo` resolved
+        already (the REST API checks its paths first) is queued as it is; `untrusted` as in
+        `download`.
         """
-        resolved = hub.resolve_repo(
-            repo,
-            revision=revision,
-            repo_type=repo_type,
-            allow_patterns=allow_patterns,
-            ignore_patterns=ignore_patterns,
-            token=access_token,
-            settings=self._settings,
-            session=self._requests_session,
-        )
+        resolved = repo
+        if not isinstance(resolved, hub.ResolvedRepo):
+            resolved = hub.resolve_repo(
+                resolved,
+                revision=revision,
+                repo_type=repo_type,
+                allow_patterns=allow_patterns,
+                ignore_patterns=ignore_patterns,
+                token=access_token,
+                settings=self._settings,
+                session=self._requests_session,
+            )
         return self.multifile_download(
             resolved.files,
             dest,
@@ -663,6 +669,7 @@ class DownloadQueueService:
             on_cancelled,
             on_error,
             priority=priority,
+            untrusted=untrusted,
             revision=resolved.commit,
         )
 

@@ -623,10 +623,11 @@ class JobStore:
 
     # -- workers ------------------------------------------------------------------------------
 
-    def heartbeat(self, name: str, ttl: float, jobs: int) -> None:
-        """Say worker `name` is alive for `ttl` seconds, running `jobs` downloads."""
+    def heartbeat(self, name: str, ttl: float, jobs: int, queues: Iterable[str] = ()) -> None:
+        """Say worker `name` is alive for `ttl` seconds, running `jobs` downloads and consuming
+        the Celery `queues` it was started with."""
         now = time.time()
-        info = json.dumps({"name": name, "jobs": jobs, "seen": now})
+        info = json.dumps({"name": name, "jobs": jobs, "seen": now, "queues": sorted(queues)})
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(self.keys.worker(name), info, px=max(1, int(ttl * 1000)))
         pipe.zadd(self.keys.workers, {name: now + ttl})
@@ -639,14 +640,23 @@ class JobStore:
         pipe.zrem(self.keys.workers, name)
         pipe.execute()
 
-    def live_workers(self) -> list[str]:
-        """Names of the workers whose heartbeat has not run out: O(workers), no broadcast.
-        The ones that ran out are dropped from the index on the way."""
+    def live_workers(self, queue: str | None = None) -> list[str]:
+        """Names of the workers whose heartbeat has not run out (only those started with the
+        Celery `queue`, when given): O(workers), no broadcast. The ones that ran out are
+        dropped from the index on the way."""
         now = time.time()
         pipe = self.redis.pipeline(transaction=False)
         pipe.zremrangebyscore(self.keys.workers, "-inf", now)
         pipe.zrange(self.keys.workers, 0, -1)
-        return sorted(name.decode() for name in pipe.execute()[1])
+        names = sorted(name.decode() for name in pipe.execute()[1])
+        if queue is None or not names:
+            return names
+        beats = self.redis.mget([self.keys.worker(name) for name in names])
+        return [
+            name
+            for name, beat in zip(names, beats, strict=True)
+            if beat is not None and queue in json.loads(beat).get("queues", ())
+        ]
 
     # -- retention ----------------------------------------------------------------------------
 

@@ -60,7 +60,8 @@ def _watch_for_orphans(sender: object = None, **_: object) -> None:
     """Every worker process keeps a heartbeat and requeues the jobs of workers that died."""
     app = getattr(sender, "app", None)
     if isinstance(app, DownloaderApp):
-        OrphanWatch(app, getattr(sender, "hostname", None)).start()
+        queues = getattr(sender, "downloader_queues", ())  # see processor.KeepPaused
+        OrphanWatch(app, getattr(sender, "hostname", None), queues).start()
 
 
 @worker_ready.connect

@@ -13,10 +13,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 
 from downloader.api.auth import ApiKeyMiddleware, configured_key, documented
 from downloader.api.context import ApiContext
-from downloader.api.routers import events, health, processor, queue
+from downloader.api.errors import validation_error
+from downloader.api.routers import events, health, metrics, processor, queue
 from downloader.config import Settings
 
 KEEP_ALIVE_SECONDS = 15.0
@@ -53,7 +55,8 @@ def build_api(*, keep_alive: float = KEEP_ALIVE_SECONDS) -> FastAPI:
     )
     app.state.context = context
     secured = documented() if key else []
-    for router in (queue.router, processor.router, events.router):
+    app.add_exception_handler(RequestValidationError, validation_error)
+    for router in (queue.router, processor.router, events.router, metrics.router):
         app.include_router(router, dependencies=secured)
     app.include_router(health.router)
     if key:

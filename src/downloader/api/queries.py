@@ -1,11 +1,17 @@
 """How the API reads the job store and shapes its records into answers.
 
-The one place that knows how a route reads the store: routes stay thin, and a faster way to
-read (an index, a counter) changes this module only.
+The one place that knows how a route reads the store, so that every read costs O(page) or
+O(1) whatever the queue's length: counts come from the store's per-status indexes, pages
+are ranges of an index after a cursor, the current item comes from the running index, and
+worker presence from the heartbeats workers keep in Redis (no Celery broadcast). The API's
+status words (the job-queue seed's) map onto the store's statuses; `failed` is the store's
+`error` without its `cancelled` members.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import HTTPException
@@ -13,32 +19,33 @@ from fastapi import HTTPException
 from downloader import processor
 from downloader.api.context import ApiContext
 from downloader.api.schemas import (
-    FINISHED,
     UNFINISHED,
     ApiStatus,
     Item,
     ItemPage,
     ProcessorStatus,
     QueueCounts,
-    api_status,
 )
-from downloader.store import KIND_MULTIFILE
+from downloader.models import DownloadJobStatus
+from downloader.store import BATCH, CANCELLED, JobStore
+
+INDEX: dict[ApiStatus, str] = {
+    "pending": DownloadJobStatus.WAITING.value,
+    "in_progress": DownloadJobStatus.RUNNING.value,
+    "completed": DownloadJobStatus.COMPLETED.value,
+    "failed": DownloadJobStatus.ERROR.value,  # with the cancelled ones: see `_failed_ids`
+    "canceled": CANCELLED,
+}
+"""The store's index behind each API status."""
 
 
-def records(ctx: ApiContext, queue_id: str) -> list[dict[str, Any]]:
-    return ctx.store.queue_records(queue_id)
+def to_item(record: dict[str, Any]) -> Item:
+    return Item.from_record(record)
 
 
-def to_item(ctx: ApiContext, record: dict[str, Any]) -> Item:
-    """An item; a multi-file job's bytes are its parts' sums."""
-    parts = None
-    if record.get("kind") == KIND_MULTIFILE:
-        parts = ctx.store.records(record.get("part_ids") or [])
-    return Item.from_record(record, parts)
-
-
-def items(ctx: ApiContext, ids: list[int]) -> list[Item]:
-    return [to_item(ctx, record) for record in ctx.store.records(ids)]
+def items(ctx: ApiContext, ids: Iterable[int]) -> list[Item]:
+    """The items of these ids that still exist, in order: one round trip per `BATCH`."""
+    return [to_item(record) for record in ctx.store.records(ids)]
 
 
 def record_or_404(ctx: ApiContext, queue_id: str, item_id: int) -> dict[str, Any]:
@@ -49,19 +56,18 @@ def record_or_404(ctx: ApiContext, queue_id: str, item_id: int) -> dict[str, Any
 
 
 def counts(ctx: ApiContext, queue_id: str) -> QueueCounts:
-    """How many items of the queue are in each state."""
-    found = QueueCounts(queue_id=queue_id)
-    for record in records(ctx, queue_id):
-        word = api_status(record)
-        setattr(found, word, getattr(found, word) + 1)
-        found.total += 1
-    return found
+    """How many items of the queue are in each state: O(1), the indexes' sizes."""
+    found = ctx.store.counts(queue_id)
+    sized = {word: found[index] for word, index in INDEX.items()}
+    sized["failed"] -= found[CANCELLED]
+    return QueueCounts(queue_id=queue_id, total=found["total"], **sized)
 
 
 def processor_status(ctx: ApiContext, queue_id: str, in_progress: int) -> ProcessorStatus:
-    celery = ctx.reader().app
-    workers = processor.consuming_workers(celery, queue_id, timeout=0.5)
-    paused = processor.is_paused(celery, queue_id)
+    """Whether live workers take the queue's jobs, from their heartbeats: O(workers)."""
+    app = ctx.reader().app
+    paused = processor.is_paused(app, queue_id)
+    workers = [] if paused else ctx.store.live_workers(app.celery_queue(queue_id))
     return ProcessorStatus(
         is_started=bool(workers),
         is_processing=not paused and in_progress > 0,
@@ -78,38 +84,78 @@ def page(
     offset: int,
     cursor: int | None,
 ) -> ItemPage:
-    """Items oldest first, after `cursor` (an item id) and `offset`."""
-    matching = [r for r in records(ctx, queue_id) if status is None or api_status(r) == status]
-    after = [r for r in matching if cursor is None or r["id"] > cursor]
-    chosen = after[offset : offset + limit]
-    more = len(after) > offset + limit
+    """Items oldest first, after `cursor` (an item id) and `offset`: O(offset + page)."""
+    store = ctx.store
+    low = "-inf" if cursor is None else f"({cursor}"
+    if status == "failed":
+        ids = _failed_ids(store, queue_id, low, offset, limit + 1)
+    else:
+        key = store.keys.queue_jobs(queue_id)
+        if status is not None:
+            key = store.keys.queue_status(queue_id, INDEX[status])
+        ids = [int(x) for x in store.redis.zrangebyscore(key, low, "+inf", offset, limit + 1)]
+    chosen = ids[:limit]
+    total = counts(ctx, queue_id)
     return ItemPage(
-        items=[to_item(ctx, r) for r in chosen],
-        total=len(matching),
-        next_cursor=chosen[-1]["id"] if chosen and more else None,
+        items=items(ctx, chosen),
+        total=total.total if status is None else getattr(total, status),
+        next_cursor=chosen[-1] if len(ids) > limit else None,
     )
 
 
+def _failed_ids(store: JobStore, queue_id: str, low: str, offset: int, count: int) -> list[int]:
+    """Up to `count` ids of the `error` index above `low` that are not cancelled, skipping
+    `offset` of them. The store keeps cancelled jobs in `error` too (and apart), so this costs
+    the page plus the cancelled ids it steps over, a batch per round trip."""
+    errors = store.keys.queue_status(queue_id, DownloadJobStatus.ERROR.value)
+    cancelled = store.keys.queue_status(queue_id, CANCELLED)
+    found: list[int] = []
+    while len(found) < offset + count:
+        chunk = store.redis.zrangebyscore(errors, low, "+inf", 0, BATCH)
+        if not chunk:
+            break
+        scores = store.redis.zmscore(cancelled, chunk)
+        found.extend(int(x) for x, score in zip(chunk, scores, strict=True) if score is None)
+        low = f"({int(chunk[-1])}"
+    return found[offset : offset + count]
+
+
 def current(ctx: ApiContext, queue_id: str) -> Item | None:
-    """The running item that started first."""
-    running = [r for r in records(ctx, queue_id) if api_status(r) == "in_progress"]
+    """The running item that started first: O(running), from the running index."""
+    running = ctx.store.running(queue_id)
     if not running:
         return None
-    return to_item(ctx, min(running, key=lambda r: (r.get("job_started") or "~", r["id"])))
+    return to_item(min(running, key=lambda r: (r.get("job_started") or "~", r["id"])))
 
 
 def unfinished_ids(ctx: ApiContext, queue_id: str) -> list[int]:
-    return [r["id"] for r in records(ctx, queue_id) if api_status(r) in UNFINISHED]
+    """Every pending and running id, from their indexes, a batch per round trip."""
+    store, found = ctx.store, []
+    for status in UNFINISHED:
+        key, low = store.keys.queue_status(queue_id, INDEX[status]), "-inf"
+        while chunk := store.redis.zrangebyscore(key, low, "+inf", 0, BATCH):
+            found.extend(int(x) for x in chunk)
+            low = f"({int(chunk[-1])}"
+    return found
 
 
 def prunable_ids(ctx: ApiContext, queue_id: str) -> list[int]:
-    """Finished items, but not the finished parts of a multi-file job that still runs."""
-    every = records(ctx, queue_id)
-    unfinished_parents = {
-        r["id"] for r in every if r.get("kind") == KIND_MULTIFILE and api_status(r) in UNFINISHED
-    }
-    return [
-        r["id"]
-        for r in every
-        if api_status(r) in FINISHED and r.get("parent_id") not in unfinished_parents
+    """Finished items, but not the finished parts of a multi-file job that still runs: reads
+    what it removes, and the status of those parts' parents."""
+    store = ctx.store
+    finished = [
+        record
+        for status in ("completed", "failed")
+        for record in store.iter_records(queue_id, INDEX[status])
     ]
+    parents = sorted({r["parent_id"] for r in finished if r.get("parent_id") is not None})
+    pipe = store.redis.pipeline(transaction=False)
+    for parent_id in parents:
+        pipe.hget(store.keys.job(parent_id), "status")
+    ended = {DownloadJobStatus.COMPLETED.value, DownloadJobStatus.ERROR.value}
+    running_parents = {
+        parent_id
+        for parent_id, raw in zip(parents, pipe.execute(), strict=True)
+        if raw is not None and json.loads(raw) not in ended
+    }
+    return [r["id"] for r in finished if r.get("parent_id") not in running_parents]

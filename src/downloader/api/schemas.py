@@ -22,6 +22,8 @@ UNFINISHED: tuple[ApiStatus, ...] = ("pending", "in_progress")
 FINISHED: tuple[ApiStatus, ...] = ("completed", "failed", "canceled")
 QUEUE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+MAX_BATCH = 10_000
+"""Items of one batch request; the body cap (`DOWNLOADER_MAX_BODY_BYTES`) may bind first."""
 
 QueueId = Annotated[
     str, PathParam(pattern=QUEUE_ID_PATTERN, description="letters, digits, `_`, `.`, `-`")
@@ -68,15 +70,16 @@ class Item(BaseModel):
     total_bytes: int = 0
     attempts: int = 0
     part_ids: list[int] | None = Field(default=None, description="a multi-file job's parts")
+    revision: str | None = Field(
+        default=None, description="a hub repo's job: the commit every part comes from"
+    )
 
     @classmethod
-    def from_record(cls, record: dict[str, Any], parts: list[dict[str, Any]] | None) -> Item:
+    def from_record(cls, record: dict[str, Any]) -> Item:
+        """The item of a record; a multi-file job's byte counts are its parts' sums already
+        (the store adds every change of a part to its parent)."""
         multifile = record.get("kind") == KIND_MULTIFILE
         error = record.get("error")
-        done, total = record.get("bytes") or 0, record.get("total_bytes") or 0
-        if parts is not None:
-            done = sum(part.get("bytes") or 0 for part in parts)
-            total = sum(part.get("total_bytes") or 0 for part in parts)
         return cls(
             item_id=record["id"],
             status=api_status(record),
@@ -94,10 +97,11 @@ class Item(BaseModel):
             source=record.get("source"),
             dest=str(record.get("dest", "")),
             download_path=record.get("download_path"),
-            bytes=done,
-            total_bytes=total,
+            bytes=record.get("bytes") or 0,
+            total_bytes=record.get("total_bytes") or 0,
             attempts=record.get("attempts") or 0,
             part_ids=record.get("part_ids") if multifile else None,
+            revision=record.get("revision") if multifile else None,
         )
 
 
@@ -123,10 +127,12 @@ class QueueCounts(BaseModel):
 
 
 class ProcessorStatus(BaseModel):
-    is_started: bool = Field(description="at least one worker consumes this queue")
+    is_started: bool = Field(description="not paused, and a live worker was started with it")
     is_processing: bool = Field(description="not paused, and a download is running")
     is_paused: bool
-    workers: list[str] = Field(description="the workers consuming this queue")
+    workers: list[str] = Field(
+        description="live workers (by heartbeat) started with this queue; none while paused"
+    )
 
 
 class QueueStatus(BaseModel):
@@ -146,17 +152,63 @@ class Part(BaseModel):
         return _check_sha256(value)
 
 
-class EnqueueRequest(BaseModel):
-    """Either `source` (one file) or `parts` (a multi-file job), never both."""
+class BatchItem(BaseModel):
+    """One URL of a batch: the fields of the single form, each item with its own `dest`."""
 
-    source: AnyHttpUrl | None = Field(default=None, description="http(s) URL of one file")
-    parts: list[Part] | None = Field(default=None, description="the files of a multi-file job")
+    source: AnyHttpUrl = Field(description="http(s) URL of one file")
     dest: str = Field(description="a directory, relative to the server's download root")
     priority: int = Field(default=10, description="lower runs first")
     access_token: str | None = Field(
         default=None, description="sent as `Authorization: Bearer`; never in any answer"
     )
+    sha256: str | None = Field(default=None, description="of the file")
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256_digits(cls, value: str | None) -> str | None:
+        return _check_sha256(value)
+
+
+_FORMS = ("source", "parts", "items", "repo")
+_HUB_FIELDS = ("revision", "repo_type", "allow_patterns", "ignore_patterns")
+
+
+class EnqueueRequest(BaseModel):
+    """Exactly one of `source` (one file), `parts` (a multi-file job), `items` (many files at
+    once) or `repo` (a Hugging Face repo, as one multi-file job)."""
+
+    source: AnyHttpUrl | None = Field(default=None, description="http(s) URL of one file")
+    parts: list[Part] | None = Field(default=None, description="the files of a multi-file job")
+    items: list[BatchItem] | None = Field(
+        default=None,
+        max_length=MAX_BATCH,
+        description=f"up to {MAX_BATCH} single files, queued in one go; each has its own "
+        "`dest`, `priority`, `access_token` and `sha256`, so no other field goes with `items`",
+    )
+    repo: str | None = Field(
+        default=None,
+        max_length=300,
+        description="a Hugging Face repo, `owner/name`; resolved on the hub of the server's "
+        "settings and pinned to the commit `revision` names now",
+    )
+    dest: str | None = Field(
+        default=None, description="a directory, relative to the server's download root"
+    )
+    priority: int = Field(default=10, description="lower runs first")
+    access_token: str | None = Field(
+        default=None,
+        description="sent as `Authorization: Bearer` (with `repo`: the hub token; the "
+        "server's own, if it has one, when omitted); never in any answer",
+    )
     sha256: str | None = Field(default=None, description="of the one file of `source`")
+    revision: str = Field(default="main", description="with `repo`: a branch, tag or commit")
+    repo_type: Literal["model", "dataset", "space"] = Field(default="model")
+    allow_patterns: list[str] | None = Field(
+        default=None, description="with `repo`: only files matching one of these globs"
+    )
+    ignore_patterns: list[str] | None = Field(
+        default=None, description="with `repo`: no file matching one of these globs"
+    )
 
     @field_validator("sha256")
     @classmethod
@@ -164,11 +216,21 @@ class EnqueueRequest(BaseModel):
         return _check_sha256(value)
 
     @model_validator(mode="after")
-    def _one_of_source_or_parts(self) -> EnqueueRequest:
-        if (self.source is None) == (not self.parts):
-            raise ValueError("give either `source` or a non-empty `parts`, not both")
-        if self.parts and self.sha256 is not None:
-            raise ValueError("with `parts`, give each part its own `sha256`")
+    def _one_form(self) -> EnqueueRequest:
+        given = [name for name in _FORMS if getattr(self, name) not in (None, [])]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of `source`, a non-empty `parts`, a non-empty `items` or `repo`"
+            )
+        form, fields = given[0], self.model_fields_set
+        if form == "items" and fields - {"items"}:
+            raise ValueError("with `items`, every field goes into the items")
+        if form != "items" and self.dest is None:
+            raise ValueError(f"`dest` is required with `{form}`")
+        if form != "source" and self.sha256 is not None:
+            raise ValueError("`sha256` goes with `source`; give each part or item its own")
+        if form != "repo" and fields & set(_HUB_FIELDS):
+            raise ValueError(f"{', '.join(f'`{name}`' for name in _HUB_FIELDS)} go with `repo`")
         return self
 
 
@@ -179,7 +241,9 @@ def _check_sha256(value: str | None) -> str | None:
 
 
 class EnqueueResponse(BaseModel):
-    items: list[Item] = Field(description="the new item; for `parts`, the job then its parts")
+    items: list[Item] = Field(
+        description="the new items in order; for `parts` and `repo`, the job then its parts"
+    )
 
 
 class Removed(BaseModel):
@@ -188,5 +252,5 @@ class Removed(BaseModel):
 
 class Health(BaseModel):
     redis: bool
-    workers: int = Field(description="Celery workers that answered a ping")
+    workers: int = Field(description="workers whose heartbeat in Redis is current")
     worker_names: list[str] = []

@@ -1,2 +1,2 @@
 """One router per resource of the REST API: the queue and its items, the processor, the
-event stream, and health."""
+event stream, metrics, and health."""

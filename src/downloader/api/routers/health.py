@@ -8,9 +8,9 @@ from fastapi.responses import JSONResponse
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from downloader import processor
 from downloader.api.context import Ctx
 from downloader.api.schemas import Health
+from downloader.store import JobStore
 
 router = APIRouter(tags=["health"])
 
@@ -21,7 +21,8 @@ router = APIRouter(tags=["health"])
     responses={503: {"model": Health, "description": "Redis or every worker is down"}},
 )
 def health(ctx: Ctx) -> JSONResponse:
-    """200 when Redis and at least one Celery worker answer, else 503. Needs no key."""
+    """200 when Redis answers and at least one worker's heartbeat is current, else 503.
+    Needs no key. One short-timeout connection, so a Redis that is down answers at once."""
     redis_ok, names = False, []
     try:
         probe = redis.Redis.from_url(
@@ -32,11 +33,10 @@ def health(ctx: Ctx) -> JSONResponse:
         )
         try:
             redis_ok = bool(probe.ping())
+            names = JobStore(probe, ctx.settings.namespace).live_workers()
         finally:
             probe.close()
     except (redis.RedisError, OSError, TimeoutError, RuntimeError):
         redis_ok = False
-    if redis_ok:
-        names = processor.answering_workers(ctx.reader().app, timeout=1.0)
     body = Health(redis=redis_ok, workers=len(names), worker_names=names)
     return JSONResponse(body.model_dump(), status_code=200 if redis_ok and names else 503)

@@ -5,15 +5,14 @@ Handlers check input and call the service or `queries`; they hold no logic of th
 
 from __future__ import annotations
 
-import contextlib
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from downloader.api import queries
+from downloader import hub
+from downloader.api import enqueueing, queries
 from downloader.api.context import Ctx
-from downloader.api.paths import confined
+from downloader.api.errors import hub_status
 from downloader.api.schemas import (
     UNFINISHED,
     ApiStatus,
@@ -26,44 +25,30 @@ from downloader.api.schemas import (
     Removed,
     api_status,
 )
-from downloader.models import RemoteModelFile
 from downloader.service import UnknownJobIDException
 
 router = APIRouter(prefix="/api/v1/queue/{queue_id}")
 
 
-@router.post("/enqueue", response_model=EnqueueResponse, tags=["queue"])
+@router.post(
+    "/enqueue",
+    response_model=EnqueueResponse,
+    tags=["queue"],
+    responses={
+        403: {"description": "`repo`: the hub says the repo is gated"},
+        404: {"description": "`repo`: no such repo (or a private one), revision or file"},
+        502: {"description": "`repo`: the hub could not answer"},
+    },
+)
 def enqueue(ctx: Ctx, queue_id: QueueId, body: EnqueueRequest) -> EnqueueResponse:
-    """Queue one URL (`source`) or a multi-file job (`parts`) under `dest`."""
-    root = ctx.settings.download_root
-    dest = confined(root, body.dest)
-    queue = ctx.service(queue_id)
+    """Queue one URL (`source`), a multi-file job (`parts`), many URLs at once (`items`) or
+    a Hugging Face repo (`repo`), under `dest`."""
     try:
-        if body.source is not None:
-            dest.mkdir(parents=True, exist_ok=True)  # an API `dest` is always a directory
-            job = queue.download(
-                str(body.source),
-                dest,
-                priority=body.priority,
-                access_token=body.access_token,
-                sha256=body.sha256,
-                untrusted=True,
-            )
-            ids = [job.id]
-        else:
-            parts = [RemoteModelFile(**part.model_dump()) for part in body.parts or []]
-            for part in parts:  # no part may leave the root through a symlink either
-                confined(root, str(Path(body.dest) / part.path), what="part path")
-            multi = queue.multifile_download(
-                parts,
-                dest,
-                access_token=body.access_token,
-                priority=body.priority,
-                untrusted=True,
-            )
-            ids = [multi.id, *(part.id for part in multi.download_parts)]
+        ids = enqueueing.enqueue(ctx, queue_id, body)
     except (ValueError, OSError) as exc:
         raise HTTPException(422, str(exc)) from exc
+    except hub.HubError as exc:
+        raise HTTPException(hub_status(exc), str(exc)) from exc
     return EnqueueResponse(items=queries.items(ctx, ids))
 
 
@@ -98,7 +83,7 @@ def current(ctx: Ctx, queue_id: QueueId) -> Item | None:
 
 @router.get("/i/{item_id}", response_model=Item, tags=["items"])
 def get_item(ctx: Ctx, queue_id: QueueId, item_id: int) -> Item:
-    return queries.to_item(ctx, queries.record_or_404(ctx, queue_id, item_id))
+    return queries.to_item(queries.record_or_404(ctx, queue_id, item_id))
 
 
 @router.post("/i/{item_id}/cancel", response_model=Item, tags=["items"])
@@ -112,7 +97,7 @@ def cancel_item(ctx: Ctx, queue_id: QueueId, item_id: int) -> Item:
             queue.cancel_job(queue.id_to_job(item_id))
         except UnknownJobIDException as exc:
             raise HTTPException(404, str(exc)) from exc
-    return queries.to_item(ctx, queries.record_or_404(ctx, queue_id, item_id))
+    return queries.to_item(queries.record_or_404(ctx, queue_id, item_id))
 
 
 @router.delete("/clear", response_model=Removed, tags=["queue"])
@@ -120,10 +105,8 @@ def clear(ctx: Ctx, queue_id: QueueId) -> Removed:
     """Cancel and remove every unfinished item; running ones stop within about a second."""
     queue = ctx.service(queue_id)
     unfinished = queries.unfinished_ids(ctx, queue_id)
-    for item_id in unfinished:
-        with contextlib.suppress(UnknownJobIDException):  # removed meanwhile
-            queue.cancel_job(queue.id_to_job(item_id))
-    queue.app.store.remove(queue_id, unfinished)
+    queue.cancel_all_jobs()
+    ctx.store.remove(queue_id, unfinished)
     return Removed(removed=len(unfinished))
 
 

@@ -1,0 +1,92 @@
+"""Each form of an enqueue body turned into queued jobs, with the checks an untrusted caller
+needs: every `dest` and every file path confined to the download root before anything is
+written, every job marked untrusted, and a hub repo resolved on the hub of the server's
+settings (never one the caller names).
+
+Each function answers the ids of the new items in the order the answer lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from downloader import hub
+from downloader.api.context import ApiContext
+from downloader.api.paths import confined
+from downloader.api.schemas import BatchItem, EnqueueRequest
+from downloader.models import RemoteModelFile
+from downloader.service import DownloadQueueService
+
+
+def enqueue(ctx: ApiContext, queue_id: str, body: EnqueueRequest) -> list[int]:
+    """Queue the body's one form. Raises `HTTPException` (422) for a path outside the root,
+    `ValueError` or `OSError` for what the service refuses, `hub.HubError` for the hub's."""
+    queue = ctx.service(queue_id)
+    if body.items is not None:
+        return _batch(ctx, queue, body.items)
+    assert body.dest is not None  # the schema requires it with every other form
+    dest = confined(ctx.settings.download_root, body.dest)
+    if body.source is not None:
+        dest.mkdir(parents=True, exist_ok=True)  # an API `dest` is always a directory
+        job = queue.download(
+            str(body.source),
+            dest,
+            priority=body.priority,
+            access_token=body.access_token,
+            sha256=body.sha256,
+            untrusted=True,
+        )
+        return [job.id]
+    if body.parts:
+        parts = [RemoteModelFile(**part.model_dump()) for part in body.parts]
+        _confine_parts(ctx, body.dest, parts)
+        multi = queue.multifile_download(
+            parts, dest, access_token=body.access_token, priority=body.priority, untrusted=True
+        )
+    else:
+        assert body.repo is not None
+        resolved = hub.resolve_repo(
+            body.repo,
+            revision=body.revision,
+            repo_type=body.repo_type,
+            allow_patterns=body.allow_patterns,
+            ignore_patterns=body.ignore_patterns,
+            token=body.access_token,
+            settings=ctx.settings,
+        )
+        _confine_parts(ctx, body.dest, resolved.files)
+        multi = queue.repo_download(
+            resolved,
+            dest,
+            priority=body.priority,
+            access_token=body.access_token,
+            untrusted=True,
+        )
+    return [multi.id, *(part.id for part in multi.download_parts)]
+
+
+def _confine_parts(ctx: ApiContext, dest: str, parts: Iterable[RemoteModelFile]) -> None:
+    """No part may leave the root either, through `..` or a symlink under `dest`."""
+    for part in parts:
+        confined(ctx.settings.download_root, str(Path(dest) / part.path), what="part path")
+
+
+def _batch(ctx: ApiContext, queue: DownloadQueueService, items: list[BatchItem]) -> list[int]:
+    """Many single files in one go (`download_many`: pipelined writes, one producer)."""
+    root = ctx.settings.download_root
+    dests = {text: confined(root, text) for text in {item.dest for item in items}}
+    for dest in dests.values():
+        dest.mkdir(parents=True, exist_ok=True)
+    jobs = queue.download_many(
+        {
+            "source": str(item.source),
+            "dest": dests[item.dest],
+            "priority": item.priority,
+            "access_token": item.access_token,
+            "sha256": item.sha256,
+            "untrusted": True,
+        }
+        for item in items
+    )
+    return [job.id for job in jobs]

@@ -1,0 +1,23 @@
+"""Prometheus metrics of the whole namespace, from the store's counters (`metrics.render`):
+a few round trips whatever the number of jobs. Behind the API key like every route but
+`/health`: the queue names and figures are the deployment's business."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from downloader import metrics
+from downloader.api.context import Ctx
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {metrics.CONTENT_TYPE: {}}, "description": "Prometheus text"}},
+)
+def prometheus(ctx: Ctx) -> Response:
+    """Jobs by queue and status, jobs ended by outcome, bytes downloaded, retries, job
+    durations and live workers, in Prometheus' text format."""
+    return Response(metrics.render(ctx.store), media_type=metrics.CONTENT_TYPE)
