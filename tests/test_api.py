@@ -980,3 +980,14 @@ def test_a_422_repeats_no_part_of_the_body(api: TestClient, body: dict | str) ->
     detail = answer.json()["detail"]  # a list from validation, a text from the service
     for error in detail if isinstance(detail, list) else []:
         assert set(error) <= {"type", "loc", "msg"} and error["msg"]
+
+
+def test_the_api_follows_no_job_it_queued(
+    api: TestClient, namespace: str, redis_url: str, origin: Origin
+) -> None:
+    """An enqueue-only front end keeps nothing per job: no subscription stays behind."""
+    origin.add("f.bin", b"x")
+    items = enqueue(api, {"items": [{"source": origin.url("/files/f.bin"), "dest": "f"}] * 20})
+    client = redis.Redis.from_url(redis_url)
+    channels = [f"{namespace}:job-events:{item['item_id']}" for item in items]
+    assert [count for _, count in client.pubsub_numsub(*channels)] == [0] * len(channels)

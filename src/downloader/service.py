@@ -99,8 +99,13 @@ class DownloadQueueService:
         redis_url: str | None = None,
         queue_id: str = "default",
         start_worker: bool = True,
+        follow: bool = True,
     ) -> None:
         self._settings = Settings()
+        self._follow = follow
+        """False: jobs are queued and forgotten (no live objects, callbacks or per-job
+        subscriptions), for enqueue-only front ends whose memory must not grow with the jobs
+        they queue, such as the REST API."""
         self._max_parallel_dl = max_parallel_dl
         self._event_bus = event_bus
         self._requests_session = requests_session
@@ -112,11 +117,11 @@ class DownloadQueueService:
         self._inferred: set[int] = set()
         """Finalised from the store because their final event may have been missed."""
         self._to_follow: list[int] = []
+        """Jobs queued here whose channels the listener has still to subscribe to."""
         self._awaited: set[int] = set()
         """Jobs `_track` waits to see followed before it lets them be queued."""
         self._client_channel = f"{self._settings.namespace}:client:{uuid.uuid4().hex}"
         """This client's own channel: it wakes the listener to follow new jobs at once."""
-        """Jobs queued here whose channels the listener has still to subscribe to."""
         self._unfollow: list[int] = []
         """Finished jobs whose channels the listener leaves (it alone touches this list)."""
         self._changed = threading.Condition()
@@ -368,6 +373,8 @@ class DownloadQueueService:
         The listener is woken through this client's own channel, subscribes and reports the
         confirmation; only then may the jobs be queued, so not one of their events is missed.
         """
+        if not self._follow:
+            return
         ids = {job.id for job in jobs}
         deadline = time.monotonic() + _FOLLOW_TIMEOUT
         with self._changed:

@@ -32,7 +32,7 @@ class ApiContext:
         with self._lock:
             if queue_id not in self._services:
                 self._services[queue_id] = DownloadQueueService(
-                    queue_id=queue_id, start_worker=False
+                    queue_id=queue_id, start_worker=False, follow=False
                 )
             return self._services[queue_id]
 
