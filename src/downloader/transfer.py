@@ -406,8 +406,12 @@ class _Fetch:
     ) -> str | None:
         """Why a mirror's answer is not the file this job writes; None when it is."""
         status = response.status_code
-        if status in (304, 416):  # answers to the file's own validators or its own length
+        if status == 304:  # an answer to the file's own validators
             return None
+        if status == 416:  # the file is whole already, if the mirror's is this long
+            total = parse_content_range(header(response, "Content-Range"))[2]
+            expected = state.source.total if state is not None else None
+            return None if total == expected else f"it has {total} bytes, the file {expected}"
         if first is None:
             if status != 200:
                 return f"it answered HTTP {status} for the whole file"
