@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from downloader import DownloadJobStatus, DownloadQueueService
+from downloader.filestate import PartialState, Validators, partial_path, state_path
 from downloader.mirrors import Mirrors
 from downloader.transfer import TransferRequest, fetch
 from tests.hub_origin import HubOrigin
@@ -270,3 +272,30 @@ def test_a_segment_never_takes_bytes_from_a_mirror_of_another_version(
     asked = ranges(mirror, "/files/v.bin")
     assert asked and set(asked) <= {plan[1], plan[3]}
     assert sorted(ranges(origin, "/files/v.bin")) == sorted(["", *plan])
+
+
+def test_a_shorter_mirror_never_empties_a_finished_partial_file(
+    origin: Origin, mirror: Origin, tmp_path: Path
+) -> None:
+    data = os.urandom(256 * KiB)
+    expected = origin.add("done.bin", data)
+    mirror.add("done.bin", data[: 100 * KiB])  # answers 416 to a Range past its own end
+    source = origin.url("/files/done.bin?fail=1")
+    final = tmp_path / "done.bin"
+    partial_path(final).write_bytes(data)  # every byte is in; only the rename was missing
+    etag = f'"{expected[:16]}"'
+    PartialState(Validators(source, etag=etag, total=len(data))).save(
+        state_path(partial_path(final))
+    )
+    mirrors = Mirrors(source, [mirror.url("/files/done.bin?ignoreifrange=1")])
+
+    def attempt() -> None:
+        fetch(TransferRequest(url=source, dest=tmp_path, download_path=final, mirrors=mirrors))
+
+    with pytest.raises(requests.HTTPError):  # the source's 503; the mirror was dropped
+        attempt()
+    assert partial_path(final).read_bytes() == data
+    attempt()  # the retry: the source says the partial file is whole
+    assert sha256(final) == expected
+    assert mirror.gets("/files/done.bin")[0].headers["Range"] == f"bytes={len(data)}-"
+    assert len(mirror.gets("/files/done.bin")) == 1
