@@ -299,3 +299,15 @@ def test_a_shorter_mirror_never_empties_a_finished_partial_file(
     assert sha256(final) == expected
     assert mirror.gets("/files/done.bin")[0].headers["Range"] == f"bytes={len(data)}-"
     assert len(mirror.gets("/files/done.bin")) == 1
+
+
+def test_a_dropped_mirror_is_logged_without_its_query_or_user_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="downloader.mirrors")
+    mirrors = Mirrors("https://src.example/f?sig=s1", ["https://u:pw@m.example:8443/f?sig=s2"])
+    mirrors.drop("https://u:pw@m.example:8443/f?sig=s2", "its ETag differs")
+    mirrors.drop("https://src.example/f?sig=s1", "the source is never dropped")
+    assert mirrors.line() == ["https://src.example/f?sig=s1"]
+    assert "mirror https://m.example:8443/f dropped for https://src.example/f" in caplog.text
+    assert "sig=" not in caplog.text and "pw" not in caplog.text

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from downloader.origins import origin
 from downloader.redact import scrub
@@ -64,8 +65,16 @@ class Mirrors:
             if url in self.dropped:
                 return
             self.dropped[url] = reason
-        log.warning("mirror %s dropped for %s: %s", scrub(url), scrub(self.source), reason)
+        log.warning("mirror %s dropped for %s: %s", _shown(url), _shown(self.source), reason)
 
     def may_carry_token(self, url: str) -> bool:
         """A job's token is for its source's origin only; a mirror elsewhere never sees it."""
         return origin(url) == origin(self.source)
+
+
+def _shown(url: str) -> str:
+    """`url` as a log line may show it: no user info, no query (a signed URL's signature is a
+    credential too), and no token the process knows."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return scrub(f"{parts.scheme}://{parts.hostname}{port}{parts.path}")
