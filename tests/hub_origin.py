@@ -125,15 +125,27 @@ class HubOrigin:
         repo_type: str = "model",
         private: bool = False,
         gated: bool = False,
+        commit: str | None = None,
     ) -> str:
-        """A repo whose `main` holds `files`; answers the commit."""
+        """A repo whose `main` holds `files`; answers the commit (`commit` when given, so a
+        second hub can mirror the first)."""
         self.repos[(repo_type, repo_id)] = HubRepo(repo_id, repo_type, private=private, gated=gated)
-        return self.push(repo_id, files, repo_type=repo_type)
+        return self.push(repo_id, files, repo_type=repo_type, commit=commit)
 
-    def push(self, repo_id: str, files: dict[str, bytes], *, repo_type: str = "model") -> str:
+    def push(
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        *,
+        repo_type: str = "model",
+        commit: str | None = None,
+    ) -> str:
         """A new commit on `main` holding `files`; answers it."""
         repo = self.repos[(repo_type, repo_id)]
-        commit = hashlib.sha1(f"{repo_id}:{len(repo.commits)}:{uuid.uuid4()}".encode()).hexdigest()
+        commit = (
+            commit
+            or hashlib.sha1(f"{repo_id}:{len(repo.commits)}:{uuid.uuid4()}".encode()).hexdigest()
+        )
         repo.commits[commit] = dict(files)
         repo.refs["main"] = commit
         for path, data in files.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from downloader.models import bearer_token
@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     hf_endpoint: str = Field(
         default="https://huggingface.co",
         description="the Hugging Face hub (or a mirror of it) that `hf://` sources resolve on",
+    )
+    hf_mirrors: list[AnyHttpUrl] = Field(
+        default_factory=list,
+        description='mirrors of the hub, JSON: ["https://hf-mirror.example"]; hub files also '
+        "come from `resolve/<commit>/<path>` on each, verified by the hub's hash",
     )
     untrusted_proxy: str | None = Field(
         default=None,

@@ -5,7 +5,9 @@ file must be checked against the hash the hub announces. So a hub source is reso
 once, in the client (the service, the REST API, the CLI): the revision becomes the commit the
 hub answers, the files become `RemoteModelFile`s whose URL is the hub's `resolve` URL at that
 commit and whose `sha256` is the hub's LFS hash. From there on it is a plain job: workers need
-no hub knowledge, and every retry asks the hub again for a fresh signed CDN URL.
+no hub knowledge, and every retry asks the hub again for a fresh signed CDN URL. With hub
+mirrors configured (`DOWNLOADER_HF_MIRRORS`), each file also names the same `resolve` URL on
+every mirror as its `mirrors`, which the worker uses when they match the hub's hash.
 
 Tokens: the hub's token (`HF_TOKEN`, else the file huggingface_hub writes) goes with requests to
 the hub's own origin only; requests drops it when the hub redirects to its CDN. Civitai's
@@ -169,18 +171,22 @@ class _Hub:
     ) -> None:
         self.ref, self.token, self.session = ref, token, session
         self.endpoint = settings.hf_endpoint.rstrip("/")
+        self.mirrors = [str(mirror).rstrip("/") for mirror in settings.hf_mirrors]
         self.timeout = (settings.connect_timeout, settings.read_timeout)
 
     @property
     def repo_url(self) -> str:
-        return f"{self.endpoint}/{_URL_PREFIX[self.ref.repo_type]}{self.ref.repo_id}"
+        return self.repo_url_on(self.endpoint)
+
+    def repo_url_on(self, endpoint: str) -> str:
+        return f"{endpoint}/{_URL_PREFIX[self.ref.repo_type]}{self.ref.repo_id}"
 
     def api_url(self, *parts: str) -> str:
         kind = _API_KIND[self.ref.repo_type]
         return "/".join((f"{self.endpoint}/api/{kind}/{self.ref.repo_id}", *parts))
 
-    def resolve_url(self, commit: str, path: str) -> str:
-        return f"{self.repo_url}/resolve/{commit}/{quote(path)}"
+    def resolve_url(self, commit: str, path: str, endpoint: str | None = None) -> str:
+        return f"{self.repo_url_on(endpoint or self.endpoint)}/resolve/{commit}/{quote(path)}"
 
     def get(self, url: str, what: str, **params: str) -> requests.Response:
         return self.request("GET", url, what, params=params)
@@ -255,6 +261,7 @@ class _Hub:
                 path=PurePosixPath(self.ref.name, path).as_posix(),
                 size=size,
                 sha256=sha256,
+                mirrors=[self.resolve_url(commit, path, mirror) for mirror in self.mirrors],
             )
         except ValidationError as exc:
             raise HubError(f"the hub listed a file path that is not safe: {path!r:.200}") from exc

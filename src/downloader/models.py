@@ -8,13 +8,21 @@ drags a function (or the access token) along.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    field_validator,
+)
 
 from downloader.filenames import ENGINE_SUFFIXES, is_engine_name
 
@@ -39,6 +47,20 @@ def bearer_token(token: str | None) -> str | None:
             "ASCII, which an HTTP header cannot carry; check how it was read or pasted"
         )
     return token or None
+
+
+_MIRROR_URLS = TypeAdapter(list[AnyHttpUrl])
+
+
+def mirror_urls(mirrors: Iterable[object] | None) -> list[str]:
+    """Mirror URLs checked as sources are (http or https, well formed), as text, in order,
+    without repeats; a `ValueError` names the bad one. A single string is refused: it would
+    otherwise be read as a list of characters."""
+    if mirrors is None:
+        return []
+    if isinstance(mirrors, str | bytes):
+        raise ValueError("mirrors is a list of URLs, not one string")
+    return list(dict.fromkeys(str(url) for url in _MIRROR_URLS.validate_python(list(mirrors))))
 
 
 class DownloadJobStatus(StrEnum):
@@ -148,6 +170,8 @@ class RemoteModelFile(BaseModel):
     path: Path
     size: int | None = None
     sha256: str | None = None
+    mirrors: list[AnyHttpUrl] = Field(default_factory=list)
+    """Other URLs of the same file (a hub mirror's, say); used when they match it."""
 
     @field_validator("path")
     @classmethod

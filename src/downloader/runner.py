@@ -23,6 +23,7 @@ from downloader import parents
 from downloader.events import Throttle
 from downloader.filestate import discard_partial
 from downloader.leases import Lease
+from downloader.mirrors import Mirrors
 from downloader.models import DownloadJobCancelledException, DownloadJobStatus
 from downloader.netguard import public_only_session
 from downloader.redact import holding, scrub
@@ -76,6 +77,8 @@ class JobRun:
         self.last_report = 0.0
         self.started_published = False
         self.reservations = Reservations(app.store)
+        self.mirrors = Mirrors(record["source"], record.get("mirrors") or ())
+        """The job's URLs and how each fared: every retry of this attempt starts elsewhere."""
 
     def publish(self, event: str, **fields: Any) -> None:
         self.app.publisher.publish(event, self.queue_id, self.job_id, **fields)
@@ -161,6 +164,7 @@ class JobRun:
             speed_window=settings.lowest_speed_window,
             reserve=lambda path: self.reservations.try_acquire(self.job_id, path),
             release=lambda path: self.reservations.release([(self.job_id, path)]),
+            mirrors=self.mirrors,
         )
 
     def final_paths(self) -> list[Path]:

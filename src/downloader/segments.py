@@ -8,6 +8,10 @@ stopped. Every segment's answer must continue the planned file: a 206 for exactl
 asked, of a file of the planned length, with the planned validator. Anything else (the whole
 file, another version, another length) voids the plan and the attempt starts over clean:
 segments of two versions never share a file.
+
+With mirrors, segment `i` starts on the `i`-th URL of the job's line-up, so the segments
+spread over all of them; a segment whose connection fails goes on from where it stopped on
+another URL, within the same attempt (at most `switches` times), while the others run on.
 """
 
 from __future__ import annotations
@@ -34,14 +38,18 @@ class SegmentMismatch(Exception):
     """A segment's answer does not continue the planned file; the plan is void."""
 
 
-OpenRange = Callable[[int, int], requests.Response]
-"""Opens a GET for bytes [first, last] of the planned version (`If-Range` set by the caller)."""
+OpenRange = Callable[[int, int, int], requests.Response]
+"""Opens a GET for bytes [first, last] of the planned version for segment number `index`
+(`(index, first, last)`; the caller picks the URL and sets `If-Range`)."""
 
 CheckAnswer = Callable[[requests.Response, int, int], None]
 """Raises SegmentMismatch unless the response is bytes [first, last] of the planned file."""
 
 ReadChunks = Callable[[requests.Response], "Callable[[], bytes]"]
 """Gives a function that returns the next bytes that arrived (b"" at the end)."""
+
+Switch = Callable[[requests.Response, BaseException], bool]
+"""A segment's answer failed with this error: whether to go on from another URL."""
 
 
 class SegmentedCopy:
@@ -56,10 +64,13 @@ class SegmentedCopy:
         check_answer: CheckAnswer,
         read_chunks: ReadChunks,
         progress: Callable[[int], None],
+        switch: Switch = lambda answer, error: False,
+        switches: int = 0,
     ) -> None:
         self.segments, self.fd, self.save = segments, fd, save
         self.open_range, self.check_answer = open_range, check_answer
         self.read_chunks, self.progress = read_chunks, progress
+        self.switch, self.switches = switch, switches
         self.lock = threading.Lock()
         self.abort = threading.Event()
         self.last_save = 0.0
@@ -69,10 +80,10 @@ class SegmentedCopy:
         return sum(segment.done for segment in self.segments)
 
     def run(self) -> None:
-        todo = [segment for segment in self.segments if not segment.finished]
+        todo = [(i, segment) for i, segment in enumerate(self.segments) if not segment.finished]
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
-            futures = [pool.submit(self.fetch, segment) for segment in todo]
+            futures = [pool.submit(self.fetch, index, segment) for index, segment in todo]
             for future in futures:
                 error = future.exception()
                 if error is not None and not errors:
@@ -82,24 +93,34 @@ class SegmentedCopy:
         if errors:
             raise errors[0]
 
-    def fetch(self, segment: Segment) -> None:
+    def fetch(self, index: int, segment: Segment) -> None:
         try:
-            first, last = segment.position, segment.end - 1
-            with self.open_range(first, last) as response:
-                self.check_answer(response, first, last)
-                read = self.read_chunks(response)
-                while not segment.finished and not self.abort.is_set():
-                    chunk = read()
-                    if not chunk:  # a dropped connection: retriable, the plan stays
-                        raise requests.exceptions.ChunkedEncodingError(
-                            f"the answer for bytes {segment.position}-{last} ended early"
-                        )
-                    chunk = chunk[: segment.end - segment.position]
-                    os.pwrite(self.fd, chunk, segment.position)
-                    self.advance(segment, len(chunk))
+            switched = 0
+            while not segment.finished and not self.abort.is_set():
+                first, last = segment.position, segment.end - 1
+                with self.open_range(index, first, last) as response:
+                    try:
+                        self.check_answer(response, first, last)
+                        self.copy(segment, response)
+                    except Exception as exc:
+                        if switched >= self.switches or not self.switch(response, exc):
+                            raise
+                        switched += 1  # on from where it stopped, on another URL
         except BaseException:
             self.abort.set()
             raise
+
+    def copy(self, segment: Segment, response: requests.Response) -> None:
+        read = self.read_chunks(response)
+        while not segment.finished and not self.abort.is_set():
+            chunk = read()
+            if not chunk:  # a dropped connection: retriable, the plan stays
+                raise requests.exceptions.ChunkedEncodingError(
+                    f"the answer for bytes {segment.position}-{segment.end - 1} ended early"
+                )
+            chunk = chunk[: segment.end - segment.position]
+            os.pwrite(self.fd, chunk, segment.position)
+            self.advance(segment, len(chunk))
 
     def advance(self, segment: Segment, count: int) -> None:
         """Count bytes and report them; reports are serialised, as the caller expects."""

@@ -39,6 +39,7 @@ from downloader.models import (
     MultiFileDownloadJob,
     RemoteModelFile,
     bearer_token,
+    mirror_urls,
 )
 from downloader.reservations import Reservations
 from downloader.store import KIND_MULTIFILE, KIND_SINGLE
@@ -218,6 +219,7 @@ class DownloadQueueService:
         sha256: str | None = None,
         untrusted: bool = False,
         download_path: Path | None = None,
+        mirrors: Sequence[str] | None = None,
     ) -> DownloadJob:
         """Queue one URL; it starts as soon as a worker has a free slot.
 
@@ -228,17 +230,22 @@ class DownloadQueueService:
         hub's SHA-256 (see `downloader.hub`). `download_path`, the final path of an earlier
         job that was stopped, lets this one resume that job's partial file with its first
         request (a Range request, if the file still has the version the partial was begun on).
+        `mirrors`, other URLs of the same file, take over when the source fails or stalls, and
+        share a segmented download, when their answers match the file (README: Mirrors); the
+        job's token is never sent to them unless they are on the source's own origin.
         """
         source = str(source)  # the seed's callers pass pydantic URLs too
+        mirrors = mirror_urls(mirrors)
         if hub.is_hub_source(source):
             part = hub.resolve_file(
                 source, token=access_token, settings=self._settings, session=self._requests_session
             )
             source, sha256 = str(part.url), sha256 or part.sha256
+            mirrors = mirror_urls([*mirrors, *part.mirrors])
         access_token = access_token or hub.token_for(source, self._settings)
         job, record = self._new_job(
             self.app.store.new_ids(1)[0], source, dest, priority, access_token, sha256, untrusted,
-            download_path,
+            download_path, mirrors,
         )
         job.set_callbacks(
             on_start=on_start,
@@ -292,7 +299,8 @@ class DownloadQueueService:
         }
         part_records = [
             {**self._record(part_job), "parent_id": job.id, "sha256": part.sha256,
-             "size": part.size, "untrusted": untrusted, "dest_is_dir": False}
+             "size": part.size, "untrusted": untrusted, "dest_is_dir": False,
+             "mirrors": mirror_urls(part.mirrors)}
             for part_job, part in zip(job.download_parts, parts, strict=True)
         ]
         owned = [(part.id, part.dest) for part in job.download_parts]
@@ -307,9 +315,10 @@ class DownloadQueueService:
     def download_many(self, items: Iterable[Mapping[str, Any]]) -> list[DownloadJob]:
         """Queue many URLs at once; answers their jobs, in order.
 
-        Each item holds `download`'s arguments by name (`source` and `dest` at least; no
-        callbacks). The records are written in pipelined batches and the messages published
-        over one producer, so queueing thousands costs a few round trips per thousand.
+        Each item holds `download`'s arguments by name (`source` and `dest` at least, and
+        `mirrors` when it has some; no callbacks). The records are written in pipelined
+        batches and the messages published over one producer, so queueing thousands costs a
+        few round trips per thousand.
         """
         items = list(items)
         ids = self.app.store.new_ids(len(items))
@@ -318,6 +327,7 @@ class DownloadQueueService:
                 job_id, item["source"], item["dest"], item.get("priority", 10),
                 item.get("access_token") or hub.token_for(str(item["source"]), self._settings),
                 item.get("sha256"), bool(item.get("untrusted")),
+                mirrors=mirror_urls(item.get("mirrors")),
             )
             for job_id, item in zip(ids, items, strict=True)
         ]
@@ -329,7 +339,7 @@ class DownloadQueueService:
     def _new_job(
         cls, job_id: int, source: str, dest: str | Path, priority: int,
         access_token: str | None, sha256: str | None, untrusted: bool,
-        download_path: Path | None = None,
+        download_path: Path | None = None, mirrors: list[str] | None = None,
     ) -> tuple[DownloadJob, dict[str, Any]]:
         """A single job and its record, with `dest` read as a directory or a file path."""
         dest_is_dir = _names_a_directory(dest)
@@ -343,7 +353,7 @@ class DownloadQueueService:
         )
         record = {
             **cls._record(job), "sha256": sha256, "untrusted": untrusted,
-            "dest_is_dir": dest_is_dir,
+            "dest_is_dir": dest_is_dir, "mirrors": mirrors or [],
         }
         return job, record
 

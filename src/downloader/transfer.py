@@ -8,6 +8,12 @@ decoding) and must be exactly as long as announced. The size and hash are checke
 descriptor that was written, the file is stamped with its origin, synced, and renamed only if
 the partial path still names that same file: a file under its final name is always the
 complete file its own job asked for.
+
+Bytes may also come from mirrors (see `mirrors`): every request goes to the first URL in the
+job's line-up that answers, a failing one hands over to the next, and segments are spread
+over all of them. The source stays the file's identity; a mirror's answer is used only when
+it is this file: the same total size, and the same strong ETag or a SHA-256 that the
+finished file will be checked against. Anything else drops that mirror for the job.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import re
 import select
 import shutil
 import socket
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +48,7 @@ from downloader.filestate import (
     state_path,
     write_record,
 )
+from downloader.mirrors import Mirrors
 from downloader.models import DownloadJobCancelledException
 from downloader.segments import SegmentedCopy, SegmentMismatch, split
 from downloader.watchdog import StalledTransferError, Watchdog, socket_of
@@ -116,6 +124,9 @@ class TransferRequest:
     """Claims a server-chosen final path for this job; False when another job holds it."""
     release: Callable[[Path], None] = field(default=lambda path: None)
     """Gives back a path `reserve` claimed but the job does not use."""
+    mirrors: Mirrors | None = None
+    """Other URLs of the same file and how each fared, kept across a job's attempts; None:
+    `url` alone."""
 
 
 @dataclass
@@ -313,27 +324,136 @@ class _Fetch:
         self.session = session
         self.hooks = hooks
         self.watchdog = Watchdog(hooks.check, request.lowest_speed, request.speed_window)
+        self.mirrors = request.mirrors or Mirrors(request.url)
+        self.asked: weakref.WeakKeyDictionary[requests.Response, str] = weakref.WeakKeyDictionary()
+        """The URL each answer was asked of (before redirects): the source or a mirror."""
 
     # -- requests ---------------------------------------------------------------------------
 
-    def get(self, extra: dict[str, str]) -> requests.Response:
-        """One streamed GET of raw bytes; raises on HTTP errors but 304 and 416."""
-        headers = {"Accept-Encoding": "identity", **extra}
-        if self.request.access_token:
+    def get(
+        self,
+        extra: dict[str, str],
+        state: PartialState | None = None,
+        first: int | None = None,
+        turn: int = 0,
+    ) -> requests.Response:
+        """One streamed GET of raw bytes from the first URL in line that answers with this
+        file (`state`'s, from byte `first` for a range); raises on HTTP errors but 304 and 416.
+
+        A URL that fails goes behind the others and the next is asked at once; a mirror whose
+        answer is not this file is dropped. When none answers, the last failure is raised.
+        `turn` picks where equals start in the line, so segments spread over the URLs.
+        """
+        failure: Exception | None = None
+        for url in self.mirrors.line(turn):
+            if self.watchdog.reason is not None:
+                raise self.watchdog.reason
+            headers = self.headers_for(url, extra, state)
+            if headers is None:
+                continue
+            try:
+                response = self.send(url, headers)
+            except requests.RequestException as exc:
+                if isinstance(exc, requests.HTTPError) and exc.response is not None:
+                    exc.response.close()
+                self.mirrors.failed(url)
+                failure = exc
+                continue
+            mismatch = None
+            if self.mirrors.is_mirror(url):
+                mismatch = self.mirror_mismatch(response, state, first)
+            if mismatch is not None:
+                response.close()
+                self.mirrors.drop(url, mismatch)
+                continue
+            return response
+        assert failure is not None, "the source is always in line and never dropped"
+        raise failure
+
+    def send(self, url: str, headers: dict[str, str]) -> requests.Response:
+        headers = {"Accept-Encoding": "identity", **headers}
+        if self.request.access_token and self.mirrors.may_carry_token(url):
             headers["Authorization"] = f"Bearer {self.request.access_token}"
-        response = self.session.get(
-            self.request.url, headers=headers, stream=True, timeout=self.request.timeout
-        )
+        response = self.session.get(url, headers=headers, stream=True, timeout=self.request.timeout)
+        self.asked[response] = url
         self.watchdog.watch(response)
         if response.status_code not in (304, 416):
             _raise_for_status(response)
         return response
 
-    def get_range(self, first: int, last: int | None, if_range: str | None) -> requests.Response:
+    def headers_for(
+        self, url: str, extra: dict[str, str], state: PartialState | None
+    ) -> dict[str, str] | None:
+        """The request headers for `url`; None when a mirror could not be checked against
+        the file. Mirrors seldom share the source's ETag: when a SHA-256 will check the whole
+        file, a mirror is asked without `If-Range` and its ranges are judged by their size."""
+        if not self.mirrors.is_mirror(url) or state is None or "If-Range" not in extra:
+            return extra
+        if self.wanted_sha256(state):
+            return {name: value for name, value in extra.items() if name != "If-Range"}
+        return extra if state.source.etag else None
+
+    def get_range(
+        self, first: int, last: int | None, state: PartialState, turn: int = 0
+    ) -> requests.Response:
         extra = {"Range": f"bytes={first}-{'' if last is None else last}"}
-        if if_range:
-            extra["If-Range"] = if_range
-        return self.get(extra)
+        if state.source.if_range:
+            extra["If-Range"] = state.source.if_range
+        return self.get(extra, state, first, turn)
+
+    def from_mirror(self, response: requests.Response) -> bool:
+        return self.mirrors.is_mirror(self.asked.get(response, self.request.url))
+
+    def mirror_mismatch(
+        self, response: requests.Response, state: PartialState | None, first: int | None
+    ) -> str | None:
+        """Why a mirror's answer is not the file this job writes; None when it is."""
+        status = response.status_code
+        if status == 304:  # an answer to the file's own validators
+            return None
+        if status == 416:  # the file is whole already, if the mirror's is this long
+            total = parse_content_range(header(response, "Content-Range"))[2]
+            expected = state.source.total if state is not None else None
+            return None if total == expected else f"it has {total} bytes, the file {expected}"
+        if first is None:
+            if status != 200:
+                return f"it answered HTTP {status} for the whole file"
+            return self.version_mismatch(response, _length(response), state)
+        start, _, total = parse_content_range(header(response, "Content-Range"))
+        if status != 206 or start != first:
+            return f"asked for bytes from {first}, it answered HTTP {status} from {start}"
+        return self.version_mismatch(response, total, state)
+
+    def version_mismatch(
+        self, response: requests.Response, total: int | None, state: PartialState | None
+    ) -> str | None:
+        """Why a mirror's file is not this one: another total size, or neither the same
+        strong ETag nor a SHA-256 to check the finished file by."""
+        expected = state.source.total if state is not None else self.request.size
+        if expected is not None and total != expected:
+            return f"it offers {total} bytes, the file has {expected}"
+        if state is None:
+            return None
+        etag = _strong_etag(response)
+        if (state.source.etag and etag == state.source.etag) or self.wanted_sha256(state):
+            return None
+        return (
+            f"its ETag {etag or '(none)'} is not the file's {state.source.etag or '(none)'} and "
+            "no SHA-256 says they are the same bytes"
+        )
+
+    def same_version(self, response: requests.Response, state: PartialState) -> bool:
+        """The answer is of the version the partial file was begun on: the source by its
+        strong validator, a mirror as `version_mismatch` judges it."""
+        if self.from_mirror(response):
+            total = parse_content_range(header(response, "Content-Range"))[2]
+            if response.status_code != 206:
+                total = _length(response)
+            return self.version_mismatch(response, total, state) is None
+        etag, modified = _strong_etag(response), header(response, "Last-Modified")
+        if state.source.etag:
+            return etag == state.source.etag
+        return not modified or modified == state.source.last_modified
 
     # -- the whole transfer -----------------------------------------------------------------
 
@@ -371,12 +491,12 @@ class _Fetch:
         state = None if fresh or known is None else self.resumable_state(known)
         if state is not None and state.segments is None:
             offset = _size(partial_path(known))  # type: ignore[arg-type]
-            response = self.get_range(offset, None, state.source.if_range) if offset else None
+            response = self.get_range(offset, None, state) if offset else None
         else:
             offset = 0
             response = None
         if response is None:
-            response = self.get(self.conditional_headers(known) if not fresh else {})
+            response = self.get(self.conditional_headers(known) if not fresh else {}, state)
         with response:
             path = known or self.choose_path(response)
             if response.status_code == 304:
@@ -463,7 +583,11 @@ class _Fetch:
             if (
                 state is not None
                 and state.segments is not None
-                and state.source.same_version(current)
+                and (
+                    self.same_version(response, state)
+                    if self.from_mirror(response)
+                    else state.source.same_version(current)
+                )
             ):
                 return self.segmented(path, partial, handle, response, state)
             if offset == 0 and self.existing_is_current(path, current):
@@ -500,15 +624,13 @@ class _Fetch:
     ) -> None:
         """A 206 is appended only if it continues exactly the recorded version at `offset`."""
         first, _, total = parse_content_range(header(response, "Content-Range"))
-        etag, modified = _strong_etag(response), header(response, "Last-Modified")
         if (
             state is None
             or offset == 0
             or first != offset
             or have != offset
             or total != state.source.total
-            or (state.source.etag and etag != state.source.etag)
-            or (not state.source.etag and modified and modified != state.source.last_modified)
+            or not self.same_version(response, state)
         ):
             raise _StartOver
 
@@ -595,9 +717,12 @@ class _Fetch:
             partial.unlink(missing_ok=True)
             state_path(partial).unlink(missing_ok=True)
             raise
-        except OverlongBodyError:
-            handle.truncate(0)
-            state_path(partial).unlink(missing_ok=True)
+        except Exception as exc:
+            # The next attempt asks another URL first: a retry moves to another mirror.
+            self.mirrors.failed(self.asked.get(response, self.request.url))
+            if isinstance(exc, OverlongBodyError):
+                handle.truncate(0)
+                state_path(partial).unlink(missing_ok=True)
             raise
         self.finish(result, handle, partial, state, digest)
         return result
@@ -655,14 +780,19 @@ class _Fetch:
             self.watchdog.count(done, result.total_bytes)
             self.hooks.progress(done, result.total_bytes)
 
+        def check(answer: requests.Response, first: int, last: int) -> None:
+            _check_segment(answer, first, last, state.source, self.from_mirror(answer))
+
         copy = SegmentedCopy(
             state.segments,
             handle.fileno(),
             lambda: state.save(sidecar),
-            lambda first, last: self.get_range(first, last, state.source.if_range),
-            lambda answer, first, last: _check_segment(answer, first, last, state.source),
+            lambda index, first, last: self.get_range(first, last, state, turn=index),
+            check,
             lambda answer: read_chunks(answer, self.request.chunk_size),
             progress,
+            self.switch_segment,
+            switches=len(self.mirrors.urls) - 1,
         )
         try:
             try:
@@ -685,15 +815,21 @@ class _Fetch:
         self.finish(result, handle, partial, state, self.digest_of(handle, copy.done, state))
         return result
 
+    def switch_segment(self, answer: requests.Response, error: BaseException) -> bool:
+        """A segment's connection failed: blame its URL and say whether the segment may go
+        on from another (not when the watchdog stopped the transfer, or the plan is void)."""
+        if self.watchdog.reason is not None or not isinstance(error, requests.RequestException):
+            return False
+        self.mirrors.failed(self.asked.get(answer, self.request.url))
+        return True
+
     # -- the end ----------------------------------------------------------------------------
 
     def wanted_sha256(self, state: PartialState) -> str | None:
         """The caller's SHA-256, else the one the server announced when the file was begun."""
         return (self.request.sha256 or state.source.sha256 or "").lower() or None
 
-    def digest_of(
-        self, handle: BinaryIO, length: int, state: PartialState
-    ) -> hashlib._Hash | None:
+    def digest_of(self, handle: BinaryIO, length: int, state: PartialState) -> hashlib._Hash | None:
         """The hash of what the descriptor holds so far, when a hash is to be checked."""
         return _hash_prefix(handle, length) if self.wanted_sha256(state) else None
 
@@ -747,16 +883,19 @@ class _Fetch:
         state_path(partial).unlink(missing_ok=True)
 
 
-def _check_segment(response: requests.Response, first: int, last: int, source: Validators) -> None:
+def _check_segment(
+    response: requests.Response, first: int, last: int, source: Validators, mirror: bool
+) -> None:
     """Raise SegmentMismatch unless `response` is bytes from `first` of the planned file (a
-    shorter or longer range is fine: the segment reads what it needs, a retry the rest)."""
+    shorter or longer range is fine: the segment reads what it needs, a retry the rest).
+    A mirror's version was judged when it answered (see `_Fetch.mirror_mismatch`)."""
     start, _, total = parse_content_range(header(response, "Content-Range"))
     etag, modified = _strong_etag(response), header(response, "Last-Modified")
     if (
         response.status_code != 206
         or (start, total) != (first, source.total)
-        or (source.etag and etag != source.etag)
-        or (not source.etag and modified != source.last_modified)
+        or (not mirror and source.etag and etag != source.etag)
+        or (not mirror and not source.etag and modified != source.last_modified)
     ):
         raise SegmentMismatch(
             f"asked for bytes {first}-{last} of {source.total}, got HTTP "
