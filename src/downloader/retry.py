@@ -20,7 +20,11 @@ from email.utils import parsedate_to_datetime
 import requests
 
 from downloader.origins import origin
-from downloader.transfer import DestinationBusyError, IncompleteDownloadError
+from downloader.transfer import (
+    DestinationBusyError,
+    IncompleteDownloadError,
+    StalledTransferError,
+)
 
 MAX_DELAY = 60.0
 RETRIABLE_STATUS = frozenset({408, 429})
@@ -42,6 +46,8 @@ def is_retriable(exc: BaseException) -> bool:
         | requests.Timeout
         | requests.exceptions.ChunkedEncodingError
         | IncompleteDownloadError
+        # Below the lowest speed for a whole window: another connection may do better.
+        | StalledTransferError
         # The file's previous writer (an attempt that lost its lease) is about to let go.
         | DestinationBusyError,
     )
