@@ -14,6 +14,7 @@ import pytest
 
 from downloader import DownloadJobStatus, DownloadQueueService
 from downloader.netguard import ForbiddenAddressError, public_address
+from downloader.store import PRIORITY_LEVELS
 from tests.conftest import WorkerProcess
 from tests.origin import Origin
 from tests.test_queue import sha256, wait_until
@@ -69,10 +70,18 @@ def test_a_redelivered_message_never_starts_a_second_copy(
     wait_until(lambda: job.bytes > 0)
     service.app.submit(job.id, service.queue_id, job.priority)  # as a redelivery would
     service.wait_for_job(job, timeout=20)
-    time.sleep(0.3)
+    wait_until(lambda: _broker_settled(service), timeout=20)  # the copy was taken and acked
     assert job.status == DownloadJobStatus.COMPLETED and sha256(job.download_path) == digest
     assert len(origin.gets("/files/once.bin")) == 1
     assert job.attempts == 1
+
+
+def _broker_settled(service: DownloadQueueService) -> bool:
+    """Whether every message of the service's queue has been taken and acknowledged."""
+    app, redis_client = service.app, service.app.store.redis
+    lists = [app.broker_list(service.queue_id, level) for level in range(PRIORITY_LEVELS)]
+    unacked = f"{app.settings.namespace}:celery:unacked"
+    return not any(redis_client.llen(key) for key in lists) and not redis_client.hlen(unacked)
 
 
 def test_cancelling_a_job_whose_worker_died_ends_it_and_it_never_resumes(
@@ -89,12 +98,15 @@ def test_cancelling_a_job_whose_worker_died_ends_it_and_it_never_resumes(
     wait_until(lambda: job.bytes > 0, timeout=20)
     worker.process.send_signal(signal.SIGKILL)
     worker.process.wait()
-    time.sleep(2.5)  # the lease runs out
+    lease = client.app.store.keys.lease(job.id)
+    wait_until(lambda: not client.app.store.redis.exists(lease), timeout=10)  # it runs out
     client.cancel_job(job)
     client.wait_for_job(job, timeout=5)
     assert job.cancelled and job.status == DownloadJobStatus.ERROR
     spawn_worker("later", concurrency=1, env=quick_lease)
-    time.sleep(3)
+    # The later worker tidies the partial file up, and so has looked at the job: it never
+    # fetched it again.
+    wait_until(lambda: not list(tmp_path.glob("orphan.bin*")), timeout=20)
     assert len(origin.gets("/files/orphan.bin")) == 1
     assert client.id_to_job(job.id).cancelled
 
@@ -490,7 +502,7 @@ def test_a_cancel_ends_a_job_on_a_one_byte_a_second_origin_within_two_seconds(
     wait_until(lambda: _status(client, job.id) == DownloadJobStatus.ERROR, timeout=20)
     assert time.monotonic() - asked < 2.0
     assert client.id_to_job(job.id).cancelled
-    assert not list(tmp_path.iterdir())  # no partial file, no state beside it
+    assert not list(tmp_path.glob("drip.bin*"))  # no partial file, no state beside it
     # The worker's only slot is free again: the next job runs, and the dripping one never did.
     after = client.download(origin.url("/files/after.bin"), tmp_path)
     client.wait_for_job(after, timeout=30)
