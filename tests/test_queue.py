@@ -20,6 +20,7 @@ from downloader import (
     UnknownJobIDException,
 )
 from downloader.events import Subscription
+from tests.conftest import keys_matching
 from tests.origin import Origin
 
 MiB = 1 << 20
@@ -293,7 +294,7 @@ def test_the_token_is_sent_but_never_stored_listed_or_published(
     client = redis.Redis.from_url(redis_url)
     record = client.hgetall(f"{namespace}:job:{job.id}")
     assert record and all(origin.token.encode() not in value for value in record.values())
-    for key in client.scan_iter(match=f"{namespace}:celery:*"):
+    for key in keys_matching(client, f"{namespace}:celery:*"):
         if client.type(key) == b"string":
             assert origin.token.encode() not in client.get(key)
 
