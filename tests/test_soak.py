@@ -30,7 +30,8 @@ from tests.test_queue import wait_until
 JOBS = int(os.environ.get("DOWNLOADER_SOAK_JOBS", "150"))
 SECONDS = float(os.environ.get("DOWNLOADER_SOAK_SECONDS", "30"))
 """How long workers are killed for; the waves left after it arrive without kills."""
-WAVES = 3
+WAVES = max(3, JOBS // 50)
+"""A wave of about 50 jobs: more jobs, more idle spells to kill workers in."""
 VISIBILITY_TIMEOUT = 10
 WORKER_ENV = {
     "DOWNLOADER_LEASE_SECONDS": "2",
