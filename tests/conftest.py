@@ -42,6 +42,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.shutdown()
 
 
+SCAN_COUNT = 100_000
+"""Keys SCAN looks at per call: the machine's Redis is shared (benchmarks leave a million
+keys in it), and at SCAN's default of 10 one pattern walk took minutes."""
+
+
+def keys_matching(client: redis.Redis, pattern: str) -> list[bytes]:
+    """Every key matching `pattern`, in a few round trips whatever the size of the Redis."""
+    return list(client.scan_iter(match=pattern, count=SCAN_COUNT))
+
+
 @pytest.fixture
 def namespace(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     name = f"dltest-{uuid.uuid4().hex[:10]}"
@@ -49,7 +59,7 @@ def namespace(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("DOWNLOADER_REDIS_URL", redis_url)
     yield name
     client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{name}:*", count=1000))
+    keys = keys_matching(client, f"{name}:*")
     if keys:
         client.delete(*keys)
 

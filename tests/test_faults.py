@@ -14,6 +14,7 @@ import pytest
 
 from downloader import DownloadJobStatus, DownloadQueueService
 from downloader.netguard import ForbiddenAddressError, public_address
+from downloader.store import PRIORITY_LEVELS
 from tests.conftest import WorkerProcess
 from tests.origin import Origin
 from tests.test_queue import sha256, wait_until
@@ -31,7 +32,8 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_worker_killed_mid_download_is_resumed_by_another_with_a_range_request(
     make_service: Callable[..., DownloadQueueService],
     spawn_worker: Callable[..., WorkerProcess],
-    origin: Origin, tmp_path: Path,
+    origin: Origin,
+    tmp_path: Path,
 ) -> None:
     digest = origin.add("huge.bin", os.urandom(48 * MiB))
     quick_lease = {"DOWNLOADER_LEASE_SECONDS": "2"}
@@ -68,16 +70,25 @@ def test_a_redelivered_message_never_starts_a_second_copy(
     wait_until(lambda: job.bytes > 0)
     service.app.submit(job.id, service.queue_id, job.priority)  # as a redelivery would
     service.wait_for_job(job, timeout=20)
-    time.sleep(0.3)
+    wait_until(lambda: _broker_settled(service), timeout=20)  # the copy was taken and acked
     assert job.status == DownloadJobStatus.COMPLETED and sha256(job.download_path) == digest
     assert len(origin.gets("/files/once.bin")) == 1
     assert job.attempts == 1
 
 
+def _broker_settled(service: DownloadQueueService) -> bool:
+    """Whether every message of the service's queue has been taken and acknowledged."""
+    app, redis_client = service.app, service.app.store.redis
+    lists = [app.broker_list(service.queue_id, level) for level in range(PRIORITY_LEVELS)]
+    unacked = f"{app.settings.namespace}:celery:unacked"
+    return not any(redis_client.llen(key) for key in lists) and not redis_client.hlen(unacked)
+
+
 def test_cancelling_a_job_whose_worker_died_ends_it_and_it_never_resumes(
     make_service: Callable[..., DownloadQueueService],
     spawn_worker: Callable[..., WorkerProcess],
-    origin: Origin, tmp_path: Path,
+    origin: Origin,
+    tmp_path: Path,
 ) -> None:
     origin.add("orphan.bin", os.urandom(16 * MiB))
     quick_lease = {"DOWNLOADER_LEASE_SECONDS": "2"}
@@ -87,12 +98,15 @@ def test_cancelling_a_job_whose_worker_died_ends_it_and_it_never_resumes(
     wait_until(lambda: job.bytes > 0, timeout=20)
     worker.process.send_signal(signal.SIGKILL)
     worker.process.wait()
-    time.sleep(2.5)  # the lease runs out
+    lease = client.app.store.keys.lease(job.id)
+    wait_until(lambda: not client.app.store.redis.exists(lease), timeout=10)  # it runs out
     client.cancel_job(job)
     client.wait_for_job(job, timeout=5)
     assert job.cancelled and job.status == DownloadJobStatus.ERROR
     spawn_worker("later", concurrency=1, env=quick_lease)
-    time.sleep(3)
+    # The later worker tidies the partial file up, and so has looked at the job: it never
+    # fetched it again.
+    wait_until(lambda: not list(tmp_path.glob("orphan.bin*")), timeout=20)
     assert len(origin.gets("/files/orphan.bin")) == 1
     assert client.id_to_job(job.id).cancelled
 
@@ -100,7 +114,8 @@ def test_cancelling_a_job_whose_worker_died_ends_it_and_it_never_resumes(
 def test_sigterm_hands_running_jobs_back_and_they_resume(
     make_service: Callable[..., DownloadQueueService],
     spawn_worker: Callable[..., WorkerProcess],
-    origin: Origin, tmp_path: Path,
+    origin: Origin,
+    tmp_path: Path,
 ) -> None:
     digest = origin.add("handed.bin", os.urandom(24 * MiB))
     first = spawn_worker("leaving", concurrency=1)
@@ -119,7 +134,10 @@ def test_sigterm_hands_running_jobs_back_and_they_resume(
 
 @pytest.mark.parametrize("code", [503, 429, 500, 408])
 def test_transient_http_errors_are_retried(
-    fast_retries: None, service: DownloadQueueService, origin: Origin, tmp_path: Path,
+    fast_retries: None,
+    service: DownloadQueueService,
+    origin: Origin,
+    tmp_path: Path,
     code: int,
 ) -> None:
     digest = origin.add("flaky.bin", os.urandom(MiB))
@@ -142,8 +160,11 @@ def test_client_errors_are_not_retried(
 
 
 def test_retries_give_up_after_the_configured_number(
-    fast_retries: None, monkeypatch: pytest.MonkeyPatch,
-    make_service: Callable[..., DownloadQueueService], origin: Origin, tmp_path: Path,
+    fast_retries: None,
+    monkeypatch: pytest.MonkeyPatch,
+    make_service: Callable[..., DownloadQueueService],
+    origin: Origin,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("DOWNLOADER_MAX_RETRIES", "1")
     service = make_service()
@@ -168,8 +189,11 @@ def test_a_dropped_connection_resumes_with_range_and_if_range(
 
 
 def test_a_stalled_read_counts_as_a_failure_and_is_retried(
-    fast_retries: None, monkeypatch: pytest.MonkeyPatch,
-    make_service: Callable[..., DownloadQueueService], origin: Origin, tmp_path: Path,
+    fast_retries: None,
+    monkeypatch: pytest.MonkeyPatch,
+    make_service: Callable[..., DownloadQueueService],
+    origin: Origin,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("DOWNLOADER_READ_TIMEOUT", "1")
     service = make_service()
@@ -191,8 +215,10 @@ def test_a_server_that_ignores_ranges_starts_over_cleanly(
 
 
 def test_a_short_body_is_an_error_never_a_completed_job(
-    monkeypatch: pytest.MonkeyPatch, make_service: Callable[..., DownloadQueueService],
-    origin: Origin, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    make_service: Callable[..., DownloadQueueService],
+    origin: Origin,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("DOWNLOADER_MAX_RETRIES", "0")
     service = make_service()
@@ -218,8 +244,9 @@ def test_a_wrong_sha256_fails_and_leaves_no_file(
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "tiny"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
     if done.returncode:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     yield mount
@@ -270,8 +297,10 @@ def test_untrusted_jobs_may_not_reach_private_addresses(
 
 
 def test_untrusted_jobs_may_when_private_networks_are_allowed(
-    monkeypatch: pytest.MonkeyPatch, make_service: Callable[..., DownloadQueueService],
-    origin: Origin, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    make_service: Callable[..., DownloadQueueService],
+    origin: Origin,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("DOWNLOADER_ALLOW_PRIVATE_NETWORKS", "true")
     service = make_service()
@@ -283,8 +312,19 @@ def test_untrusted_jobs_may_when_private_networks_are_allowed(
 
 @pytest.mark.parametrize(
     "host",
-    ["127.0.0.1", "localhost", "10.1.2.3", "192.168.0.1", "172.16.5.4", "169.254.169.254",
-     "100.64.0.1", "::1", "fd00::1", "fe80::1", "0.0.0.0"],
+    [
+        "127.0.0.1",
+        "localhost",
+        "10.1.2.3",
+        "192.168.0.1",
+        "172.16.5.4",
+        "169.254.169.254",
+        "100.64.0.1",
+        "::1",
+        "fd00::1",
+        "fe80::1",
+        "0.0.0.0",
+    ],
 )
 def test_non_public_addresses_are_refused(host: str) -> None:
     with pytest.raises(ForbiddenAddressError):
@@ -309,8 +349,10 @@ def test_bad_urls_are_refused_at_enqueue(
 
 
 def test_a_token_configured_per_host_is_used_when_the_job_has_none(
-    monkeypatch: pytest.MonkeyPatch, make_service: Callable[..., DownloadQueueService],
-    origin: Origin, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    make_service: Callable[..., DownloadQueueService],
+    origin: Origin,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("DOWNLOADER_HOST_TOKENS", f'{{"127.0.0.1": "{origin.token}"}}')
     service = make_service()
@@ -337,8 +379,21 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None]]]:
         port = probe.getsockname()[1]
     data = tmp_path / "redis-data"
     data.mkdir()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-               "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+    command = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+    ]
     server: list[subprocess.Popen] = []
 
     def start() -> None:
@@ -370,18 +425,27 @@ def _pings(client: object) -> bool:
 
 
 def test_a_redis_restart_under_a_running_worker_and_client(
-    own_redis: tuple[str, Callable[[], None]], namespace: str, tmp_path: Path,
-    origin: Origin, monkeypatch: pytest.MonkeyPatch,
+    own_redis: tuple[str, Callable[[], None]],
+    namespace: str,
+    tmp_path: Path,
+    origin: Origin,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, restart = own_redis
     monkeypatch.setenv("DOWNLOADER_REDIS_URL", url)
     digest = origin.add("through.bin", os.urandom(12 * MiB))
     log = tmp_path / "worker.log"
     env = {**os.environ, "DOWNLOADER_REDIS_URL": url, "DOWNLOADER_NAMESPACE": namespace}
-    worker = WorkerProcess("survivor", log, subprocess.Popen(
-        [sys.executable, "-m", "downloader", "worker", "-c", "2", "-n", "survivor@%h"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
-    ))
+    worker = WorkerProcess(
+        "survivor",
+        log,
+        subprocess.Popen(
+            [sys.executable, "-m", "downloader", "worker", "-c", "2", "-n", "survivor@%h"],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        ),
+    )
     worker.wait_ready()
     client = DownloadQueueService(redis_url=url, start_worker=False)
     try:
@@ -401,3 +465,102 @@ def test_a_redis_restart_under_a_running_worker_and_client(
     finally:
         client.close()
         worker.stop()
+
+
+# -- liveness: a worker hears a cancel, its own stop and a stall whatever the origin's pace --
+
+DRIP = "/files/drip.bin?rate=1"
+"""One byte a second (tests/origin.py sends rate//20 bytes, at least one, per 1/rate s)."""
+
+
+def _dripping(origin: Origin, tmp_path: Path) -> Callable[[], bool]:
+    """Adds the file a 1 B/s origin serves; answers whether a transfer of it is under way (the
+    origin sent bytes and the partial file exists), both facts that stay true until it ends."""
+    origin.add("drip.bin", os.urandom(4096))
+    partial = tmp_path / "drip.bin.downloading"
+    return lambda: origin.served.get("/files/drip.bin", 0) >= 2 and partial.exists()
+
+
+def _status(client: DownloadQueueService, job_id: int) -> DownloadJobStatus:
+    return client.app.store.to_model(client.app.store.record(job_id)).status
+
+
+def test_a_cancel_ends_a_job_on_a_one_byte_a_second_origin_within_two_seconds(
+    make_service: Callable[..., DownloadQueueService],
+    spawn_worker: Callable[..., WorkerProcess],
+    origin: Origin,
+    tmp_path: Path,
+) -> None:
+    dripping = _dripping(origin, tmp_path)
+    origin.add("after.bin", os.urandom(MiB))
+    spawn_worker("dripper", concurrency=1)
+    client = make_service(start_worker=False)
+    job = client.download(origin.url(DRIP), tmp_path)
+    wait_until(dripping, timeout=30)
+    asked = time.monotonic()
+    client.cancel_job(job)
+    wait_until(lambda: _status(client, job.id) == DownloadJobStatus.ERROR, timeout=20)
+    assert time.monotonic() - asked < 2.0
+    assert client.id_to_job(job.id).cancelled
+    assert not list(tmp_path.glob("drip.bin*"))  # no partial file, no state beside it
+    # The worker's only slot is free again: the next job runs, and the dripping one never did.
+    after = client.download(origin.url("/files/after.bin"), tmp_path)
+    client.wait_for_job(after, timeout=30)
+    assert after.status == DownloadJobStatus.COMPLETED
+    assert len(origin.gets("/files/drip.bin")) == 1
+
+
+def test_sigterm_mid_drip_stops_the_worker_within_five_seconds_and_hands_the_job_back(
+    make_service: Callable[..., DownloadQueueService],
+    spawn_worker: Callable[..., WorkerProcess],
+    origin: Origin,
+    tmp_path: Path,
+) -> None:
+    dripping = _dripping(origin, tmp_path)
+    leaving = spawn_worker("leaving", concurrency=1)
+    client = make_service(start_worker=False)
+    job = client.download(origin.url(DRIP), tmp_path)
+    wait_until(dripping, timeout=30)
+    signalled = time.monotonic()
+    leaving.process.send_signal(signal.SIGTERM)
+    leaving.process.wait(30)
+    assert time.monotonic() - signalled < 5.0
+    assert _status(client, job.id) == DownloadJobStatus.WAITING
+    kept = (tmp_path / "drip.bin.downloading").stat().st_size
+    assert kept >= 1  # what arrived stays for a resume
+    # Resumable: the next worker goes on from the kept bytes.
+    spawn_worker("arriving", concurrency=1)
+    wait_until(lambda: len(origin.gets("/files/drip.bin")) == 2, timeout=30)
+    resumed = origin.gets("/files/drip.bin")[1].headers
+    assert resumed.get("Range") == f"bytes={kept}-" and resumed.get("If-Range")
+    client.cancel_job(job)
+
+
+def test_a_transfer_below_the_lowest_speed_for_its_window_fails_as_a_retriable_stall(
+    make_service: Callable[..., DownloadQueueService],
+    spawn_worker: Callable[..., WorkerProcess],
+    origin: Origin,
+    tmp_path: Path,
+) -> None:
+    slow = {
+        "DOWNLOADER_LOWEST_SPEED": "1000",
+        "DOWNLOADER_LOWEST_SPEED_WINDOW": "1",
+        "DOWNLOADER_MAX_RETRIES": "1",
+        **FAST_RETRIES,
+    }
+    spawn_worker("impatient", concurrency=2, env=slow)
+    origin.add("crawl.bin", os.urandom(64 << 10))
+    quick = origin.add("brisk.bin", os.urandom(64 << 10))
+    client = make_service(start_worker=False)
+    crawling = client.download(origin.url("/files/crawl.bin?rate=200"), tmp_path)
+    brisk = client.download(origin.url("/files/brisk.bin?rate=100000"), tmp_path)
+    client.wait_for_job(crawling, timeout=60)
+    client.wait_for_job(brisk, timeout=60)
+    assert crawling.status == DownloadJobStatus.ERROR
+    assert (crawling.error_type or "").startswith("StalledTransferError(")
+    assert "below 1000 bytes/s" in (crawling.error_type or "")
+    assert crawling.attempts == 2  # retried once, as a transient failure is
+    first, second = origin.gets("/files/crawl.bin")
+    assert "Range" not in first.headers and second.headers.get("Range", "").startswith("bytes=")
+    assert (tmp_path / "crawl.bin.downloading").exists()  # kept for a later resume
+    assert brisk.status == DownloadJobStatus.COMPLETED and sha256(brisk.download_path) == quick

@@ -20,6 +20,7 @@ from downloader import (
     UnknownJobIDException,
 )
 from downloader.events import Subscription
+from tests.conftest import keys_matching
 from tests.origin import Origin
 
 MiB = 1 << 20
@@ -93,15 +94,18 @@ def test_equal_priorities_in_submission_order_and_lower_priority_first(
     make_service: Callable[..., DownloadQueueService], origin: Origin, tmp_path: Path
 ) -> None:
     service = make_service(max_parallel_dl=1)
-    origin.add("slow.bin", os.urandom(200_000))
+    origin.add("slow.bin", os.urandom(4096))
     for name in ("p30", "p20", "p10", "p0", "q10"):
         origin.add(name, name.encode() * 100)
-    blocker = service.download(origin.url("/files/slow.bin?rate=400000"), tmp_path)
-    wait_until(lambda: blocker.status == DownloadJobStatus.RUNNING)
+    # A blocker that holds the only slot until it is cancelled (one byte a second): the others
+    # queue up behind it however slowly this machine runs.
+    blocker = service.download(origin.url("/files/slow.bin?rate=1"), tmp_path)
+    wait_until(lambda: origin.served.get("/files/slow.bin", 0) > 0, timeout=30)
     jobs = {
         name: service.download(origin.url(f"/files/{name}"), tmp_path, priority=priority)
         for name, priority in (("p30", 30), ("p20", 20), ("p10", 10), ("p0", 0), ("q10", 10))
     }
+    service.cancel_job(blocker)
     service.join()
     started = sorted(jobs, key=lambda name: jobs[name].job_sequence or 0)
     assert started == ["p0", "p10", "q10", "p20", "p30"]
@@ -290,7 +294,7 @@ def test_the_token_is_sent_but_never_stored_listed_or_published(
     client = redis.Redis.from_url(redis_url)
     record = client.hgetall(f"{namespace}:job:{job.id}")
     assert record and all(origin.token.encode() not in value for value in record.values())
-    for key in client.scan_iter(match=f"{namespace}:celery:*"):
+    for key in keys_matching(client, f"{namespace}:celery:*"):
         if client.type(key) == b"string":
             assert origin.token.encode() not in client.get(key)
 

@@ -27,7 +27,7 @@ from downloader.config import Settings
 from downloader.events import Subscription
 from downloader.netguard import ForbiddenAddressError, public_address, public_only_session
 from downloader.redact import MASK
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, keys_matching
 from tests.origin import Origin
 from tests.proxy import RecordingProxy
 from tests.test_queue import sha256, wait_until
@@ -248,7 +248,7 @@ def closed_port() -> Iterator[int]:
 
 def redis_texts(client: redis.Redis, namespace: str) -> Iterator[bytes]:
     """Every value under the namespace but the token's own keys."""
-    for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+    for key in keys_matching(client, f"{namespace}:*"):
         if key.endswith(b":secret"):
             continue
         kind = client.type(key)

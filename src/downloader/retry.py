@@ -47,6 +47,7 @@ def is_retriable(exc: BaseException) -> bool:
         | requests.Timeout
         | requests.exceptions.ChunkedEncodingError
         | IncompleteDownloadError
+        # Below the lowest speed for a whole window: another connection may do better.
         | StalledTransferError
         # The file's previous writer (an attempt that lost its lease) is about to let go.
         | DestinationBusyError,
