@@ -4,18 +4,23 @@ client per broker channel instead of one per message."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
-from downloader import DownloadJobStatus
+from downloader import DownloadJobStatus, DownloadQueueService
 from downloader.celery_app import create_app
 from downloader.config import Settings
 from downloader.events import DOWNLOAD_COMPLETE, DOWNLOAD_PROGRESS, EventPublisher
 from downloader.reservations import Reservations
 from downloader.store import Claim, ClaimResult, JobStore
+from tests.conftest import WorkerProcess
+from tests.origin import Origin
 from tests.test_queue import wait_until
 
 
@@ -112,3 +117,43 @@ def test_a_broker_channel_keeps_one_client_until_its_pool_is_replaced(
         with channel.conn_or_acquire() as third:
             assert third is not first
             assert third.ping()
+
+
+def test_batched_task_events_all_arrive_when_the_worker_stops_right_after(
+    namespace: str,
+    redis_url: str,
+    make_service: Callable[..., DownloadQueueService],
+    spawn_worker: Callable[..., WorkerProcess],
+    origin: Origin,
+    tmp_path: Path,
+) -> None:
+    """A worker holds task events back to send them together: what Flower reads of every task
+    still arrives, also for the last tasks of a worker that is stopped at once."""
+    listener = redis.Redis.from_url(redis_url).pubsub()
+    listener.psubscribe(f"{namespace}:celery:*celeryev*")
+    wait_until(lambda: listener.get_message(timeout=0.1) is not None, 10)
+    worker = spawn_worker("batched", concurrency=4)
+    origin.add("small.bin", os.urandom(4096))
+    client = make_service(start_worker=False)
+    jobs = [
+        client.download(origin.url("/files/small.bin"), tmp_path / f"f{i}.bin") for i in range(12)
+    ]
+    for job in jobs:
+        client.wait_for_job(job, timeout=60)
+        assert job.status == DownloadJobStatus.COMPLETED
+    worker.stop()
+
+    succeeded: set[int] = set()
+
+    def every_task_succeeded() -> bool:
+        message = listener.get_message(timeout=0.1)
+        if message and message["type"] == "pmessage":
+            body = json.loads(base64.b64decode(json.loads(message["data"])["body"]))
+            events = body if isinstance(body, list) else [body]
+            succeeded.update(
+                int(e["uuid"].split("-")[0]) for e in events if e["type"] == "task-succeeded"
+            )
+        return succeeded >= {job.id for job in jobs}
+
+    wait_until(every_task_succeeded, 30)
+    listener.close()
