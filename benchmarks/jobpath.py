@@ -5,7 +5,8 @@ run as the reference. Not a test: prints figures (the numbers in benchmarks/READ
     python benchmarks/jobpath.py [--jobs 1000] [--repeats 3] [--strace] [--py-spy FILE]
 
 `--strace` counts the workers' `sendto` calls (`strace -f -c`): every Redis round trip sends
-once and so does each HTTP request, so sendto per job minus one is Redis round trips per job.
+once and so does each HTTP request, so sendto per job minus one is Redis round trips per job;
+what idle workers send (polls, heartbeats), counted for 10 s first, is taken off.
 `--py-spy FILE` records worker 0 with `py-spy record --gil --format raw` and prints where the
 GIL-holding samples went. Both slow the workers: their runs' files/s are not the figures.
 Run it with `PYTHONPATH=<other checkout>/src` to measure another commit's code the same way.
@@ -69,6 +70,8 @@ def make_context(procs: Processes, work: Path, jobs: int) -> Context:
     return Context(profile, procs, work, dest, origin, files, tools, REDIS_URL, run_id)
 
 
+ATTACH_SECONDS = 2.0
+
 REDIS_URL = os.environ.get("DOWNLOADER_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -83,7 +86,7 @@ def start_probe(args: argparse.Namespace, pids: list[int], work: Path) -> subpro
     else:
         return None
     probe = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(2)  # attaching takes a moment; the jobs must not start before it
+    time.sleep(ATTACH_SECONDS)  # attaching takes a moment; the jobs must not start before it
     return probe
 
 
@@ -95,6 +98,23 @@ def stop_probe(probe: subprocess.Popen | None, args: argparse.Namespace, work: P
     if args.strace:
         return (work / "st").read_text()
     return summarise_profile(Path(args.py_spy))
+
+
+def sendto_calls(strace_summary: str) -> int:
+    """The `sendto` count of an `strace -c` summary."""
+    for line in strace_summary.splitlines():
+        fields = line.split()
+        if fields and fields[-1] == "sendto":
+            return int(fields[3])
+    return 0
+
+
+def idle_sendto_rate(pids: list[int], work: Path) -> float:
+    """sendto calls per second of the idle workers."""
+    args = argparse.Namespace(strace=True, py_spy=None)
+    probe = start_probe(args, pids, work)
+    time.sleep(10)
+    return sendto_calls(stop_probe(probe, args, work)) / 10
 
 
 def summarise_profile(path: Path) -> str:
@@ -140,6 +160,7 @@ def main() -> int:
     try:
         with workers(ctx, "jp", count=2) as worker:
             pids = [p.pid for p in worker.processes]
+            idle = idle_sendto_rate(pids, work) if args.strace else 0.0
             for repeat in range(args.repeats):
                 probe = start_probe(args, pids, work)
                 run = queue_small(ctx, worker, verify=repeat == 0)
@@ -153,6 +174,13 @@ def main() -> int:
                 )
                 if report:
                     print(report, flush=True)
+                if args.strace:
+                    busy = sendto_calls(report) - idle * (run["seconds"] + ATTACH_SECONDS)
+                    print(
+                        f"idle workers: {idle:.1f} sendto/s; Redis round trips per job:"
+                        f" {busy / args.jobs - 1:.1f} (sendto per job less one HTTP request)",
+                        flush=True,
+                    )
                 if not args.no_aria2:
                     aria = small_with_aria2(ctx)
                     print(f"aria2c -j16: {aria['jobs_s']:6.1f} files/s", flush=True)
