@@ -131,6 +131,8 @@ class JobRun:
         # watchdog's first look.
         if time.monotonic() - self.last_report >= self.app.settings.progress_interval:
             self.on_check(current, total)
+        if total and current >= total:
+            return  # the last byte's progress goes out with the job's end, in the same call
         if self.throttle.ready(current, total):
             self.publish_progress(current, total)
 
