@@ -230,11 +230,16 @@ class DownloaderApp(Celery):
         """Cancel jobs in pipelined batches; those that never started end at once."""
         ids = list(job_ids)
         results = self.store.cancel_many(ids)
-        ended = [job_id for job_id, result in zip(ids, results, strict=True)
-                 if result is CancelResult.CANCELLED]
+        ended = [
+            job_id
+            for job_id, result in zip(ids, results, strict=True)
+            if result is CancelResult.CANCELLED
+        ]
         records = {record["id"]: record for record in self.store.records(ended)}
         self.publisher.publish_many(
-            DOWNLOAD_CANCELLED, queue_id, ended,
+            DOWNLOAD_CANCELLED,
+            queue_id,
+            ended,
             {job_id: {"source": records.get(job_id, {}).get("source")} for job_id in ended},
         )
         for job_id in ended:
