@@ -9,7 +9,9 @@ Every event goes to two channels, as a JSON object with `event`, `job_id`, `queu
   a client with one job in a busy queue parses that job's events and nothing else.
 
 Redis delivers a channel's messages in publish order, and both are published in one round
-trip, so either channel sees a job's events in order.
+trip, so either channel sees a job's events in order. A worker mostly does not call `publish`:
+it `prepare`s the event and hands it to the store's script that makes the change the event
+reports (`JobStore.update`, `JobStore.finish`), which publishes it in the same round trip.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import redis
 
-from downloader.store import BATCH, Keys
+from downloader.store import BATCH, Announcement, Keys
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,11 @@ class EventPublisher:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.redis = client
         self.keys = Keys(namespace)
+
+    def prepare(self, event: str, queue_id: str, job_id: int, **fields: Any) -> Announcement:
+        """The event as a store script publishes it, to both of its channels."""
+        data = json.dumps(_payload(event, queue_id, job_id, fields))
+        return Announcement((self.keys.events(queue_id), self.keys.job_events(job_id)), data)
 
     def publish(self, event: str, queue_id: str, job_id: int, **fields: Any) -> dict[str, Any]:
         payload = _payload(event, queue_id, job_id, fields)

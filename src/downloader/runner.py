@@ -29,7 +29,7 @@ from downloader.netguard import public_only_session
 from downloader.redact import holding, scrub
 from downloader.reservations import Reservations
 from downloader.retry import backoff, is_retriable
-from downloader.store import CANCELLED_ERROR_TYPE, ClaimResult
+from downloader.store import CANCELLED_ERROR_TYPE, Announcement, ClaimResult
 from downloader.transfer import TransferHooks, TransferRequest, TransferResult, fetch
 
 if TYPE_CHECKING:
@@ -70,7 +70,8 @@ class JobRun:
         self.progress_listener = on_progress
         """Told of every published progress (the task forwards it to Flower)."""
         self.keeper: Lease | None = None
-        self.queue_id: str = record["queue_id"]
+        self.token: str | None = None
+        """The job's own access token, as its claim read it."""
         self.owner = f"{worker}#{uuid.uuid4().hex[:12]}"
         """Unique per attempt, so a redelivered copy on the same worker is still refused."""
         self.throttle = Throttle(app.settings.progress_interval)
@@ -80,27 +81,34 @@ class JobRun:
         self.mirrors = Mirrors(record["source"], record.get("mirrors") or ())
         """The job's URLs and how each fared: every retry of this attempt starts elsewhere."""
 
+    @property
+    def queue_id(self) -> str:
+        return str(self.record["queue_id"])
+
     def publish(self, event: str, **fields: Any) -> None:
         self.app.publisher.publish(event, self.queue_id, self.job_id, **fields)
+
+    def event(self, event: str, **fields: Any) -> Announcement:
+        """An event of this job, for the store call that makes the change it reports."""
+        return self.app.publisher.prepare(event, self.queue_id, self.job_id, **fields)
 
     # -- transfer hooks -------------------------------------------------------------------
 
     def on_started(self, result: TransferResult) -> None:
         # A retry resumes at this path, and only if the file still has this validator.
         self.record.update(download_path=str(result.download_path), etag=result.etag)
+        started = self.event(
+            ev.DOWNLOAD_STARTED, source=self.record["source"], download_path=result.download_path
+        )
         self.app.store.update(
             self.job_id,
+            events=[started],
             download_path=result.download_path,
             bytes=result.bytes,
             total_bytes=result.total_bytes,
             content_type=result.content_type,
             etag=result.etag,
             final_url=result.final_url,
-        )
-        self.publish(
-            ev.DOWNLOAD_STARTED,
-            source=self.record["source"],
-            download_path=result.download_path,
         )
         self.started_published = True
 
@@ -126,17 +134,25 @@ class JobRun:
         # watchdog's first look.
         if time.monotonic() - self.last_report >= self.app.settings.progress_interval:
             self.on_check(current, total)
+        if total and current >= total:
+            return  # the last byte's progress goes out with the job's end, in the same call
         if self.throttle.ready(current, total):
             self.publish_progress(current, total)
 
     def publish_progress(self, current: int, total: int) -> None:
-        self.publish(
-            ev.DOWNLOAD_PROGRESS,
-            source=self.record["source"],
-            download_path=self.record.get("download_path"),
-            current_bytes=current,
-            total_bytes=total,
-        )
+        self.publish(ev.DOWNLOAD_PROGRESS, **self.progress_fields(current, total))
+        self.progressed(current, total)
+
+    def progress_fields(self, current: int, total: int) -> dict[str, Any]:
+        return {
+            "source": self.record["source"],
+            "download_path": self.record.get("download_path"),
+            "current_bytes": current,
+            "total_bytes": total,
+        }
+
+    def progressed(self, current: int, total: int) -> None:
+        """After a progress event: the parent's summed progress, and the task's listener."""
         if self.record.get("parent_id") is not None:
             parents.part_progressed(self.app, self.record["parent_id"])
         if self.progress_listener is not None:
@@ -179,10 +195,8 @@ class JobRun:
 
     def tidy_if_cancelled(self) -> None:
         """A job cancelled while no worker ran it (its own was gone) may have left a partial
-        file and its reservation: remove them, here where the volume is."""
-        fresh = self.app.store.record(self.job_id)
-        if fresh is not None and fresh.get("cancelled"):
-            self.record = fresh
+        file and its reservation: remove them, here where the volume is. `record` is fresh."""
+        if self.record.get("cancelled"):
             self.discard_partials()
             self.release_paths()
 
@@ -192,8 +206,9 @@ class JobRun:
             discard_partial(path, self.job_id)
 
     def access_token(self) -> str | None:
-        """The job's own token, else the one configured for the URL's host."""
-        token = self.app.store.access_token(self.job_id)
+        """The job's own token (read by the claim), else the one configured for the URL's
+        host."""
+        token = self.token
         if token is None:
             configured = self.app.settings.host_tokens.get(
                 urlsplit(self.record["source"]).hostname or ""
@@ -201,32 +216,54 @@ class JobRun:
             token = configured.get_secret_value() if configured is not None else None
         return token
 
-    def run(self, session: requests.Session) -> str:
-        outcome = self.claim_and_attempt(session)
+    def run(self) -> str:
+        outcome = self.claim_and_attempt()
         parent_id = self.record.get("parent_id")
         if parent_id is not None and outcome not in ("handed back", "lease lost"):
             parents.settle(self.app, parent_id)
         return outcome
 
-    def claim_and_attempt(self, session: requests.Session) -> str:
+    def claim_and_attempt(self) -> str:
+        """Claim the job (one round trip: lease, running, record and token), run it; the
+        attempt's end releases the lease, or this does when the attempt stepped aside."""
         store = self.app.store
         claim = store.claim(self.job_id, self.owner, self.app.settings.lease_seconds)
-        if claim is ClaimResult.CANCELLED:
+        if claim.record is None:
+            return ClaimResult.MISSING.value
+        self.record, self.token = claim.record, claim.token
+        if claim.result is ClaimResult.CANCELLED:
             self.finish_cancelled()
-            return claim.value
-        if claim is ClaimResult.FINISHED:
+            return claim.result.value
+        if claim.result is ClaimResult.FINISHED:
             self.tidy_if_cancelled()
-        if claim is not ClaimResult.CLAIMED:
-            return claim.value
+        if claim.result is not ClaimResult.CLAIMED:
+            return claim.result.value
+        # The claim has just looked at the cancel flag: the next look is due an interval on.
+        self.last_report = time.monotonic()
         if self.record.get("parent_id") is not None:
             parents.part_started(self.app, self.record["parent_id"])
         self.keeper = self.app.leases.keep(self.job_id, self.owner)
         try:
             with holding(self.access_token()):  # so that its errors are scrubbed of it
-                return self.attempt(session)
+                return self.attempt(session_for(self.app, self.record))
         finally:
-            self.keeper.done.set()
-            store.release(self.job_id, self.owner)
+            if not self.keeper.done.is_set():  # the end, which releases it, did not come
+                self.keeper.done.set()
+                store.release(self.job_id, self.owner)
+
+    def end(self, status: DownloadJobStatus, events: list[Announcement], **fields: Any) -> None:
+        """End the attempt in one round trip: the job's status and `fields`, the lease and the
+        path reservations released, then `events` published."""
+        if self.keeper is not None:
+            self.keeper.done.set()  # before the lease goes, so the renewer does not miss it
+        self.app.store.finish(
+            self.job_id,
+            status,
+            owner=self.owner,
+            paths=[self.reservations.key(path) for path in self.final_paths()],
+            events=events,
+            **fields,
+        )
 
     def attempt(self, session: requests.Session) -> str:
         try:
@@ -244,27 +281,27 @@ class JobRun:
             return "lease lost"
         except Exception as exc:
             failure = {"error_type": error_type(exc), "error": scrub(traceback.format_exc())}
-            self.app.store.finish(self.job_id, DownloadJobStatus.ERROR, **failure)
-            self.release_paths()
-            self.publish(ev.DOWNLOAD_ERROR, source=self.record["source"], **failure)
+            failed = self.event(ev.DOWNLOAD_ERROR, source=self.record["source"], **failure)
+            self.end(DownloadJobStatus.ERROR, [failed], **failure)
             return "error"
         if not self.started_published:
             self.on_started(result)
-        if self.throttle.ready(result.bytes, result.total_bytes):
-            self.publish_progress(result.bytes, result.total_bytes)
-        self.app.store.finish(
-            self.job_id,
-            DownloadJobStatus.COMPLETED,
-            bytes=result.bytes,
-            total_bytes=result.total_bytes,
+        current, total = result.bytes, result.total_bytes
+        events = []
+        last_progress = self.throttle.ready(current, total)
+        if last_progress:
+            events.append(self.event(ev.DOWNLOAD_PROGRESS, **self.progress_fields(current, total)))
+        events.append(
+            self.event(
+                ev.DOWNLOAD_COMPLETE,
+                source=self.record["source"],
+                download_path=result.download_path,
+                total_bytes=total,
+            )
         )
-        self.release_paths()
-        self.publish(
-            ev.DOWNLOAD_COMPLETE,
-            source=self.record["source"],
-            download_path=result.download_path,
-            total_bytes=result.total_bytes,
-        )
+        self.end(DownloadJobStatus.COMPLETED, events, bytes=current, total_bytes=total)
+        if last_progress:
+            self.progressed(current, total)
         return "completed"
 
     def fetch_with_retries(self, session: requests.Session) -> TransferResult:
@@ -305,14 +342,13 @@ class JobRun:
 
     def finish_cancelled(self) -> None:
         self.discard_partials()
-        self.app.store.finish(
-            self.job_id,
+        cancelled = self.event(ev.DOWNLOAD_CANCELLED, source=self.record["source"])
+        self.end(
             DownloadJobStatus.ERROR,
+            [cancelled],
             cancelled=True,
             error_type=CANCELLED_ERROR_TYPE,
         )
-        self.release_paths()
-        self.publish(ev.DOWNLOAD_CANCELLED, source=self.record["source"])
 
     def hand_back(self) -> None:
         """Put the job back as waiting and queue it again; its partial file stays to resume."""
@@ -330,16 +366,16 @@ def run_download(
 
     `worker` names the worker node; the job record keeps it, so one can tell who ran what.
     """
-    record = app.store.record(job_id)
-    if record is None:
-        return ClaimResult.MISSING.value
+    return JobRun(app, job_id, {}, worker, on_progress).run()  # the claim reads the record
+
+
+def session_for(app: DownloaderApp, record: dict[str, Any]) -> requests.Session:
+    """The session a job downloads with: public addresses only for an untrusted job."""
     if record.get("untrusted") and not app.settings.allow_private_networks:
-        session = _thread_session(
+        return _thread_session(
             "public_only", lambda: public_only_session(app.settings.untrusted_proxy)
         )
-    else:
-        session = app.session_override or _thread_session("plain", requests.Session)
-    return JobRun(app, job_id, record, worker, on_progress).run(session)
+    return app.session_override or _thread_session("plain", requests.Session)
 
 
 def tidy_cancelled(app: DownloaderApp, job_id: int, worker: str) -> None:

@@ -11,6 +11,13 @@ job's status (see `_LIB`): per queue and status a sorted set of ids (counts are 
 cardinalities, pages are ranges by id), the finish times that retention sweeps, the dispatch
 times that the orphan watch uses to find lost messages, and counters (per multi-file parent:
 its parts' outcomes and summed bytes; per namespace: the figures `metrics` exports).
+
+A small job must cost a worker few round trips, so the scripts a worker calls do all that one
+moment of a job needs at once: the claim takes the lease, marks the job running and answers
+its record and token; an update or the end of a job publishes its events (`Announcement`s,
+prepared by `events.EventPublisher.prepare`) in the same script, after its writes, so a
+subscriber that hears an event and reads the record sees what the event says; the end also
+releases the lease and the job's path reservations.
 """
 
 from __future__ import annotations
@@ -139,6 +146,23 @@ class Keys:
         return f"{self.namespace}:running"
 
 
+@dataclass(frozen=True)
+class Announcement:
+    """An event ready to go out: its JSON text and the channels it goes to."""
+
+    channels: tuple[str, ...]
+    data: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a claim decided, with the job's record and token as they were then (None: none)."""
+
+    result: ClaimResult
+    record: dict[str, Any] | None
+    token: str | None
+
+
 class ClaimResult(StrEnum):
     CLAIMED = "claimed"
     LEASED = "leased"
@@ -160,6 +184,14 @@ class CancelResult(StrEnum):
 # indexes, its parent and the stats together.
 _LIB = """
 local NS, NOW, EPOCH = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- Publish the `count` events at ARGV[at + 1 ..] to every channel in KEYS; answers the index
+-- of the first ARGV after them. An event follows the writes it reports (called last).
+local function announce(at, count)
+  for i = at + 1, at + count do
+    for _, channel in ipairs(KEYS) do redis.call('PUBLISH', channel, ARGV[i]) end
+  end
+  return at + count + 1
+end
 local TERMINAL = {completed = true, error = true}
 local function jkey(id) return NS .. ':job:' .. id end
 local function qkey(q, suffix) return NS .. ':queue:' .. q .. ':' .. suffix end
@@ -262,6 +294,16 @@ redis.call('SADD', NS .. ':running', id)
 redis.call('ZREM', dispatched_key(jk, field(jk, 'queue_id')), id)
 return 'claimed'
 """
+# The claim answers the job's record and token with its decision: no second round trip.
+_CLAIM = (
+    "local function decide()\n"
+    + _CLAIM
+    + """end
+local decision = decide()
+local jk = jkey(ARGV[4])
+return {decision, redis.call('HGETALL', jk), redis.call('GET', jk .. ':secret')}
+"""
+)
 
 _CANCEL = """
 local id = ARGV[4]
@@ -290,23 +332,38 @@ return 1
 """
 
 # ARGV[5] the new status; ARGV[6] when it applies: 'any' job that exists, 'once' a job not
-# finished yet, 'waiting' a waiting job; ARGV[7..] field, JSON value pairs to set with it.
+# finished yet, 'waiting' a waiting job; ARGV[7] the lease owner to release ('' none);
+# ARGV[8] a count n of path reservation keys to release (those the job holds) and the n keys;
+# then a count m of events and the m events (to KEYS); then field, JSON value pairs to set.
 _TRANSITION = """
-local id, new, mode = ARGV[4], ARGV[5], ARGV[6]
+local id, new, mode, owner = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local jk = jkey(id)
 local status = field(jk, 'status')
 if not status then return 0 end
 if mode == 'once' and TERMINAL[status] then return 0 end
 if mode == 'waiting' and status ~= 'waiting' then return 0 end
-set_fields(jk, 7)
+local paths = tonumber(ARGV[8])
+local events_at = 9 + paths
+local events = tonumber(ARGV[events_at])
+set_fields(jk, events_at + events + 1)
 move(id, new, TERMINAL[new] and redis.call('HGET', jk, 'cancelled') == 'true')
+if owner ~= '' and redis.call('GET', jk .. ':lease') == owner then
+  redis.call('DEL', jk .. ':lease')
+end
+for i = 9, 8 + paths do
+  if redis.call('GET', ARGV[i]) == id then redis.call('DEL', ARGV[i]) end
+end
+announce(events_at, events)
 return 1
 """
 
+# ARGV[5] a count m of events and the m events (to KEYS); then field, JSON value pairs.
 _UPDATE = """
 local jk = jkey(ARGV[4])
 if redis.call('EXISTS', jk) == 0 then return 0 end
-set_fields(jk, 5)
+local events = tonumber(ARGV[5])
+set_fields(jk, 6 + events)
+announce(5, events)
 return 1
 """
 
@@ -493,10 +550,6 @@ class JobStore:
         """Every queue that ever had a job in this namespace."""
         return sorted(name.decode() for name in self.redis.smembers(self.keys.queues))
 
-    def access_token(self, job_id: int) -> str | None:
-        token = self.redis.get(self.keys.secret(job_id))
-        return token.decode() if token is not None else None
-
     # -- turning records into models -------------------------------------------------------
 
     def to_model(self, record: Mapping[str, Any]) -> DownloadJob | MultiFileDownloadJob:
@@ -517,14 +570,12 @@ class JobStore:
 
     # -- the worker's side ------------------------------------------------------------------
 
-    def claim(self, job_id: int, owner: str, lease_seconds: float) -> ClaimResult:
-        result = self._claim(args=self._args(job_id, owner, int(lease_seconds * 1000)))
-        return ClaimResult(result.decode())
-
-    def renew(self, job_id: int, owner: str, lease_seconds: float) -> bool:
-        return bool(
-            self._renew(keys=[self.keys.lease(job_id)], args=[owner, int(lease_seconds * 1000)])
-        )
+    def claim(self, job_id: int, owner: str, lease_seconds: float) -> Claim:
+        """Lease the job to `owner`, mark it running and answer its record and token, in one
+        round trip; the lease is taken only for `ClaimResult.CLAIMED`."""
+        result, flat, token = self._claim(args=self._args(job_id, owner, int(lease_seconds * 1000)))
+        record = _decode(dict(zip(flat[::2], flat[1::2], strict=True))) if flat else None
+        return Claim(ClaimResult(result.decode()), record, token.decode() if token else None)
 
     def renew_many(self, leases: Iterable[tuple[int, str]], lease_seconds: float) -> list[bool]:
         """Renew several (job id, owner) leases in one round trip; answers which still hold."""
@@ -538,9 +589,11 @@ class JobStore:
     def release(self, job_id: int, owner: str) -> None:
         self._release(keys=[self.keys.lease(job_id)], args=[owner])
 
-    def update(self, job_id: int, **fields: Any) -> None:
-        """Set fields of an existing job; a job removed meanwhile (pruned, cleared) stays gone."""
-        self._update(args=self._args(job_id, *_flat(fields)))
+    def update(self, job_id: int, events: Iterable[Announcement] = (), **fields: Any) -> None:
+        """Set fields of an existing job, then publish `events` (all to the same channels);
+        a job removed meanwhile (pruned, cleared) stays gone and nothing is published."""
+        channels, texts = _announced(events)
+        self._update(keys=channels, args=self._args(job_id, len(texts), *texts, *_flat(fields)))
 
     def cancel_requested(self, job_id: int) -> bool:
         return self.redis.hget(self.keys.job(job_id), "cancel_requested") == b"true"
@@ -554,8 +607,18 @@ class JobStore:
         from the queue), in one round trip."""
         return bool(self._progress(args=self._args(job_id, current, total)))
 
-    def finish(self, job_id: int, status: DownloadJobStatus, **fields: Any) -> None:
-        self._move(job_id, status, "any", job_ended=utcnow(), **fields)
+    def finish(
+        self,
+        job_id: int,
+        status: DownloadJobStatus,
+        owner: str = "",
+        paths: Iterable[str] = (),
+        events: Iterable[Announcement] = (),
+        **fields: Any,
+    ) -> None:
+        """End a job in one round trip: set its status and `fields`, release the lease of
+        `owner` and the path reservation keys `paths` it holds, then publish `events`."""
+        self._move(job_id, status, "any", owner, paths, events, job_ended=utcnow(), **fields)
 
     def requeue(self, job_id: int) -> None:
         """Back to waiting, for a worker that hands its job back on shutdown."""
@@ -569,9 +632,23 @@ class JobStore:
         """Mark a waiting job running; True for the one caller that did."""
         return self._move(job_id, DownloadJobStatus.RUNNING, "waiting", job_started=utcnow())
 
-    def _move(self, job_id: int, status: DownloadJobStatus, mode: str, **fields: Any) -> bool:
+    def _move(
+        self,
+        job_id: int,
+        status: DownloadJobStatus,
+        mode: str,
+        owner: str = "",
+        paths: Iterable[str] = (),
+        events: Iterable[Announcement] = (),
+        **fields: Any,
+    ) -> bool:
         fields["updated_at"] = utcnow()
-        return bool(self._transition(args=self._args(job_id, status.value, mode, *_flat(fields))))
+        keys = list(paths)
+        channels, texts = _announced(events)
+        args = self._args(
+            job_id, status.value, mode, owner, len(keys), *keys, len(texts), *texts, *_flat(fields)
+        )
+        return bool(self._transition(keys=channels, args=args))
 
     def orphans(self) -> list[int]:
         """Running jobs whose lease is gone: their worker died. Each is set back to waiting
@@ -681,6 +758,15 @@ class JobStore:
 
 def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
+
+
+def _announced(events: Iterable[Announcement]) -> tuple[list[str], list[str]]:
+    """The channels and texts of events for one script call: they share their channels."""
+    events = list(events)
+    channels = {events[0].channels} if events else set()
+    if any(event.channels not in channels for event in events):
+        raise ValueError("events published in one call go to the same channels")
+    return (list(events[0].channels) if events else []), [event.data for event in events]
 
 
 def _flat(fields: Mapping[str, Any]) -> list[str]:
