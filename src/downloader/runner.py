@@ -78,7 +78,7 @@ class JobRun:
         self.last_report = 0.0
         self.started_published = False
         self.reservations = Reservations(app.store)
-        self.mirrors = Mirrors(record["source"], record.get("mirrors") or ())
+        self.mirrors: Mirrors | None = None
         """The job's URLs and how each fared: every retry of this attempt starts elsewhere."""
 
     @property
@@ -231,6 +231,7 @@ class JobRun:
         if claim.record is None:
             return ClaimResult.MISSING.value
         self.record, self.token = claim.record, claim.token
+        self.mirrors = Mirrors(self.record["source"], self.record.get("mirrors") or ())
         if claim.result is ClaimResult.CANCELLED:
             self.finish_cancelled()
             return claim.result.value

@@ -602,9 +602,9 @@ class _Fetch:
             if self.splits(response, current):
                 state.segments = split(total or 0, self.request.segments)
                 _preallocate(handle, path, total or 0)
-                state.save(state_path(partial))
+                _save_state(state, partial, total or 0)
                 return self.segmented(path, partial, handle, response, state)
-            state.save(state_path(partial))
+            _save_state(state, partial, total or 0)
             return self.stream(path, partial, handle, response, state, 0)
 
     def announced_total(self, response: requests.Response) -> int | None:
@@ -786,7 +786,7 @@ class _Fetch:
         copy = SegmentedCopy(
             state.segments,
             handle.fileno(),
-            lambda: state.save(sidecar),
+            lambda: _save_state(state, partial, state.source.total or 0),
             lambda index, first, last: self.get_range(first, last, state, turn=index),
             check,
             lambda answer: read_chunks(answer, self.request.chunk_size),
@@ -902,6 +902,19 @@ def _check_segment(
             f"{response.status_code} {header(response, 'Content-Range') or ''} "
             f"ETag {etag or '-'}"
         )
+
+
+def _save_state(state: PartialState, partial: Path, needed: int) -> None:
+    """Save the partial file's state; a full disk says so as the data writes do."""
+    try:
+        state.save(state_path(partial))
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise InsufficientSpaceError(
+            f"the disk holding {partial} is full: up to {needed} more bytes are needed; free "
+            "some space and run the job again, it resumes from what is already saved"
+        ) from exc
 
 
 def _preallocate(handle: BinaryIO, path: Path, total: int) -> None:
