@@ -131,7 +131,10 @@ class DownloaderApp(Celery):
             worker_concurrency=settings.concurrency,
             worker_send_task_events=True,
             worker_consumer=f"{__name__}:Consumer",
-            task_send_sent_event=True,
+            # No `task-sent` event: it was a second publish for every job queued, and the
+            # queue's waiting jobs are in the job store (list, /status, /metrics); Flower shows
+            # a task from the moment a worker receives it.
+            task_send_sent_event=False,
             task_track_started=True,
             result_expires=24 * 3600,
             worker_hijack_root_logger=False,
@@ -203,7 +206,8 @@ class DownloaderApp(Celery):
         now = time.time()
         self.store.dispatched(jobs, now)
         task = self.tasks["downloader.download"]
-        with self.producer_or_acquire() as producer:
+        # kombu's publish batch sends the messages in pipelined round trips, not one each.
+        with self.producer_or_acquire() as producer, producer.batch():
             for job_id, queue_id, priority in jobs:
                 task.apply_async(
                     (job_id,),

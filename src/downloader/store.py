@@ -414,6 +414,12 @@ def _decode(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
     return {key.decode(): json.loads(value) for key, value in raw.items()}
 
 
+def _flush_indexes(pipe: redis.client.Pipeline, indexes: dict[str, dict[str, int]]) -> None:
+    for key, members in indexes.items():
+        pipe.zadd(key, members)
+    indexes.clear()
+
+
 class JobStore:
     """Reads and writes jobs; knows nothing about HTTP or Celery."""
 
@@ -454,19 +460,25 @@ class JobStore:
         now = utcnow()
         pipe = self.redis.pipeline(transaction=False)
         pipe.sadd(self.keys.queues, queue_id)
+        # Index entries go out one ZADD per index and batch; a field that is None is left
+        # out (reading a missing field gives None, in Python and in the scripts alike).
+        indexes: dict[str, dict[str, int]] = {}
         for count, fields in enumerate(records, 1):
             job_id = int(fields["id"])
             record = {"queue_id": queue_id, "created_at": now, "updated_at": now, "attempts": 0}
             record.update(fields)
             status = str(_plain(record.setdefault("status", DownloadJobStatus.WAITING)))
-            pipe.hset(self.keys.job(job_id), mapping={k: _encode(v) for k, v in record.items()})
-            pipe.zadd(self.keys.queue_jobs(queue_id), {str(job_id): job_id})
-            pipe.zadd(self.keys.queue_status(queue_id, status), {str(job_id): job_id})
+            mapping = {k: _encode(v) for k, v in record.items() if v is not None}
+            pipe.hset(self.keys.job(job_id), mapping=mapping)
+            for key in (self.keys.queue_jobs(queue_id), self.keys.queue_status(queue_id, status)):
+                indexes.setdefault(key, {})[str(job_id)] = job_id
             token = access_token or (access_tokens or {}).get(job_id)
             if token:
                 pipe.set(self.keys.secret(job_id), token)
             if count % BATCH == 0:
+                _flush_indexes(pipe, indexes)
                 pipe.execute()
+        _flush_indexes(pipe, indexes)
         pipe.execute()
 
     def dispatched(self, jobs: Iterable[tuple[int, str, int]], now: float) -> None:
