@@ -95,7 +95,7 @@ class JobRun:
     # -- transfer hooks -------------------------------------------------------------------
 
     def on_started(self, result: TransferResult) -> None:
-        # A retry resumes at this path, and only if the file still has this validator.
+        # A retry resumes at this path (the partial's own state says whether it still may).
         self.record.update(download_path=str(result.download_path), etag=result.etag)
         started = self.event(
             ev.DOWNLOAD_STARTED, source=self.record["source"], download_path=result.download_path
