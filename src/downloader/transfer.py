@@ -32,6 +32,7 @@ import socket
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import BinaryIO
 
@@ -237,8 +238,13 @@ def announced_sha256(response: requests.Response) -> str | None:
 
 
 def _raise_for_status(response: requests.Response) -> None:
+    """`HTTPError(<reason>)` as the seed has it, with the standard phrase of the status (a
+    server's own wording, "File not found", would hide which status it was)."""
     if response.status_code >= 400:
-        reason = response.reason or f"HTTP {response.status_code}"
+        try:
+            reason = HTTPStatus(response.status_code).phrase
+        except ValueError:
+            reason = response.reason or f"HTTP {response.status_code}"
         raise requests.HTTPError(reason, response=response)
 
 
