@@ -66,13 +66,6 @@ def consuming_workers(
     )
 
 
-def answering_workers(app: DownloaderApp, timeout: float = 1.0) -> list[str]:
-    """Names of the workers that answer a ping."""
-    with control_connection(app) as connection:
-        replies = app.control.ping(timeout=timeout, connection=connection) or []
-    return sorted(name for reply in replies for name in reply)
-
-
 def control_connection(app: DownloaderApp) -> Any:
     """A broker connection of its own for one request that collects replies.
 

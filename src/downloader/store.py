@@ -539,9 +539,6 @@ class JobStore:
             if cursor is None:
                 return
 
-    def queue_records(self, queue_id: str) -> list[dict[str, Any]]:
-        return list(self.iter_records(queue_id))
-
     def counts(self, queue_id: str) -> dict[str, int]:
         """How many jobs the queue holds in each status (and `cancelled`, a part of `error`),
         and `total`: O(1), from the indexes."""
