@@ -7,12 +7,13 @@ tests never see each other's jobs and leave nothing behind.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,18 @@ class WorkerProcess:
                 self.process.wait()
 
 
+_WITH_TRANSPORT_OPTIONS = """
+import json, sys
+from downloader.celery_app import app
+from downloader.cli import main
+app.conf.broker_transport_options = {
+    **app.conf.broker_transport_options, **json.loads(sys.argv[1])
+}
+sys.exit(main(sys.argv[2:]))
+"""
+"""`downloader worker ARGS...` with kombu broker options merged from the first argument."""
+
+
 def cli_env(namespace: str, redis_url: str) -> dict[str, str]:
     return {**os.environ, "DOWNLOADER_REDIS_URL": redis_url, "DOWNLOADER_NAMESPACE": namespace}
 
@@ -135,21 +148,20 @@ def spawn_worker(
         concurrency: int = 2,
         env: dict[str, str] | None = None,
         loglevel: str = "INFO",
+        transport_options: dict[str, object] | None = None,
+        celery_options: Sequence[str] = (),
     ) -> WorkerProcess:
+        """`transport_options` are merged into the worker's kombu broker options;
+        `celery_options` go to `celery worker` through `downloader worker`."""
         log = tmp_path / f"{name}.log"
+        command = ["worker", "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel", loglevel]
+        command += celery_options
+        if transport_options:
+            command = ["-c", _WITH_TRANSPORT_OPTIONS, json.dumps(transport_options), *command]
+        else:
+            command = ["-m", "downloader", *command]
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "downloader",
-                "worker",
-                "-c",
-                str(concurrency),
-                "-n",
-                f"{name}@%h",
-                "--loglevel",
-                loglevel,
-            ],
+            [sys.executable, *command],
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
             env={**cli_env(namespace, redis_url), **(env or {})},

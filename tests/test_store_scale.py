@@ -196,9 +196,26 @@ def test_a_message_lost_with_a_frozen_worker_runs_on_another_within_the_visibili
     tmp_path: Path,
 ) -> None:
     digest = origin.add("lost.bin", os.urandom(50_000))
-    frozen = spawn_worker("frozen", concurrency=1)
-    frozen.process.send_signal(signal.SIGSTOP)  # its BRPOP is pending: it takes the message
+    # The frozen worker's BRPOP waits ten minutes instead of kombu's one second, and it is
+    # frozen only once that BRPOP is seen pending: Redis then hands it the message whenever
+    # the job is sent, however slow the machine. Without mingle, whose reply queue is read
+    # with a BRPOP of the same length, that BRPOP is the consumer's only one.
+    name = f"dltest-frozen-{uuid.uuid4().hex}"
+    frozen = spawn_worker(
+        "frozen",
+        concurrency=1,
+        transport_options={"polling_interval": 600, "client_name": name},
+        celery_options=["--without-mingle"],
+    )
     client = make_service(start_worker=False)
+    wait_until(
+        lambda: any(
+            c["name"] == name and c["cmd"] == "brpop" and "b" in c["flags"]
+            for c in client.app.redis.client_list()
+        ),
+        timeout=30,
+    )
+    frozen.process.send_signal(signal.SIGSTOP)
     job = client.download(origin.url("/files/lost.bin"), tmp_path)
     broker_lists = [client.app.broker_list(client.queue_id, level) for level in range(10)]
     wait_until(lambda: not any(client.app.redis.llen(key) for key in broker_lists))

@@ -471,7 +471,7 @@ def _stopped(
 # -- other commands -----------------------------------------------------------------------
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
+def cmd_worker(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
     from downloader.celery_app import app
 
     argv = [
@@ -479,6 +479,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         f"--concurrency={args.concurrency or app.settings.concurrency}",
         f"--queues={app.celery_queue(_queue_id(args))}",
         f"--loglevel={args.loglevel}",
+        *extra,
     ]
     if args.hostname:
         argv.append(f"--hostname={args.hostname}")
@@ -776,7 +777,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     get.set_defaults(run=cmd_get)
 
-    worker = command("worker", "run a Celery worker; its thread count is its parallel downloads")
+    worker = command(
+        "worker",
+        "run a Celery worker; its thread count is its parallel downloads; other options "
+        "(e.g. --without-mingle, --max-tasks-per-child=100) go to `celery worker`",
+    )
     worker.add_argument("-c", "--concurrency", type=int, help="parallel downloads")
     worker.add_argument("-n", "--hostname", help="worker node name, e.g. w1@%%h")
     worker.add_argument("--loglevel", default="INFO")
@@ -840,8 +845,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
-    if args.run is cmd_flower:
-        return cmd_flower(args, extra)
+    if args.run in (cmd_flower, cmd_worker):
+        return int(args.run(args, extra))
     if extra:
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     code = int(args.run(args) or 0)
