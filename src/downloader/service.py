@@ -20,7 +20,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 import requests
@@ -29,7 +29,7 @@ from downloader import events as ev
 from downloader import hub, parents
 from downloader.celery_app import DownloaderApp, create_app
 from downloader.config import Settings
-from downloader.embedded import EmbeddedRedis, InProcessWorker
+from downloader.embedded import EmbeddedRedis
 from downloader.events import SUBSCRIBED, Subscription
 from downloader.filenames import is_engine_name
 from downloader.models import (
@@ -43,6 +43,10 @@ from downloader.models import (
 )
 from downloader.reservations import Reservations
 from downloader.store import KIND_MULTIFILE, KIND_SINGLE
+
+if TYPE_CHECKING:
+    from downloader.inprocess import InProcessWorker
+    from downloader.localworker import LocalWorker
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +105,13 @@ class DownloadQueueService:
         queue_id: str = "default",
         start_worker: bool = True,
         follow: bool = True,
+        own_jobs_only: bool = False,
     ) -> None:
         self._settings = Settings()
+        self._own_jobs_only = own_jobs_only
+        """With `start_worker`: the worker runs the jobs this service queues and no others,
+        on threads of this process, without the broker (`downloader get` on the embedded
+        default); otherwise it is a Celery worker that takes its share of the whole queue."""
         self._follow = follow
         """False: jobs are queued and forgotten (no live objects, callbacks or per-job
         subscriptions), for enqueue-only front ends whose memory must not grow with the jobs
@@ -128,7 +137,7 @@ class DownloadQueueService:
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._app: DownloaderApp | None = None
-        self._worker: InProcessWorker | None = None
+        self._worker: InProcessWorker | LocalWorker | None = None
         self._listener: threading.Thread | None = None
         self._uses_embedded = False
         self.start()
@@ -152,10 +161,19 @@ class DownloadQueueService:
         )
         self._listener.start()
         _open_services.add(self)
-        if self._start_worker:
+        if self._start_worker and self._own_jobs_only:
+            from downloader.localworker import LocalWorker
+
+            self._worker = self._app.local_worker = LocalWorker(
+                self._app, self._max_parallel_dl, self._queue_id
+            )
+            self._worker.start()
+        elif self._start_worker:
+            from downloader.inprocess import InProcessWorker
+
             # Poll the broker every 0.05 s instead of 1 s, so that close() does not wait for
             # the last BRPOP to time out: an idle in-process worker costs about 0.8% of a core
-            # this way (0.3% at 0.2 s), and a `downloader get` ends 0.25 s sooner.
+            # this way (0.3% at 0.2 s), and a script ends 0.25 s sooner.
             options = self._app.conf.broker_transport_options
             self._app.conf.broker_transport_options = {**options, "polling_interval": 0.05}
             self._worker = InProcessWorker(
