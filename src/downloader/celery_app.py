@@ -14,35 +14,18 @@ queues jobs never loads Celery's worker.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from functools import cached_property
-from typing import TYPE_CHECKING
 
-import redis
-import requests
 from celery import Celery
 from kombu.connection import ConnectionPool
 from kombu.pools import ProducerPool
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from downloader.broker import Transport
 from downloader.config import Settings
-from downloader.events import DOWNLOAD_CANCELLED, EventPublisher
-from downloader.leases import LeaseRenewer
-from downloader.store import (
-    PRIORITY_LEVELS,
-    CancelResult,
-    JobStore,
-    Keys,
-    celery_priority,
-)
-
-if TYPE_CHECKING:
-    from downloader.localworker import LocalWorker
+from downloader.core import DownloaderCore
+from downloader.store import PRIORITY_LEVELS, celery_priority
 
 __all__ = ["PRIORITY_LEVELS", "DownloaderApp", "celery_priority", "create_app"]
 
@@ -52,25 +35,13 @@ def kombu_url(url: str) -> str:
     return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
 
 
-def redis_py_url(url: str) -> str:
-    prefix = "redis+socket://"
-    return "unix://" + url.removeprefix(prefix) if url.startswith(prefix) else url
-
-
-class DownloaderApp(Celery):
-    """A Celery app that also knows its job store and event publisher."""
+class DownloaderApp(DownloaderCore, Celery):
+    """A Celery app that also knows its job store and event publisher, and sends the jobs
+    of other processes' workers as broker messages."""
 
     def __init__(self, redis_url: str, settings: Settings) -> None:
-        super().__init__("downloader", set_as_current=False)
-        self.redis_url = redis_py_url(redis_url)
-        self.settings = settings
-        self.keys = Keys(settings.namespace)
-        self.session_override: requests.Session | None = None
-        """The session in-process workers download with (the seed's `requests_session`)."""
-        self.stopping = threading.Event()
-        """Set when this process's worker shuts down: running jobs hand themselves back."""
-        self.local_worker: LocalWorker | None = None
-        """This process's worker of its own jobs: their ids go to it, not to the broker."""
+        Celery.__init__(self, "downloader", set_as_current=False)
+        DownloaderCore.__init__(self, redis_url, settings)
         broker = kombu_url(self.redis_url)
         prefix = f"{settings.namespace}:celery:"
         self.conf.update(
@@ -127,61 +98,14 @@ class DownloaderApp(Celery):
             self.amqp._producer_pool = ProducerPool(self._pool, limit=self._pool.limit)
         return self._pool
 
-    @cached_property
-    def redis(self) -> redis.Redis:
-        """The client of the job store and events; it rides out a Redis restart by retrying
-        each command for about half a minute before giving up."""
-        return redis.Redis.from_url(
-            self.redis_url,
-            health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=20),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        )
-
-    @cached_property
-    def store(self) -> JobStore:
-        return JobStore(self.redis, self.settings.namespace)
-
-    @cached_property
-    def publisher(self) -> EventPublisher:
-        return EventPublisher(self.redis, self.settings.namespace)
-
-    def celery_queue(self, queue_id: str) -> str:
-        return self.keys.celery_queue(queue_id)
-
-    @cached_property
-    def leases(self) -> LeaseRenewer:
-        """The one thread of this process that renews the leases of all its running jobs."""
-        return LeaseRenewer(self.store, self.settings.lease_seconds)
-
-    def live_workers(self) -> list[str]:
-        """The workers whose heartbeat in Redis is current (see `recovery.OrphanWatch`)."""
-        return self.store.live_workers()
-
-    def broker_list(self, queue_id: str, level: int) -> str:
-        """The Redis list kombu keeps a queue's messages of one priority level in."""
-        name = f"{self.settings.namespace}:celery:{self.celery_queue(queue_id)}"
-        return f"{name}:{level}" if level else name
-
-    def submit(self, job_id: int, queue_id: str, priority: int) -> None:
-        """Queue job `job_id` for any worker consuming its queue, at its mapped priority."""
-        self.submit_many([(job_id, queue_id, priority)])
-
-    def submit_many(self, jobs: Sequence[tuple[int, str, int]]) -> None:
-        """Queue (job id, queue id, priority) triples over one producer.
+    def send(self, jobs: Sequence[tuple[int, str, int]]) -> None:
+        """Send (job id, queue id, priority) triples to the broker over one producer.
 
         The store notes the dispatch time first (so a message lost on the way is found again
         by the orphan watch), and the time goes into the task id too: the watch compares it
         with the oldest message still in the broker. No result is stored: clients follow the
-        job store, and Flower reads task events. Jobs of this process's `local_worker` go to
-        it instead, without a message.
+        job store, and Flower reads task events.
         """
-        local = self.local_worker
-        if local is not None:
-            local.submit((job_id, p) for job_id, q, p in jobs if q == local.queue_id)
-            jobs = [job for job in jobs if job[1] != local.queue_id]
-            if not jobs:
-                return
         now = time.time()
         self.store.dispatched(jobs, now)
         task = self.tasks["downloader.download"]
@@ -205,38 +129,17 @@ class DownloaderApp(Celery):
             pipe.lindex(self.broker_list(queue_id, level), -1)
         return [_dispatch_time(raw) for raw in pipe.execute()]
 
-    def cancel(self, job_id: int, queue_id: str) -> CancelResult:
-        """Cancel one job; one that never started is over at once and says so on the bus."""
-        return self.cancel_many([job_id], queue_id)[0]
-
-    def cancel_many(self, job_ids: Iterable[int], queue_id: str) -> list[CancelResult]:
-        """Cancel jobs in pipelined batches; those that never started end at once."""
-        ids = list(job_ids)
-        results = self.store.cancel_many(ids)
-        ended = [
-            job_id
-            for job_id, result in zip(ids, results, strict=True)
-            if result is CancelResult.CANCELLED
-        ]
-        records = {record["id"]: record for record in self.store.records(ended)}
-        self.publisher.publish_many(
-            DOWNLOAD_CANCELLED,
-            queue_id,
-            ended,
-            {job_id: {"source": records.get(job_id, {}).get("source")} for job_id in ended},
+    def send_discard(self, job_id: int, queue_id: str) -> None:
+        self.tasks["downloader.discard"].si(job_id).apply_async(
+            queue=self.celery_queue(queue_id), priority=0, ignore_result=True
         )
-        for job_id in ended:
-            if records.get(job_id, {}).get("job_started"):
-                # It ran once and its worker is gone: a worker (which, unlike this client,
-                # surely sees the download volume) removes what it left behind. A job that
-                # never ran is tidied by the claim of its own message.
-                if self.local_worker is not None and queue_id == self.local_worker.queue_id:
-                    self.local_worker.discard(job_id)
-                    continue
-                self.tasks["downloader.discard"].si(job_id).apply_async(
-                    queue=self.celery_queue(queue_id), priority=0, ignore_result=True
-                )
-        return results
+
+    def disconnect(self) -> None:
+        self.pool.force_close_all()
+        backend_client = getattr(self.backend, "client", None)
+        if backend_client is not None:
+            backend_client.connection_pool.disconnect()
+        super().disconnect()
 
 
 def dispatch_task_id(job_id: int, sent: float) -> str:

@@ -76,8 +76,8 @@ class EmbeddedRedis:
         """Join the server of the state directory, starting it if none runs; its `unix://` URL."""
         with cls._lock:
             if cls._holder is None:
-                cls._state_dir = settings.state_dir
-                cls._holder, cls._pid = _join_or_start(settings.state_dir)
+                cls._state_dir = settings.state_dir.expanduser().resolve()
+                cls._holder, cls._pid = _join_or_start(cls._state_dir)
             cls._users += 1
             return f"unix://{cls._holder.connection_pool.connection_kwargs['path']}"
 
@@ -95,14 +95,16 @@ class EmbeddedRedis:
         cls._holder, cls._pid, cls._users = None, 0, 0
         if holder is None:
             return
-        # Celery keeps a result-backend client per thread; those of a stopped worker's threads
-        # are only closed once their thread-locals are collected.
-        gc.collect()
         with _locked(cls._state_dir):
             try:
                 if len(holder.client_list()) > 1:
-                    holder.close()
-                    return
+                    # Celery keeps a result-backend client per thread; those of a stopped
+                    # worker's threads are only closed once their thread-locals are collected
+                    # (a collection costs about 30 ms, so only when someone seems connected).
+                    gc.collect()
+                    if len(holder.client_list()) > 1:
+                        holder.close()
+                        return
                 holder.shutdown(save=True)
             except redis.ConnectionError:
                 pass  # the server closed our connection on its way down

@@ -9,7 +9,10 @@ priority queue here, which a few threads drain through the runner a Celery task 
 
 The jobs are still records of the shared store, with their leases, events and cancels; what
 this process does not run before it stops (a job handed back, a job not yet begun) stays
-waiting there, where the next identical `get` resumes it from its partial file.
+waiting there, where the next identical `get` resumes it from its partial file. Such a
+process keeps no heartbeat and watches no other worker's jobs (it sends no message, so it
+cannot requeue them), but it sweeps the store's expired jobs once in a while, so that a store
+used only by gets stays the size of its retention.
 """
 
 from __future__ import annotations
@@ -23,26 +26,29 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from downloader.recovery import OrphanWatch
+from downloader.recovery import sweep_expired
 from downloader.runner import run_download, tidy_cancelled
 from downloader.store import celery_priority
 
 if TYPE_CHECKING:
-    from downloader.celery_app import DownloaderApp
+    from downloader.core import DownloaderCore
 
 log = logging.getLogger(__name__)
 
-Task = Callable[["DownloaderApp", int, str], object]
+Task = Callable[["DownloaderCore", int, str], object]
 """What a thread does with a job id: the runner's entry points, as the Celery tasks call them."""
 
 _STOP = -1
 """The rank of the stop marks: ahead of every job, so no job starts once `stop` is called."""
 
+SWEEP_EVERY = 60.0
+"""Seconds between two retention sweeps by local workers, across every process of a store."""
+
 
 class LocalWorker:
     """`concurrency` threads running the jobs of queue `queue_id` that this process queues."""
 
-    def __init__(self, app: DownloaderApp, concurrency: int, queue_id: str) -> None:
+    def __init__(self, app: DownloaderCore, concurrency: int, queue_id: str) -> None:
         self.app = app
         self.queue_id = queue_id
         self.name = f"local-{os.getpid()}@{socket.gethostname()}"
@@ -56,10 +62,8 @@ class LocalWorker:
             threading.Thread(target=self._work, name=f"downloader-local-{n}", daemon=True)
             for n in range(concurrency)
         ]
-        self._watch = OrphanWatch(app, self.name, [app.celery_queue(queue_id)])
 
     def start(self) -> None:
-        self._watch.start()
         for thread in self._threads:
             thread.start()
 
@@ -86,6 +90,11 @@ class LocalWorker:
             thread.join(timeout)
             if thread.is_alive():
                 log.warning("a download thread did not stop within %.0f s", timeout)
+        try:
+            if self.app.store.sweep_due(SWEEP_EVERY):
+                sweep_expired(self.app)
+        except Exception:  # the downloads are over; retention can wait for the next run
+            log.warning("could not sweep the expired jobs", exc_info=True)
 
     def _work(self) -> None:
         while True:

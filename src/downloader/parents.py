@@ -19,10 +19,10 @@ from downloader.models import DownloadJobStatus
 from downloader.store import CANCELLED_ERROR_TYPE
 
 if TYPE_CHECKING:
-    from downloader.celery_app import DownloaderApp
+    from downloader.core import DownloaderCore
 
 
-def _publish(app: DownloaderApp, event: str, parent: dict[str, Any], **fields: Any) -> None:
+def _publish(app: DownloaderCore, event: str, parent: dict[str, Any], **fields: Any) -> None:
     app.publisher.publish(event, parent["queue_id"], parent["id"], **fields)
 
 
@@ -34,7 +34,7 @@ def _counts(parent: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def part_started(app: DownloaderApp, parent_id: int) -> None:
+def part_started(app: DownloaderCore, parent_id: int) -> None:
     if app.store.start_once(parent_id):
         parent = app.store.record(parent_id)
         if parent is not None:
@@ -44,7 +44,7 @@ def part_started(app: DownloaderApp, parent_id: int) -> None:
             )
 
 
-def part_progressed(app: DownloaderApp, parent_id: int) -> None:
+def part_progressed(app: DownloaderCore, parent_id: int) -> None:
     """Publish the summed bytes, at most once per progress interval across all workers."""
     if not app.store.gate(parent_id, app.settings.progress_interval):
         return
@@ -59,7 +59,7 @@ def part_progressed(app: DownloaderApp, parent_id: int) -> None:
         )
 
 
-def settle(app: DownloaderApp, parent_id: int) -> str:
+def settle(app: DownloaderCore, parent_id: int) -> str:
     """Finish the parent if its parts' counters decide it; answers the parent's status."""
     parent = app.store.record(parent_id)
     if parent is None:
@@ -73,7 +73,7 @@ def settle(app: DownloaderApp, parent_id: int) -> str:
     return str(record["status"])
 
 
-def _settle_failed(app: DownloaderApp, parent: dict[str, Any]) -> None:
+def _settle_failed(app: DownloaderCore, parent: dict[str, Any]) -> None:
     culprit = app.store.record(int(parent["culprit"])) or {"id": parent["culprit"]}
     failed = not culprit.get("cancelled")
     fields = {"error_type": culprit.get("error_type"), "error": culprit.get("error")}
@@ -91,7 +91,7 @@ def _settle_failed(app: DownloaderApp, parent: dict[str, Any]) -> None:
         _publish(app, ev.MULTIFILE_CANCELLED, parent)
 
 
-def _settle_completed(app: DownloaderApp, parent: dict[str, Any]) -> None:
+def _settle_completed(app: DownloaderCore, parent: dict[str, Any]) -> None:
     if not app.store.finish_once(parent["id"], DownloadJobStatus.COMPLETED):
         return
     total = parent.get("total_bytes", 0)
@@ -103,7 +103,7 @@ def _settle_completed(app: DownloaderApp, parent: dict[str, Any]) -> None:
              **counts)
 
 
-def cancel(app: DownloaderApp, parent: dict[str, Any]) -> None:
+def cancel(app: DownloaderCore, parent: dict[str, Any]) -> None:
     """Cancel a parent: it ends at once, its unfinished parts stop as single jobs do."""
     if app.store.finish_once(
         parent["id"], DownloadJobStatus.ERROR, cancelled=True, error_type=CANCELLED_ERROR_TYPE
@@ -112,6 +112,6 @@ def cancel(app: DownloaderApp, parent: dict[str, Any]) -> None:
     _cancel_parts(app, parent)
 
 
-def _cancel_parts(app: DownloaderApp, parent: dict[str, Any]) -> None:
+def _cancel_parts(app: DownloaderCore, parent: dict[str, Any]) -> None:
     """Cancel every part in pipelined batches: O(parts) in all, one round trip a batch."""
     app.cancel_many(parent.get("part_ids", []), parent["queue_id"])

@@ -29,6 +29,7 @@ from downloader.store import BATCH, PRIORITY_LEVELS
 
 if TYPE_CHECKING:
     from downloader.celery_app import DownloaderApp
+    from downloader.core import DownloaderCore
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def redispatch_lost(app: DownloaderApp) -> list[int]:
     return [job_id for job_id, _, _ in resend]
 
 
-def sweep_expired(app: DownloaderApp) -> int:
+def sweep_expired(app: DownloaderCore) -> int:
     """Retention: remove every queue's jobs that ended more than the TTL ago."""
     ttl = app.settings.result_ttl
     return sum(app.store.sweep_expired(queue_id, ttl) for queue_id in app.store.queue_names())

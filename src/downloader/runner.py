@@ -33,7 +33,7 @@ from downloader.store import CANCELLED_ERROR_TYPE, Announcement, ClaimResult
 from downloader.transfer import TransferHooks, TransferRequest, TransferResult, fetch
 
 if TYPE_CHECKING:
-    from downloader.celery_app import DownloaderApp
+    from downloader.core import DownloaderCore
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class JobRun:
 
     def __init__(
         self,
-        app: DownloaderApp,
+        app: DownloaderCore,
         job_id: int,
         record: dict[str, Any],
         worker: str,
@@ -358,7 +358,7 @@ class JobRun:
 
 
 def run_download(
-    app: DownloaderApp,
+    app: DownloaderCore,
     job_id: int,
     worker: str,
     on_progress: Callable[[int, int], None] | None = None,
@@ -370,7 +370,7 @@ def run_download(
     return JobRun(app, job_id, {}, worker, on_progress).run()  # the claim reads the record
 
 
-def session_for(app: DownloaderApp, record: dict[str, Any]) -> requests.Session:
+def session_for(app: DownloaderCore, record: dict[str, Any]) -> requests.Session:
     """The session a job downloads with: public addresses only for an untrusted job."""
     if record.get("untrusted") and not app.settings.allow_private_networks:
         return _thread_session(
@@ -379,7 +379,7 @@ def session_for(app: DownloaderApp, record: dict[str, Any]) -> requests.Session:
     return app.session_override or _thread_session("plain", requests.Session)
 
 
-def tidy_cancelled(app: DownloaderApp, job_id: int, worker: str) -> None:
+def tidy_cancelled(app: DownloaderCore, job_id: int, worker: str) -> None:
     """The `downloader.discard` task: clean up after a job cancelled while its worker was dead."""
     record = app.store.record(job_id)
     if record is not None:

@@ -27,8 +27,8 @@ import requests
 
 from downloader import events as ev
 from downloader import hub, parents
-from downloader.celery_app import DownloaderApp, create_app
 from downloader.config import Settings
+from downloader.core import DownloaderCore
 from downloader.embedded import EmbeddedRedis
 from downloader.events import SUBSCRIBED, Subscription
 from downloader.filenames import is_engine_name
@@ -136,7 +136,7 @@ class DownloadQueueService:
         """Finished jobs whose channels the listener leaves (it alone touches this list)."""
         self._changed = threading.Condition()
         self._stop = threading.Event()
-        self._app: DownloaderApp | None = None
+        self._app: DownloaderCore | None = None
         self._worker: InProcessWorker | LocalWorker | None = None
         self._listener: threading.Thread | None = None
         self._uses_embedded = False
@@ -152,8 +152,30 @@ class DownloadQueueService:
         if url is None:
             url = EmbeddedRedis.acquire(self._settings)
             self._uses_embedded = True
-        self._app = create_app(url, self._settings)
-        self._app.session_override = self._requests_session
+        if self._start_worker and self._own_jobs_only:
+            self._app = DownloaderCore(url, self._settings)  # sends nothing: no Celery
+            self._app.session_override = self._requests_session
+            from downloader.localworker import LocalWorker
+
+            self._worker = self._app.local_worker = LocalWorker(
+                self._app, self._max_parallel_dl, self._queue_id
+            )
+        else:
+            from downloader.celery_app import create_app
+
+            app = self._app = create_app(url, self._settings)
+            app.session_override = self._requests_session
+            if self._start_worker:
+                from downloader.inprocess import InProcessWorker
+
+                # Poll the broker every 0.05 s instead of 1 s, so that close() does not wait
+                # for the last BRPOP to time out: an idle in-process worker costs about 0.8% of
+                # a core this way (0.3% at 0.2 s), and a script ends 0.25 s sooner.
+                options = app.conf.broker_transport_options
+                app.conf.broker_transport_options = {**options, "polling_interval": 0.05}
+                self._worker = InProcessWorker(
+                    app, self._max_parallel_dl, [app.celery_queue(self._queue_id)]
+                )
         self._stop.clear()
         subscription = self._subscribe()
         self._listener = threading.Thread(
@@ -161,24 +183,7 @@ class DownloadQueueService:
         )
         self._listener.start()
         _open_services.add(self)
-        if self._start_worker and self._own_jobs_only:
-            from downloader.localworker import LocalWorker
-
-            self._worker = self._app.local_worker = LocalWorker(
-                self._app, self._max_parallel_dl, self._queue_id
-            )
-            self._worker.start()
-        elif self._start_worker:
-            from downloader.inprocess import InProcessWorker
-
-            # Poll the broker every 0.05 s instead of 1 s, so that close() does not wait for
-            # the last BRPOP to time out: an idle in-process worker costs about 0.8% of a core
-            # this way (0.3% at 0.2 s), and a script ends 0.25 s sooner.
-            options = self._app.conf.broker_transport_options
-            self._app.conf.broker_transport_options = {**options, "polling_interval": 0.05}
-            self._worker = InProcessWorker(
-                self._app, self._max_parallel_dl, [self._app.celery_queue(self._queue_id)]
-            )
+        if self._worker is not None:
             self._worker.start()
 
     def stop(self, *args: Any, **kwargs: Any) -> None:
@@ -198,7 +203,7 @@ class DownloadQueueService:
         if self._listener is not None:
             self._listener.join(5)
             self._listener = None
-        _disconnect(app)
+        app.disconnect()
         if self._uses_embedded:
             EmbeddedRedis.release()
             self._uses_embedded = False
@@ -211,7 +216,7 @@ class DownloadQueueService:
         self.close()
 
     @property
-    def app(self) -> DownloaderApp:
+    def app(self) -> DownloaderCore:
         if self._app is None:
             raise RuntimeError("the download queue is closed")
         return self._app
@@ -736,19 +741,10 @@ def _common_root(dest: Path, parts: Sequence[RemoteModelFile]) -> Path:
     return dest
 
 
-def _wake(app: DownloaderApp, channel: str) -> None:
+def _wake(app: DownloaderCore, channel: str) -> None:
     """Wake the listener on its own channel (if Redis is gone, it ends at its next poll)."""
     with contextlib.suppress(redis.RedisError):
         app.redis.publish(channel, _WAKE)
-
-
-def _disconnect(app: DownloaderApp) -> None:
-    """Close every connection of the app, so an embedded Redis sees its last client go."""
-    app.pool.force_close_all()
-    backend_client = getattr(app.backend, "client", None)
-    if backend_client is not None:
-        backend_client.connection_pool.disconnect()
-    app.redis.connection_pool.disconnect()
 
 
 def _copy_state(source: Job, target: Job) -> None:

@@ -91,6 +91,10 @@ class Keys:
     def progress_gate(self, job_id: int) -> str:
         return f"{self.namespace}:job:{job_id}:gate"
 
+    @property
+    def sweep_gate(self) -> str:
+        return f"{self.namespace}:sweep:gate"
+
     def queue_jobs(self, queue_id: str) -> str:
         """Every job of the queue, by id."""
         return f"{self.namespace}:queue:{queue_id}:jobs"
@@ -671,7 +675,13 @@ class JobStore:
 
     def gate(self, job_id: int, seconds: float) -> bool:
         """True at most once every `seconds` per job, across every worker (a shared throttle)."""
-        key = self.keys.progress_gate(job_id)
+        return self._pass(self.keys.progress_gate(job_id), seconds)
+
+    def sweep_due(self, seconds: float) -> bool:
+        """True at most once every `seconds` across every process: a retention sweep is due."""
+        return self._pass(self.keys.sweep_gate, seconds)
+
+    def _pass(self, key: str, seconds: float) -> bool:
         return bool(self.redis.set(key, 1, px=max(1, int(seconds * 1000)), nx=True))
 
     # -- the client's side ------------------------------------------------------------------
