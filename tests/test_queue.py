@@ -273,7 +273,7 @@ def test_a_job_created_by_one_service_is_seen_and_run_by_another(
 
 
 def test_the_token_is_sent_but_never_stored_listed_or_published(
-    service: DownloadQueueService,
+    make_service: Callable[..., DownloadQueueService],
     origin: Origin,
     tmp_path: Path,
     redis_url: str,
@@ -281,7 +281,9 @@ def test_the_token_is_sent_but_never_stored_listed_or_published(
 ) -> None:
     origin.add("private.bin", b"secret bytes")
     events: list[tuple[str, dict]] = []
-    service._event_bus = lambda name, payload: events.append((name, payload))
+    service = make_service(
+        max_parallel_dl=2, event_bus=lambda name, payload: events.append((name, payload))
+    )
     job = service.download(origin.url("/private/private.bin"), tmp_path, access_token=origin.token)
     refused = service.download(origin.url("/private/private.bin"), tmp_path / "no-token.bin")
     service.join()

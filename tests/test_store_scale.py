@@ -243,9 +243,8 @@ def test_a_2000_part_job_over_two_workers_completes_once_with_every_byte(
         parts.append(RemoteModelFile(url=origin.url(f"/files/{name}"), path=Path("m") / name))
     for name in ("w1", "w2"):
         spawn_worker(name, concurrency=8)
-    client = make_service(start_worker=False)
     events: list[str] = []
-    client._event_bus = lambda name, payload: events.append(name)
+    client = make_service(start_worker=False, event_bus=lambda name, _: events.append(name))
     job = client.multifile_download(parts, tmp_path)
     client.wait_for_job(job, timeout=300)
     assert job.status == DownloadJobStatus.COMPLETED

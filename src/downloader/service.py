@@ -1,37 +1,29 @@
-"""`DownloadQueueService`, the client API: enqueue, watch, cancel, wait. It never downloads.
+"""`DownloadQueueService`, the client API: enqueue, look, cancel, wait. It never downloads.
 
 The service writes jobs to the store and queues their ids; workers (in this process or
-anywhere else on the same Redis) do the work and report through the store and pub/sub. One
-listener thread per service turns those events into updates of the live `DownloadJob`
-objects this service handed out and runs their callbacks, so callbacks of one service never
-run concurrently and always see events in the order they were published.
+anywhere else on the same Redis) do the work and report through the store and pub/sub, which
+`livejobs.LiveJobs` turns into updates of the job objects this service handed out.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
-import json
 import logging
 import os
-import threading
-import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import redis
 import requests
 
-from downloader import events as ev
 from downloader import hub, parents
 from downloader.config import Settings
 from downloader.core import DownloaderCore
 from downloader.embedded import EmbeddedRedis
-from downloader.events import SUBSCRIBED, Subscription
 from downloader.filenames import is_engine_name
+from downloader.livejobs import EventBus, LiveJobs
 from downloader.models import (
     DownloadEventHandler,
     DownloadJob,
@@ -52,16 +44,6 @@ log = logging.getLogger(__name__)
 
 Job = DownloadJob | MultiFileDownloadJob
 
-_POLL = 0.5
-"""Seconds the listener waits for an event before it looks whether it should stop."""
-
-_FOLLOW_TIMEOUT = 10.0
-"""Seconds `_track` waits for the listener to follow new jobs before it queues them anyway."""
-
-_WAKE = json.dumps({"event": "_wake"})
-"""Published on the client's own channel: there are new jobs to follow."""
-
-
 _open_services: weakref.WeakSet[DownloadQueueService] = weakref.WeakSet()
 
 
@@ -74,22 +56,6 @@ def _close_open_services() -> None:
 
 class UnknownJobIDException(KeyError):
     """No job with that id in this queue."""
-
-
-class EventBus(Protocol):
-    def emit(self, event_name: str, payload: dict[str, Any]) -> None: ...
-
-
-_TERMINAL_CALLBACK = {
-    ev.DOWNLOAD_COMPLETE: "on_complete",
-    ev.DOWNLOAD_ERROR: "on_error",
-    ev.DOWNLOAD_CANCELLED: "on_cancelled",
-    ev.MULTIFILE_COMPLETE: "on_complete",
-    ev.MULTIFILE_ERROR: "on_error",
-    ev.MULTIFILE_CANCELLED: "on_cancelled",
-}
-_STARTED = (ev.DOWNLOAD_STARTED, ev.MULTIFILE_STARTED)
-_PROGRESS = (ev.DOWNLOAD_PROGRESS, ev.MULTIFILE_PROGRESS)
 
 
 class DownloadQueueService:
@@ -117,28 +83,17 @@ class DownloadQueueService:
         subscriptions), for enqueue-only front ends whose memory must not grow with the jobs
         they queue, such as the REST API."""
         self._max_parallel_dl = max_parallel_dl
-        self._event_bus = event_bus
         self._requests_session = requests_session
         self._redis_url = redis_url or self._settings.redis_url
         self._queue_id = queue_id
         self._start_worker = start_worker
-        self._jobs: dict[int, Job] = {}
-        self._finalised: set[int] = set()
-        self._inferred: set[int] = set()
-        """Finalised from the store because their final event may have been missed."""
-        self._to_follow: list[int] = []
-        """Jobs queued here whose channels the listener has still to subscribe to."""
-        self._awaited: set[int] = set()
-        """Jobs `_track` waits to see followed before it lets them be queued."""
-        self._client_channel = f"{self._settings.namespace}:client:{uuid.uuid4().hex}"
-        """This client's own channel: it wakes the listener to follow new jobs at once."""
-        self._unfollow: list[int] = []
-        """Finished jobs whose channels the listener leaves (it alone touches this list)."""
-        self._changed = threading.Condition()
-        self._stop = threading.Event()
+        self._live = LiveJobs(
+            self._settings.namespace,
+            f"{self._settings.namespace}:client:{uuid.uuid4().hex}",
+            event_bus,
+        )
         self._app: DownloaderCore | None = None
         self._worker: InProcessWorker | LocalWorker | None = None
-        self._listener: threading.Thread | None = None
         self._uses_embedded = False
         self.start()
 
@@ -176,12 +131,7 @@ class DownloadQueueService:
                 self._worker = InProcessWorker(
                     app, self._max_parallel_dl, [app.celery_queue(self._queue_id)]
                 )
-        self._stop.clear()
-        subscription = self._subscribe()
-        self._listener = threading.Thread(
-            target=self._listen, args=(subscription,), name="downloader-events", daemon=True
-        )
-        self._listener.start()
+        self._live.start(self._app)
         _open_services.add(self)
         if self._worker is not None:
             self._worker.start()
@@ -194,15 +144,12 @@ class DownloadQueueService:
         app, self._app = self._app, None
         if app is None:
             return
-        self._stop.set()  # the listener winds down while the worker does
-        _wake(app, self._client_channel)  # now, rather than at the end of its poll
+        self._live.begin_stop()  # the listener winds down while the worker does
         if self._worker is not None:
             app.stopping.set()
             self._worker.stop()
             self._worker = None
-        if self._listener is not None:
-            self._listener.join(5)
-            self._listener = None
+        self._live.stop()
         app.disconnect()
         if self._uses_embedded:
             EmbeddedRedis.release()
@@ -401,28 +348,10 @@ class DownloadQueueService:
         return {"kind": KIND_SINGLE, **job.model_dump(mode="json")}
 
     def _track(self, jobs: Sequence[Job]) -> None:
-        """Hand out these jobs as live objects, once the listener follows their channels.
-
-        The listener is woken through this client's own channel, subscribes and reports the
-        confirmation; only then may the jobs be queued, so not one of their events is missed.
-        """
-        if not self._follow:
-            return
-        ids = {job.id for job in jobs}
-        deadline = time.monotonic() + _FOLLOW_TIMEOUT
-        with self._changed:
-            for job in jobs:
-                self._jobs[job.id] = job
-            self._to_follow.extend(ids)
-            if threading.current_thread() is self._listener:
-                return  # a callback queues more: followed after it, and checked then
-            self._awaited |= ids
-            self.app.redis.publish(self._client_channel, _WAKE)
-            while self._awaited & ids and (left := deadline - time.monotonic()) > 0:
-                self._changed.wait(left)
-            if self._awaited & ids:  # the listener is reconnecting: it checks them when it can
-                log.warning("the event listener did not confirm %d new jobs", len(ids))
-                self._awaited -= ids
+        """Hand out these jobs as live objects (see `LiveJobs.track`); only then are they
+        queued, so not one of their events is missed."""
+        if self._follow:
+            self._live.track(jobs)
 
     # -- looking ------------------------------------------------------------------------------
 
@@ -438,46 +367,23 @@ class DownloadQueueService:
         store.sweep_expired(self._queue_id, self._settings.result_ttl)
         wanted = None if status is None else DownloadJobStatus(status).value
         for record in store.iter_records(self._queue_id, wanted):
-            yield self._live(record)
+            yield self._live.live(store.to_model(record))
 
     def id_to_job(self, id: int) -> Job:
         record = self.app.store.record(id)
         if record is None or record.get("queue_id") != self._queue_id:
             raise UnknownJobIDException(f"no job {id} in queue {self._queue_id!r}")
-        return self._live(record)
-
-    def _live(self, record: dict[str, Any]) -> Job:
-        """The live object this service handed out for the record, else a snapshot."""
-        fresh = self.app.store.to_model(record)
-        job = self._jobs.get(fresh.id)
-        if job is None:
-            return fresh
-        _copy_state(fresh, job)
-        return job
+        return self._live.live(self.app.store.to_model(record))
 
     # -- waiting ------------------------------------------------------------------------------
 
     def wait_for_job(self, job: Job, timeout: float | None = None) -> Job:
         """Block until `job` ends; TimeoutError after `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._changed:
-            while not self._is_over(job):
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"job {job.id} did not finish within {timeout} s")
-                self._changed.wait(1.0 if remaining is None else min(remaining, 1.0))
-        return job
+        return self._live.wait_for(job, timeout)
 
     def join(self) -> None:
         """Block until every job this service queued has ended."""
-        with self._changed:
-            while not all(self._is_over(job) for job in self._jobs.values()):
-                self._changed.wait(1.0)
-
-    def _is_over(self, job: Job) -> bool:
-        if job.id in self._jobs:
-            return job.id in self._finalised
-        return job.in_terminal_state
+        self._live.join()
 
     # -- control ------------------------------------------------------------------------------
 
@@ -517,146 +423,7 @@ class DownloadQueueService:
             for record in store.iter_records(self._queue_id, status.value)
         ]
         store.remove(self._queue_id, finished)
-        with self._changed:
-            for job_id in finished:
-                self._jobs.pop(job_id, None)
-                self._finalised.discard(job_id)
-                self._inferred.discard(job_id)
-
-    # -- events -------------------------------------------------------------------------------
-
-    def _subscribe(self) -> Subscription:
-        """A subscription to this client's own jobs: the unfinished ones it queued so far,
-        and those it queues later (see `_follow_new`)."""
-        subscription = Subscription(
-            self.app.redis,
-            self._settings.namespace,
-            poll=_POLL,
-            client_channel=self._client_channel,
-        )
-        with self._changed:
-            self._to_follow = [j for j in self._jobs if j not in self._finalised]
-        return subscription
-
-    def _listen(self, subscription: Subscription) -> None:
-        """The one thread that applies events to live jobs and runs callbacks."""
-        while not self._stop.is_set():
-            try:
-                self._follow_new(subscription)
-                for payload in subscription:
-                    if self._stop.is_set():
-                        break
-                    if payload is not None:
-                        self._handle(payload)
-                    self._follow_new(subscription)
-            except redis.RedisError:
-                log.warning("lost the event stream; reconnecting", exc_info=True)
-                subscription = self._resubscribe()
-                if subscription is None:
-                    return
-        subscription.close()
-
-    def _follow_new(self, subscription: Subscription) -> None:
-        with self._changed:
-            new, self._to_follow = self._to_follow, []
-        if new:
-            subscription.follow(new)
-        if self._unfollow:
-            subscription.unfollow(self._unfollow)
-            self._unfollow = []
-
-    def _resubscribe(self) -> Subscription | None:
-        """Subscribe again; every unfinished job is followed anew, and checked in the store
-        when Redis confirms it (events published meanwhile were not heard)."""
-        delay = 0.2
-        while not self._stop.wait(delay):
-            try:
-                return self._subscribe()
-            except (redis.RedisError, TimeoutError, RuntimeError):
-                delay = min(delay * 2, 5.0)
-        return None
-
-    def _check(self, job_id: int) -> None:
-        """Once per job and subscription: finish it here if the store says it has ended,
-        since its final event may have gone out before Redis confirmed the subscription."""
-        record = self.app.store.record(job_id)
-        if record is None or not DownloadJobStatus(record["status"]).finished:
-            return
-        multi = record.get("kind") == KIND_MULTIFILE
-        if record["status"] == DownloadJobStatus.COMPLETED.value:
-            event = ev.MULTIFILE_COMPLETE if multi else ev.DOWNLOAD_COMPLETE
-        elif record.get("cancelled"):
-            event = ev.MULTIFILE_CANCELLED if multi else ev.DOWNLOAD_CANCELLED
-        else:
-            event = ev.MULTIFILE_ERROR if multi else ev.DOWNLOAD_ERROR
-        self._inferred.add(job_id)
-        self._handle({"event": event, "job_id": job_id}, forward=False)
-
-    def _handle(self, payload: dict[str, Any], forward: bool = True) -> None:
-        """Apply one event; `forward=False` for the ones `_check` infers, which the event
-        bus never saw published and should not receive half-filled."""
-        job = self._jobs.get(payload.get("job_id", -1))
-        event = payload["event"]
-        if job is None:
-            return
-        if event == SUBSCRIBED:
-            with self._changed:
-                awaited = job.id in self._awaited
-                self._awaited.discard(job.id)
-                self._changed.notify_all()
-            if not awaited and job.id not in self._finalised:
-                self._check(job.id)  # followed again after a reconnection
-            return
-        if job.id in self._finalised:
-            if job.id in self._inferred and event in _TERMINAL_CALLBACK:
-                self._inferred.discard(job.id)  # it came after all: the bus gets it whole
-                self._forward(event, payload)
-            return
-        if forward:
-            self._forward(event, payload)
-        if event in _STARTED:
-            self._refresh(job)
-            job.status = DownloadJobStatus.RUNNING
-            self._callback(job, "on_start")
-        elif event in _PROGRESS:
-            job.status = DownloadJobStatus.RUNNING
-            job.bytes = payload["current_bytes"]
-            job.total_bytes = payload["total_bytes"]
-            self._callback(job, "on_progress")
-        elif event in _TERMINAL_CALLBACK:
-            self._refresh(job)
-            with self._changed:
-                self._finalised.add(job.id)
-                self._changed.notify_all()
-            self._callback(job, _TERMINAL_CALLBACK[event])
-            self._unfollow.append(job.id)
-
-    def _refresh(self, job: Job) -> None:
-        fresh = self.app.store.get(job.id)
-        if fresh is not None:
-            _copy_state(fresh, job)
-
-    def _forward(self, event: str, payload: dict[str, Any]) -> None:
-        bus = self._event_bus
-        if bus is None:
-            return
-        try:
-            if hasattr(bus, "emit"):
-                bus.emit(event, payload)
-            else:
-                bus(event, payload)
-        except Exception:
-            log.exception("the event bus failed on %s", event)
-
-    @staticmethod
-    def _callback(job: Job, name: str) -> None:
-        handler = job.callback(name)
-        if handler is None:
-            return
-        try:
-            handler(job)
-        except Exception:
-            log.exception("%s callback of job %s raised; the job goes on", name, job.id)
+        self._live.forget(finished)
 
     # -- model hubs ---------------------------------------------------------------------------
 
@@ -739,17 +506,3 @@ def _common_root(dest: Path, parts: Sequence[RemoteModelFile]) -> Path:
     if len(firsts) == 1 and all(len(part.path.parts) > 1 for part in parts):
         return dest / firsts.pop()
     return dest
-
-
-def _wake(app: DownloaderCore, channel: str) -> None:
-    """Wake the listener on its own channel (if Redis is gone, it ends at its next poll)."""
-    with contextlib.suppress(redis.RedisError):
-        app.redis.publish(channel, _WAKE)
-
-
-def _copy_state(source: Job, target: Job) -> None:
-    """Update a live job in place from a fresher copy, keeping its callbacks and token."""
-    for name in type(source).model_fields:
-        if name not in ("access_token", "download_parts"):
-            setattr(target, name, getattr(source, name))
-    target.cancelled = source.cancelled
