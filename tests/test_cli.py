@@ -374,6 +374,25 @@ def test_a_retry_is_one_short_line_and_errors_name_their_cause(
     assert all(len(line) < 150 for line in lines)
 
 
+def test_a_host_that_does_not_exist_is_one_line_naming_it_and_no_retry(tmp_path: Path) -> None:
+    env = embedded_env(tmp_path)
+    missing = run_cli("get", "http://no-such-host.invalid/x.bin", "-d", str(tmp_path), env=env)
+    assert missing.returncode == 1
+    lines = missing.stderr.splitlines()
+    assert "error: http://no-such-host.invalid/x.bin: host not found: no-such-host.invalid" in lines
+    assert not any(line.startswith("retry") for line in lines), lines
+    (job,) = _listed(env, "--all")
+    assert job["error_type"] == "HostNotFoundError(no-such-host.invalid)" and job["attempts"] == 1
+
+    hubless = run_cli(
+        "get", "hf://acme/tiny", "-d", str(tmp_path),
+        env={**env, "DOWNLOADER_HF_ENDPOINT": "http://no-such-hub.invalid"},
+    )  # fmt: skip
+    assert hubless.returncode == 1
+    assert "the hub's host no-such-hub.invalid was not found" in hubless.stderr
+    assert "try again later" not in hubless.stderr
+
+
 def test_tokens_from_a_file_and_from_the_environment(origin: Origin, tmp_path: Path) -> None:
     origin.add("secret.bin", b"secret")
     env = embedded_env(tmp_path)
