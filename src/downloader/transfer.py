@@ -597,6 +597,11 @@ class _Fetch:
                     "another destination"
                 ) from None
             state = None if fresh else self.resumable_state(path)
+            if state is not None and state.owner != self.request.owner:
+                # Resumed by another job than the one that began it (a stopped `get` run
+                # again): the partial is this job's now, for its cancel to remove.
+                state.owner = self.request.owner
+                _save_state(state, partial, state.source.total or 0)
             if response.status_code == 416:
                 return self.already_whole(path, partial, handle, response, state, offset)
             total = self.announced_total(response)
