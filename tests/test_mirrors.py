@@ -73,6 +73,31 @@ def test_a_source_that_always_fails_hands_over_to_a_mirror_without_its_token(
     assert "job-token-123" not in json.dumps(record)
 
 
+def test_a_source_or_a_mirror_whose_host_does_not_exist_leaves_the_file_to_the_other(
+    queue: DownloadQueueService, origin: Origin, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    caplog.set_level(logging.WARNING, logger="downloader.mirrors")
+    data = os.urandom(300 * KiB)
+    origin.add("model.bin", data)
+    from_mirror = queue.download(
+        "http://no-such-source.invalid/model.bin",
+        tmp_path / "a",
+        mirrors=[origin.url("/files/model.bin")],
+    )
+    # The source's 503 is worth a retry; the mirror that does not resolve is not.
+    from_source = queue.download(
+        origin.url("/files/model.bin?fail=1"),
+        tmp_path / "b",
+        mirrors=["http://no-such-mirror.invalid/model.bin"],
+    )
+    queue.join()
+    for job in (from_mirror, from_source):
+        assert job.status == DownloadJobStatus.COMPLETED, job.error
+        assert sha256(job.download_path) == hashlib.sha256(data).hexdigest()
+    assert from_mirror.attempts == 1 and from_source.attempts == 2
+    assert "its host no-such-mirror.invalid does not resolve" in caplog.text
+
+
 @pytest.mark.parametrize("fault", ["drop", "stall"])
 def test_a_source_that_drops_or_stalls_mid_file_resumes_from_the_mirror_with_a_range_request(
     fault: str,

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from downloader import DownloadJobStatus, DownloadQueueService, RemoteModelFile
 from downloader.filenames import safe_filename
-from downloader.filestate import PartialState, partial_path, state_path
+from downloader.filestate import PartialState, discard_partial, partial_path, state_path
 from downloader.reservations import DestinationTakenError
 from downloader.transfer import (
     ChecksumMismatchError,
@@ -204,6 +205,30 @@ def test_a_partial_file_with_no_recorded_source_starts_over(
     assert origin.gets("/files/r.bin")[-1].headers.get("Range") is None
 
 
+def test_a_job_that_resumes_another_jobs_partial_file_owns_it_from_then_on(
+    origin: Origin, tmp_path: Path
+) -> None:
+    """A stopped `get` run again resumes the partial its earlier job began: the resuming job
+    must own it, or its own cancel could not remove it (`discard_partial` checks the owner)."""
+    origin.add("o.bin", os.urandom(MiB))
+    url, path = origin.url("/files/o.bin?drop=300000"), tmp_path / "o.bin"
+    with pytest.raises(requests.RequestException):  # the connection drops: the partial stays
+        fetch(TransferRequest(url=url, dest=path, owner=3))
+    state = PartialState.load(state_path(partial_path(path)))
+    assert state is not None and state.owner == 3
+
+    def stop(current: int, total: int) -> None:
+        raise RuntimeError("stopped after the first resumed bytes")
+
+    with pytest.raises(RuntimeError):
+        fetch(TransferRequest(url=url, dest=path, owner=7), hooks=TransferHooks(progress=stop))
+    assert origin.gets("/files/o.bin")[-1].headers.get("Range") == "bytes=300000-"
+    state = PartialState.load(state_path(partial_path(path)))
+    assert state is not None and state.owner == 7
+    assert not discard_partial(path, 3) and discard_partial(path, 7)
+    assert engine_leftovers(tmp_path) == []
+
+
 # 6. A version that changes between a dropped connection and its resume -------------------------
 
 
@@ -238,7 +263,10 @@ def test_segments_answered_with_other_versions_never_share_a_file(
         fetch(request)
     assert not (tmp_path / "s.bin").exists()
     assert PartialState.load(state_path(partial_path(tmp_path / "s.bin"))) is None
-    result = fetch(request)  # the server has settled on its last version
+    # The server settles on its last version (how many versions the failed attempt used up
+    # depends on how many segments had asked before the mismatch stopped the others).
+    origin.versions["s.bin"] = [versions[-1]]
+    result = fetch(request)
     assert sha256(result.download_path) == sha256_of(versions[-1])
 
 

@@ -164,6 +164,23 @@ def test_a_target_the_worker_cannot_resolve_is_not_handed_to_the_untrusted_proxy
     assert proxy.asked == []
 
 
+@pytest.mark.parametrize("through_proxy", [False, True])
+def test_an_untrusted_job_for_a_host_that_does_not_exist_fails_at_once_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+    make_service: Callable[..., DownloadQueueService],
+    proxy: RecordingProxy,
+    tmp_path: Path,
+    through_proxy: bool,
+) -> None:
+    if through_proxy:
+        monkeypatch.setenv("DOWNLOADER_UNTRUSTED_PROXY", proxy.url)
+    service = make_service()
+    job = service.download("http://no-such-host.invalid/x.bin", tmp_path, untrusted=True)
+    service.wait_for_job(job, timeout=30)
+    assert job.error_type == "HostNotFoundError(no-such-host.invalid)" and job.attempts == 1
+    assert proxy.asked == []
+
+
 # -- tokens where they enter ------------------------------------------------------------------
 
 BAD_TOKENS = [

@@ -9,7 +9,7 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from downloader import DownloadJobStatus, DownloadQueueService, RemoteModelFile
+from downloader import DownloadJobStatus, DownloadQueueService, RemoteModelFile, recovery
 from downloader.metrics import render
-from downloader.store import CANCELLED, STATUSES, JobStore
+from downloader.store import BATCH, CANCELLED, STATUSES, JobStore
 from tests.conftest import WorkerProcess, keys_matching
 from tests.origin import Origin
 from tests.test_queue import wait_until
@@ -100,6 +100,8 @@ def test_counts_equal_a_full_scan_after_any_mix_of_operations(
         elif op == "expire":
             store.expire(queue_id, time.time() + 1)
     assert store.counts(queue_id) == full_scan(store, queue_id)
+    # A queue is named exactly while it holds a job.
+    assert (queue_id in store.queue_names()) == (store.counts(queue_id)["total"] > 0)
     for status in STATUSES:
         by_index = [r["id"] for r in store.iter_records(queue_id, status)]
         by_scan = [r["id"] for r in store.iter_records(queue_id) if r["status"] == status]
@@ -142,6 +144,52 @@ def test_retention_removes_records_and_index_entries_together(store: JobStore) -
     for key in leftovers:
         members = {int(m) for m in store.redis.zrange(key, 0, -1)}
         assert members <= {waiting}, key
+
+
+def test_queue_names_go_with_their_last_job_and_come_back_with_the_next(
+    make_service: Callable[..., DownloadQueueService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every `get` of the embedded default has a queue of its own, and the orphan watch
+    walks every queue name every few seconds: the names must not outlive the jobs."""
+    monkeypatch.setenv("DOWNLOADER_RESULT_TTL", "0.01")
+    app = make_service(start_worker=False).app
+    store = app.store
+    gets = [f"get-{uuid.uuid4().hex[:12]}" for _ in range(40)]
+    for queue_id in gets:
+        (job_id,) = add_jobs(store, queue_id, 1)
+        store.finish(job_id, DownloadJobStatus.COMPLETED)
+    (busy,) = add_jobs(store, "busy", 1)  # waiting: never expires
+    store.redis.sadd(store.keys.queues, "left-by-an-older-version")  # a name without jobs
+    assert set(store.queue_names()) == {*gets, "busy", "left-by-an-older-version"}
+
+    def swept_to_busy() -> bool:
+        recovery.sweep_expired(app)  # what every worker's watch runs each round
+        return store.queue_names() == ["busy"]
+
+    wait_until(swept_to_busy, timeout=10)
+    assert store.record(busy) is not None
+    assert keys_matching(store.redis, f"{store.keys.namespace}:queue:get-*") == []
+
+    add_jobs(store, gets[0], 1)  # a queue that gets a job again is named again
+    assert store.queue_names() == sorted(["busy", gets[0]])
+    store.cancel_many([busy])
+    store.remove("busy", [busy])  # prune and clear remove through the same call
+    assert store.queue_names() == [gets[0]]
+
+
+def test_a_queue_emptied_between_two_batches_of_a_create_keeps_its_name(store: JobStore) -> None:
+    ids = store.new_ids(BATCH + 1)
+
+    def records() -> Iterator[dict]:
+        for n, job_id in enumerate(ids):
+            if n == BATCH:  # the first batch is in Redis: empty the queue, as `clear` would
+                store.cancel_many(ids[:BATCH])
+                store.remove("q", ids[:BATCH])
+                assert store.queue_names() == []
+            yield {"id": job_id, "kind": "download", "source": "http://x/", "dest": "/tmp"}
+
+    store.create("q", records())
+    assert store.queue_names() == ["q"] and store.counts("q")["total"] == 1
 
 
 def test_a_service_sweeps_jobs_past_the_result_ttl(

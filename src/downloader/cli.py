@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,8 @@ EXIT_USAGE = 2
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 RESUME_KEY = "cli:resumable"
-"""Under the namespace: a hash from `<dest>\\n<url>` to the job a stopped `get` left waiting."""
+"""Under the namespace: a hash from `<dest>\\n<url>` (a repo's file: `<dest>\\n<its final path>`)
+to the job a stopped `get` left waiting."""
 HF_HOSTS = ("huggingface.co", "hf.co")
 NO_WORKER_WAIT = 1.5
 """Seconds to wait for workers to answer before saying that none consumes the queue."""
@@ -203,31 +204,38 @@ def _is_repo(hf_url: str) -> bool:
     return hub.parse_hf_url(hf_url).path is None or hf_url.endswith("/")
 
 
-def _resume_field(dest: Path, url: str) -> str:
-    return f"{dest}\n{url}"
+def _resume_field(dest: Path, name: str) -> str:
+    return f"{dest}\n{name}"
 
 
 def _earlier_jobs(
-    queue: DownloadQueueService, dest: Path, urls: Sequence[str], restart: bool, console: Console
+    queue: DownloadQueueService,
+    dest: Path,
+    wanted: Mapping[str, str],
+    restart: bool,
+    console: Console,
 ) -> dict[str, Path]:
-    """Take over what a stopped `get` of the same URLs and destination left: their partial
-    files to resume (or, with --restart, to delete). Answers the final path to resume for
-    each such URL; costs two round trips whatever the number of URLs."""
+    """Take over what a stopped `get` of the same sources and destination left: their partial
+    files to resume (or, with --restart, to delete). `wanted` maps how each file is remembered
+    (a URL; a repo's file by its final path, as its next resolution may pin another commit) to
+    the URL its new job fetches. Answers the final path to resume for each one found; costs a
+    few round trips whatever the number of files."""
     from downloader.filestate import PartialState, discard_partial, partial_path, state_path
 
     redis, key = queue.app.redis, f"{queue.app.keys.namespace}:{RESUME_KEY}"
-    fields = [_resume_field(dest, url) for url in urls]
+    fields = [_resume_field(dest, name) for name in wanted]
     if not fields:
         return {}
-    found = {url: int(raw) for url, raw in zip(urls, redis.hmget(key, fields), strict=True) if raw}
+    found = {
+        name: int(raw) for name, raw in zip(wanted, redis.hmget(key, fields), strict=True) if raw
+    }
     if not found:
         return {}
-    redis.hdel(key, *(_resume_field(dest, url) for url in found))
+    redis.hdel(key, *(_resume_field(dest, name) for name in found))
     records = {record["id"]: record for record in queue.app.store.records(found.values())}
-    for record in records.values():
-        queue.app.store.remove(record["queue_id"], [record["id"]])
+    _forget(queue, records.values())
     resumed = {}
-    for url, job_id in found.items():
+    for name, job_id in found.items():
         record = records.get(job_id)
         if record is None or record.get("status") != "waiting":
             continue
@@ -237,20 +245,40 @@ def _earlier_jobs(
         partial = partial_path(path)
         if not partial.exists():
             continue
+        is_part = record.get("parent_id") is not None
+        label = path.relative_to(dest).as_posix() if is_part else path.name
         if restart:
             discard_partial(path, owner=None)
-            console.say(f"{path.name}: starting over (--restart)")
+            console.say(f"{label}: starting over (--restart)")
             continue
         state = PartialState.load(state_path(partial))
-        if state is None or state.source.url != record["source"] or not state.source.if_range:
-            console.say(f"{path.name}: its partial file cannot be resumed; starting over")
+        if state is None or state.source.url != wanted[name] or not state.source.if_range:
+            console.say(f"{label}: its partial file cannot be resumed; starting over")
         elif state.segments is not None:
             done = state.segmented_done
-            console.say(f"{path.name}: resuming its segmented download from {done} bytes")
+            console.say(f"{label}: resuming its segmented download from {done} bytes")
         else:
-            console.say(f"{path.name}: resuming from byte {partial.stat().st_size}")
-        resumed[url] = path
+            console.say(f"{label}: resuming from byte {partial.stat().st_size}")
+        if state is not None:
+            state.owner = None  # its job is gone: whichever job resumes it owns it now
+            state.save(state_path(partial))
+        resumed[name] = path
     return resumed
+
+
+def _forget(queue: DownloadQueueService, records: Iterable[dict[str, Any]]) -> None:
+    """Remove the stopped `get`'s jobs being taken over, a repo's whole job with them (its
+    parent and every part, finished ones too): nothing of it is left unfinished for ever,
+    holding its files' paths."""
+    store = queue.app.store
+    by_queue: dict[str, set[int]] = {}
+    records = list(records)
+    parents = {record["parent_id"] for record in records if record.get("parent_id") is not None}
+    for record in [*records, *store.records(parents)]:
+        ids = by_queue.setdefault(record["queue_id"], set())
+        ids.update([record["id"], *record.get("part_ids", ())])
+    for queue_id, ids in by_queue.items():
+        store.remove(queue_id, ids)
 
 
 @contextmanager
@@ -417,8 +445,9 @@ def _run_get(
     embedded: bool,
     jobs: list[Job],
 ) -> int:
-    urls = [s.url for s in sources if s.repo is None]
-    resumed = _earlier_jobs(queue, dest, urls, args.restart, console) if embedded else {}
+    wanted = {s.url: s.url for s in sources if s.repo is None}
+    wanted |= {str(dest / f.path): str(f.url) for s in sources if s.repo for f in s.repo.files}
+    resumed = _earlier_jobs(queue, dest, wanted, args.restart, console) if embedded else {}
     jobs.extend(_enqueue(args, queue, sources, dest, console, resumed))
     if not start_worker and not consuming_workers(queue):
         print(
@@ -459,13 +488,16 @@ def _stopped(
         return code
     from downloader.models import DownloadJob
 
-    singles = {
-        _resume_field(dest, str(job.source)): job.id
-        for job in unfinished
-        if isinstance(job, DownloadJob)  # a repo is resolved afresh by the next run
-    }
-    if singles:
-        queue.app.redis.hset(f"{queue.app.keys.namespace}:{RESUME_KEY}", mapping=singles)
+    resumable: dict[str, int] = {}
+    for job in unfinished:
+        if isinstance(job, DownloadJob):
+            resumable[_resume_field(dest, str(job.source))] = job.id
+            continue
+        for part in job.download_parts:  # a repo's files: by path, see `_earlier_jobs`
+            if not part.in_terminal_state:
+                resumable[_resume_field(dest, str(part.download_path))] = part.id
+    if resumable:
+        queue.app.redis.hset(f"{queue.app.keys.namespace}:{RESUME_KEY}", mapping=resumable)
     console.say("interrupted: partial files are kept; run the same command again to resume")
     return code
 

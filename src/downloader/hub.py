@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from downloader.config import Settings
 from downloader.models import RemoteModelFile
 from downloader.origins import origin
+from downloader.resolver import host_not_found
 
 SCHEME = "hf://"
 REPO_TYPES = ("model", "dataset", "space")
@@ -202,6 +203,12 @@ class _Hub:
                 method, url, headers=headers, timeout=self.timeout, **options
             )
         except requests.RequestException as exc:
+            missing = host_not_found(exc, url)
+            if missing is not None:  # no later try can mend a name that does not exist
+                raise HubError(
+                    f"the hub's host {missing.host} was not found (DOWNLOADER_HF_ENDPOINT is "
+                    f"{self.endpoint})"
+                ) from None
             raise HubError(
                 f"could not reach the hub at {self.endpoint} for {what} ({type(exc).__name__}); "
                 "try again later, or set DOWNLOADER_HF_ENDPOINT to another mirror"

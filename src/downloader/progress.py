@@ -31,7 +31,7 @@ _REASONS = (
     ("connection refused", "connection refused"),
     ("name or service not known", "host not found"),
     ("nodename nor servname", "host not found"),
-    ("temporary failure in name resolution", "host not found"),
+    ("temporary failure in name resolution", "name lookup failed (temporary)"),
     ("failed to resolve", "host not found"),
     ("timed out", "timed out"),
     ("connection reset", "connection reset"),
@@ -48,6 +48,9 @@ def describe_error(error_type: str | None) -> str:
         reason = match.group(1)
         status = _PHRASES.get(reason.lower())
         return f"{status.value} {status.phrase}" if status else f"HTTP {reason}"
+    match = re.fullmatch(r"HostNotFoundError\((.*)\)", text, re.DOTALL)
+    if match:
+        return f"host not found: {match.group(1)}"
     lowered = text.lower()
     for needle, said in _REASONS:
         if needle in lowered:

@@ -10,7 +10,10 @@ An `OrphanWatch` thread per worker process, every few seconds:
   its bookkeeping of unacknowledged messages) and queues them again, see `redispatch_lost`;
 - sweeps the finished jobs older than `DOWNLOADER_RESULT_TTL` away.
 
-Each step costs what it finds (plus a constant per queue), never the length of a queue.
+Each step costs what it finds, never the length of a queue. The queues it walks are those
+holding jobs (a queue leaves the store's list with its last job: every `get` of the embedded
+default has a queue of its own), and it asks about all of them in one round trip before it
+spends more on the few that have something for it.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def redispatch_lost(app: DownloaderApp) -> list[int]:
     deadline = time.time() - app.settings.visibility_timeout
     due: list[tuple[int, str, int]] = []
     levels = range(PRIORITY_LEVELS)
-    for queue_id in store.queue_names():
+    for queue_id in _with_dispatches(app):
         oldest = app.oldest_dispatch(queue_id, levels)
         pipe = store.redis.pipeline(transaction=False)
         for level, head in zip(levels, oldest, strict=True):
@@ -89,10 +92,39 @@ def redispatch_lost(app: DownloaderApp) -> list[int]:
     return [job_id for job_id, _, _ in resend]
 
 
+def _with_dispatches(app: DownloaderApp) -> list[str]:
+    """The queues with a job sent and not yet claimed: the only ones whose messages can be
+    lost. One round trip for every queue."""
+    store, keys = app.store, app.store.keys
+    names = store.queue_names()
+    pipe = store.redis.pipeline(transaction=False)
+    for queue_id in names:
+        pipe.exists(*(keys.dispatched(queue_id, level) for level in range(PRIORITY_LEVELS)))
+    return [queue_id for queue_id, found in zip(names, pipe.execute(), strict=True) if found]
+
+
 def sweep_expired(app: DownloaderCore) -> int:
-    """Retention: remove every queue's jobs that ended more than the TTL ago."""
-    ttl = app.settings.result_ttl
-    return sum(app.store.sweep_expired(queue_id, ttl) for queue_id in app.store.queue_names())
+    """Retention: remove every queue's jobs that ended more than the TTL ago, and the names
+    of the queues left without jobs (`JobStore.remove` retires them).
+
+    One round trip finds the queues with something to do: a job past the TTL, or no job at
+    all (a name an older version kept after its queue's last job went)."""
+    store, keys, ttl = app.store, app.store.keys, app.settings.result_ttl
+    if ttl <= 0:
+        return 0
+    names = store.queue_names()
+    cutoff = time.time() - ttl
+    pipe = store.redis.pipeline(transaction=False)
+    for queue_id in names:
+        pipe.zcount(keys.queue_ended(queue_id), "-inf", f"({cutoff}")
+        pipe.exists(keys.queue_jobs(queue_id))
+    found = pipe.execute()
+    due = [
+        queue_id
+        for queue_id, expired, has_jobs in zip(names, found[::2], found[1::2], strict=True)
+        if expired or not has_jobs
+    ]
+    return sum(store.sweep_expired(queue_id, ttl) for queue_id in due)
 
 
 def default_worker_name() -> str:

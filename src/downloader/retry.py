@@ -8,8 +8,9 @@ A 403 or 410 from the host a source REDIRECTED to is a signed URL that expired (
 link): the next attempt asks the source again, gets a fresh link and resumes with Range. A
 403 from the source's own host is a real refusal. An expired link uses up a retry like any
 other, so a CDN that always refuses still fails.
-Everything else (other 4xx, a checksum mismatch, a full disk, a refused address) fails at
-once: trying again would only repeat it.
+Everything else (other 4xx, a checksum mismatch, a full disk, a refused address, a host
+whose name does not exist: `resolver.HostNotFoundError`) fails at once: trying again would
+only repeat it. A temporary resolver failure is a connection error like any other, retried.
 """
 
 from __future__ import annotations

@@ -391,6 +391,22 @@ if redis.call('HGET', jk, 'cancel_requested') == 'true' then return 1 end
 return 0
 """
 
+# ARGV[1] the namespace, ARGV[2] the queue id. A queue's name leaves the set of queue names
+# (which the orphan watch walks every few seconds) once the queue holds no job, so the set
+# does not grow with every `get` ever run on its own queue. One script, so a job created
+# meanwhile is either seen here (the name stays) or creates after it (and adds the name back:
+# `create` adds it in the same transaction as the job). The dispatch notes of a queue without
+# jobs are of removed jobs: they go too.
+_RETIRE = f"""
+local NS, q = ARGV[1], ARGV[2]
+if redis.call('EXISTS', NS .. ':queue:' .. q .. ':jobs') == 1 then return 0 end
+redis.call('SREM', NS .. ':queues', q)
+for level = 0, {PRIORITY_LEVELS - 1} do
+  redis.call('DEL', NS .. ':dispatched:' .. q .. ':' .. level)
+end
+return 1
+"""
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -439,6 +455,7 @@ class JobStore:
         self._progress = script(_LIB + _PROGRESS)
         self._retry = script(_LIB + _RETRY)
         self._renew = script(_RENEW)
+        self._retire = script(_RETIRE)
         self._release = script(_RELEASE)
 
     def _args(self, job_id: int, *rest: Any) -> list[Any]:
@@ -460,10 +477,11 @@ class JobStore:
     ) -> None:
         """Write new records (each holding its `id`) with their index entries, in pipelined
         batches: one round trip per `BATCH` jobs. `access_token` is every job's token,
-        `access_tokens` one per job id."""
+        `access_tokens` one per job id. Each batch is one transaction that also names the
+        queue in the set of queue names: a removal that empties the queue meanwhile (and
+        retires its name, see `_RETIRE`) can never leave these jobs on an unnamed queue."""
         now = utcnow()
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.sadd(self.keys.queues, queue_id)
+        pipe = self.redis.pipeline(transaction=True)
         # Index entries go out one ZADD per index and batch; a field that is None is left
         # out (reading a missing field gives None, in Python and in the scripts alike).
         indexes: dict[str, dict[str, int]] = {}
@@ -481,8 +499,10 @@ class JobStore:
                 pipe.set(self.keys.secret(job_id), token)
             if count % BATCH == 0:
                 _flush_indexes(pipe, indexes)
+                pipe.sadd(self.keys.queues, queue_id)
                 pipe.execute()
         _flush_indexes(pipe, indexes)
+        pipe.sadd(self.keys.queues, queue_id)
         pipe.execute()
 
     def dispatched(self, jobs: Iterable[tuple[int, str, int]], now: float) -> None:
@@ -560,7 +580,8 @@ class JobStore:
         return self.records(int(x) for x in self.redis.zrange(key, 0, -1))
 
     def queue_names(self) -> list[str]:
-        """Every queue that ever had a job in this namespace."""
+        """Every queue of this namespace that holds a job (a queue whose last job is removed
+        leaves the list, and comes back with its next job)."""
         return sorted(name.decode() for name in self.redis.smembers(self.keys.queues))
 
     # -- turning records into models -------------------------------------------------------
@@ -701,7 +722,8 @@ class JobStore:
         return results
 
     def remove(self, queue_id: str, job_ids: Iterable[int]) -> None:
-        """Forget jobs: their records, secrets, leases and every index entry, in batches."""
+        """Forget jobs: their records, secrets, leases and every index entry, in batches; the
+        queue's name too when no job is left in it (in the last batch's round trip)."""
         index_keys = [
             self.keys.queue_jobs(queue_id),
             self.keys.queue_ended(queue_id),
@@ -715,6 +737,7 @@ class JobStore:
             pipe.srem(self.keys.running, job_id)
             if count % BATCH == 0:
                 pipe.execute()
+        self._retire(args=[self.keys.namespace, queue_id], client=pipe)
         pipe.execute()
 
     # -- workers ------------------------------------------------------------------------------

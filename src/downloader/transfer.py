@@ -51,6 +51,7 @@ from downloader.filestate import (
 )
 from downloader.mirrors import Mirrors
 from downloader.models import DownloadJobCancelledException
+from downloader.resolver import host_not_found
 from downloader.segments import SegmentedCopy, SegmentMismatch, split
 from downloader.watchdog import StalledTransferError, Watchdog, socket_of
 
@@ -347,7 +348,9 @@ class _Fetch:
         file (`state`'s, from byte `first` for a range); raises on HTTP errors but 304 and 416.
 
         A URL that fails goes behind the others and the next is asked at once; a mirror whose
-        answer is not this file is dropped. When none answers, the last failure is raised.
+        answer is not this file, or whose host does not exist, is dropped. When none answers,
+        the last failure is raised, the source's HostNotFoundError only when no other URL
+        failed in a way a retry may mend.
         `turn` picks where equals start in the line, so segments spread over the URLs.
         """
         failure: Exception | None = None
@@ -362,8 +365,13 @@ class _Fetch:
             except requests.RequestException as exc:
                 if isinstance(exc, requests.HTTPError) and exc.response is not None:
                     exc.response.close()
+                missing = host_not_found(exc, url)
+                if missing is not None and self.mirrors.is_mirror(url):
+                    self.mirrors.drop(url, f"its host {missing.host} does not resolve")
+                    continue
                 self.mirrors.failed(url)
-                failure = exc
+                if missing is None or failure is None:  # another URL's blip is worth a retry
+                    failure = missing or exc
                 continue
             mismatch = None
             if self.mirrors.is_mirror(url):
@@ -380,7 +388,18 @@ class _Fetch:
         headers = {"Accept-Encoding": "identity", **headers}
         if self.request.access_token and self.mirrors.may_carry_token(url):
             headers["Authorization"] = f"Bearer {self.request.access_token}"
-        response = self.session.get(url, headers=headers, stream=True, timeout=self.request.timeout)
+        try:
+            response = self.session.get(
+                url, headers=headers, stream=True, timeout=self.request.timeout
+            )
+        except requests.RequestException:
+            raise
+        except ValueError as exc:
+            # A host no request can be sent to, in the URL or a redirect's Location: a
+            # malformed IP literal (urllib.parse), a DNS label too long (urllib3, or the idna
+            # codec in an untrusted job's connection). A request error like the others, so the
+            # next URL is asked, and a final one: InvalidURL is not retried.
+            raise requests.exceptions.InvalidURL(str(exc)) from exc
         self.asked[response] = url
         self.watchdog.watch(response)
         if response.status_code not in (304, 416):
@@ -578,6 +597,11 @@ class _Fetch:
                     "another destination"
                 ) from None
             state = None if fresh else self.resumable_state(path)
+            if state is not None and state.owner != self.request.owner:
+                # Resumed by another job than the one that began it (a stopped `get` run
+                # again): the partial is this job's now, for its cancel to remove.
+                state.owner = self.request.owner
+                _save_state(state, partial, state.source.total or 0)
             if response.status_code == 416:
                 return self.already_whole(path, partial, handle, response, state, offset)
             total = self.announced_total(response)
