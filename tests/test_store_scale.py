@@ -169,6 +169,7 @@ def test_queue_names_go_with_their_last_job_and_come_back_with_the_next(
     wait_until(swept_to_busy, timeout=10)
     assert store.record(busy) is not None
     assert keys_matching(store.redis, f"{store.keys.namespace}:queue:get-*") == []
+    assert [f for f in store.redis.hkeys(store.keys.stats) if f.startswith(b"ended:get-")] == []
 
     add_jobs(store, gets[0], 1)  # a queue that gets a job again is named again
     assert store.queue_names() == sorted(["busy", gets[0]])

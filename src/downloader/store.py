@@ -396,7 +396,8 @@ return 0
 # does not grow with every `get` ever run on its own queue. One script, so a job created
 # meanwhile is either seen here (the name stays) or creates after it (and adds the name back:
 # `create` adds it in the same transaction as the job). The dispatch notes of a queue without
-# jobs are of removed jobs: they go too.
+# jobs are of removed jobs: they go too, and so do the queue's ended-jobs counters (its
+# series in /metrics end with it, rather than the stats hash growing with every get).
 _RETIRE = f"""
 local NS, q = ARGV[1], ARGV[2]
 if redis.call('EXISTS', NS .. ':queue:' .. q .. ':jobs') == 1 then return 0 end
@@ -404,6 +405,8 @@ redis.call('SREM', NS .. ':queues', q)
 for level = 0, {PRIORITY_LEVELS - 1} do
   redis.call('DEL', NS .. ':dispatched:' .. q .. ':' .. level)
 end
+local ended = 'ended:' .. q .. ':'
+redis.call('HDEL', NS .. ':stats', ended .. 'completed', ended .. 'error', ended .. 'cancelled')
 return 1
 """
 
