@@ -306,6 +306,36 @@ def test_a_stopped_get_keeps_its_partial_file_and_the_same_get_resumes_it(
     assert hashlib.sha256((tmp_path / "out" / "big.bin").read_bytes()).hexdigest() == digest
 
 
+def test_a_get_into_a_path_a_stopped_get_holds_is_one_line_and_queues_nothing(
+    origin: Origin, tmp_path: Path
+) -> None:
+    origin.add("first.bin", os.urandom(4 << 20))
+    origin.add("other.bin", b"other")
+    env = embedded_env(tmp_path)
+    target = tmp_path / "out" / "model.bin"
+    slow = origin.url("/files/first.bin?rate=1000000")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "downloader", "get", "-o", str(target), slow],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    partial = tmp_path / "out" / "model.bin.downloading"
+    wait_until(lambda: partial.exists() and partial.stat().st_size > 0, timeout=30)
+    first.send_signal(signal.SIGINT)
+    assert first.wait(60) == 130  # its job waits for the same get to resume it
+
+    other = run_cli("get", "-o", str(target), origin.url("/files/other.bin"), env=env)
+    assert other.returncode == 1
+    assert "Traceback" not in other.stderr
+    lines = other.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is already downloading to" in lines[0], other.stderr
+    assert not origin.gets("/files/other.bin")
+    assert not target.exists()
+    waiting = run_cli("list", "--all", "--status", "waiting", "--json", env=env)
+    assert [json.loads(line)["source"] for line in waiting.stdout.splitlines()] == [slow]
+
+
 def test_restart_starts_over(origin: Origin, tmp_path: Path) -> None:
     data = os.urandom(4 << 20)
     origin.add("again.bin", data)

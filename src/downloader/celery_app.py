@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 
 from celery import Celery
+from kombu.common import maybe_declare
 from kombu.connection import ConnectionPool
 from kombu.pools import ProducerPool
 
@@ -109,17 +110,24 @@ class DownloaderApp(DownloaderCore, Celery):
         now = time.time()
         self.store.dispatched(jobs, now)
         task = self.tasks["downloader.download"]
-        # kombu's publish batch sends the messages in pipelined round trips, not one each.
-        with self.producer_or_acquire() as producer, producer.batch():
-            for job_id, queue_id, priority in jobs:
-                task.apply_async(
-                    (job_id,),
-                    queue=self.celery_queue(queue_id),
-                    priority=celery_priority(priority),
-                    task_id=dispatch_task_id(job_id, now),
-                    ignore_result=True,
-                    producer=producer,
-                )
+        with self.producer_or_acquire() as producer:
+            for name in {self.celery_queue(queue_id) for _, queue_id, _ in jobs}:
+                maybe_declare(self.amqp.queues[name], producer.channel)
+            # kombu's publish batch sends the messages in pipelined round trips, not one each;
+            # the queues are declared above, once, and a failure shows when the batch is sent
+            # (a retry per message, inside a pipeline, could mend nothing).
+            with producer.batch():
+                for job_id, queue_id, priority in jobs:
+                    task.apply_async(
+                        (job_id,),
+                        queue=self.celery_queue(queue_id),
+                        priority=celery_priority(priority),
+                        task_id=dispatch_task_id(job_id, now),
+                        ignore_result=True,
+                        producer=producer,
+                        declare=[],
+                        retry=False,
+                    )
 
     def oldest_dispatch(self, queue_id: str, levels: Iterable[int]) -> list[float | None]:
         """When the oldest message still in the broker for each level was sent (None: the

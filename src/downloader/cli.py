@@ -154,7 +154,7 @@ def consuming_workers(queue: DownloadQueueService) -> list[str]:
     from downloader import processor
 
     return processor.consuming_workers(
-        queue.app, queue.queue_id, timeout=NO_WORKER_WAIT, limit=len(live)
+        queue.celery, queue.queue_id, timeout=NO_WORKER_WAIT, limit=len(live)
     )
 
 
@@ -334,6 +334,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
     from downloader.embedded import EmbeddedRedis
     from downloader.progress import Console, RetryLines
+    from downloader.reservations import DestinationTakenError
 
     settings = _settings()
     embedded = settings.redis_url is None
@@ -358,6 +359,9 @@ def cmd_get(args: argparse.Namespace) -> int:
             )
             try:
                 return _run_get(args, queue, sources, dest, console, start_worker, embedded, jobs)
+            except DestinationTakenError as exc:
+                print(f"error: {exc}; nothing was queued", file=sys.stderr)
+                return EXIT_ERROR
             except (KeyboardInterrupt, Interrupted) as stop:
                 code = stop.code if isinstance(stop, Interrupted) else EXIT_SIGINT
                 return _stopped(queue, jobs, dest, console, start_worker, code)
@@ -378,7 +382,10 @@ def _enqueue(
 ) -> list[Job]:
     """Queue every source, in order: plain URLs in one `download_many` batch, repos as one
     multi-file job each, partial files of a stopped get one by one to resume them. Every
-    file's job reports to the console (a bar per file)."""
+    file's job reports to the console (a bar per file). A destination another unfinished job
+    holds refuses the whole get: what was queued before is cancelled."""
+    from downloader.reservations import DestinationTakenError
+
     target = Path(args.output).expanduser().resolve() if args.output else dest
     batch = [s for s in sources if s.repo is None and s.url not in resumed]
     made = (
@@ -397,6 +404,32 @@ def _enqueue(
     )
     by_source: dict[int, Job] = {id(s): job for s, job in zip(batch, made, strict=True)}
     jobs: list[Job] = []
+    try:
+        _enqueue_in_order(args, queue, sources, dest, target, console, resumed, by_source, jobs)
+    except DestinationTakenError:
+        for job in {job.id: job for job in [*made, *jobs]}.values():
+            queue.cancel_job(job)  # queued before the refusal: the get leaves nothing behind
+        raise
+    for file_job in _files(jobs):
+        file_job.set_callbacks(
+            on_progress=console.progress, on_complete=console.progress, on_error=console.error
+        )
+    return jobs
+
+
+def _enqueue_in_order(
+    args: argparse.Namespace,
+    queue: DownloadQueueService,
+    sources: Sequence[_Source],
+    dest: Path,
+    target: Path,
+    console: Console,
+    resumed: dict[str, Path],
+    by_source: dict[int, Job],
+    jobs: list[Job],
+) -> None:
+    """Append each source's job to `jobs`, in order, queueing the repos and the resumed
+    files (the plain URLs are in `by_source`, queued as one batch)."""
     for source in sources:
         if source.repo is not None:
             from downloader import hub
@@ -423,11 +456,6 @@ def _enqueue(
         else:
             job = by_source[id(source)]
         jobs.append(job)
-    for file_job in _files(jobs):
-        file_job.set_callbacks(
-            on_progress=console.progress, on_complete=console.progress, on_error=console.error
-        )
-    return jobs
 
 
 def _files(jobs: Sequence[Job]) -> list[DownloadJob]:
@@ -680,7 +708,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
     from downloader import processor
 
     with _service(args) as queue:
-        processor.pause(queue.app, queue.queue_id)
+        processor.pause(queue.celery, queue.queue_id)
     print(f"paused queue {queue.queue_id!r}: running downloads go on, no new one starts")
     return 0
 
@@ -689,7 +717,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from downloader import processor
 
     with _service(args) as queue:
-        processor.resume(queue.app, queue.queue_id)
+        processor.resume(queue.celery, queue.queue_id)
     print(f"resumed queue {queue.queue_id!r}")
     return 0
 

@@ -24,17 +24,18 @@ from celery.worker.control import control_command, ok
 
 if TYPE_CHECKING:
     from downloader.celery_app import DownloaderApp
+    from downloader.core import DownloaderCore
 
 log = logging.getLogger(__name__)
 
 RESUME_COMMAND = "downloader_resume"
 
 
-def paused_key(app: DownloaderApp, queue_id: str) -> str:
+def paused_key(app: DownloaderCore, queue_id: str) -> str:
     return f"{app.keys.namespace}:queue:{queue_id}:paused"
 
 
-def is_paused(app: DownloaderApp, queue_id: str) -> bool:
+def is_paused(app: DownloaderCore, queue_id: str) -> bool:
     return bool(app.redis.exists(paused_key(app, queue_id)))
 
 

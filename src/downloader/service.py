@@ -37,6 +37,7 @@ from downloader.reservations import Reservations
 from downloader.store import KIND_MULTIFILE, KIND_SINGLE
 
 if TYPE_CHECKING:
+    from downloader.celery_app import DownloaderApp
     from downloader.inprocess import InProcessWorker
     from downloader.localworker import LocalWorker
 
@@ -167,6 +168,17 @@ class DownloadQueueService:
         if self._app is None:
             raise RuntimeError("the download queue is closed")
         return self._app
+
+    @property
+    def celery(self) -> DownloaderApp:
+        """The Celery app, for what goes through the broker (pausing a queue, asking the
+        workers); a service of its own jobs only has none."""
+        from downloader.celery_app import DownloaderApp
+
+        app = self.app
+        if not isinstance(app, DownloaderApp):
+            raise RuntimeError("a service of its own jobs only has no broker to talk to")
+        return app
 
     @property
     def queue_id(self) -> str:

@@ -21,12 +21,12 @@ def _status(ctx: ApiContext, queue_id: str) -> ProcessorStatus:
 def pause(ctx: Ctx, queue_id: QueueId) -> ProcessorStatus:
     """Workers stop taking this queue's jobs (running downloads go on); workers that start
     later leave it alone too, until it is resumed."""
-    processor.pause(ctx.reader().app, queue_id)
+    processor.pause(ctx.reader().celery, queue_id)
     return _status(ctx, queue_id)
 
 
 @router.post("/resume", response_model=ProcessorStatus)
 def resume(ctx: Ctx, queue_id: QueueId) -> ProcessorStatus:
     """The workers started with this queue take its jobs again."""
-    processor.resume(ctx.reader().app, queue_id)
+    processor.resume(ctx.reader().celery, queue_id)
     return _status(ctx, queue_id)
