@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 
 from celery import Celery
+from celery.utils.nodenames import anon_nodename
 from kombu.common import maybe_declare
 from kombu.connection import ConnectionPool
 from kombu.pools import ProducerPool
@@ -110,6 +111,7 @@ class DownloaderApp(DownloaderCore, Celery):
         now = time.time()
         self.store.dispatched(jobs, now)
         task = self.tasks["downloader.download"]
+        origin = anon_nodename()  # Celery would work out the same for every message
         with self.producer_or_acquire() as producer:
             for name in {self.celery_queue(queue_id) for _, queue_id, _ in jobs}:
                 maybe_declare(self.amqp.queues[name], producer.channel)
@@ -127,6 +129,9 @@ class DownloaderApp(DownloaderCore, Celery):
                         producer=producer,
                         declare=[],
                         retry=False,
+                        argsrepr=f"({job_id},)",  # what Flower shows, without a saferepr each
+                        kwargsrepr="{}",
+                        origin=origin,
                     )
 
     def oldest_dispatch(self, queue_id: str, levels: Iterable[int]) -> list[float | None]:
