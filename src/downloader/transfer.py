@@ -30,7 +30,8 @@ import select
 import shutil
 import socket
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -738,14 +739,9 @@ class _Fetch:
         handle.seek(offset)
         handle.truncate(offset)
         try:
-            try:
+            with self.copying(partial):
                 self.copy(response, handle, result, digest)
-            except Exception as exc:
-                self.watchdog.raise_reason(exc)
-                raise
         except DownloadJobCancelledException:
-            partial.unlink(missing_ok=True)
-            state_path(partial).unlink(missing_ok=True)
             raise
         except Exception as exc:
             # The next attempt asks another URL first: a retry moves to another mirror.
@@ -756,6 +752,22 @@ class _Fetch:
             raise
         self.finish(result, handle, partial, state, digest)
         return result
+
+    @contextmanager
+    def copying(self, partial: Path) -> Iterator[None]:
+        """Around the copy into `partial`: a read the watchdog broke raises the watchdog's
+        reason (a cancel, a stall) instead of the error it caused; a cancel removes the
+        partial file and its state."""
+        try:
+            try:
+                yield
+            except Exception as exc:
+                self.watchdog.raise_reason(exc)
+                raise
+        except DownloadJobCancelledException:
+            partial.unlink(missing_ok=True)
+            state_path(partial).unlink(missing_ok=True)
+            raise
 
     def copy(
         self,
@@ -825,15 +837,8 @@ class _Fetch:
             switches=len(self.mirrors.urls) - 1,
         )
         try:
-            try:
+            with self.copying(partial):
                 copy.run()
-            except Exception as exc:
-                self.watchdog.raise_reason(exc)
-                raise
-        except DownloadJobCancelledException:
-            partial.unlink(missing_ok=True)
-            sidecar.unlink(missing_ok=True)
-            raise
         except SegmentMismatch as exc:
             sidecar.unlink(missing_ok=True)
             handle.truncate(0)
