@@ -99,6 +99,8 @@ class DownloaderCore:
             self.send(jobs)
 
     def send(self, jobs: Sequence[tuple[int, str, int]]) -> None:
+        """Send jobs to other processes' workers: a core alone has no broker (the Celery
+        app, a core with one, does)."""
         raise RuntimeError(
             f"jobs {[job_id for job_id, _, _ in jobs]} are for a queue this process does not "
             "run, and it has no broker to send them with"
@@ -136,6 +138,7 @@ class DownloaderCore:
         return results
 
     def send_discard(self, job_id: int, queue_id: str) -> None:
+        """Ask a worker of the queue to remove what a cancelled job left: see `send`."""
         raise RuntimeError(f"job {job_id} needs a worker of queue {queue_id!r} to tidy up")
 
     def disconnect(self) -> None:

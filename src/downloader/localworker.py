@@ -4,7 +4,7 @@
 worker in the process did that through the broker at a price every get paid, however small
 its file: the import of Celery's worker, its boot steps and consumer connection, and at
 shutdown the wait for its last BRPOP, together about a third of a 1 KiB get. Jobs that never
-leave the process need no broker: `DownloaderApp.submit_many` hands their ids straight to a
+leave the process need no broker: `DownloaderCore.submit_many` hands their ids straight to a
 priority queue here, which a few threads drain through the runner a Celery task calls.
 
 The jobs are still records of the shared store, with their leases, events and cancels; what
