@@ -384,7 +384,40 @@ def test_with_a_redis_url_and_no_worker_get_says_how_to_start_one(
     waiting.send_signal(signal.SIGTERM)
     _, rest = waiting.communicate(timeout=30)
     assert waiting.returncode == 143
-    assert "the workers go on with jobs" in rest
+    assert "stopped watching; the workers of queue 'default' go on with jobs" in rest
+
+
+def test_a_get_with_its_own_worker_on_a_shared_queue_leaves_its_stopped_job_to_the_workers(
+    origin: Origin,
+    tmp_path: Path,
+    namespace: str,
+    redis_url: str,
+    spawn_worker: Callable[..., WorkerProcess],
+) -> None:
+    data = os.urandom(4 << 20)
+    digest = origin.add("shared.bin", data)
+    partial = tmp_path / "shared.bin.downloading"
+    url = origin.url("/files/shared.bin?rate=1000000")
+    get = subprocess.Popen(
+        [sys.executable, "-m", "downloader", "get", url, "-d", str(tmp_path), "--worker"],
+        env=cli_env(namespace, redis_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_until(lambda: partial.exists() and partial.stat().st_size > 0, timeout=30)
+    get.send_signal(signal.SIGINT)
+    _, err = get.communicate(timeout=60)
+    assert get.returncode == 130, err
+    assert "stopped; the workers of queue 'default' go on with jobs" in err
+    client = redis.Redis.from_url(redis_url)
+    assert not client.exists(f"{namespace}:cli:resumable")  # nothing for a get to take over
+
+    spawn_worker("w1", concurrency=1)
+    saved = tmp_path / "shared.bin"
+    wait_until(lambda: saved.exists(), timeout=60)
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == digest
+    assert origin.gets("/files/shared.bin")[-1].headers.get("Range", "").startswith("bytes=")
 
 
 def test_output_sha256_json_quiet_and_input_file(origin: Origin, tmp_path: Path) -> None:

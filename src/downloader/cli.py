@@ -364,7 +364,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                 return EXIT_ERROR
             except (KeyboardInterrupt, Interrupted) as stop:
                 code = stop.code if isinstance(stop, Interrupted) else EXIT_SIGINT
-                return _stopped(queue, jobs, dest, console, start_worker, code)
+                return _stopped(queue, jobs, dest, console, start_worker, embedded, code)
             finally:
                 queue.close()
     finally:
@@ -502,15 +502,20 @@ def _stopped(
     dest: Path,
     console: Console,
     start_worker: bool,
+    embedded: bool,
     code: int,
 ) -> int:
     """Ctrl-C or SIGTERM: stop this process's worker, which hands its running downloads back
-    with their partial files kept, and remember the jobs so that the same `get` resumes them."""
+    with their partial files kept. On the embedded default the jobs are this get's alone:
+    remember them, so that the same `get` resumes them. On a shared queue they stay queued
+    for its workers, which resume them."""
     unfinished = [job for job in jobs if not job.in_terminal_state]
-    if not start_worker:
+    if not embedded:
         ids = " ".join(str(job.id) for job in unfinished)
+        went = "stopped" if start_worker else "stopped watching"
         print(
-            f"stopped watching; the workers go on with jobs {ids} (`downloader cancel` stops them)",
+            f"{went}; the workers of queue {queue.queue_id!r} go on with jobs {ids}, from their "
+            "partial files (`downloader cancel` stops them)",
             file=sys.stderr,
         )
         return code
