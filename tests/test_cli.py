@@ -354,6 +354,19 @@ def test_a_get_into_a_path_a_stopped_get_holds_is_one_line_and_queues_nothing(
     waiting = run_cli("list", "--all", "--status", "waiting", "--json", env=env)
     assert [json.loads(line)["source"] for line in waiting.stdout.splitlines()] == [slow]
 
+    # The held job is found by its id whatever queue the get gave it; cancelling it removes
+    # what the stopped get left and frees the path.
+    held = json.loads(waiting.stdout)["id"]
+    status = run_cli("status", str(held), "--json", env=env)
+    assert status.returncode == 0 and json.loads(status.stdout)["status"] == "waiting"
+    assert run_cli("status", str(held), "--queue", "default", env=env).returncode == 1
+    cancelled = run_cli("cancel", str(held), env=env)
+    assert cancelled.returncode == 0 and cancelled.stdout.strip() == f"cancelled {held}"
+    assert not partial.exists()
+    again = run_cli("get", "-o", str(target), origin.url("/files/other.bin"), env=env)
+    assert again.returncode == 0, again.stderr
+    assert target.read_bytes() == b"other"
+
 
 def test_restart_starts_over(origin: Origin, tmp_path: Path) -> None:
     data = os.urandom(4 << 20)

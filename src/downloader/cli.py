@@ -671,16 +671,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from downloader.service import UnknownJobIDException
+def _find_job(queue: DownloadQueueService, args: argparse.Namespace, job_id: int) -> Job | None:
+    """Job `job_id` in whichever queue holds it (ids are unique in a namespace: `list --all`
+    shows the gets' own queues too), or only in `--queue` when one is given."""
+    record = queue.app.store.record(job_id)
+    if record is None or (args.queue and record.get("queue_id") != args.queue):
+        where = f" in queue {args.queue!r}" if args.queue else ""
+        print(f"error: no job {job_id}{where}", file=sys.stderr)
+        return None
+    return queue.app.store.to_model(record)
 
+
+def cmd_status(args: argparse.Namespace) -> int:
     code = 0
     with _service(args) as queue:
         for job_id in args.ids:
-            try:
-                job = queue.id_to_job(job_id)
-            except UnknownJobIDException:
-                print(f"error: no job {job_id} in queue {queue.queue_id!r}", file=sys.stderr)
+            job = _find_job(queue, args, job_id)
+            if job is None:
                 code = EXIT_ERROR
                 continue
             if args.json:
@@ -695,17 +702,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from downloader.service import UnknownJobIDException
+    from downloader.runner import tidy_cancelled
 
     status = 0
     with _service(args) as queue:
         for job_id in args.ids:
-            try:
-                queue.cancel_job(queue.id_to_job(job_id))
-                print(f"cancelled {job_id}")
-            except UnknownJobIDException:
-                print(f"error: no job {job_id} in queue {queue.queue_id!r}", file=sys.stderr)
+            job = _find_job(queue, args, job_id)
+            if job is None:
                 status = EXIT_ERROR
+                continue
+            queue.cancel_job(job)
+            if queue.app.settings.redis_url is None:
+                # The embedded default is this machine's: what a stopped get left (no worker
+                # of its queue will come for it) is removed here, if the cancel ended the job.
+                tidy_cancelled(queue.app, job_id, "cli")
+            print(f"cancelled {job_id}")
     return status
 
 

@@ -407,7 +407,7 @@ class DownloadQueueService:
         if record.get("kind") == KIND_MULTIFILE:
             parents.cancel(self.app, record)
             return
-        self.app.cancel(job.id, self._queue_id)
+        self.app.cancel(job.id, record.get("queue_id", self._queue_id))
         if record.get("parent_id") is not None:
             parents.settle(self.app, record["parent_id"])  # a cancelled part ends its parent
 
