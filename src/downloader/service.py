@@ -428,14 +428,7 @@ class DownloadQueueService:
 
     def prune_jobs(self) -> None:
         """Forget every finished job of this queue."""
-        store = self.app.store
-        finished = [
-            record["id"]
-            for status in (DownloadJobStatus.COMPLETED, DownloadJobStatus.ERROR)
-            for record in store.iter_records(self._queue_id, status.value)
-        ]
-        store.remove(self._queue_id, finished)
-        self._live.forget(finished)
+        self._live.forget(self.app.store.prune(self._queue_id))
 
     # -- model hubs ---------------------------------------------------------------------------
 

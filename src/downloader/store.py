@@ -537,6 +537,16 @@ class JobStore:
     def queue_ids(self, queue_id: str) -> list[int]:
         return [int(x) for x in self.redis.zrange(self.keys.queue_jobs(queue_id), 0, -1)]
 
+    def prune(self, queue_id: str) -> list[int]:
+        """Forget the queue's finished jobs (parts included), read from the status indexes;
+        answers their ids."""
+        pipe = self.redis.pipeline(transaction=False)
+        for status in (DownloadJobStatus.COMPLETED, DownloadJobStatus.ERROR):
+            pipe.zrange(self.keys.queue_status(queue_id, status.value), 0, -1)
+        finished = [int(job_id) for ids in pipe.execute() for job_id in ids]
+        self.remove(queue_id, finished)
+        return finished
+
     def page(
         self,
         queue_id: str,
