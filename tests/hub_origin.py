@@ -12,7 +12,8 @@ the downloader uses, shaped after the answers huggingface_hub reads:
   `X-Linked-Etag` (its SHA-256), `X-Linked-Size` and `X-Repo-Commit`.
 - Errors with the hub's `X-Error-Code`/`X-Error-Message`: `RepoNotFound` (401 without a token,
   404 with one) for a missing or private repo, `RevisionNotFound`, `EntryNotFound`, and
-  `GatedRepo` for a gated repo's files (401 without a token, 403 with one not granted).
+  `GatedRepo` for a gated repo's files (401 without a token, 403 with one not granted),
+  except `README.md` and `.gitattributes`, which the hub serves to anyone (the model card).
   With `failing` set, it is a mirror that fails: every answer is a 503.
 
 The CDN is an `Origin` (Range, ETag, `drop=`) whose gate admits only URLs the hub signed and
@@ -50,6 +51,10 @@ class Seen:
     authorization: str | None
     range: str | None = None
     status: int | None = None
+
+
+UNGATED = frozenset({"README.md", ".gitattributes"})
+"""The files of a gated repo the hub serves without access: its card and attributes."""
 
 
 @dataclass
@@ -307,7 +312,7 @@ def _handler_for(hub: HubOrigin) -> type[BaseHTTPRequestHandler]:
             commit = self.commit_of(repo, revision)
             if commit is None:
                 return
-            if repo.gated and not self.allowed():
+            if repo.gated and path not in UNGATED and not self.allowed():
                 status = 403 if self.headers.get("Authorization") else 401
                 message = (
                     f"Access to model {repo.repo_id} is restricted and you are not in the "

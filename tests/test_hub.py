@@ -24,6 +24,7 @@ from downloader.hub import (
     resolve_repo,
     token_for,
 )
+from downloader.progress import describe_error
 from downloader.retry import is_retriable
 from tests.hub_origin import HubOrigin
 from tests.test_faults import FAST_RETRIES
@@ -185,10 +186,10 @@ def test_the_token_file_huggingface_hub_writes_is_used(
     token_file = Path(os.environ["HF_HOME"]) / "token"
     token_file.parent.mkdir(parents=True)
     token_file.write_text(hub.token + "\n")
-    job = service.download(f"hf://{REPO}/README.md", tmp_path)
+    job = service.download(f"hf://{REPO}/unet/config.json", tmp_path)
     service.wait_for_job(job, timeout=30)
     assert job.status == DownloadJobStatus.COMPLETED, job.error
-    assert (tmp_path / "README.md").read_bytes() == files["README.md"]
+    assert (tmp_path / "config.json").read_bytes() == files["unet/config.json"]
 
 
 def test_a_gated_or_private_repo_says_which_and_what_to_do(
@@ -220,6 +221,44 @@ def test_a_gated_or_private_repo_says_which_and_what_to_do(
     # Refused before anything was queued or fetched.
     assert service.list_jobs() == [] and hub.hub_seen("cdn") == []
     assert {s.method for s in hub.hub_seen("hub") if "/resolve/" in s.path} == {"HEAD"}
+
+
+def test_a_gated_repo_whose_card_anyone_may_read_is_refused_before_anything_is_queued(
+    hub: HubOrigin, service: DownloadQueueService, tmp_path: Path
+) -> None:
+    """The hub serves a gated repo's README.md and .gitattributes to anyone: access is judged
+    on a file it really gates, whichever file sorts first."""
+    files = repo_files()
+    hub.add_repo("acme/gated", files, gated=True)
+    with pytest.raises(GatedRepoError, match="model acme/gated is gated"):
+        service.repo_download(
+            "acme/gated", tmp_path, allow_patterns=[".gitattributes", "README.md", "*.json"]
+        )
+    assert service.list_jobs() == [] and hub.hub_seen("cdn") == []
+    # The card alone is what anyone may have: that download is allowed, and completes.
+    job = service.repo_download("acme/gated", tmp_path, allow_patterns=["README.md"])
+    service.wait_for_job(job, timeout=30)
+    assert job.status == DownloadJobStatus.COMPLETED, job.error
+    assert (tmp_path / "gated" / "README.md").read_bytes() == files["README.md"]
+
+
+def test_a_repo_gated_after_it_was_queued_fails_saying_what_to_do(
+    hub: HubOrigin, make_service: Callable[..., DownloadQueueService], tmp_path: Path
+) -> None:
+    hub.add_repo(REPO, repo_files())
+    job = make_service(start_worker=False).repo_download(
+        REPO, tmp_path, allow_patterns=["unet/*.safetensors"]
+    )
+    hub.repos[("model", REPO)].gated = True  # the authors gate it while the job waits
+    worker = make_service(max_parallel_dl=1)
+    worker.wait_for_job(job, timeout=30)
+    assert job.status == DownloadJobStatus.ERROR
+    (part,) = worker.id_to_job(job.id).download_parts
+    assert part.error_type is not None
+    assert part.error_type.startswith("HTTPError(Unauthorized; the hub says the repo is gated")
+    said = describe_error(part.error_type)
+    assert said.startswith("401 Unauthorized: the hub says the repo is gated: accept its terms")
+    assert "HF_TOKEN" in said and hub.hub_seen("cdn") == []
 
 
 def test_a_failing_hub_mirror_or_an_unreachable_one_is_a_clear_error(

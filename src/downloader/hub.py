@@ -47,6 +47,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MAX_PAGES = 10_000
 """A hub whose listing never ends is broken or hostile; stop following it."""
 _CIVITAI = "civitai.com"
+_SERVED_TO_ANYONE = frozenset({"README.md", ".gitattributes"})
+"""Files the hub serves even from a gated repo, so their answer says nothing of access."""
 
 
 class HubError(Exception):
@@ -371,8 +373,17 @@ def resolve_repo(
                 f"no file of {repo.repo_type} {repo.repo_id} at {repo.revision!r} matches "
                 f"allow_patterns={allow_patterns!r} ignore_patterns={ignore_patterns!r}"
             )
-        hub.check_access(str(files[0].url))
+        hub.check_access(str(_access_probe(files).url))
     return ResolvedRepo(repo, commit, files)
+
+
+def _access_probe(files: Sequence[RemoteModelFile]) -> RemoteModelFile:
+    """The file whose answer tells whether the repo's files can be read. The hub serves a
+    gated repo's card and attributes (`README.md`, `.gitattributes`) to anyone, so asking for
+    one of them would let a gated repo through to fail in every other part's worker: an LFS
+    file is asked first, then any other."""
+    telling = [f for f in files if PurePosixPath(f.path).name not in _SERVED_TO_ANYONE]
+    return next((f for f in telling if f.sha256), telling[0] if telling else files[0])
 
 
 def resolve_file(

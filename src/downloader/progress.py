@@ -45,9 +45,10 @@ def describe_error(error_type: str | None) -> str:
     text = error_type or "unknown error"
     match = re.fullmatch(r"HTTPError\((.*)\)", text, re.DOTALL)
     if match:
-        reason = match.group(1)
+        reason, _, meaning = match.group(1).partition("; ")
         status = _PHRASES.get(reason.lower())
-        return f"{status.value} {status.phrase}" if status else f"HTTP {reason}"
+        said = f"{status.value} {status.phrase}" if status else f"HTTP {reason}"
+        return f"{said}: {meaning}" if meaning else said
     match = re.fullmatch(r"HostNotFoundError\((.*)\)", text, re.DOTALL)
     if match:
         return f"host not found: {match.group(1)}"

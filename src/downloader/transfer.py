@@ -239,15 +239,27 @@ def announced_sha256(response: requests.Response) -> str | None:
     return None
 
 
+_HUB_REFUSALS = {
+    "GatedRepo": "the hub says the repo is gated: accept its terms on the repo's page with "
+    "the account of the token in use, and set HF_TOKEN (or run `hf auth login`)",
+    "RepoNotFound": "the hub says the repo does not exist or is private: check its name, or "
+    "set HF_TOKEN to a token that can read it",
+}
+"""What a Hugging Face hub's `X-Error-Code` means to the user, for a refusal that comes only
+once the job runs (access withdrawn after it was queued)."""
+
+
 def _raise_for_status(response: requests.Response) -> None:
     """`HTTPError(<reason>)` as the seed has it, with the standard phrase of the status (a
-    server's own wording, "File not found", would hide which status it was)."""
+    server's own wording, "File not found", would hide which status it was), and after a `; `
+    what a hub's refusal means: the server's own error text is never repeated."""
     if response.status_code >= 400:
         try:
             reason = HTTPStatus(response.status_code).phrase
         except ValueError:
             reason = response.reason or f"HTTP {response.status_code}"
-        raise requests.HTTPError(reason, response=response)
+        meaning = _HUB_REFUSALS.get(header(response, "X-Error-Code") or "")
+        raise requests.HTTPError(f"{reason}; {meaning}" if meaning else reason, response=response)
 
 
 def _buffered(response: requests.Response) -> io.BufferedReader | None:
