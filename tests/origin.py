@@ -194,7 +194,8 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
                 raw = hashlib.sha256(b"bad" if query.get("bad") else data).digest()
                 encoded = base64.b64encode(raw).decode()
                 headers[DIGEST_HEADERS[query["digest"]]] = {
-                    "repr": f"sha-256=:{encoded}:", "legacy": f"SHA-256={encoded}",
+                    "repr": f"sha-256=:{encoded}:",
+                    "legacy": f"SHA-256={encoded}",
                     "amz": encoded,
                 }[query["digest"]]
             if route == "cd":
@@ -223,7 +224,11 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
-            self.send_header("Content-Length", str(len(payload)))
+            if query.get("nolength"):  # the body ends when the connection does
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            else:
+                self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             if not body:
                 return

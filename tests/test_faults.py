@@ -371,6 +371,20 @@ def test_a_disk_that_fills_up_mid_download_keeps_the_partial_file(
         assert Path(f"{job.dest}.downloading").exists()
 
 
+def test_a_body_of_unknown_length_that_fills_the_disk_says_so(
+    service: DownloadQueueService, origin: Origin, tiny_disk: Path
+) -> None:
+    """No Content-Length, so no preflight: the free space bounds it, and the error says why."""
+    origin.add("endless.bin", os.urandom(3 * MiB))
+    job = service.download(origin.url("/files/endless.bin?nolength=1"), tiny_disk / "e.bin")
+    service.wait_for_job(job, timeout=20)
+    assert job.status == DownloadJobStatus.ERROR
+    assert (job.error_type or "").startswith("InsufficientSpaceError("), job.error_type
+    assert str(tiny_disk / "e.bin") in (job.error_type or "")
+    assert not (tiny_disk / "e.bin").exists()
+    assert (tiny_disk / "e.bin.downloading").exists()  # kept for a resume
+
+
 def test_untrusted_jobs_may_not_reach_private_addresses(
     service: DownloadQueueService, origin: Origin, tmp_path: Path
 ) -> None:

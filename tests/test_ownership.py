@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from downloader import DownloadJobStatus, DownloadQueueService, RemoteModelFile
-from downloader.filenames import safe_filename
+from downloader.filenames import ENGINE_SUFFIXES, safe_filename
 from downloader.filestate import PartialState, discard_partial, partial_path, state_path
 from downloader.reservations import DestinationTakenError
 from downloader.transfer import (
@@ -112,6 +112,28 @@ def test_two_jobs_for_one_missing_file_path_the_second_is_refused_at_enqueue(
     assert len(client.list_jobs()) == 2  # the refused ones left nothing behind
 
 
+def test_a_relative_dest_is_the_callers_and_is_owned_under_its_absolute_path(
+    make_service: Callable[..., DownloadQueueService],
+    origin: Origin,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker runs in another directory, or on another machine: a relative `dest` means the
+    caller's directory, and so does its reservation, whichever way the path is spelt."""
+    client = make_service(start_worker=False)
+    origin.add("a.bin", os.urandom(KiB))
+    monkeypatch.chdir(tmp_path)
+    first = client.download(origin.url("/files/a.bin"), "models/a.bin")
+    assert first.dest == tmp_path / "models" / "a.bin"
+    assert client.app.store.record(first.id)["dest"] == str(tmp_path / "models" / "a.bin")
+    with pytest.raises(DestinationTakenError, match=f"job {first.id}"):
+        client.download(origin.url("/files/a.bin"), tmp_path / "models" / "a.bin")
+    parts = client.multifile_download(
+        [RemoteModelFile(url=origin.url("/files/a.bin"), path="b")], "m"
+    )
+    assert parts.dest == tmp_path / "m" and parts.download_parts[0].dest == tmp_path / "m" / "b"
+
+
 # 3. Two URLs with one name --------------------------------------------------------------------
 
 
@@ -171,6 +193,25 @@ def test_a_file_of_the_right_size_but_unknown_origin_is_fetched_again_unless_its
     service.wait_for_job(kept, timeout=20)
     assert kept.status == DownloadJobStatus.COMPLETED and sha256(tmp_path / "v.bin") == digest
     assert len(origin.gets("/files/u.bin")) == before + 1  # one answer read for its headers
+
+
+def test_a_current_file_is_not_reused_for_a_caller_who_asked_for_other_bytes(
+    service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    """The server's 304 vouches for its version; only the caller's hash says which file the
+    caller wants."""
+    digest = origin.add("h.bin", os.urandom(64 * KiB))
+    first = service.download(origin.url("/files/h.bin"), tmp_path / "h.bin", sha256=digest)
+    service.wait_for_job(first, timeout=20)
+    assert first.status == DownloadJobStatus.COMPLETED, first.error
+    wrong = "0" * 64
+    again = service.download(origin.url("/files/h.bin"), tmp_path / "h.bin", sha256=wrong)
+    service.wait_for_job(again, timeout=20)
+    assert again.status == DownloadJobStatus.ERROR
+    assert again.error_type is not None and again.error_type.startswith("ChecksumMismatchError")
+    assert "If-None-Match" not in origin.gets("/files/h.bin")[-1].headers
+    assert sha256(tmp_path / "h.bin") == digest  # the good file stays
+    assert engine_leftovers(tmp_path) == []
 
 
 # 5. A stale partial file of another URL ---------------------------------------------------------
@@ -383,6 +424,16 @@ def test_long_names_leave_room_for_the_engine_suffixes(
     assert result.download_path.read_bytes() == data
     longest = result.download_path.name + ".downloading.state.tmp (9999)"
     assert len(longest.encode()) <= 255
+
+
+@pytest.mark.parametrize("suffix", [".downloading", ".downloading.state", ".Downloading.STATE"])
+def test_a_name_shortened_to_fit_never_ends_like_an_engine_file(suffix: str) -> None:
+    """An overlong last extension is dropped when a name is shortened: what remains must not
+    be a partial file's name (or its state's), which another job would then write into."""
+    for stem in range(150, 240):
+        name = safe_filename("y" * stem + suffix + "." + "z" * 40)
+        assert name is not None and not name.lower().endswith(ENGINE_SUFFIXES), name
+        assert len((name + ".downloading.state.tmp (9999)").encode()) <= 255
 
 
 # The property: whatever mix of jobs shares a directory ----------------------------------------

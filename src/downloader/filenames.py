@@ -64,9 +64,13 @@ def safe_filename(name: str | None) -> str | None:
         return None
     if _is_device(name):
         name = f"_{name}"
+    limit = _MAX_NAME_BYTES - _DISTINCT_ROOM
+    name = _truncate(name, limit)
+    # Only now: shortening drops an overlong extension, and what is left may end like an
+    # engine file (`<stem>.downloading.<40 bytes>` becomes `<stem>.downloading`).
     if is_engine_name(name):
-        name = f"{name}_"
-    return _truncate(name, _MAX_NAME_BYTES - _DISTINCT_ROOM)
+        name = _truncate(name, limit - 1) + "_"
+    return name
 
 
 def _truncate(name: str, limit: int) -> str:

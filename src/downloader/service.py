@@ -256,7 +256,7 @@ class DownloadQueueService:
     ) -> MultiFileDownloadJob:
         """Queue several files under `dest` as one job that ends when its last part does."""
         access_token = bearer_token(access_token)
-        dest = Path(dest)
+        dest = Path(dest).absolute()
         parts = [RemoteModelFile.model_validate(part) for part in parts]
         _check_part_paths(parts)
         ids = self.app.store.new_ids(len(parts) + 1)
@@ -330,8 +330,9 @@ class DownloadQueueService:
                 f"dest {dest} ends like the downloader's own partial files; choose another name"
             )
         job = DownloadJob(
-            id=job_id, source=source, dest=Path(dest), priority=priority,
-            access_token=access_token, download_path=download_path,
+            id=job_id, source=source, dest=Path(dest).absolute(), priority=priority,
+            access_token=access_token,
+            download_path=None if download_path is None else download_path.absolute(),
         )
         record = {
             **cls._record(job), "sha256": sha256, "untrusted": untrusted,

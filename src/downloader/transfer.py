@@ -554,6 +554,9 @@ class _Fetch:
         record = read_record(path)
         if record is None or record.source.url != self.request.url:
             return {}
+        wanted = self.request.sha256
+        if wanted is not None and (record.sha256 or "").lower() != wanted.lower():
+            return {}  # not the file the caller asked for, whatever the server says of it
         if record.source.etag:
             return {"If-None-Match": record.source.etag}
         if record.source.last_modified:
@@ -600,8 +603,7 @@ class _Fetch:
     ) -> TransferResult:
         partial = partial_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Not O_APPEND: Linux's pwrite would append every segment at the end of the file.
-        with open(os.open(partial, os.O_RDWR | os.O_CREAT, 0o644), "r+b") as handle:
+        with _opened(partial, path) as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -949,6 +951,26 @@ def _check_segment(
             f"{response.status_code} {header(response, 'Content-Range') or ''} "
             f"ETag {etag or '-'}"
         )
+
+
+@contextmanager
+def _opened(partial: Path, path: Path) -> Iterator[BinaryIO]:
+    """The partial file, to be written anywhere in it. Not O_APPEND: Linux's pwrite would
+    append every segment at the end of the file. Closing flushes its buffer, and a disk that
+    is full then says so as the writes do, not as a bare OSError in place of the reason."""
+    handle = open(os.open(partial, os.O_RDWR | os.O_CREAT, 0o644), "r+b")  # noqa: SIM115
+    try:
+        yield handle
+    finally:
+        try:
+            handle.close()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise InsufficientSpaceError(
+                f"the disk holding {path} is full; free some space and run the job again, it "
+                f"resumes from the {_size(partial)} bytes already saved"
+            ) from exc
 
 
 def _save_state(state: PartialState, partial: Path, needed: int) -> None:
