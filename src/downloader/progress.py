@@ -96,8 +96,9 @@ class TqdmProgress:
             label = self._label(job)
             bar = self._bars.get(job.id)
             if bar is None:
+                # What a resumed download already had is not counted in its rate and ETA.
                 bar = self._bars[job.id] = tqdm(
-                    desc=label, total=job.total_bytes or None, **self._options
+                    desc=label, total=job.total_bytes or None, initial=job.bytes, **self._options
                 )
             if bar.desc != label:
                 bar.set_description_str(label, refresh=False)
@@ -108,8 +109,19 @@ class TqdmProgress:
                 self._finish(job.id)
 
     def _finish(self, job_id: int) -> None:
+        """A finished bar that stays is written as a line above the live ones, and only then
+        cleared: closed in place, tqdm keeps the positions of bars that finish out of order,
+        and a later bar or line is drawn over their leftovers."""
         self._done.add(job_id)
-        self._bars.pop(job_id).close()
+        bar = self._bars.pop(job_id)
+        if not bar.leave or bar.disable:
+            bar.close()
+            return
+        line = str(bar)
+        bar.leave = False
+        bar.close()
+        # From the line's start: clearing a lower bar leaves the cursor at the end of a line.
+        tqdm.write("\r" + line, file=self._options.get("file") or sys.stderr)
 
     def close(self) -> None:
         with self._lock:
