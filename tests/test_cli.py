@@ -82,7 +82,7 @@ def embedded_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("name", ["with space and \"quote\"", "long-" * 20])
+@pytest.mark.parametrize("name", ['with space and "quote"', "long-" * 20])
 def test_the_embedded_redis_runs_in_any_state_directory(
     origin: Origin, tmp_path: Path, name: str
 ) -> None:
@@ -438,7 +438,7 @@ def test_with_a_redis_url_and_no_worker_get_says_how_to_start_one(
     waiting.send_signal(signal.SIGTERM)
     _, rest = waiting.communicate(timeout=30)
     assert waiting.returncode == 143
-    assert "stopped watching; the workers of queue 'default' go on with jobs" in rest
+    assert "stopped watching; job 0 stays queued on 'default' for its workers" in rest
 
 
 def test_a_get_with_its_own_worker_on_a_shared_queue_leaves_its_stopped_job_to_the_workers(
@@ -463,7 +463,7 @@ def test_a_get_with_its_own_worker_on_a_shared_queue_leaves_its_stopped_job_to_t
     get.send_signal(signal.SIGINT)
     _, err = get.communicate(timeout=60)
     assert get.returncode == 130, err
-    assert "stopped; the workers of queue 'default' go on with jobs" in err
+    assert "stopped; job 0 stays queued on 'default' for its workers, which resume" in err
     client = redis.Redis.from_url(redis_url)
     assert not client.exists(f"{namespace}:cli:resumable")  # nothing for a get to take over
 
@@ -573,6 +573,86 @@ def test_tokens_from_a_file_and_from_the_environment(origin: Origin, tmp_path: P
     assert origin.token not in listed + from_file.stderr + from_env.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "variables", "said"),
+    [
+        (["--connections", "0"], {}, "argument --connections: must be 1 or more, got 0"),
+        (["--retries", "-1"], {}, "argument --retries: must be 0 or more, got -1"),
+        (["--timeout", "0"], {}, "argument --timeout: must be more than 0 seconds"),
+        (["--sha256", "abc"], {}, "argument --sha256: a SHA-256 is 64 hexadecimal digits"),
+        (["--token-file", "/no/such/token"], {}, "error: /no/such/token: No such file"),
+        ([], {"DOWNLOADER_MAX_RETRIES": "abc"}, "DOWNLOADER_MAX_RETRIES: Input should be"),
+        ([], {"DOWNLOADER_HOST_TOKENS": '{"a": "x'}, "DOWNLOADER_HOST_TOKENS is not valid JSON"),
+    ],
+)
+def test_a_bad_option_or_setting_is_one_line_and_queues_nothing(
+    origin: Origin, tmp_path: Path, args: list[str], variables: dict[str, str], said: str
+) -> None:
+    env = {**embedded_env(tmp_path), **variables}
+    result = run_cli("get", origin.url("/files/x.bin"), "-d", str(tmp_path), *args, env=env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr, result.stderr
+    assert said in result.stderr.strip().splitlines()[-1], result.stderr  # after any usage
+    assert origin.gets("/files/x.bin") == []
+
+
+def test_a_token_a_header_cannot_carry_is_one_line_that_does_not_echo_it(
+    origin: Origin, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("hf_secret\x01token\n")
+    result = run_cli(
+        "get",
+        origin.url("/files/x.bin"),
+        "--token-file",
+        str(token_file),
+        "-d",
+        str(tmp_path),
+        env=embedded_env(tmp_path),
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("downloader: error: access_token: the access token holds")
+    assert "hf_secret" not in result.stderr
+
+
+def test_a_get_that_waits_on_a_paused_queue_says_so_and_run_options_are_for_this_process(
+    origin: Origin,
+    tmp_path: Path,
+    namespace: str,
+    redis_url: str,
+    spawn_worker: Callable[..., WorkerProcess],
+) -> None:
+    env = cli_env(namespace, redis_url)
+    spawn_worker("w1", concurrency=1)
+    assert run_cli("pause", env=env).returncode == 0
+    origin.add("later.bin", b"later")
+    waiting = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "downloader",
+            "get",
+            origin.url("/files/later.bin"),
+            "-d",
+            str(tmp_path),
+            "--retries",
+            "0",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert waiting.stderr is not None
+    note = waiting.stderr.readline()
+    assert note.startswith("note: --retries apply to downloads in this process"), note
+    said = waiting.stderr.readline()
+    assert "queue 'default' is paused: `downloader resume`" in said, said
+    assert run_cli("resume", env=env).returncode == 0
+    out, _ = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0 and out.strip() == str(tmp_path / "later.bin")
+
+
 def test_status_pause_resume_prune_clear_and_list_filters(
     make_service: Callable[..., DownloadQueueService],
     origin: Origin,
@@ -592,6 +672,15 @@ def test_status_pause_resume_prune_clear_and_list_filters(
     shown = run_cli("status", str(done.id), "--json", env=env)
     assert json.loads(shown.stdout)["status"] == "completed"
     assert run_cli("status", "424242", env=env).returncode == 1
+    table = run_cli("status", str(done.id), str(parked[0].id), env=env).stdout.splitlines()
+    assert [line.split()[:2] for line in table] == [
+        ["ID", "STATUS"],
+        [str(done.id), "completed"],
+        [str(parked[0].id), "waiting"],
+    ]  # one table, one header
+    late = run_cli("cancel", str(done.id), env=env)
+    assert late.stdout.strip() == f"job {done.id} had already ended (completed); nothing to cancel"
+    assert client.id_to_job(done.id).status == "completed"
 
     waiting = _listed(env, "--status", "waiting")
     assert [row["id"] for row in waiting] == [job.id for job in parked]

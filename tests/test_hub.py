@@ -223,6 +223,18 @@ def test_a_gated_or_private_repo_says_which_and_what_to_do(
     assert {s.method for s in hub.hub_seen("hub") if "/resolve/" in s.path} == {"HEAD"}
 
 
+def test_a_hub_token_a_header_cannot_carry_is_named_by_where_it_came_from(
+    hub: HubOrigin, service: DownloadQueueService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub.add_repo(REPO, repo_files())
+    monkeypatch.setenv("HF_TOKEN", "hf_sec\rret")
+    with pytest.raises(HubError, match=r"^HF_TOKEN: the access token holds a control") as bad:
+        service.repo_download(REPO, tmp_path)
+    assert "hf_sec" not in str(bad.value) and service.list_jobs() == []
+    monkeypatch.setenv("HF_TOKEN", "  hf_padded\n")  # surrounding whitespace is only dropped
+    assert token_for(f"{hub.endpoint}/{REPO}/resolve/main/README.md") == "hf_padded"
+
+
 def test_a_gated_repo_whose_card_anyone_may_read_is_refused_before_anything_is_queued(
     hub: HubOrigin, service: DownloadQueueService, tmp_path: Path
 ) -> None:

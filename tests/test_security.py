@@ -74,6 +74,8 @@ PUBLIC = "93.184.215.14"
         ("::127.0.0.1", False),
         ("::a9fe:a9fe", False),
         ("::c0a8:1", False),
+        ("::ffff:0:7f00:1", False),  # IPv4-translated (SIIT) 127.0.0.1
+        ("::ffff:0:a00:1", False),  # ... and 10.0.0.1
     ],
 )
 def test_addresses_are_judged_by_the_ipv4_address_they_embed(literal: str, public: bool) -> None:

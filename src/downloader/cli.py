@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import uuid
@@ -160,6 +161,26 @@ def consuming_workers(queue: DownloadQueueService) -> list[str]:
     return processor.consuming_workers(
         queue.celery, queue.queue_id, timeout=NO_WORKER_WAIT, limit=len(live)
     )
+
+
+def _say_when_nothing_takes_the_jobs(queue: DownloadQueueService) -> None:
+    """A get that only watches would wait in silence for workers that are not coming."""
+    from downloader import processor
+
+    if processor.is_paused(queue.app, queue.queue_id):
+        why = (
+            f"queue {queue.queue_id!r} is paused: `downloader resume` lets its workers take "
+            "jobs again"
+        )
+    elif not consuming_workers(queue):
+        why = (
+            f"no worker takes the jobs of queue {queue.queue_id!r} on this Redis yet: start "
+            "one with `downloader worker` (same DOWNLOADER_REDIS_URL), or run `get --worker` "
+            "to download in this process"
+        )
+    else:
+        return
+    print(f"{why}. Waiting (Ctrl-C leaves the jobs queued).", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -350,6 +371,16 @@ def cmd_get(args: argparse.Namespace) -> int:
     dest = Path(args.output or args.dest).expanduser().resolve()
     (dest.parent if args.output else dest).mkdir(parents=True, exist_ok=True)
     console = Console(quiet=args.quiet or args.json)
+    given = [
+        f"--{name}"
+        for name in ("retries", "timeout", "connections")
+        if getattr(args, name) is not None
+    ]
+    if given and not start_worker:
+        console.say(
+            f"note: {', '.join(given)} apply to downloads in this process; the workers of "
+            "DOWNLOADER_REDIS_URL use their own settings (add --worker to download here too)"
+        )
     retry_lines = RetryLines(console)
     logging.getLogger("downloader.runner").addHandler(retry_lines)
     logging.getLogger("downloader.runner").propagate = False
@@ -481,14 +512,8 @@ def _run_get(
     wanted |= {str(dest / f.path): str(f.url) for s in sources if s.repo for f in s.repo.files}
     resumed = _earlier_jobs(queue, dest, wanted, args.restart, console) if embedded else {}
     jobs.extend(_enqueue(args, queue, sources, dest, console, resumed))
-    if not start_worker and not consuming_workers(queue):
-        print(
-            f"no worker takes the jobs of queue {queue.queue_id!r} on this Redis yet: start "
-            "one with `downloader worker` (same DOWNLOADER_REDIS_URL), or run `get --worker` "
-            "to download in this process. Waiting for a worker (Ctrl-C leaves the jobs queued).",
-            file=sys.stderr,
-            flush=True,
-        )
+    if not start_worker:
+        _say_when_nothing_takes_the_jobs(queue)
     for job in jobs:
         queue.wait_for_job(job)
     console.finish(_files(jobs))
@@ -515,13 +540,16 @@ def _stopped(
     for its workers, which resume them."""
     unfinished = [job for job in jobs if not job.in_terminal_state]
     if not embedded:
-        ids = " ".join(str(job.id) for job in unfinished)
         went = "stopped" if start_worker else "stopped watching"
-        print(
-            f"{went}; the workers of queue {queue.queue_id!r} go on with jobs {ids}, from their "
-            "partial files (`downloader cancel` stops them)",
-            file=sys.stderr,
-        )
+        if unfinished:
+            ids = ", ".join(str(job.id) for job in unfinished)
+            many = len(unfinished) > 1
+            went += (
+                f"; job{'s' if many else ''} {ids} stay{'' if many else 's'} queued on "
+                f"{queue.queue_id!r} for its workers, which resume from the partial files "
+                "(`downloader cancel ID` stops one)"
+            )
+        print(went, file=sys.stderr)
         return code
     from downloader.models import DownloadJob
 
@@ -687,21 +715,24 @@ def _find_job(queue: DownloadQueueService, args: argparse.Namespace, job_id: int
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from downloader.progress import describe_error
+
     code = 0
+    shown: list[Job] = []
     with _service(args) as queue:
         for job_id in args.ids:
             job = _find_job(queue, args, job_id)
             if job is None:
                 code = EXIT_ERROR
-                continue
-            if args.json:
+            elif args.json:
                 print(job.model_dump_json(exclude_none=True))
-                continue
-            from downloader.progress import describe_error
-
-            _print_table([job])
+            else:
+                shown.append(job)
+    if shown:
+        _print_table(shown)  # one table, one header
+        for job in shown:
             if job.errored:
-                print(f"  {describe_error(job.error_type)}")
+                print(f"  {job.id}: {describe_error(job.error_type)}")
     return code
 
 
@@ -714,6 +745,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             job = _find_job(queue, args, job_id)
             if job is None:
                 status = EXIT_ERROR
+                continue
+            if job.in_terminal_state:
+                said = "cancelled" if job.cancelled else job.status.value
+                print(f"job {job_id} had already ended ({said}); nothing to cancel")
                 continue
             queue.cancel_job(job)
             if queue.app.settings.redis_url is None:
@@ -806,6 +841,37 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def _at_least(minimum: int) -> Any:
+    """An argparse type: a whole number from `minimum` on, or a usage error saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def _sha256(text: str) -> str:
+    if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise argparse.ArgumentTypeError("a SHA-256 is 64 hexadecimal digits")
+    return text.lower()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="downloader",
@@ -832,7 +898,7 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("-o", "--output", help="file to save the one URL as")
     get.add_argument("-q", "--quiet", action="store_true", help="no progress, only errors")
     get.add_argument("--json", action="store_true", help="print one JSON object per job")
-    get.add_argument("--sha256", help="expected SHA-256 of the one URL's file")
+    get.add_argument("--sha256", type=_sha256, help="expected SHA-256 of the one URL's file")
     get.add_argument("--priority", type=int, default=10, help="lower runs first (default: 10)")
     get.add_argument(
         "--include",
@@ -852,10 +918,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="file holding the bearer token; else DOWNLOADER_TOKEN, else HF_TOKEN for "
         "huggingface.co; sent only to the URL's own host",
     )
-    get.add_argument("--retries", type=int, help="retries of a failing transfer (default: 5)")
-    get.add_argument("--timeout", type=float, help="seconds to connect and between bytes")
-    get.add_argument("--connections", type=int, help="connections for one large file (8)")
-    get.add_argument("--parallel", type=int, default=5, help="parallel downloads in this process")
+    get.add_argument(
+        "--retries", type=_at_least(0), help="retries of a failing transfer (default: 5)"
+    )
+    get.add_argument("--timeout", type=_seconds, help="seconds to connect and between bytes")
+    get.add_argument("--connections", type=_at_least(1), help="connections for one large file (8)")
+    get.add_argument(
+        "--parallel", type=_at_least(1), default=5, help="parallel downloads in this process"
+    )
     get.add_argument(
         "--restart", action="store_true", help="start over instead of resuming partial files"
     )
@@ -872,7 +942,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run a Celery worker; its thread count is its parallel downloads; other options "
         "(e.g. --without-mingle, --max-tasks-per-child=100) go to `celery worker`",
     )
-    worker.add_argument("-c", "--concurrency", type=int, help="parallel downloads")
+    worker.add_argument("-c", "--concurrency", type=_at_least(1), help="parallel downloads")
     worker.add_argument("-n", "--hostname", help="worker node name, e.g. w1@%%h")
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument(
@@ -883,9 +953,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing = command("list", "show the jobs of the queue")
     listing.add_argument("--json", action="store_true", help="one JSON object per job")
     listing.add_argument(
-        "--status", action="append", choices=STATUS_WORDS, help="only jobs in this state"
+        "--status",
+        action="append",
+        choices=STATUS_WORDS,
+        help="only jobs in this state (repeatable)",
     )
-    listing.add_argument("--limit", type=int, help="only the newest N jobs")
+    listing.add_argument("--limit", type=_at_least(1), help="only the newest N jobs")
     listing.add_argument("--all", action="store_true", help=EVERY_QUEUE)
     listing.add_argument("--parts", action="store_true", help="list multi-file parts too")
     listing.set_defaults(run=cmd_list)
@@ -941,11 +1014,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args, extra))
     if extra:
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
-    code = int(args.run(args) or 0)
+    try:
+        code = int(args.run(args) or 0)
+    except ValueError as exc:  # a setting or a value given (pydantic's errors are ValueErrors)
+        print(f"downloader: error: {_said(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a file named on the command line (--token-file, -i)
+        if not exc.filename:
+            raise
+        print(f"downloader: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     # The process ends now: keep the interpreter's last garbage collection from walking the
     # whole heap of Celery, kombu and pydantic objects (about 0.15 s after a `get`).
     gc.freeze()
     return code
+
+
+def _said(exc: ValueError) -> str:
+    """A refused value as one line: a setting by its variable's name, never its value (it
+    may be a token)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):  # pydantic's: a setting, or a field of a job
+        settings = getattr(exc, "title", None) == "Settings"
+        return "; ".join(
+            f"{_field_name(e['loc'], settings)}: {e['msg'].removeprefix('Value error, ')}"
+            for e in errors(include_input=False)
+        )
+    field = re.search(r'field "(\w+)"', str(exc))
+    if type(exc).__name__ == "SettingsError" and field:
+        return f"DOWNLOADER_{field.group(1).upper()} is not valid JSON"
+    return str(exc).splitlines()[0]
+
+
+def _field_name(loc: Sequence[object], setting: bool) -> str:
+    name = "_".join(map(str, loc))
+    return f"DOWNLOADER_{name.upper()}" if setting else name
 
 
 if __name__ == "__main__":

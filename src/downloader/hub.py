@@ -33,7 +33,7 @@ import requests
 from pydantic import ValidationError
 
 from downloader.config import Settings
-from downloader.models import RemoteModelFile
+from downloader.models import RemoteModelFile, bearer_token
 from downloader.origins import origin
 from downloader.resolver import host_not_found
 
@@ -133,11 +133,13 @@ def parse_hf_url(url: str) -> HubRef:
 
 
 def hf_token() -> str | None:
-    """`HF_TOKEN`, else the token file `hf auth login` writes, as huggingface_hub finds them."""
+    """`HF_TOKEN`, else the token file `hf auth login` writes, as huggingface_hub finds them;
+    checked here, where it enters, so that a token a header cannot carry is named by where
+    it came from instead of failing later as an unreachable hub."""
     for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
         token = os.environ.get(variable, "").strip()
         if token:
-            return token
+            return _header_safe(token, variable)
     path = os.environ.get("HF_TOKEN_PATH")
     if not path:
         cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
@@ -147,7 +149,14 @@ def hf_token() -> str | None:
         token = Path(path).expanduser().read_text().strip()
     except (OSError, UnicodeDecodeError):
         return None
-    return token or None
+    return _header_safe(token, f"the token file {path}") if token else None
+
+
+def _header_safe(token: str, source: str) -> str | None:
+    try:
+        return bearer_token(token)
+    except ValueError as exc:
+        raise HubError(f"{source}: {exc}") from None
 
 
 def token_for(url: str, settings: Settings | None = None) -> str | None:

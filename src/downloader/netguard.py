@@ -46,12 +46,15 @@ _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 depends on the operator's prefix length, so the whole range is refused."""
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 """Deprecated IPv4-compatible addresses (RFC 4291): the last 32 bits are an IPv4 address."""
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+"""IPv4-translated addresses (SIIT, RFC 2765/6145): the last 32 bits are an IPv4 address."""
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     """The IPv4 addresses an IPv6 address leads to, by every embedding a stack may honour."""
     low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    embedded = [low32] if address in _NAT64 or address in _IPV4_COMPATIBLE else []
+    embeds_low32 = any(address in net for net in (_NAT64, _IPV4_COMPATIBLE, _IPV4_TRANSLATED))
+    embedded = [low32] if embeds_low32 else []
     if address.ipv4_mapped is not None:
         embedded.append(address.ipv4_mapped)
     if address.sixtofour is not None:
