@@ -22,6 +22,7 @@ from downloader.reservations import DestinationTakenError
 from downloader.transfer import (
     ChecksumMismatchError,
     IncompleteDownloadError,
+    SizeMismatchError,
     TransferHooks,
     TransferRequest,
     fetch,
@@ -345,6 +346,23 @@ def test_a_body_longer_than_its_content_length_is_an_error(
     assert not partial_path(tmp_path / "long.bin").exists() or (
         partial_path(tmp_path / "long.bin").stat().st_size == 0
     )
+
+
+@pytest.mark.parametrize("size", [50 * KiB, 150 * KiB])
+def test_a_body_of_unknown_length_that_is_not_the_size_asked_for_keeps_nothing(
+    origin: Origin, tmp_path: Path, size: int
+) -> None:
+    """No Content-Length: the caller's `size` bounds the body, and bytes of a body of
+    another size are not kept to be resumed."""
+    origin.add("sized.bin", os.urandom(100 * KiB))
+    request = TransferRequest(
+        url=origin.url("/files/sized.bin?nolength=1"), dest=tmp_path / "sized.bin", size=size
+    )
+    with pytest.raises(SizeMismatchError):
+        fetch(request)
+    partial = partial_path(tmp_path / "sized.bin")
+    assert not (tmp_path / "sized.bin").exists() and not state_path(partial).exists()
+    assert not partial.exists() or partial.stat().st_size == 0
 
 
 # 9. Cancellation leaves no partial file ----------------------------------------------------------

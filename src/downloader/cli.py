@@ -764,7 +764,13 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
     with _service(args) as queue:
         processor.pause(queue.celery, queue.queue_id)
+        embedded = queue.app.settings.redis_url is None
     print(f"paused queue {queue.queue_id!r}: running downloads go on, no new one starts")
+    if embedded and not args.queue:
+        print(
+            "(on the embedded default each `get` runs its own jobs in its own process: Ctrl-C "
+            "stops one, and running it again resumes)"
+        )
     return 0
 
 
@@ -896,7 +902,9 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("-i", "--input-file", help="read URLs from FILE, one per line ('-': stdin)")
     get.add_argument("-d", "--dest", default=".", help="directory to save into (default: .)")
     get.add_argument("-o", "--output", help="file to save the one URL as")
-    get.add_argument("-q", "--quiet", action="store_true", help="no progress, only errors")
+    get.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress: only errors and saved paths"
+    )
     get.add_argument("--json", action="store_true", help="print one JSON object per job")
     get.add_argument("--sha256", type=_sha256, help="expected SHA-256 of the one URL's file")
     get.add_argument("--priority", type=int, default=10, help="lower runs first (default: 10)")

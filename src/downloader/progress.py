@@ -58,7 +58,7 @@ def describe_error(error_type: str | None) -> str:
             return said
     if text == "DownloadJobCancelledException":
         return "cancelled"
-    return text if len(text) <= 120 else text[:117] + "..."
+    return text if len(text) <= 300 else text[:297] + "..."  # room for both hashes
 
 
 def job_label(job: Job) -> str:

@@ -760,7 +760,8 @@ class _Fetch:
         except Exception as exc:
             # The next attempt asks another URL first: a retry moves to another mirror.
             self.mirrors.failed(self.asked.get(response, self.request.url))
-            if isinstance(exc, OverlongBodyError):
+            if isinstance(exc, OverlongBodyError | SizeMismatchError):
+                # Bytes of a body that was not the file asked for: nothing to resume.
                 handle.truncate(0)
                 state_path(partial).unlink(missing_ok=True)
             raise
@@ -901,6 +902,8 @@ class _Fetch:
             )
         result.total_bytes = result.bytes
         if self.request.size is not None and result.bytes != self.request.size:
+            handle.truncate(0)
+            state_path(partial).unlink(missing_ok=True)
             raise SizeMismatchError(
                 f"{self.request.url} sent {result.bytes} bytes, but {self.request.size} were "
                 "expected"
