@@ -31,7 +31,7 @@ import shutil
 import socket
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -964,16 +964,19 @@ def _opened(partial: Path, path: Path) -> Iterator[BinaryIO]:
     handle = open(os.open(partial, os.O_RDWR | os.O_CREAT, 0o644), "r+b")  # noqa: SIM115
     try:
         yield handle
-    finally:
-        try:
+    except BaseException:
+        with suppress(OSError):  # what is on its way out says what happened
             handle.close()
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            raise InsufficientSpaceError(
-                f"the disk holding {path} is full; free some space and run the job again, it "
-                f"resumes from the {_size(partial)} bytes already saved"
-            ) from exc
+        raise
+    try:
+        handle.close()
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise InsufficientSpaceError(
+            f"the disk holding {path} is full; free some space and run the job again, it "
+            f"resumes from the {_size(partial)} bytes already saved"
+        ) from exc
 
 
 def _save_state(state: PartialState, partial: Path, needed: int) -> None:
