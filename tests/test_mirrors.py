@@ -8,6 +8,8 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -336,3 +338,70 @@ def test_a_dropped_mirror_is_logged_without_its_query_or_user_info(
     assert mirrors.line() == ["https://src.example/f?sig=s1"]
     assert "mirror https://m.example:8443/f dropped for https://src.example/f" in caplog.text
     assert "sig=" not in caplog.text and "pw" not in caplog.text
+
+
+def test_mirrors_from_rest_and_the_command_line_take_over_from_a_failing_source(
+    monkeypatch: pytest.MonkeyPatch,
+    make_service: Callable[..., DownloadQueueService],
+    origin: Origin,
+    mirror: Origin,
+    tmp_path: Path,
+    namespace: str,
+    redis_url: str,
+) -> None:
+    """The same rule for every way in: each REST form carries its own `mirrors`, and `get`
+    takes `--mirror`; the source always fails, so only the mirror can have served the bytes."""
+    from fastapi.testclient import TestClient
+
+    from downloader.api import create_api
+    from tests.conftest import cli_env
+
+    for key, value in FAST_RETRIES.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("DOWNLOADER_DOWNLOAD_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("DOWNLOADER_ALLOW_PRIVATE_NETWORKS", "true")  # both are loopback
+    (tmp_path / "root").mkdir()
+    data = {name: os.urandom(50 * KiB) for name in ("s.bin", "i.bin", "p.bin", "c.bin")}
+    for name, body in data.items():
+        origin.add(name, body)
+        mirror.add(name, body)
+
+    def failing(name: str) -> str:
+        return origin.url(f"/files/{name}?fail=1000")
+
+    worker = make_service(max_parallel_dl=2)
+    with TestClient(create_api()) as api:
+        bodies = [
+            {"source": failing("s.bin"), "dest": "s", "mirrors": [mirror.url("/files/s.bin")]},
+            {"items": [{"source": failing("i.bin"), "dest": "i",
+                        "mirrors": [mirror.url("/files/i.bin")]}]},
+            {"parts": [{"url": failing("p.bin"), "path": "p.bin",
+                        "mirrors": [mirror.url("/files/p.bin")]}], "dest": "p"},
+        ]  # fmt: skip
+        for body in bodies:
+            answer = api.post("/api/v1/queue/default/enqueue", json=body)
+            assert answer.status_code == 200, answer.text
+        refused = api.post(
+            "/api/v1/queue/default/enqueue",
+            json={"parts": [{"url": failing("p.bin"), "path": "x"}], "dest": "p",
+                  "mirrors": [mirror.url("/files/p.bin")]},
+        )  # fmt: skip
+        assert refused.status_code == 422 and "`mirrors` goes with `source`" in refused.text
+    worker.join()
+    for name, folder in (("s.bin", "s"), ("i.bin", "i"), ("p.bin", "p")):
+        assert sha256(tmp_path / "root" / folder / name) == hashlib.sha256(data[name]).hexdigest()
+
+    got = subprocess.run(
+        [sys.executable, "-m", "downloader", "get", failing("c.bin"), "-d", str(tmp_path / "c"),
+         "--worker", "--mirror", mirror.url("/files/c.bin")],
+        env=cli_env(namespace, redis_url), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert sha256(tmp_path / "c" / "c.bin") == hashlib.sha256(data["c.bin"]).hexdigest()
+    assert len(mirror.gets("/files/c.bin")) == 1
+    two = subprocess.run(
+        [sys.executable, "-m", "downloader", "get", failing("c.bin"), failing("s.bin"),
+         "--mirror", mirror.url("/files/c.bin")],
+        env=cli_env(namespace, redis_url), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert two.returncode == 2 and "--mirror names other URLs of one" in two.stderr

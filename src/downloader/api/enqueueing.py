@@ -36,6 +36,7 @@ def enqueue(ctx: ApiContext, queue_id: str, body: EnqueueRequest) -> list[int]:
             access_token=body.access_token,
             sha256=body.sha256,
             untrusted=True,
+            mirrors=[str(url) for url in body.mirrors],
         )
         return [job.id]
     if body.parts:
@@ -85,6 +86,7 @@ def _batch(ctx: ApiContext, queue: DownloadQueueService, items: list[BatchItem])
             "priority": item.priority,
             "access_token": item.access_token,
             "sha256": item.sha256,
+            "mirrors": [str(url) for url in item.mirrors],
             "untrusted": True,
         }
         for item in items

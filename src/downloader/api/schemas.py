@@ -23,6 +23,7 @@ FINISHED: tuple[ApiStatus, ...] = ("completed", "failed", "canceled")
 QUEUE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 MAX_BATCH = 10_000
+MAX_MIRRORS = 16
 """Items of one batch request; the body cap (`DOWNLOADER_MAX_BODY_BYTES`) may bind first."""
 
 QueueId = Annotated[
@@ -145,6 +146,13 @@ class Part(BaseModel):
     path: str = Field(description="relative to `dest`")
     size: int | None = Field(default=None, ge=0)
     sha256: str | None = Field(default=None, description="64 hex digits")
+    mirrors: list[AnyHttpUrl] = Field(
+        default_factory=list,
+        max_length=MAX_MIRRORS,
+        description="other http(s) URLs of the same file, used only where their size, ETag "
+        "or hash matches; they pass the same address checks as the source and never get "
+        "the token",
+    )
 
     @field_validator("sha256")
     @classmethod
@@ -162,6 +170,13 @@ class BatchItem(BaseModel):
         default=None, description="sent as `Authorization: Bearer`; never in any answer"
     )
     sha256: str | None = Field(default=None, description="of the file")
+    mirrors: list[AnyHttpUrl] = Field(
+        default_factory=list,
+        max_length=MAX_MIRRORS,
+        description="other http(s) URLs of the same file, used only where their size, ETag "
+        "or hash matches; they pass the same address checks as the source and never get "
+        "the token",
+    )
 
     @field_validator("sha256")
     @classmethod
@@ -183,7 +198,8 @@ class EnqueueRequest(BaseModel):
         default=None,
         max_length=MAX_BATCH,
         description=f"up to {MAX_BATCH} single files, queued in one go; each has its own "
-        "`dest`, `priority`, `access_token` and `sha256`, so no other field goes with `items`",
+        "`dest`, `priority`, `access_token`, `sha256` and `mirrors`, so no other field goes "
+        "with `items`",
     )
     repo: str | None = Field(
         default=None,
@@ -201,6 +217,13 @@ class EnqueueRequest(BaseModel):
         "server's own, if it has one, when omitted); never in any answer",
     )
     sha256: str | None = Field(default=None, description="of the one file of `source`")
+    mirrors: list[AnyHttpUrl] = Field(
+        default_factory=list,
+        max_length=MAX_MIRRORS,
+        description="with `source`: other http(s) URLs of its file, used only where their "
+        "size, ETag or hash matches; they pass the same address checks as the source and never "
+        "get the token",
+    )
     revision: str = Field(default="main", description="with `repo`: a branch, tag or commit")
     repo_type: Literal["model", "dataset", "space"] = Field(default="model")
     allow_patterns: list[str] | None = Field(
@@ -229,6 +252,8 @@ class EnqueueRequest(BaseModel):
             raise ValueError(f"`dest` is required with `{form}`")
         if form != "source" and self.sha256 is not None:
             raise ValueError("`sha256` goes with `source`; give each part or item its own")
+        if form != "source" and self.mirrors:
+            raise ValueError("`mirrors` goes with `source`; give each part or item its own")
         if form != "repo" and fields & set(_HUB_FIELDS):
             raise ValueError(f"{', '.join(f'`{name}`' for name in _HUB_FIELDS)} go with `repo`")
         return self

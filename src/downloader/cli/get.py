@@ -292,6 +292,11 @@ def _usage_error(args: argparse.Namespace, urls: Sequence[str]) -> str | None:
         return "-o/--output names the file of one URL only; use -d"
     if args.sha256 and (len(urls) != 1 or repos):
         return "--sha256 checks one URL only"
+    if args.mirror and (len(urls) != 1 or hub.is_hub_source(urls[0])):
+        return (
+            "--mirror names other URLs of one http(s) URL's file (hub files take their "
+            "mirrors from DOWNLOADER_HF_MIRRORS)"
+        )
     if (args.include or args.exclude) and not repos:
         return "--include and --exclude select files of an hf://owner/name repo"
     return None
@@ -299,7 +304,7 @@ def _usage_error(args: argparse.Namespace, urls: Sequence[str]) -> str | None:
 
 def cmd_get(args: argparse.Namespace) -> int:
     urls = _urls(args)
-    bad = _bad_urls(urls)
+    bad = _bad_urls([*urls, *(args.mirror or ())])
     for url, why in bad:
         print(f"error: {why}: {url!r}; nothing was queued", file=sys.stderr)
     if bad:
@@ -392,6 +397,7 @@ def _enqueue(
                 "priority": args.priority,
                 "sha256": s.sha256,
                 "access_token": s.token,
+                "mirrors": args.mirror,
             }
             for s in batch
         )
@@ -448,6 +454,7 @@ def _enqueue_in_order(
                 source.token,
                 sha256=source.sha256,
                 download_path=resumed[source.url],
+                mirrors=args.mirror,
             )
         else:
             job = by_source[id(source)]

@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--sha256", type=_sha256, help="expected SHA-256 of the one URL's file")
     get.add_argument("--priority", type=int, default=10, help="lower runs first (default: 10)")
     get.add_argument(
+        "--mirror",
+        action="append",
+        metavar="URL",
+        help="another URL of the one URL's file, used where its size and ETag match "
+        "(repeatable; the token is never sent to it)",
+    )
+    get.add_argument(
         "--include",
         action="append",
         metavar="PATTERN",
