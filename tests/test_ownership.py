@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import os
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -456,7 +457,16 @@ def test_a_name_shortened_to_fit_never_ends_like_an_engine_file(suffix: str) -> 
 
 # The property: whatever mix of jobs shares a directory ----------------------------------------
 
-NAMES = st.sampled_from(["model.bin", "model.bin.downloading", "CON", "a b.txt", "x"])
+NAMES = st.sampled_from(
+    [
+        "model.bin",
+        "model.bin.downloading",
+        "CON",
+        "a b.txt",
+        "x",
+        "y" * 215 + ".downloading." + "z" * 40,  # an engine name once shortened to fit
+    ]
+)
 JOB = st.tuples(NAMES, st.booleans(), st.integers(1, 64 * KiB))
 
 
@@ -465,31 +475,35 @@ JOB = st.tuples(NAMES, st.booleans(), st.integers(1, 64 * KiB))
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(jobs=st.lists(JOB, min_size=2, max_size=6))
+@given(jobs=st.lists(JOB, min_size=2, max_size=6), running=st.booleans())
 def test_any_mix_of_jobs_in_one_directory_leaves_each_its_own_bytes(
     make_service: Callable[..., DownloadQueueService],
     origin: Origin,
     tmp_path_factory: pytest.TempPathFactory,
     jobs: list[tuple[str, bool, int]],
+    running: bool,
 ) -> None:
+    """`running`: jobs arrive while the worker runs the earlier ones (slowed, so they
+    overlap); otherwise every job is queued before any runs, all contending at once."""
     dest = tmp_path_factory.mktemp("mix")
-    client = make_service(start_worker=False)  # every job is queued before any runs
-    queued = []
-    for index, (name, explicit, size) in enumerate(jobs):
-        source = f"j{index}-{os.urandom(4).hex()}"
-        digest = origin.add(source, os.urandom(size))
-        url = origin.url(f"/cd/{source}?filename={name}")
-        try:
-            job = client.download(url, dest / name if explicit else dest)
-        except ValueError:  # refused at enqueue (taken, or an engine name): it never competed
-            continue
-        queued.append((job, digest))
-    worker = make_service(max_parallel_dl=4)
-    try:
+    with ExitStack() as services:  # closed with each example, not with the whole test
+        client = services.enter_context(make_service(start_worker=False))
+        if running:
+            services.enter_context(make_service(max_parallel_dl=4))
+        queued = []
+        for index, (name, explicit, size) in enumerate(jobs):
+            source = f"j{index}-{os.urandom(4).hex()}"
+            digest = origin.add(source, os.urandom(size))
+            url = origin.url(f"/cd/{source}?filename={name}&rate=1000000")
+            try:
+                job = client.download(url, dest / name if explicit else dest)
+            except ValueError:  # refused at enqueue (taken, an engine or too long a name)
+                continue
+            queued.append((job, digest))
+        if not running:
+            services.enter_context(make_service(max_parallel_dl=4))
         for job, _ in queued:
             client.wait_for_job(job, timeout=30)
-    finally:
-        worker.close()
     failed = [(job.download_path, job.error_type) for job, _ in queued if not job.complete]
     assert failed == []
     completed = queued

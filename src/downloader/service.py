@@ -491,7 +491,10 @@ def _names_a_directory(dest: str | Path) -> bool:
     """`dest` is a directory to name files in when it is one, or says so with a trailing
     separator (created when missing); anything else is the file's own path."""
     text = os.fspath(dest)
-    return text.endswith(("/", os.sep)) or Path(text).is_dir()
+    try:
+        return text.endswith(("/", os.sep)) or Path(text).is_dir()
+    except OSError as exc:  # a name too long for the filesystem, a directory not readable
+        raise ValueError(f"dest {text} cannot be used: {exc.strerror}") from None
 
 
 def _check_part_paths(parts: Sequence[RemoteModelFile]) -> None:
