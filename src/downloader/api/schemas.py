@@ -23,8 +23,9 @@ FINISHED: tuple[ApiStatus, ...] = ("completed", "failed", "canceled")
 QUEUE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 MAX_BATCH = 10_000
-MAX_MIRRORS = 16
 """Items of one batch request; the body cap (`DOWNLOADER_MAX_BODY_BYTES`) may bind first."""
+MAX_MIRRORS = 16
+"""Mirrors of one file: each failing one costs an attempt, so a long list buys nothing."""
 
 QueueId = Annotated[
     str, PathParam(pattern=QUEUE_ID_PATTERN, description="letters, digits, `_`, `.`, `-`")
@@ -141,18 +142,23 @@ class QueueStatus(BaseModel):
     processor: ProcessorStatus
 
 
+MirrorUrls = Annotated[
+    list[AnyHttpUrl],
+    Field(
+        max_length=MAX_MIRRORS,
+        description="other http(s) URLs of the same file, used only where their size, ETag "
+        "or hash matches; they pass the same address checks as the source and never get "
+        "the token",
+    ),
+]
+
+
 class Part(BaseModel):
     url: AnyHttpUrl
     path: str = Field(description="relative to `dest`")
     size: int | None = Field(default=None, ge=0)
     sha256: str | None = Field(default=None, description="64 hex digits")
-    mirrors: list[AnyHttpUrl] = Field(
-        default_factory=list,
-        max_length=MAX_MIRRORS,
-        description="other http(s) URLs of the same file, used only where their size, ETag "
-        "or hash matches; they pass the same address checks as the source and never get "
-        "the token",
-    )
+    mirrors: MirrorUrls = []
 
     @field_validator("sha256")
     @classmethod
@@ -170,13 +176,7 @@ class BatchItem(BaseModel):
         default=None, description="sent as `Authorization: Bearer`; never in any answer"
     )
     sha256: str | None = Field(default=None, description="of the file")
-    mirrors: list[AnyHttpUrl] = Field(
-        default_factory=list,
-        max_length=MAX_MIRRORS,
-        description="other http(s) URLs of the same file, used only where their size, ETag "
-        "or hash matches; they pass the same address checks as the source and never get "
-        "the token",
-    )
+    mirrors: MirrorUrls = []
 
     @field_validator("sha256")
     @classmethod
@@ -217,13 +217,7 @@ class EnqueueRequest(BaseModel):
         "server's own, if it has one, when omitted); never in any answer",
     )
     sha256: str | None = Field(default=None, description="of the one file of `source`")
-    mirrors: list[AnyHttpUrl] = Field(
-        default_factory=list,
-        max_length=MAX_MIRRORS,
-        description="with `source`: other http(s) URLs of its file, used only where their "
-        "size, ETag or hash matches; they pass the same address checks as the source and never "
-        "get the token",
-    )
+    mirrors: MirrorUrls = []  # with `source`; parts and items have their own
     revision: str = Field(default="main", description="with `repo`: a branch, tag or commit")
     repo_type: Literal["model", "dataset", "space"] = Field(default="model")
     allow_patterns: list[str] | None = Field(
