@@ -24,7 +24,7 @@ from tests.hub_origin import HubOrigin
 from tests.origin import Origin
 from tests.test_faults import FAST_RETRIES
 from tests.test_hub import digest, hub, repo_files  # noqa: F401  (`hub` is a fixture)
-from tests.test_queue import sha256
+from tests.test_queue import sha256, wait_until
 
 KiB, MiB = 1 << 10, 1 << 20
 
@@ -378,16 +378,24 @@ def test_mirrors_from_rest_and_the_command_line_take_over_from_a_failing_source(
             {"parts": [{"url": failing("p.bin"), "path": "p.bin",
                         "mirrors": [mirror.url("/files/p.bin")]}], "dest": "p"},
         ]  # fmt: skip
+        ids = []
         for body in bodies:
             answer = api.post("/api/v1/queue/default/enqueue", json=body)
             assert answer.status_code == 200, answer.text
+            ids += [item["item_id"] for item in answer.json()["items"]]
         refused = api.post(
             "/api/v1/queue/default/enqueue",
             json={"parts": [{"url": failing("p.bin"), "path": "x"}], "dest": "p",
                   "mirrors": [mirror.url("/files/p.bin")]},
         )  # fmt: skip
         assert refused.status_code == 422 and "`mirrors` goes with `source`" in refused.text
-    worker.join()
+
+        def ended() -> bool:
+            statuses = [api.get(f"/api/v1/queue/default/i/{i}").json()["status"] for i in ids]
+            return all(status not in ("pending", "in_progress") for status in statuses)
+
+        wait_until(ended, timeout=60)
+    worker.close()
     for name, folder in (("s.bin", "s"), ("i.bin", "i"), ("p.bin", "p")):
         assert sha256(tmp_path / "root" / folder / name) == hashlib.sha256(data[name]).hexdigest()
 
