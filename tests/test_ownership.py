@@ -476,7 +476,9 @@ JOB = st.tuples(NAMES, st.booleans(), st.integers(1, 64 * KiB))
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(jobs=st.lists(JOB, min_size=2, max_size=6), running=st.booleans())
-@example(jobs=[("model.bin", True, 1), ("model.bin", True, 2), ("model.bin", False, 3)], running=True)
+@example(
+    jobs=[("model.bin", True, 1), ("model.bin", True, 2), ("model.bin", False, 3)], running=True
+)
 def test_any_mix_of_jobs_in_one_directory_leaves_each_its_own_bytes(
     make_service: Callable[..., DownloadQueueService],
     origin: Origin,
