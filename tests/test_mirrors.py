@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from fastapi.testclient import TestClient
 
 from downloader import DownloadJobStatus, DownloadQueueService
+from downloader.api import create_api
 from downloader.filestate import PartialState, Validators, partial_path, state_path
 from downloader.mirrors import Mirrors
 from downloader.transfer import TransferRequest, fetch
+from tests.conftest import cli_env
 from tests.hub_origin import HubOrigin
 from tests.origin import Origin
 from tests.test_faults import FAST_RETRIES
@@ -351,11 +354,6 @@ def test_mirrors_from_rest_and_the_command_line_take_over_from_a_failing_source(
 ) -> None:
     """The same rule for every way in: each REST form carries its own `mirrors`, and `get`
     takes `--mirror`; the source always fails, so only the mirror can have served the bytes."""
-    from fastapi.testclient import TestClient
-
-    from downloader.api import create_api
-    from tests.conftest import cli_env
-
     for key, value in FAST_RETRIES.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("DOWNLOADER_DOWNLOAD_ROOT", str(tmp_path / "root"))
