@@ -761,9 +761,7 @@ class _Fetch:
             # The next attempt asks another URL first: a retry moves to another mirror.
             self.mirrors.failed(self.asked.get(response, self.request.url))
             if isinstance(exc, OverlongBodyError | SizeMismatchError):
-                # Bytes of a body that was not the file asked for: nothing to resume.
-                handle.truncate(0)
-                state_path(partial).unlink(missing_ok=True)
+                _void(handle, partial)  # a body that was not the file asked for
             raise
         self.finish(result, handle, partial, state, digest)
         return result
@@ -828,7 +826,6 @@ class _Fetch:
         """Fill the partial file with several range requests; `response` only told us about it."""
         response.close()
         assert state.segments is not None
-        sidecar = state_path(partial)
         result = self.new_result(path, response, state, state.segmented_done)
         self.hooks.started(result)
 
@@ -855,8 +852,7 @@ class _Fetch:
             with self.copying(partial):
                 copy.run()
         except SegmentMismatch as exc:
-            sidecar.unlink(missing_ok=True)
-            handle.truncate(0)
+            _void(handle, partial)
             raise IncompleteDownloadError(
                 f"{self.request.url} changed or stopped serving ranges mid-download ({exc}); "
                 "the partial file was emptied and the next attempt starts over"
@@ -902,8 +898,7 @@ class _Fetch:
             )
         result.total_bytes = result.bytes
         if self.request.size is not None and result.bytes != self.request.size:
-            handle.truncate(0)
-            state_path(partial).unlink(missing_ok=True)
+            _void(handle, partial)
             raise SizeMismatchError(
                 f"{self.request.url} sent {result.bytes} bytes, but {self.request.size} were "
                 "expected"
@@ -911,9 +906,8 @@ class _Fetch:
         sha256 = digest.hexdigest() if digest is not None else None
         wanted = self.wanted_sha256(state)
         if sha256 is not None and sha256 != wanted:
-            handle.truncate(0)
+            _void(handle, partial)
             partial.unlink(missing_ok=True)
-            state_path(partial).unlink(missing_ok=True)
             said = "expected" if self.request.sha256 else "but the server announced"
             raise ChecksumMismatchError(
                 f"{self.request.url} has SHA-256 {sha256}, {said} {wanted}; the bad file was "
@@ -977,6 +971,13 @@ def _opened(partial: Path, path: Path) -> Iterator[BinaryIO]:
             f"the disk holding {path} is full; free some space and run the job again, it "
             f"resumes from the {_size(partial)} bytes already saved"
         ) from exc
+
+
+def _void(handle: BinaryIO, partial: Path) -> None:
+    """Bytes that are not the file asked for: empty the partial and forget its state, so that
+    nothing resumes them."""
+    handle.truncate(0)
+    state_path(partial).unlink(missing_ok=True)
 
 
 def _save_state(state: PartialState, partial: Path, needed: int) -> None:
