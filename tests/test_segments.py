@@ -111,7 +111,9 @@ def test_a_file_that_changed_since_the_plan_starts_over(origin: Origin, tmp_path
     digest = origin.add("moving.bin", os.urandom(4 * MiB))  # a new version, a new ETag
     fetch(
         request(
-            origin, "/files/moving.bin?rate=8000000", tmp_path,
+            origin,
+            "/files/moving.bin?rate=8000000",
+            tmp_path,
             download_path=tmp_path / "moving.bin",
         )
     )

@@ -1,0 +1,24 @@
+"""The processes tests start, with the signal dispositions a terminal would give them.
+
+A shell without job control (a script, CI, `cmd &`) starts background commands with SIGINT
+and SIGQUIT ignored, and an ignored disposition survives `exec`: a `downloader get` that a
+test interrupts with SIGINT would then carry on and exit 0. So every child is started with
+both signals back to their defaults, whatever the test run itself inherited.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from typing import Any
+
+
+def default_signals() -> None:
+    """In the child, before `exec`: SIGINT and SIGQUIT as a terminal delivers them."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
+def popen(args: Any, **options: Any) -> subprocess.Popen[Any]:
+    """`subprocess.Popen` with `default_signals` in the child."""
+    return subprocess.Popen(args, preexec_fn=default_signals, **options)
