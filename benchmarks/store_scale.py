@@ -13,7 +13,7 @@ import uuid
 
 import redis
 
-from downloader.store import JobStore
+from downloader.store.jobs import JobStore
 
 
 def timed(call, repeat: int = 20) -> float:

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from downloader import DownloadQueueService
 from downloader.api import build_api, create_api
-from downloader.redact import MASK
+from downloader.engine.redact import MASK
 from tests.children import popen
 from tests.conftest import WorkerProcess, cli_env
 from tests.hub_origin import HubOrigin
@@ -130,7 +130,7 @@ def test_a_host_that_does_not_exist_fails_at_once_named_in_every_error_field_tok
     failed = finished(api, item["item_id"])
     assert failed["status"] == "failed" and failed["attempts"] == 1
     assert failed["error_type"] == "HostNotFoundError(gone.invalid)"
-    assert failed["error_message"] == "downloader.resolver.HostNotFoundError: gone.invalid"
+    assert failed["error_message"] == "downloader.engine.resolver.HostNotFoundError: gone.invalid"
     assert f"auth={MASK}" in failed["error_traceback"]
     assert token not in json.dumps(failed)
 

@@ -18,10 +18,9 @@ import pytest
 import yaml
 
 from downloader.api.auth import OPEN_PATHS
-from downloader.celery_app import PRIORITY_LEVELS
 from downloader.cli import build_parser
 from downloader.config import Settings
-from downloader.store import Keys
+from downloader.store.jobs import PRIORITY_LEVELS, Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -16,11 +16,11 @@ import requests
 from urllib3.exceptions import MaxRetryError, NameResolutionError
 
 from downloader import DownloadJobStatus, DownloadQueueService
-from downloader.netguard import ForbiddenAddressError, public_address
-from downloader.progress import describe_error
-from downloader.resolver import host_not_found
-from downloader.retry import is_retriable
-from downloader.store import PRIORITY_LEVELS
+from downloader.client.progress import describe_error
+from downloader.engine.netguard import ForbiddenAddressError, public_address
+from downloader.engine.resolver import host_not_found
+from downloader.engine.retry import is_retriable
+from downloader.store.jobs import PRIORITY_LEVELS
 from tests.children import popen
 from tests.conftest import WorkerProcess
 from tests.origin import Origin
@@ -86,7 +86,7 @@ def test_a_redelivered_message_never_starts_a_second_copy(
 def _broker_settled(service: DownloadQueueService) -> bool:
     """Whether every message of the service's queue has been taken and acknowledged."""
     app, redis_client = service.app, service.app.store.redis
-    lists = [app.broker_list(service.queue_id, level) for level in range(PRIORITY_LEVELS)]
+    lists = [app.keys.broker_list(service.queue_id, level) for level in range(PRIORITY_LEVELS)]
     unacked = f"{app.settings.namespace}:celery:unacked"
     return not any(redis_client.llen(key) for key in lists) and not redis_client.hlen(unacked)
 

@@ -14,6 +14,8 @@ import pytest
 import requests
 
 from downloader import DownloadJobStatus, DownloadQueueService
+from downloader.client.progress import describe_error
+from downloader.engine.retry import is_retriable
 from downloader.hub import (
     GatedRepoError,
     HubError,
@@ -24,8 +26,6 @@ from downloader.hub import (
     resolve_repo,
     token_for,
 )
-from downloader.progress import describe_error
-from downloader.retry import is_retriable
 from tests.hub_origin import HubOrigin
 from tests.test_faults import FAST_RETRIES
 from tests.test_queue import sha256

@@ -16,9 +16,10 @@ import redis
 from downloader import DownloadJobStatus, DownloadQueueService
 from downloader.celery_app import create_app
 from downloader.config import Settings
-from downloader.events import DOWNLOAD_COMPLETE, DOWNLOAD_PROGRESS, EventPublisher
-from downloader.reservations import Reservations
-from downloader.store import Claim, ClaimResult, JobStore
+from downloader.jobs.events import DOWNLOAD_COMPLETE, DOWNLOAD_PROGRESS
+from downloader.store.bus import EventPublisher
+from downloader.store.jobs import Claim, ClaimResult, JobStore
+from downloader.store.reservations import Reservations
 from tests.conftest import WorkerProcess
 from tests.origin import Origin
 from tests.test_queue import wait_until

@@ -16,7 +16,7 @@ from tests.test_queue import wait_until
 
 def _broker_messages(service: DownloadQueueService) -> int:
     app = service.app
-    return sum(app.redis.llen(app.broker_list(service.queue_id, level)) for level in range(10))
+    return sum(app.redis.llen(app.keys.broker_list(service.queue_id, level)) for level in range(10))
 
 
 def test_own_jobs_run_on_the_services_threads_by_priority_and_never_reach_the_broker(

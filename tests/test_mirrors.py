@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 
 from downloader import DownloadJobStatus, DownloadQueueService
 from downloader.api import create_api
-from downloader.filestate import PartialState, Validators, partial_path, state_path
-from downloader.mirrors import Mirrors
-from downloader.transfer import TransferRequest, fetch
+from downloader.engine.filestate import PartialState, Validators, partial_path, state_path
+from downloader.engine.mirrors import Mirrors
+from downloader.engine.transfer import TransferRequest, fetch
 from tests.conftest import cli_env
 from tests.hub_origin import HubOrigin
 from tests.origin import Origin
@@ -81,7 +81,7 @@ def test_a_source_that_always_fails_hands_over_to_a_mirror_without_its_token(
 def test_a_source_or_a_mirror_whose_host_does_not_exist_leaves_the_file_to_the_other(
     queue: DownloadQueueService, origin: Origin, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="downloader.mirrors")
+    caplog.set_level(logging.WARNING, logger="downloader.engine.mirrors")
     data = os.urandom(300 * KiB)
     origin.add("model.bin", data)
     from_mirror = queue.download(
@@ -147,7 +147,7 @@ def test_a_mirror_of_another_file_is_never_used_and_the_source_finishes(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="downloader.mirrors")
+    caplog.set_level(logging.WARNING, logger="downloader.engine.mirrors")
     data = os.urandom(MiB)
     origin.add("ckpt.bin", data)
     # Same length, other bytes (so another ETag); or the same bytes and one more.
@@ -334,7 +334,7 @@ def test_a_shorter_mirror_never_empties_a_finished_partial_file(
 def test_a_dropped_mirror_is_logged_without_its_query_or_user_info(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="downloader.mirrors")
+    caplog.set_level(logging.WARNING, logger="downloader.engine.mirrors")
     mirrors = Mirrors("https://src.example/f?sig=s1", ["https://u:pw@m.example:8443/f?sig=s2"])
     mirrors.drop("https://u:pw@m.example:8443/f?sig=s2", "its ETag differs")
     mirrors.drop("https://src.example/f?sig=s1", "the source is never dropped")

@@ -17,7 +17,7 @@ from downloader import (
     MultiFileDownloadJob,
     RemoteModelFile,
 )
-from downloader.events import Subscription
+from downloader.store.bus import Subscription
 from tests.conftest import WorkerProcess
 from tests.origin import Origin
 from tests.test_queue import sha256, wait_until

@@ -17,10 +17,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from downloader import DownloadJobStatus, DownloadQueueService, RemoteModelFile
-from downloader.filenames import ENGINE_SUFFIXES, safe_filename
-from downloader.filestate import PartialState, discard_partial, partial_path, state_path
-from downloader.reservations import DestinationTakenError
-from downloader.transfer import (
+from downloader.engine.filestate import PartialState, discard_partial, partial_path, state_path
+from downloader.engine.naming import ENGINE_SUFFIXES, safe_filename
+from downloader.engine.transfer import (
     ChecksumMismatchError,
     IncompleteDownloadError,
     SizeMismatchError,
@@ -28,6 +27,7 @@ from downloader.transfer import (
     TransferRequest,
     fetch,
 )
+from downloader.store.reservations import DestinationTakenError
 from tests.origin import Origin
 from tests.test_queue import sha256, wait_until
 

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from downloader.filenames import (
+from downloader.engine.naming import (
     FALLBACK_NAME,
     choose_filename,
     content_disposition_filename,
     safe_filename,
 )
-from downloader.transfer import TransferRequest, fetch, parse_content_range
+from downloader.engine.transfer import TransferRequest, fetch, parse_content_range
 from tests.origin import Origin
 
 HOSTILE = st.text(

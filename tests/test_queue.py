@@ -19,7 +19,7 @@ from downloader import (
     DownloadQueueService,
     UnknownJobIDException,
 )
-from downloader.events import Subscription
+from downloader.store.bus import Subscription
 from tests.conftest import keys_matching
 from tests.origin import Origin
 

@@ -24,9 +24,9 @@ from pydantic import ValidationError
 from downloader import DownloadJob, DownloadJobStatus, DownloadQueueService, RemoteModelFile
 from downloader.api import create_api
 from downloader.config import Settings
-from downloader.events import Subscription
-from downloader.netguard import ForbiddenAddressError, public_address, public_only_session
-from downloader.redact import MASK
+from downloader.engine.netguard import ForbiddenAddressError, public_address, public_only_session
+from downloader.engine.redact import MASK
+from downloader.store.bus import Subscription
 from tests.conftest import WorkerProcess, keys_matching
 from tests.origin import Origin
 from tests.proxy import RecordingProxy

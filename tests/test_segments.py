@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from downloader import DownloadJobStatus, DownloadQueueService
-from downloader.filestate import PartialState, partial_path, state_path
-from downloader.transfer import TransferHooks, TransferRequest, fetch
+from downloader.engine.filestate import PartialState, partial_path, state_path
+from downloader.engine.transfer import TransferHooks, TransferRequest, fetch
 from tests.origin import Origin
 
 MiB = 1 << 20

@@ -18,9 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from downloader import DownloadJobStatus, DownloadQueueService, RemoteModelFile, recovery
-from downloader.metrics import render
-from downloader.store import BATCH, CANCELLED, STATUSES, JobStore
+from downloader import DownloadJobStatus, DownloadQueueService, RemoteModelFile
+from downloader.api.metrics import render
+from downloader.store.jobs import BATCH, CANCELLED, STATUSES, JobStore
+from downloader.worker import recovery
 from tests.conftest import WorkerProcess, keys_matching
 from tests.origin import Origin
 from tests.test_queue import wait_until
@@ -266,7 +267,7 @@ def test_a_message_lost_with_a_frozen_worker_runs_on_another_within_the_visibili
     )
     frozen.process.send_signal(signal.SIGSTOP)
     job = client.download(origin.url("/files/lost.bin"), tmp_path)
-    broker_lists = [client.app.broker_list(client.queue_id, level) for level in range(10)]
+    broker_lists = [client.app.keys.broker_list(client.queue_id, level) for level in range(10)]
     wait_until(lambda: not any(client.app.redis.llen(key) for key in broker_lists))
     frozen.process.send_signal(signal.SIGKILL)
     frozen.process.wait(10)

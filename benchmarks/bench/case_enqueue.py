@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from downloader.events import Subscription
+from downloader.store.bus import Subscription
 
 from .api_server import api_server
 from .config import BenchError

@@ -12,25 +12,25 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from downloader.models import (
+    from downloader.client.progress import TqdmProgress
+    from downloader.client.service import DownloadQueueService, UnknownJobIDException
+    from downloader.jobs.models import (
         DownloadJob,
         DownloadJobCancelledException,
         DownloadJobStatus,
         MultiFileDownloadJob,
         RemoteModelFile,
     )
-    from downloader.progress import TqdmProgress
-    from downloader.service import DownloadQueueService, UnknownJobIDException
 
 _HOMES = {
-    "DownloadJob": "downloader.models",
-    "DownloadJobCancelledException": "downloader.models",
-    "DownloadJobStatus": "downloader.models",
-    "MultiFileDownloadJob": "downloader.models",
-    "RemoteModelFile": "downloader.models",
-    "TqdmProgress": "downloader.progress",
-    "DownloadQueueService": "downloader.service",
-    "UnknownJobIDException": "downloader.service",
+    "DownloadJob": "downloader.jobs.models",
+    "DownloadJobCancelledException": "downloader.jobs.models",
+    "DownloadJobStatus": "downloader.jobs.models",
+    "MultiFileDownloadJob": "downloader.jobs.models",
+    "RemoteModelFile": "downloader.jobs.models",
+    "TqdmProgress": "downloader.client.progress",
+    "DownloadQueueService": "downloader.client.service",
+    "UnknownJobIDException": "downloader.client.service",
 }
 
 __all__ = [

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from downloader.models import bearer_token
+from downloader.jobs.models import bearer_token
 
 
 def _default_state_dir() -> Path:

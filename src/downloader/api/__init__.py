@@ -8,6 +8,8 @@ body is read, and no answer carries a token. Laid out as FastAPI projects are: t
 repeat no input (`errors`), the state routes share (`context`), how they read the store
 (`queries`) and turn each enqueue form into jobs (`enqueueing`), and one router per resource
 (`routers`).
+
+It may import `client` and every layer below it; nothing but `cli` imports it.
 """
 
 from downloader.api.app import build_api, create_api

@@ -13,9 +13,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from downloader.client.service import DownloadQueueService
 from downloader.config import Settings
-from downloader.service import DownloadQueueService
-from downloader.store import JobStore
+from downloader.store.jobs import JobStore
 
 
 class ApiContext:

@@ -15,8 +15,8 @@ from downloader import hub
 from downloader.api.context import ApiContext
 from downloader.api.paths import confined
 from downloader.api.schemas import BatchItem, EnqueueRequest
-from downloader.models import RemoteModelFile
-from downloader.service import DownloadQueueService
+from downloader.client.service import DownloadQueueService
+from downloader.jobs.models import RemoteModelFile
 
 
 def enqueue(ctx: ApiContext, queue_id: str, body: EnqueueRequest) -> list[int]:

@@ -16,7 +16,6 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from downloader import processor
 from downloader.api.context import ApiContext
 from downloader.api.schemas import (
     UNFINISHED,
@@ -26,8 +25,9 @@ from downloader.api.schemas import (
     ProcessorStatus,
     QueueCounts,
 )
-from downloader.models import DownloadJobStatus
-from downloader.store import BATCH, CANCELLED, JobStore
+from downloader.celery_app import control
+from downloader.jobs.models import DownloadJobStatus
+from downloader.store.jobs import BATCH, CANCELLED, JobStore
 
 INDEX: dict[ApiStatus, str] = {
     "pending": DownloadJobStatus.WAITING.value,
@@ -66,8 +66,8 @@ def counts(ctx: ApiContext, queue_id: str) -> QueueCounts:
 def processor_status(ctx: ApiContext, queue_id: str, in_progress: int) -> ProcessorStatus:
     """Whether live workers take the queue's jobs, from their heartbeats: O(workers)."""
     app = ctx.reader().app
-    paused = processor.is_paused(app, queue_id)
-    workers = [] if paused else ctx.store.live_workers(app.celery_queue(queue_id))
+    paused = control.is_paused(app, queue_id)
+    workers = [] if paused else ctx.store.live_workers(app.keys.celery_queue(queue_id))
     return ProcessorStatus(
         is_started=bool(workers),
         is_processing=not paused and in_progress > 0,

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Path as PathParam
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_validator
 
-from downloader.models import DownloadJobStatus
-from downloader.store import KIND_MULTIFILE
+from downloader.jobs.models import DownloadJobStatus
+from downloader.store.jobs import KIND_MULTIFILE
 
 ApiStatus = Literal["pending", "in_progress", "completed", "failed", "canceled"]
 UNFINISHED: tuple[ApiStatus, ...] = ("pending", "in_progress")

@@ -6,6 +6,8 @@ imported up front: `downloader --help` must answer at once, so Celery, requests 
 are imported by the commands that use them. One module per concern: `parser` (the options
 and the entry point), `common` (what every command opens), `get`, `jobs` (looking at and
 steering the queue's jobs) and `serve` (the long-running processes).
+
+The top floor: it may import every other package, and none imports it.
 """
 
 from downloader.cli.parser import build_parser, main

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from downloader.service import DownloadQueueService
+    from downloader.client.service import DownloadQueueService
 
 
 EXIT_ERROR = 1
@@ -26,7 +26,7 @@ def queue_of(args: argparse.Namespace) -> str:
 def open_service(
     args: argparse.Namespace, start_worker: bool = False, **kwargs: Any
 ) -> DownloadQueueService:
-    from downloader.service import DownloadQueueService
+    from downloader.client.service import DownloadQueueService
 
     return DownloadQueueService(
         max_parallel_dl=getattr(args, "parallel", 5),

@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 from downloader.cli.common import EXIT_ERROR, EXIT_USAGE, load_settings, open_service
 
 if TYPE_CHECKING:
+    from downloader.client.progress import Console
+    from downloader.client.service import DownloadQueueService
     from downloader.hub import ResolvedRepo
-    from downloader.models import DownloadJob, MultiFileDownloadJob
-    from downloader.progress import Console
-    from downloader.service import DownloadQueueService
+    from downloader.jobs.models import DownloadJob, MultiFileDownloadJob
 
     Job = DownloadJob | MultiFileDownloadJob
 
@@ -117,18 +117,18 @@ def consuming_workers(queue: DownloadQueueService) -> list[str]:
     live = queue.app.live_workers()
     if not live:
         return []
-    from downloader import processor
+    from downloader.celery_app import control
 
-    return processor.consuming_workers(
+    return control.consuming_workers(
         queue.celery, queue.queue_id, timeout=NO_WORKER_WAIT, limit=len(live)
     )
 
 
 def _say_when_nothing_takes_the_jobs(queue: DownloadQueueService) -> None:
     """A get that only watches would wait in silence for workers that are not coming."""
-    from downloader import processor
+    from downloader.celery_app import control
 
-    if processor.is_paused(queue.app, queue.queue_id):
+    if control.is_paused(queue.app, queue.queue_id):
         why = (
             f"queue {queue.queue_id!r} is paused: `downloader resume` lets its workers take "
             "jobs again"
@@ -206,7 +206,7 @@ def _earlier_jobs(
     (a URL; a repo's file by its final path, as its next resolution may pin another commit) to
     the URL its new job fetches. Answers the final path to resume for each one found; costs a
     few round trips whatever the number of files."""
-    from downloader.filestate import PartialState, discard_partial, partial_path, state_path
+    from downloader.engine.filestate import PartialState, discard_partial, partial_path, state_path
 
     redis, key = queue.app.redis, f"{queue.app.keys.namespace}:{RESUME_KEY}"
     fields = [_resume_field(dest, name) for name in wanted]
@@ -323,9 +323,9 @@ def cmd_get(args: argparse.Namespace) -> int:
         print(f"error: {exc}; nothing was queued", file=sys.stderr)
         return EXIT_ERROR
 
-    from downloader.embedded import EmbeddedRedis
-    from downloader.progress import Console, RetryLines
-    from downloader.reservations import DestinationTakenError
+    from downloader.client.progress import Console, RetryLines
+    from downloader.store.embedded import EmbeddedRedis
+    from downloader.store.reservations import DestinationTakenError
 
     settings = load_settings()
     embedded = settings.redis_url is None
@@ -348,8 +348,8 @@ def cmd_get(args: argparse.Namespace) -> int:
             "DOWNLOADER_REDIS_URL use their own settings (add --worker to download here too)"
         )
     retry_lines = RetryLines(console)
-    logging.getLogger("downloader.runner").addHandler(retry_lines)
-    logging.getLogger("downloader.runner").propagate = False
+    logging.getLogger("downloader.worker.runner").addHandler(retry_lines)
+    logging.getLogger("downloader.worker.runner").propagate = False
     # Held past the service's close, so that stopped jobs can be recorded for the next run.
     redis_url = settings.redis_url or EmbeddedRedis.acquire(settings)
     jobs: list[Job] = []
@@ -385,7 +385,7 @@ def _enqueue(
     multi-file job each, partial files of a stopped get one by one to resume them. Every
     file's job reports to the console (a bar per file). A destination another unfinished job
     holds refuses the whole get: what was queued before is cancelled."""
-    from downloader.reservations import DestinationTakenError
+    from downloader.store.reservations import DestinationTakenError
 
     target = Path(args.output).expanduser().resolve() if args.output else dest
     batch = [s for s in sources if s.repo is None and s.url not in resumed]
@@ -519,7 +519,7 @@ def _stopped(
             )
         print(went, file=sys.stderr)
         return code
-    from downloader.models import DownloadJob
+    from downloader.jobs.models import DownloadJob
 
     resumable: dict[str, int] = {}
     for job in unfinished:

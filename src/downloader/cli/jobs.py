@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from downloader.cli.common import EXIT_ERROR, open_service
 
 if TYPE_CHECKING:
-    from downloader.models import DownloadJob, MultiFileDownloadJob
-    from downloader.service import DownloadQueueService
+    from downloader.client.service import DownloadQueueService
+    from downloader.jobs.models import DownloadJob, MultiFileDownloadJob
 
     Job = DownloadJob | MultiFileDownloadJob
 
@@ -50,7 +50,7 @@ def _status_word(record: dict[str, Any]) -> str:
 
 def _index_ids(redis: Any, key: str, newest_first: bool) -> Iterator[int]:
     """The job ids of one index (scored by id), a page at a time."""
-    from downloader.store import BATCH
+    from downloader.store.jobs import BATCH
 
     bound: str | None = None
     while True:
@@ -70,7 +70,7 @@ def _listed_records(
 ) -> Iterator[dict[str, Any]]:
     """The records `list` shows, read a page at a time from the per-queue (and per-status)
     indexes, in id order; memory and round trips follow the page, not the queue."""
-    from downloader.store import BATCH
+    from downloader.store.jobs import BATCH
 
     store = queue.app.store
     keys = store.keys
@@ -120,7 +120,7 @@ def _find_job(queue: DownloadQueueService, args: argparse.Namespace, job_id: int
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from downloader.progress import describe_error
+    from downloader.client.progress import describe_error
 
     code = 0
     shown: list[Job] = []
@@ -142,7 +142,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from downloader.runner import tidy_cancelled
+    from downloader.worker.runner import tidy_cancelled
 
     status = 0
     with open_service(args) as queue:
@@ -165,10 +165,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    from downloader import processor
+    from downloader.celery_app import control
 
     with open_service(args) as queue:
-        processor.pause(queue.celery, queue.queue_id)
+        control.pause(queue.celery, queue.queue_id)
         embedded = queue.app.settings.redis_url is None
     print(f"paused queue {queue.queue_id!r}: running downloads go on, no new one starts")
     if embedded and not args.queue:
@@ -180,10 +180,10 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from downloader import processor
+    from downloader.celery_app import control
 
     with open_service(args) as queue:
-        processor.resume(queue.celery, queue.queue_id)
+        control.resume(queue.celery, queue.queue_id)
     print(f"resumed queue {queue.queue_id!r}")
     return 0
 
@@ -215,7 +215,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from downloader.events import Subscription
+    from downloader.store.bus import Subscription
 
     with open_service(args) as queue:
         subscription = Subscription(

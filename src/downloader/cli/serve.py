@@ -13,19 +13,20 @@ from downloader.cli.common import load_settings, queue_of
 def cmd_worker(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
     from downloader.celery_app import app
 
+    runtime = app.runtime
     argv = [
         "worker",
-        f"--concurrency={args.concurrency or app.settings.concurrency}",
-        f"--queues={app.celery_queue(queue_of(args))}",
+        f"--concurrency={args.concurrency or runtime.settings.concurrency}",
+        f"--queues={runtime.keys.celery_queue(queue_of(args))}",
         f"--loglevel={args.loglevel}",
         *extra,
     ]
     if args.hostname:
         argv.append(f"--hostname={args.hostname}")
     if args.metrics_port:
-        from downloader.metrics import serve
+        from downloader.api.metrics import serve
 
-        serve(app.store, args.metrics_port)
+        serve(runtime.store, args.metrics_port)
     app.worker_main(argv)
     return 0
 

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from downloader.api.context import Ctx
 from downloader.api.schemas import QueueId
-from downloader.store import Keys
+from downloader.store.jobs import Keys
 
 router = APIRouter(prefix="/api/v1/queue/{queue_id}", tags=["events"])
 

@@ -10,7 +10,7 @@ from redis.retry import Retry
 
 from downloader.api.context import Ctx
 from downloader.api.schemas import Health
-from downloader.store import JobStore
+from downloader.store.jobs import JobStore
 
 router = APIRouter(tags=["health"])
 

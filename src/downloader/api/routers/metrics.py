@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from downloader import metrics
+from downloader.api import metrics
 from downloader.api.context import Ctx
 
 router = APIRouter(tags=["metrics"])

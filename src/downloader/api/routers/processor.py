@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from downloader import processor
 from downloader.api import queries
 from downloader.api.context import ApiContext, Ctx
 from downloader.api.schemas import ProcessorStatus, QueueId
+from downloader.celery_app import control
 
 router = APIRouter(prefix="/api/v1/queue/{queue_id}/processor", tags=["processor"])
 
@@ -21,12 +21,12 @@ def _status(ctx: ApiContext, queue_id: str) -> ProcessorStatus:
 def pause(ctx: Ctx, queue_id: QueueId) -> ProcessorStatus:
     """Workers stop taking this queue's jobs (running downloads go on); workers that start
     later leave it alone too, until it is resumed."""
-    processor.pause(ctx.reader().celery, queue_id)
+    control.pause(ctx.reader().celery, queue_id)
     return _status(ctx, queue_id)
 
 
 @router.post("/resume", response_model=ProcessorStatus)
 def resume(ctx: Ctx, queue_id: QueueId) -> ProcessorStatus:
     """The workers started with this queue take its jobs again."""
-    processor.resume(ctx.reader().celery, queue_id)
+    control.resume(ctx.reader().celery, queue_id)
     return _status(ctx, queue_id)

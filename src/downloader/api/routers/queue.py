@@ -25,7 +25,7 @@ from downloader.api.schemas import (
     Removed,
     api_status,
 )
-from downloader.service import UnknownJobIDException
+from downloader.client.service import UnknownJobIDException
 
 router = APIRouter(prefix="/api/v1/queue/{queue_id}")
 

@@ -1,0 +1,97 @@
+"""Prometheus metrics, read from the counters the job store keeps: cheap at any queue size.
+
+Nothing here counts in process memory: every figure comes from Redis (the per-status indexes'
+cardinalities, the namespace's stats hash, the worker heartbeats), so any API process or
+worker renders the same numbers, and rendering costs a few round trips whatever the number
+of jobs. `render(store)` answers the text format for an HTTP route (the REST API's
+`/metrics`); `serve(store, port)` starts prometheus_client's own server (for
+`downloader worker --metrics-port`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from downloader.store.jobs import CANCELLED, DURATION_BUCKETS, STATUSES, JobStore
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class StoreCollector(Collector):
+    """Collects from the store on every scrape."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        store = self.store
+        jobs = GaugeMetricFamily(
+            "downloader_jobs", "Jobs in Redis by queue and status", labels=["queue", "status"]
+        )
+        for queue_id in store.queue_names():
+            counts = store.counts(queue_id)
+            for status in (*STATUSES, CANCELLED):
+                jobs.add_metric([queue_id, status], counts[status])
+        yield jobs
+
+        stats = {k.decode(): v.decode() for k, v in store.redis.hgetall(store.keys.stats).items()}
+        ended = CounterMetricFamily(
+            "downloader_jobs_ended",
+            "Jobs that ended, by queue and outcome",
+            labels=["queue", "outcome"],
+        )
+        for key, value in sorted(stats.items()):
+            if key.startswith("ended:"):
+                _, queue_id, outcome = key.rsplit(":", 2)
+                ended.add_metric([queue_id, outcome], int(value))
+        yield ended
+        yield CounterMetricFamily(
+            "downloader_downloaded_bytes",
+            "Bytes of completed downloads",
+            value=int(stats.get("bytes", 0)),
+        )
+        yield CounterMetricFamily(
+            "downloader_retries",
+            "Transfers retried after a transient failure",
+            value=int(stats.get("retries", 0)),
+        )
+        buckets, cumulative = [], 0
+        for le in (*(str(b) for b in DURATION_BUCKETS), "+Inf"):
+            cumulative += int(stats.get(f"duration_le:{le}", 0))
+            buckets.append((le, cumulative))
+        yield HistogramMetricFamily(
+            "downloader_job_duration_seconds",
+            "From first start to end, per download",
+            buckets=buckets,
+            sum_value=float(stats.get("duration_sum", 0)),
+        )
+        yield GaugeMetricFamily(
+            "downloader_live_workers",
+            "Workers whose heartbeat is current",
+            value=len(store.live_workers()),
+        )
+
+
+def registry_for(store: JobStore) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(store))
+    return registry
+
+
+def render(store: JobStore) -> bytes:
+    """The metrics in Prometheus' text format (`CONTENT_TYPE`)."""
+    return generate_latest(registry_for(store))
+
+
+def serve(store: JobStore, port: int, addr: str = "0.0.0.0") -> None:
+    """Serve `/metrics` on `port` from a daemon thread of this process."""
+    start_http_server(port, addr=addr, registry=registry_for(store))

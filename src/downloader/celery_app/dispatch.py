@@ -1,0 +1,155 @@
+"""Jobs sent to other processes' workers as broker messages, and messages lost on the way.
+
+`BrokerDispatcher` is the runtime's way to any queue: it sends (job id, queue, priority)
+triples as ordinary Celery messages of the `downloader.download` task, pipelined over one
+producer. Every dispatch is noted in the store by time first (`JobStore.dispatched`), and the
+time is in the task id too, which is how `redispatch_lost` finds a waiting job whose message
+left the broker and was never claimed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+
+from celery import Celery
+from celery.utils.nodenames import anon_nodename
+from kombu.common import maybe_declare
+
+from downloader.jobs.models import DownloadJobStatus
+from downloader.store.jobs import BATCH, PRIORITY_LEVELS, celery_priority
+from downloader.worker.runtime import Dispatch, Runtime
+
+log = logging.getLogger(__name__)
+
+
+class BrokerDispatcher:
+    """Sends any queue's jobs, and discards, to the broker of one Celery app."""
+
+    def __init__(self, app: Celery, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    def takes(self, queue_id: str) -> bool:
+        return True
+
+    def submit(self, jobs: Sequence[Dispatch]) -> None:
+        """Send (job id, queue id, priority) triples to the broker over one producer.
+
+        The store notes the dispatch time first (so a message lost on the way is found again
+        by the orphan watch), and the time goes into the task id too: the watch compares it
+        with the oldest message still in the broker. No result is stored: clients follow the
+        job store, and Flower reads task events.
+        """
+        app, keys = self.app, self.runtime.keys
+        now = time.time()
+        self.runtime.store.dispatched(jobs, now)
+        task = app.tasks["downloader.download"]
+        origin = anon_nodename()  # Celery would work out the same for every message
+        with app.producer_or_acquire() as producer:
+            for name in {keys.celery_queue(queue_id) for _, queue_id, _ in jobs}:
+                maybe_declare(app.amqp.queues[name], producer.channel)
+            # kombu's publish batch sends the messages in pipelined round trips, not one each;
+            # the queues are declared above, once, and a failure shows when the batch is sent
+            # (a retry per message, inside a pipeline, could mend nothing).
+            with producer.batch():
+                for job_id, queue_id, priority in jobs:
+                    task.apply_async(
+                        (job_id,),
+                        queue=keys.celery_queue(queue_id),
+                        priority=celery_priority(priority),
+                        task_id=dispatch_task_id(job_id, now),
+                        ignore_result=True,
+                        producer=producer,
+                        declare=[],
+                        retry=False,
+                        argsrepr=f"({job_id},)",  # what Flower shows, without a saferepr each
+                        kwargsrepr="{}",
+                        origin=origin,
+                    )
+
+    def discard(self, job_id: int, queue_id: str) -> None:
+        self.app.tasks["downloader.discard"].si(job_id).apply_async(
+            queue=self.runtime.keys.celery_queue(queue_id), priority=0, ignore_result=True
+        )
+
+    def oldest_dispatch(self, queue_id: str, levels: Iterable[int]) -> list[float | None]:
+        """When the oldest message still in the broker for each level was sent (None: the
+        level's list is empty). Anything sent before it has left the list."""
+        runtime = self.runtime
+        pipe = runtime.redis.pipeline(transaction=False)
+        for level in levels:
+            pipe.lindex(runtime.keys.broker_list(queue_id, level), -1)
+        return [_dispatch_time(raw) for raw in pipe.execute()]
+
+
+def dispatch_task_id(job_id: int, sent: float) -> str:
+    """`<job id>-<send time in ms>-<random>`: readable in Flower, and dated for the watch."""
+    return f"{job_id}-{int(sent * 1000)}-{uuid.uuid4().hex[:8]}"
+
+
+def _dispatch_time(raw: bytes | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        task_id = json.loads(raw)["headers"]["id"]
+        return int(task_id.split("-")[1]) / 1000
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return 0.0  # a message not sent by `submit`: treat every job as possibly behind it
+
+
+def redispatch_lost(broker: BrokerDispatcher) -> list[int]:
+    """Queue again the waiting jobs whose message left the broker and was never claimed.
+
+    Every dispatch is noted in a sorted set per queue and priority level, by time, and the
+    task id carries the same time. A level's list in the broker is FIFO, so a job sent
+    before the oldest message still in it has been popped; if it is still waiting a
+    visibility timeout after it was sent, its message was lost (or a live worker holds it
+    unacknowledged, and the claim drops the duplicate). Answers the ids sent again.
+    """
+    runtime = broker.runtime
+    store, keys = runtime.store, runtime.keys
+    deadline = time.time() - runtime.settings.visibility_timeout
+    due: list[tuple[int, str, int]] = []
+    levels = range(PRIORITY_LEVELS)
+    for queue_id in _with_dispatches(runtime):
+        oldest = broker.oldest_dispatch(queue_id, levels)
+        pipe = store.redis.pipeline(transaction=False)
+        for level, head in zip(levels, oldest, strict=True):
+            bound = deadline if head is None else min(deadline, head)
+            pipe.zrangebyscore(keys.dispatched(queue_id, level), "-inf", f"({bound}", 0, BATCH)
+        for level, ids in zip(levels, pipe.execute(), strict=True):
+            due.extend((int(job_id), queue_id, level) for job_id in ids)
+    if not due:
+        return []
+    pipe = store.redis.pipeline(transaction=False)
+    for job_id, _, _ in due:
+        pipe.hmget(keys.job(job_id), "status", "cancel_requested", "priority")
+    resend, stale = [], store.redis.pipeline(transaction=False)
+    for (job_id, queue_id, level), (status, cancel, priority) in zip(
+        due, pipe.execute(), strict=True
+    ):
+        waiting = status is not None and json.loads(status) == DownloadJobStatus.WAITING.value
+        if waiting and cancel != b"true":
+            resend.append((job_id, queue_id, int(json.loads(priority or b"10"))))
+            continue
+        stale.zrem(keys.dispatched(queue_id, level), job_id)
+    stale.execute()
+    if resend:
+        log.warning("%d waiting jobs were never claimed; queued again", len(resend))
+        broker.submit(resend)
+    return [job_id for job_id, _, _ in resend]
+
+
+def _with_dispatches(runtime: Runtime) -> list[str]:
+    """The queues with a job sent and not yet claimed: the only ones whose messages can be
+    lost. One round trip for every queue."""
+    store, keys = runtime.store, runtime.keys
+    names = store.queue_names()
+    pipe = store.redis.pipeline(transaction=False)
+    for queue_id in names:
+        pipe.exists(*(keys.dispatched(queue_id, level) for level in range(PRIORITY_LEVELS)))
+    return [queue_id for queue_id, found in zip(names, pipe.execute(), strict=True) if found]

@@ -1,0 +1,70 @@
+"""The Celery tasks: thin glue from a message to the runner.
+
+A task's only argument is a job id: the job, and above all its access token, live in the job
+store, so Flower and the broker never see more than a number.
+"""
+
+from __future__ import annotations
+
+import time
+
+from celery import Task, shared_task
+from celery.signals import worker_ready, worker_shutting_down
+
+from downloader.celery_app.app import DownloaderApp
+from downloader.engine.redact import scrub_log_handlers
+from downloader.worker.runner import run_download, tidy_cancelled
+
+FLOWER_PROGRESS_AFTER = 1.0
+"""Seconds a download runs before it reports its progress to Flower."""
+
+
+@shared_task(bind=True, name="downloader.download")
+def download(self: Task, job_id: int) -> dict[str, object]:
+    """Download job `job_id`; answers its id and what became of it (for Flower)."""
+
+    started = time.monotonic()
+
+    def tell_flower(current: int, total: int) -> None:
+        # A custom task event: Flower shows the task as PROGRESS with these fields. Only for
+        # downloads long enough to watch: for small files it would cost more than the bytes.
+        if time.monotonic() - started >= FLOWER_PROGRESS_AFTER:
+            self.send_event(
+                "task-progress", job_id=job_id, current_bytes=current, total_bytes=total
+            )
+
+    outcome = run_download(self.app.runtime, job_id, self.request.hostname or "worker", tell_flower)
+    return {"job_id": job_id, "outcome": outcome}
+
+
+@shared_task(bind=True, name="downloader.discard")
+def discard(self: Task, job_id: int) -> dict[str, object]:
+    """Remove the partial file of a job cancelled after its worker died."""
+    tidy_cancelled(self.app.runtime, job_id, self.request.hostname or "worker")
+    return {"job_id": job_id, "outcome": "tidied"}
+
+
+@worker_shutting_down.connect
+def _hand_back_running_jobs(sender: object = None, **_: object) -> None:
+    """On SIGTERM a worker's running downloads go back to the queue instead of being waited on."""
+    from celery import current_app
+
+    if isinstance(current_app, DownloaderApp):
+        current_app.runtime.stopping.set()
+
+
+@worker_ready.connect
+def _watch_for_orphans(sender: object = None, **_: object) -> None:
+    """Every worker process keeps a heartbeat and requeues the jobs of workers that died."""
+    app = getattr(sender, "app", None)
+    if isinstance(app, DownloaderApp):
+        queues = getattr(sender, "downloader_queues", ())  # see control.KeepPaused
+        app.orphan_watch(getattr(sender, "hostname", None), queues).start()
+
+
+@worker_ready.connect
+def _scrub_tokens_from_logs(sender: object = None, **_: object) -> None:
+    """A worker's log lines are as public as its error texts: mask every token in them."""
+    app = getattr(sender, "app", None)
+    if isinstance(app, DownloaderApp):
+        scrub_log_handlers(t.get_secret_value() for t in app.runtime.settings.host_tokens.values())

@@ -1,0 +1,434 @@
+"""Model hubs as sources: `hf://` addresses and whole repos, resolved once to a pinned commit.
+
+A repo download must come from one commit even if someone pushes while it runs, and every LFS
+file must be checked against the hash the hub announces. So a hub source is resolved here,
+once, in the client (the service, the REST API, the CLI): the revision becomes the commit the
+hub answers, the files become `RemoteModelFile`s whose URL is the hub's `resolve` URL at that
+commit and whose `sha256` is the hub's LFS hash. From there on it is a plain job: workers need
+no hub knowledge, and every retry asks the hub again for a fresh signed CDN URL. With hub
+mirrors configured (`DOWNLOADER_HF_MIRRORS`), each file also names the same `resolve` URL on
+every mirror as its `mirrors`, which the worker uses when they match the hub's hash.
+
+Tokens: the hub's token (`HF_TOKEN`, else the file huggingface_hub writes) goes with requests to
+the hub's own origin only; requests drops it when the hub redirects to its CDN. Civitai's
+(`CIVITAI_API_TOKEN`) goes to civitai.com. Nothing here logs or repeats a token.
+
+Everything the hub answers is treated as hostile: commits and hashes must look like hex digests,
+paths must stay inside the destination, and pagination links must stay on the hub.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote, unquote, urljoin, urlsplit
+
+import requests
+from pydantic import ValidationError
+
+from downloader.config import Settings
+from downloader.engine.origins import origin
+from downloader.engine.resolver import host_not_found
+from downloader.jobs.models import RemoteModelFile, bearer_token
+
+SCHEME = "hf://"
+REPO_TYPES = ("model", "dataset", "space")
+_URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+_API_KIND = {"model": "models", "dataset": "datasets", "space": "spaces"}
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_MAX_PAGES = 10_000
+"""A hub whose listing never ends is broken or hostile; stop following it."""
+_CIVITAI = "civitai.com"
+_SERVED_TO_ANYONE = frozenset({"README.md", ".gitattributes"})
+"""Files the hub serves even from a gated repo, so their answer says nothing of access."""
+
+
+class HubError(Exception):
+    """The hub refused or could not answer; the message says what to do."""
+
+
+class RepoNotFoundError(HubError):
+    """No such repo, or a private one this token (or no token) may not read."""
+
+
+class GatedRepoError(HubError):
+    """The repo's files need its terms accepted, by the account whose token is used."""
+
+
+class RevisionNotFoundError(HubError):
+    """The repo has no such branch, tag or commit."""
+
+
+class EntryNotFoundError(HubError):
+    """The repo has no such file at that revision."""
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """A repo (and maybe one file in it) on the hub, as an `hf://` address names it."""
+
+    repo_id: str
+    repo_type: str = "model"
+    revision: str = "main"
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.repo_type not in REPO_TYPES:
+            raise ValueError(
+                f"repo_type must be one of {', '.join(REPO_TYPES)}, got {self.repo_type!r}"
+            )
+        if not _REPO_ID.fullmatch(self.repo_id) or ".." in self.repo_id:
+            raise ValueError(f"a hub repo is named owner/name, got {self.repo_id!r}")
+        if not self.revision:
+            raise ValueError("a revision must not be empty")
+
+    @property
+    def name(self) -> str:
+        """The repo's own name: the directory its files land in under `dest`."""
+        return self.repo_id.split("/")[1]
+
+
+@dataclass
+class ResolvedRepo:
+    """A repo pinned to one commit, with the files to fetch from it."""
+
+    ref: HubRef
+    commit: str
+    files: list[RemoteModelFile] = field(default_factory=list)
+    """Each under `<repo name>/`, with the resolve URL at `commit`, size and LFS SHA-256."""
+
+
+def is_hub_source(source: str) -> bool:
+    return source[: len(SCHEME)].lower() == SCHEME
+
+
+def parse_hf_url(url: str) -> HubRef:
+    """`hf://[datasets/|spaces/]<owner>/<repo>[@<revision>][/<path>]` as a `HubRef`.
+
+    A revision with slashes (`refs/pr/1`) is written percent-encoded, as huggingface_hub's
+    file system does: `hf://owner/repo@refs%2Fpr%2F1/file`.
+    """
+    if not is_hub_source(url):
+        raise ValueError(f"not an {SCHEME} address: {url!r}")
+    parts = url[len(SCHEME) :].split("/")
+    repo_type = "model"
+    if parts[0] in ("datasets", "spaces"):
+        repo_type = parts.pop(0)[:-1]
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise ValueError(f"an {SCHEME} address names owner/repo, got {url!r}")
+    name, _, revision = parts[1].partition("@")
+    path = "/".join(parts[2:]).strip("/") or None
+    return HubRef(f"{parts[0]}/{name}", repo_type, unquote(revision) or "main", path)
+
+
+# -- tokens ---------------------------------------------------------------------------------
+
+
+def hf_token() -> str | None:
+    """`HF_TOKEN`, else the token file `hf auth login` writes, as huggingface_hub finds them;
+    checked here, where it enters, so that a token a header cannot carry is named by where
+    it came from instead of failing later as an unreachable hub."""
+    for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        token = os.environ.get(variable, "").strip()
+        if token:
+            return _header_safe(token, variable)
+    path = os.environ.get("HF_TOKEN_PATH")
+    if not path:
+        cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+        home = os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")
+        path = os.path.join(home, "token")
+    try:
+        token = Path(path).expanduser().read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return _header_safe(token, f"the token file {path}") if token else None
+
+
+def _header_safe(token: str, source: str) -> str | None:
+    try:
+        return bearer_token(token)
+    except ValueError as exc:
+        raise HubError(f"{source}: {exc}") from None
+
+
+def token_for(url: str, settings: Settings | None = None) -> str | None:
+    """The token a hub wants on `url`: the HF token on the hub's own origin, Civitai's on
+    civitai.com; None anywhere else, so no token ever leaves for a host it was not made for."""
+    settings = settings or Settings()
+    target = urlsplit(url)
+    if origin(url) == origin(settings.hf_endpoint):
+        return hf_token()
+    host = (target.hostname or "").lower()
+    if target.scheme == "https" and (host == _CIVITAI or host.endswith("." + _CIVITAI)):
+        return os.environ.get("CIVITAI_API_TOKEN", "").strip() or None
+    return None
+
+
+# -- resolving ------------------------------------------------------------------------------
+
+
+class _Hub:
+    """One resolution's connection to the hub: endpoint, token and session."""
+
+    def __init__(
+        self, ref: HubRef, token: str | None, settings: Settings, session: requests.Session
+    ) -> None:
+        self.ref, self.token, self.session = ref, token, session
+        self.endpoint = settings.hf_endpoint.rstrip("/")
+        self.mirrors = [str(mirror).rstrip("/") for mirror in settings.hf_mirrors]
+        self.timeout = (settings.connect_timeout, settings.read_timeout)
+
+    @property
+    def repo_url(self) -> str:
+        return self.repo_url_on(self.endpoint)
+
+    def repo_url_on(self, endpoint: str) -> str:
+        return f"{endpoint}/{_URL_PREFIX[self.ref.repo_type]}{self.ref.repo_id}"
+
+    def api_url(self, *parts: str) -> str:
+        kind = _API_KIND[self.ref.repo_type]
+        return "/".join((f"{self.endpoint}/api/{kind}/{self.ref.repo_id}", *parts))
+
+    def resolve_url(self, commit: str, path: str, endpoint: str | None = None) -> str:
+        return f"{self.repo_url_on(endpoint or self.endpoint)}/resolve/{commit}/{quote(path)}"
+
+    def get(self, url: str, what: str, **params: str) -> requests.Response:
+        return self.request("GET", url, what, params=params)
+
+    def request(self, method: str, url: str, what: str, **options: Any) -> requests.Response:
+        """One request to the hub with the token; refuses any other origin, so a hostile
+        answer (a pagination link elsewhere) cannot take the token with it."""
+        if origin(url) != origin(self.endpoint):
+            raise HubError(f"the hub at {self.endpoint} pointed {what} to another host; refused")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            response = self.session.request(
+                method, url, headers=headers, timeout=self.timeout, **options
+            )
+        except requests.RequestException as exc:
+            missing = host_not_found(exc, url)
+            if missing is not None:  # no later try can mend a name that does not exist
+                raise HubError(
+                    f"the hub's host {missing.host} was not found (DOWNLOADER_HF_ENDPOINT is "
+                    f"{self.endpoint})"
+                ) from None
+            raise HubError(
+                f"could not reach the hub at {self.endpoint} for {what} ({type(exc).__name__}); "
+                "try again later, or set DOWNLOADER_HF_ENDPOINT to another mirror"
+            ) from None
+        self.check(response, what)
+        return response
+
+    def json(self, response: requests.Response, what: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise HubError(f"the hub at {self.endpoint} answered {what} with no JSON") from None
+
+    def commit(self) -> str:
+        """The commit the revision points at now: everything else is fetched at it."""
+        what = f"revision {self.ref.revision!r} of {self.ref.repo_id}"
+        info = self.json(
+            self.get(self.api_url("revision", quote(self.ref.revision, safe="")), what), what
+        )
+        sha = info.get("sha") if isinstance(info, dict) else None
+        if not isinstance(sha, str) or not _COMMIT.fullmatch(sha):
+            raise HubError(f"the hub at {self.endpoint} gave no commit for {what}")
+        return sha
+
+    def tree(
+        self, commit: str, folder: str = "", recursive: bool = True
+    ) -> Iterator[dict[str, Any]]:
+        """The file entries under `folder` at `commit`, following the listing's pages."""
+        url: str | None = self.api_url("tree", commit, *([quote(folder)] if folder else []))
+        params = {"recursive": "true"} if recursive else {}
+        what = f"the file list of {self.ref.repo_id}"
+        seen: set[str] = set()
+        while url is not None and url not in seen and len(seen) < _MAX_PAGES:
+            seen.add(url)
+            response = self.get(url, what, **params)
+            entries = self.json(response, what)
+            if not isinstance(entries, list):
+                raise HubError(f"the hub at {self.endpoint} answered {what} with no list")
+            yield from (e for e in entries if isinstance(e, dict) and e.get("type") == "file")
+            following = response.links.get("next", {}).get("url")
+            url, params = (urljoin(url, following), {}) if following else (None, params)
+
+    def part(self, commit: str, entry: dict[str, Any]) -> RemoteModelFile:
+        """One listing entry as a part under `<repo name>/`; refuses what does not add up."""
+        path, size, lfs = entry.get("path"), entry.get("size"), entry.get("lfs")
+        sha256 = None
+        if isinstance(lfs, dict):
+            sha256 = lfs.get("oid") or lfs.get("sha256")
+            size = lfs.get("size", size)
+            if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+                raise HubError(f"the hub announced no valid SHA-256 for {path!r}")
+        if not isinstance(path, str) or not isinstance(size, int) or size < 0:
+            raise HubError(f"the hub listed a file it did not describe: {entry!r:.200}")
+        try:
+            return RemoteModelFile(
+                url=self.resolve_url(commit, path),
+                path=PurePosixPath(self.ref.name, path).as_posix(),
+                size=size,
+                sha256=sha256,
+                mirrors=[self.resolve_url(commit, path, mirror) for mirror in self.mirrors],
+            )
+        except ValidationError as exc:
+            raise HubError(f"the hub listed a file path that is not safe: {path!r:.200}") from exc
+
+    def check_access(self, url: str) -> None:
+        """Ask for one file without following the CDN redirect: a gated repo answers here,
+        before any job is queued, rather than in every part's worker."""
+        self.request("HEAD", url, f"a file of {self.ref.repo_id}", allow_redirects=False)
+
+    def check(self, response: requests.Response, what: str) -> None:
+        """Turn the hub's error answers (its `X-Error-Code`) into errors that say what to do."""
+        if response.status_code < 400:
+            return
+        code = response.headers.get("X-Error-Code", "")
+        ref, kind = self.ref, self.ref.repo_type
+        token_hint = (
+            "the token in use (HF_TOKEN or the huggingface token file) does not give access"
+            if self.token
+            else "no Hugging Face token is set: set HF_TOKEN or run `hf auth login`"
+        )
+        if code == "GatedRepo":
+            raise GatedRepoError(
+                f"{kind} {ref.repo_id} is gated and {token_hint}: accept its terms at "
+                f"{self.repo_url} with the account the token belongs to (some repos also wait "
+                "for the authors to approve), then run the download again"
+            )
+        if code == "RepoNotFound" or (response.status_code == 401 and not code):
+            raise RepoNotFoundError(
+                f"{kind} {ref.repo_id} was not found on {self.endpoint}, or it is private and "
+                f"{token_hint}: check the name, and for a private repo use a token of an "
+                "account that can read it"
+            )
+        if code == "RevisionNotFound":
+            raise RevisionNotFoundError(
+                f"{kind} {ref.repo_id} has no revision {ref.revision!r}: name a branch, tag or "
+                "commit that exists"
+            )
+        if code == "EntryNotFound" or response.status_code == 404:
+            raise EntryNotFoundError(
+                f"{kind} {ref.repo_id} has no {ref.path or 'such file'!r} at "
+                f"{ref.revision!r}: check the path"
+            )
+        raise HubError(
+            f"the hub at {self.endpoint} answered HTTP {response.status_code} for {what}; "
+            "try again later, or set DOWNLOADER_HF_ENDPOINT to another mirror"
+        )
+
+
+def _selected(
+    entries: Iterator[dict[str, Any]],
+    allow_patterns: Sequence[str] | str | None,
+    ignore_patterns: Sequence[str] | str | None,
+) -> Iterator[dict[str, Any]]:
+    """huggingface_hub's filter: fnmatch on the repo path, allow-list then deny-list; a
+    pattern ending in `/` means everything under that folder, as in its snapshot_download."""
+    allow = _patterns(allow_patterns)
+    ignore = _patterns(ignore_patterns)
+    for entry in entries:
+        path = str(entry.get("path", ""))
+        if allow is not None and not any(fnmatch(path, p) for p in allow):
+            continue
+        if ignore is not None and any(fnmatch(path, p) for p in ignore):
+            continue
+        yield entry
+
+
+def _patterns(patterns: Sequence[str] | str | None) -> list[str] | None:
+    if patterns is None:
+        return None
+    listed = [patterns] if isinstance(patterns, str) else list(patterns)
+    return [p + "*" if p.endswith("/") else p for p in listed]
+
+
+def resolve_repo(
+    repo: str | HubRef,
+    *,
+    revision: str = "main",
+    repo_type: str = "model",
+    allow_patterns: Sequence[str] | str | None = None,
+    ignore_patterns: Sequence[str] | str | None = None,
+    token: str | None = None,
+    settings: Settings | None = None,
+    session: requests.Session | None = None,
+) -> ResolvedRepo:
+    """Pin `repo` at `revision` to a commit and list the files to fetch (the REST API and the
+    CLI call this too). `repo` is `owner/name`, an `hf://` address (whose own kind, revision
+    and folder then apply), or a `HubRef`; `token` defaults to the HF token found in the
+    environment."""
+    if isinstance(repo, str):
+        repo = parse_hf_url(repo) if is_hub_source(repo) else HubRef(repo, repo_type, revision)
+    settings = settings or Settings()
+    with _session(session) as http:
+        hub = _Hub(repo, token or hf_token(), settings, http)
+        commit = hub.commit()
+        folder = repo.path or ""
+        entries = _selected(hub.tree(commit, folder), allow_patterns, ignore_patterns)
+        files = [hub.part(commit, entry) for entry in entries]
+        if not files:
+            raise EntryNotFoundError(
+                f"no file of {repo.repo_type} {repo.repo_id} at {repo.revision!r} matches "
+                f"allow_patterns={allow_patterns!r} ignore_patterns={ignore_patterns!r}"
+            )
+        hub.check_access(str(_access_probe(files).url))
+    return ResolvedRepo(repo, commit, files)
+
+
+def _access_probe(files: Sequence[RemoteModelFile]) -> RemoteModelFile:
+    """The file whose answer tells whether the repo's files can be read. The hub serves a
+    gated repo's card and attributes (`README.md`, `.gitattributes`) to anyone, so asking for
+    one of them would let a gated repo through to fail in every other part's worker: an LFS
+    file is asked first, then any other."""
+    telling = [f for f in files if PurePosixPath(f.path).name not in _SERVED_TO_ANYONE]
+    return next((f for f in telling if f.sha256), telling[0] if telling else files[0])
+
+
+def resolve_file(
+    source: str,
+    *,
+    token: str | None = None,
+    settings: Settings | None = None,
+    session: requests.Session | None = None,
+) -> RemoteModelFile:
+    """One `hf://owner/repo[@revision]/path` as its resolve URL at the pinned commit, with the
+    file's size and LFS SHA-256 (None for a small git file, which the hub does not hash)."""
+    ref = parse_hf_url(source)
+    if ref.path is None:
+        raise ValueError(f"{source!r} names a repo, not a file: use repo_download for a repo")
+    settings = settings or Settings()
+    with _session(session) as http:
+        hub = _Hub(ref, token or hf_token(), settings, http)
+        commit = hub.commit()
+        folder = PurePosixPath(ref.path).parent.as_posix()
+        listing = hub.tree(commit, "" if folder == "." else folder, recursive=False)
+        entry = next((e for e in listing if e.get("path") == ref.path), None)
+        if entry is None:
+            raise EntryNotFoundError(
+                f"{ref.repo_type} {ref.repo_id} has no {ref.path!r} at {ref.revision!r}: "
+                "check the path"
+            )
+        part = hub.part(commit, entry)
+        hub.check_access(str(part.url))
+    return part
+
+
+@contextmanager
+def _session(given: requests.Session | None) -> Iterator[requests.Session]:
+    """The caller's session if it gave one (it keeps it open), else one for this resolution."""
+    if given is not None:
+        yield given
+        return
+    with requests.Session() as session:
+        yield session

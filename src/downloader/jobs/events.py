@@ -1,0 +1,18 @@
+"""The names of the lifecycle events every job publishes (InvokeAI's download-queue events).
+
+Workers publish them, clients and the REST event stream receive them; the payloads carry
+`event`, `job_id`, `queue_id` and `timestamp` beside each event's own fields (see
+`downloader.store.bus`, which publishes them on Redis pub/sub).
+"""
+
+DOWNLOAD_STARTED = "download_started"
+DOWNLOAD_PROGRESS = "download_progress"
+DOWNLOAD_COMPLETE = "download_complete"
+DOWNLOAD_ERROR = "download_error"
+DOWNLOAD_CANCELLED = "download_cancelled"
+
+MULTIFILE_STARTED = "multifile_download_started"
+MULTIFILE_PROGRESS = "multifile_download_progress"
+MULTIFILE_COMPLETE = "multifile_download_complete"
+MULTIFILE_ERROR = "multifile_download_error"
+MULTIFILE_CANCELLED = "multifile_download_cancelled"

@@ -1,0 +1,217 @@
+"""The job models users of the InvokeAI download queue already know.
+
+The models are plain pydantic data: the service keeps them up to date from the job store and
+the event stream, and the callbacks live in private attributes so that serialising a job never
+drags a function (or the access token) along.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    field_validator,
+)
+
+from downloader.engine.errors import DownloadJobCancelledException
+from downloader.engine.naming import ENGINE_SUFFIXES, is_engine_name
+
+__all__ = [
+    "DownloadJob",
+    "DownloadJobCancelledException",
+    "DownloadJobStatus",
+    "MultiFileDownloadJob",
+    "RemoteModelFile",
+    "bearer_token",
+    "mirror_urls",
+]
+
+_HEADER_SAFE = re.compile(r"[\x20-\x7e]*")
+"""Printable ASCII and the space: what an `Authorization` header value may carry as is."""
+
+
+def bearer_token(token: str | None) -> str | None:
+    """A token as it may go into `Authorization: Bearer ...`, or None for no token.
+
+    Tokens are read from secret files and pasted from terminals: surrounding whitespace (a
+    final newline) is dropped. Anything else a header cannot carry (a control character, a
+    line break inside) is refused, because requests would otherwise quote the whole header,
+    token included, in its error. The message never repeats the token.
+    """
+    if token is None:
+        return None
+    token = token.strip()
+    if not _HEADER_SAFE.fullmatch(token):
+        raise ValueError(
+            "the access token holds a control character or a character outside printable "
+            "ASCII, which an HTTP header cannot carry; check how it was read or pasted"
+        )
+    return token or None
+
+
+_MIRROR_URLS = TypeAdapter(list[AnyHttpUrl])
+
+
+def mirror_urls(mirrors: Iterable[object] | None) -> list[str]:
+    """Mirror URLs checked as sources are (http or https, well formed), as text, in order,
+    without repeats; a `ValueError` names the bad one. A single string is refused: it would
+    otherwise be read as a list of characters."""
+    if mirrors is None:
+        return []
+    if isinstance(mirrors, str | bytes):
+        raise ValueError("mirrors is a list of URLs, not one string")
+    return list(dict.fromkeys(str(url) for url in _MIRROR_URLS.validate_python(list(mirrors))))
+
+
+class DownloadJobStatus(StrEnum):
+    """Where a job is in its life; `ERROR` covers cancellation too, as in the seed."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    ERROR = "error"
+
+    @property
+    def finished(self) -> bool:
+        return self in (DownloadJobStatus.COMPLETED, DownloadJobStatus.ERROR)
+
+
+DownloadEventHandler = Callable[[Any], None]
+
+_CALLBACK_NAMES = ("on_start", "on_progress", "on_complete", "on_cancelled", "on_error")
+
+
+class _CallbackMixin(BaseModel):
+    """Callbacks are private so that `model_dump_json` only ever shows data."""
+
+    _callbacks: dict[str, DownloadEventHandler] = PrivateAttr(default_factory=dict)
+    _cancelled: bool = PrivateAttr(default=False)
+
+    def set_callbacks(self, **handlers: DownloadEventHandler | None) -> None:
+        for name, handler in handlers.items():
+            if name not in _CALLBACK_NAMES:
+                raise TypeError(f"unknown callback {name!r}")
+            if handler is not None:
+                self._callbacks[name] = handler
+
+    def callback(self, name: str) -> DownloadEventHandler | None:
+        return self._callbacks.get(name)
+
+    @property
+    def cancelled(self) -> bool:
+        """True when the job was cancelled by a caller (its status is then `error`)."""
+        return self._cancelled
+
+    @cancelled.setter
+    def cancelled(self, value: bool) -> None:
+        self._cancelled = bool(value)
+
+    @property
+    def in_terminal_state(self) -> bool:
+        return self.status.finished  # type: ignore[attr-defined]
+
+    @property
+    def complete(self) -> bool:
+        return self.status == DownloadJobStatus.COMPLETED  # type: ignore[attr-defined]
+
+    @property
+    def waiting(self) -> bool:
+        return self.status == DownloadJobStatus.WAITING  # type: ignore[attr-defined]
+
+    @property
+    def running(self) -> bool:
+        return self.status == DownloadJobStatus.RUNNING  # type: ignore[attr-defined]
+
+    @property
+    def errored(self) -> bool:
+        return self.status == DownloadJobStatus.ERROR  # type: ignore[attr-defined]
+
+
+class DownloadJob(_CallbackMixin):
+    """One URL to one file. Field order follows the seed so dumps read the same."""
+
+    source: AnyHttpUrl
+    dest: Path
+    id: int = -1
+    priority: int = 10
+    status: DownloadJobStatus = DownloadJobStatus.WAITING
+    download_path: Path | None = None
+    job_started: datetime | None = None
+    job_ended: datetime | None = None
+    job_sequence: int | None = None
+    bytes: int = 0
+    total_bytes: int = 0
+    content_type: str | None = None
+    etag: str | None = None
+    final_url: str | None = None
+    error_type: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    """How many times a worker tried: one per claim plus one per retry."""
+    access_token: str | None = Field(default=None, exclude=True, repr=False)
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+    """A validation error must not quote the token it refused."""
+
+    @field_validator("access_token")
+    @classmethod
+    def _header_safe_token(cls, token: str | None) -> str | None:
+        return bearer_token(token)
+
+
+class RemoteModelFile(BaseModel):
+    """One part of a multi-file job: where it comes from and where under `dest` it goes."""
+
+    url: AnyHttpUrl
+    path: Path
+    size: int | None = None
+    sha256: str | None = None
+    mirrors: list[AnyHttpUrl] = Field(default_factory=list)
+    """Other URLs of the same file (a hub mirror's, say); used when they match it."""
+
+    @field_validator("path")
+    @classmethod
+    def _relative_inside_dest(cls, path: Path) -> Path:
+        posix = PurePosixPath(path.as_posix())
+        if str(path) in ("", ".") or not posix.parts:
+            raise ValueError("a part's path must not be empty")
+        if path.is_absolute() or posix.is_absolute():
+            raise ValueError(f"a part's path must be relative, got {path}")
+        if ".." in posix.parts:
+            raise ValueError(f"a part's path must stay inside dest, got {path}")
+        if is_engine_name(posix.name):
+            raise ValueError(
+                f"a part's path must not end in {', '.join(ENGINE_SUFFIXES)}: those names are "
+                f"the downloader's own partial files, got {path}"
+            )
+        return path
+
+
+class MultiFileDownloadJob(_CallbackMixin):
+    """Several files under one root; it ends when its last part does."""
+
+    dest: Path
+    id: int = -1
+    priority: int = 10
+    status: DownloadJobStatus = DownloadJobStatus.WAITING
+    download_path: Path | None = None
+    job_started: datetime | None = None
+    job_ended: datetime | None = None
+    bytes: int = 0
+    total_bytes: int = 0
+    error_type: str | None = None
+    error: str | None = None
+    download_parts: list[DownloadJob] = Field(default_factory=list)
+    revision: str | None = None
+    """For a hub repo: the commit every part comes from."""

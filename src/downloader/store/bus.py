@@ -1,0 +1,152 @@
+"""Lifecycle events on Redis pub/sub.
+
+Every event goes to two channels, as a JSON object with `event`, `job_id`, `queue_id` and
+`timestamp` beside the event's own fields:
+
+- `<namespace>:events:<queue_id>`, every event of a queue, for dashboards, the REST event
+  stream and other services (every queue: a pattern subscription to `<namespace>:events:*`);
+- `<namespace>:job-events:<job_id>`, the events of one job, which is what a client follows:
+  a client with one job in a busy queue parses that job's events and nothing else.
+
+Redis delivers a channel's messages in publish order, and both are published in one round
+trip, so either channel sees a job's events in order. A worker mostly does not call `publish`:
+it `prepare`s the event and hands it to the store's script that makes the change the event
+reports (`JobStore.update`, `JobStore.finish`), which publishes it in the same round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from downloader.store.jobs import BATCH, Announcement, Keys
+
+log = logging.getLogger(__name__)
+
+
+class EventPublisher:
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.redis = client
+        self.keys = Keys(namespace)
+
+    def prepare(self, event: str, queue_id: str, job_id: int, **fields: Any) -> Announcement:
+        """The event as a store script publishes it, to both of its channels."""
+        data = json.dumps(_payload(event, queue_id, job_id, fields))
+        return Announcement((self.keys.events(queue_id), self.keys.job_events(job_id)), data)
+
+    def publish(self, event: str, queue_id: str, job_id: int, **fields: Any) -> dict[str, Any]:
+        payload = _payload(event, queue_id, job_id, fields)
+        self._send([payload])
+        return payload
+
+    def publish_many(
+        self,
+        event: str,
+        queue_id: str,
+        job_ids: Iterable[int],
+        fields: Mapping[int, dict[str, Any]] | None = None,
+    ) -> None:
+        """One event for many jobs (with each job's `fields`), a pipelined batch at a time."""
+        fields = fields or {}
+        payloads = [_payload(event, queue_id, job_id, fields.get(job_id, {})) for job_id in job_ids]
+        for start in range(0, len(payloads), BATCH):
+            self._send(payloads[start : start + BATCH])
+
+    def _send(self, payloads: list[dict[str, Any]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for payload in payloads:
+            data = json.dumps(payload)
+            pipe.publish(self.keys.events(payload["queue_id"]), data)
+            pipe.publish(self.keys.job_events(payload["job_id"]), data)
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            # An event is a notification; the job store holds the truth and subscribers
+            # re-read it. A download must not fail because Redis blinked.
+            log.warning("could not publish %s", payloads[0]["event"], exc_info=True)
+
+
+def _payload(event: str, queue_id: str, job_id: int, fields: dict[str, Any]) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "event": event,
+        "job_id": job_id,
+        "queue_id": queue_id,
+        "timestamp": datetime.now(UTC).isoformat(),
+    }
+    payload.update({k: (str(v) if hasattr(v, "__fspath__") else v) for k, v in fields.items()})
+    return payload
+
+
+SUBSCRIBED = "_subscribed"
+"""Not an event: what a `Subscription` yields when Redis confirms it follows a job's channel.
+Events the job published before that moment were not heard; the store has what they said."""
+
+
+class Subscription:
+    """The events of one queue (or, with no queue, of all queues) as they are published; or,
+    with `client_channel`, of the jobs it is told to `follow`.
+
+    The constructor returns once Redis has confirmed the subscription, so an event published
+    after it cannot be missed. Iterating yields None every `poll` seconds of quiet, which lets
+    a consumer notice that it should stop (or follow more jobs) without a second thread.
+    A redis-py PubSub is not thread-safe: call `follow` and `unfollow` from the iterating
+    thread.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        namespace: str,
+        queue_id: str | None = None,
+        poll: float = 0.5,
+        client_channel: str | None = None,
+    ) -> None:
+        self.keys = keys = Keys(namespace)
+        self.poll = poll
+        self.client = client  # a collected client closes its pool, and this connection with it
+        self.pubsub = client.pubsub()
+        if client_channel is not None:
+            self.pubsub.subscribe(client_channel)
+        elif queue_id is None:
+            self.pubsub.psubscribe(keys.events("*"))
+        else:
+            self.pubsub.subscribe(keys.events(queue_id))
+        self._job_prefix = keys.job_events(0)[:-1]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            message = self.pubsub.get_message(timeout=0.5)
+            if message and message["type"] in ("subscribe", "psubscribe"):
+                return
+        raise TimeoutError("Redis did not confirm the event subscription")
+
+    def follow(self, job_ids: Iterable[int]) -> None:
+        """Listen to these jobs' own channels too; each confirmation yields `SUBSCRIBED`."""
+        channels = [self.keys.job_events(job_id) for job_id in job_ids]
+        for start in range(0, len(channels), BATCH):
+            self.pubsub.subscribe(*channels[start : start + BATCH])
+
+    def unfollow(self, job_ids: Iterable[int]) -> None:
+        channels = [self.keys.job_events(job_id) for job_id in job_ids]
+        if channels:
+            self.pubsub.unsubscribe(*channels)
+
+    def __iter__(self) -> Iterator[dict[str, Any] | None]:
+        while True:
+            message = self.pubsub.get_message(timeout=self.poll)
+            if message is None:
+                yield None
+            elif message["type"] in ("message", "pmessage"):
+                yield json.loads(message["data"])
+            elif message["type"] == "subscribe":
+                channel = message["channel"].decode()
+                if channel.startswith(self._job_prefix):
+                    yield {"event": SUBSCRIBED, "job_id": int(channel[len(self._job_prefix) :])}
+
+    def close(self) -> None:
+        self.pubsub.close()

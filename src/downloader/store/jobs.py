@@ -1,0 +1,839 @@
+"""The Redis job store: the only copy of a job's state, shared by clients and workers.
+
+A job is one Redis hash whose fields hold JSON values, so a worker can update `bytes` without
+rewriting the record and a Lua script can make the few decisions that must be atomic
+(claiming a job, cancelling it, releasing a lease). The access token lives under a key of its
+own so that reading a job never reads the token.
+
+Every read a client or the API makes must cost O(page) or O(1) however long the queue, so
+beside the records the store keeps indexes that the same scripts change together with a
+job's status (see `_LIB`): per queue and status a sorted set of ids (counts are their
+cardinalities, pages are ranges by id), the finish times that retention sweeps, the dispatch
+times that the orphan watch uses to find lost messages, and counters (per multi-file parent:
+its parts' outcomes and summed bytes; per namespace: the figures `metrics` exports).
+
+A small job must cost a worker few round trips, so the scripts a worker calls do all that one
+moment of a job needs at once: the claim takes the lease, marks the job running and answers
+its record and token; an update or the end of a job publishes its events (`Announcement`s,
+prepared by `events.EventPublisher.prepare`) in the same script, after its writes, so a
+subscriber that hears an event and reads the record sees what the event says; the end also
+releases the lease and the job's path reservations.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum, StrEnum
+from typing import Any
+
+import redis
+
+from downloader.jobs.models import DownloadJob, DownloadJobStatus, MultiFileDownloadJob
+
+CANCELLED_ERROR_TYPE = "DownloadJobCancelledException"
+
+KIND_SINGLE = "download"
+KIND_MULTIFILE = "multifile"
+
+PRIORITY_LEVELS = 10
+"""Celery's Redis transport serves levels 0 (first) .. 9 (last), FIFO within a level."""
+
+STATUSES = tuple(status.value for status in DownloadJobStatus)
+CANCELLED = "cancelled"
+"""Not a status (a cancelled job is an `error` with `cancelled` set) but counted apart too."""
+
+DURATION_BUCKETS = (1, 5, 15, 60, 300, 1800, 3600)
+"""Upper bounds (seconds) of the job-duration histogram the store keeps for `metrics`."""
+
+BATCH = 1000
+"""Commands per pipeline round trip when writing or reading many jobs."""
+
+# Fields of the models that are stored as they are; the rest of a record is bookkeeping.
+_SINGLE_FIELDS = tuple(name for name in DownloadJob.model_fields if name != "access_token")
+_MULTI_FIELDS = tuple(
+    name for name in MultiFileDownloadJob.model_fields if name != "download_parts"
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def celery_priority(priority: int) -> int:
+    """Map the seed's priority (lower runs first, default 10) onto the transport's 0..9.
+
+    Steps of ten: below 10 is level 0, 10..19 level 1 (the default), ..., 90 and above level
+    9. Monotonic, so a lower priority never starts after a higher one queued at the same time.
+    (`_LIB` computes the same in Lua.)
+    """
+    return min(max(priority // 10, 0), PRIORITY_LEVELS - 1)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every Redis key and channel the project uses, under one namespace."""
+
+    namespace: str
+
+    def job(self, job_id: int) -> str:
+        return f"{self.namespace}:job:{job_id}"
+
+    def secret(self, job_id: int) -> str:
+        return f"{self.namespace}:job:{job_id}:secret"
+
+    def lease(self, job_id: int) -> str:
+        return f"{self.namespace}:job:{job_id}:lease"
+
+    def progress_gate(self, job_id: int) -> str:
+        return f"{self.namespace}:job:{job_id}:gate"
+
+    @property
+    def sweep_gate(self) -> str:
+        return f"{self.namespace}:sweep:gate"
+
+    def queue_jobs(self, queue_id: str) -> str:
+        """Every job of the queue, by id."""
+        return f"{self.namespace}:queue:{queue_id}:jobs"
+
+    def queue_status(self, queue_id: str, status: str) -> str:
+        """The queue's jobs in one status (or `cancelled`), by id."""
+        return f"{self.namespace}:queue:{queue_id}:status:{status}"
+
+    def queue_ended(self, queue_id: str) -> str:
+        """The queue's finished jobs, scored by when they ended (epoch seconds)."""
+        return f"{self.namespace}:queue:{queue_id}:ended"
+
+    def dispatched(self, queue_id: str, level: int) -> str:
+        """Waiting jobs of a queue and priority level, scored by when they were last sent."""
+        return f"{self.namespace}:dispatched:{queue_id}:{level}"
+
+    def events(self, queue_id: str) -> str:
+        return f"{self.namespace}:events:{queue_id}"
+
+    def job_events(self, job_id: int) -> str:
+        """The events of one job, beside its queue's channel: what a client listens to."""
+        return f"{self.namespace}:job-events:{job_id}"
+
+    def celery_queue(self, queue_id: str) -> str:
+        """The Celery queue of a job queue."""
+        return f"{self.namespace}.{queue_id}"
+
+    @property
+    def celery_prefix(self) -> str:
+        """What kombu puts before every key of the broker and the result backend."""
+        return f"{self.namespace}:celery:"
+
+    def broker_list(self, queue_id: str, level: int) -> str:
+        """The Redis list kombu keeps a queue's messages of one priority level in."""
+        name = f"{self.celery_prefix}{self.celery_queue(queue_id)}"
+        return f"{name}:{level}" if level else name
+
+    def worker(self, name: str) -> str:
+        return f"{self.namespace}:worker:{name}"
+
+    @property
+    def workers(self) -> str:
+        """Worker names scored by when their heartbeat expires."""
+        return f"{self.namespace}:workers"
+
+    @property
+    def queues(self) -> str:
+        return f"{self.namespace}:queues"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.namespace}:stats"
+
+    @property
+    def next_id(self) -> str:
+        return f"{self.namespace}:next_id"
+
+    @property
+    def job_sequence(self) -> str:
+        return f"{self.namespace}:job_sequence"
+
+    @property
+    def running(self) -> str:
+        return f"{self.namespace}:running"
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """An event ready to go out: its JSON text and the channels it goes to."""
+
+    channels: tuple[str, ...]
+    data: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a claim decided, with the job's record and token as they were then (None: none)."""
+
+    result: ClaimResult
+    record: dict[str, Any] | None
+    token: str | None
+
+
+class ClaimResult(StrEnum):
+    CLAIMED = "claimed"
+    LEASED = "leased"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    MISSING = "missing"
+
+
+class CancelResult(StrEnum):
+    CANCELLED = "cancelled"  # it was not running: now it is over
+    REQUESTED = "requested"  # its worker will stop it
+    FINISHED = "finished"  # too late, it had ended
+    MISSING = "missing"
+
+
+# Every script below starts with this library. ARGV[1..3] are the namespace, the time as a
+# JSON ISO string and as epoch seconds; ARGV[4] is the job id. Keys are derived from the
+# namespace inside the script (one Redis, not a cluster), so one call updates a job, its
+# indexes, its parent and the stats together.
+_LIB = """
+local NS, NOW, EPOCH = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- Publish the `count` events at ARGV[at + 1 ..] to every channel in KEYS; answers the index
+-- of the first ARGV after them. An event follows the writes it reports (called last).
+local function announce(at, count)
+  for i = at + 1, at + count do
+    for _, channel in ipairs(KEYS) do redis.call('PUBLISH', channel, ARGV[i]) end
+  end
+  return at + count + 1
+end
+local TERMINAL = {completed = true, error = true}
+local function jkey(id) return NS .. ':job:' .. id end
+local function qkey(q, suffix) return NS .. ':queue:' .. q .. ':' .. suffix end
+local function field(jk, name)
+  local raw = redis.call('HGET', jk, name)
+  if not raw then return nil end
+  local value = cjson.decode(raw)
+  if value == cjson.null then return nil end
+  return value
+end
+local function dispatched_key(jk, q)
+  local p = tonumber(field(jk, 'priority') or 10) or 10
+  return NS .. ':dispatched:' .. q .. ':' .. math.min(math.max(math.floor(p / 10), 0), 9)
+end
+-- A part's byte counts are summed into its parent's by applying each change's difference.
+local function set_count(jk, parent, name, value)
+  if parent then
+    local old = tonumber(redis.call('HGET', jk, name) or '0') or 0
+    local delta = (tonumber(value) or 0) - old
+    if delta ~= 0 then redis.call('HINCRBY', jkey(parent), name, delta) end
+  end
+  redis.call('HSET', jk, name, value)
+end
+local function set_fields(jk, first)
+  local parent = field(jk, 'parent_id')
+  for i = first, #ARGV, 2 do
+    local name, value = ARGV[i], ARGV[i + 1]
+    if name == 'bytes' or name == 'total_bytes' then
+      set_count(jk, parent, name, value)
+    else
+      redis.call('HSET', jk, name, value)
+    end
+  end
+end
+-- Move job `id` to status `new` with every index, its parent's counters and the stats.
+local function move(id, new, cancelled)
+  local jk = jkey(id)
+  local old = field(jk, 'status')
+  local q = field(jk, 'queue_id')
+  if old ~= new then
+    redis.call('ZREM', qkey(q, 'status:' .. old), id)
+    redis.call('ZADD', qkey(q, 'status:' .. new), id, id)
+    redis.call('HSET', jk, 'status', cjson.encode(new))
+  end
+  if new ~= 'running' then redis.call('SREM', NS .. ':running', id) end
+  if not TERMINAL[new] or TERMINAL[old] then return old end
+  local outcome = new
+  if cancelled then
+    outcome = 'cancelled'
+    redis.call('ZADD', qkey(q, 'status:cancelled'), id, id)
+  end
+  redis.call('ZADD', qkey(q, 'ended'), EPOCH, id)
+  redis.call('ZREM', dispatched_key(jk, q), id)
+  local stats = NS .. ':stats'
+  redis.call('HINCRBY', stats, 'ended:' .. q .. ':' .. outcome, 1)
+  if new == 'completed' then
+    redis.call('HINCRBY', stats, 'bytes', tonumber(redis.call('HGET', jk, 'bytes') or '0') or 0)
+  end
+  local started = tonumber(redis.call('HGET', jk, 'started_epoch') or '')
+  if started and field(jk, 'kind') ~= 'multifile' then
+    local seconds = math.max(EPOCH - started, 0)
+    local bucket = '+Inf'
+    for _, le in ipairs(BUCKETS) do
+      if seconds <= le then bucket = tostring(le) break end
+    end
+    redis.call('HINCRBY', stats, 'duration_le:' .. bucket, 1)
+    redis.call('HINCRBYFLOAT', stats, 'duration_sum', seconds)
+  end
+  local parent = field(jk, 'parent_id')
+  if parent then
+    local pk = jkey(parent)
+    local counter = {completed = 'parts_done', error = 'parts_failed',
+                     cancelled = 'parts_cancelled'}
+    redis.call('HINCRBY', pk, counter[outcome], 1)
+    if outcome ~= 'completed' then redis.call('HSETNX', pk, 'culprit', id) end
+  end
+  return old
+end
+"""
+_LIB = f"local BUCKETS = {{{', '.join(str(b) for b in DURATION_BUCKETS)}}}\n" + _LIB
+
+_CLAIM = """
+local id, owner = ARGV[4], ARGV[5]
+local jk = jkey(id)
+local status = field(jk, 'status')
+if not status then return 'missing' end
+if TERMINAL[status] then return 'finished' end
+if redis.call('HGET', jk, 'cancel_requested') == 'true' then return 'cancelled' end
+local holder = redis.call('GET', jk .. ':lease')
+if holder and holder ~= owner then return 'leased' end
+redis.call('SET', jk .. ':lease', owner, 'PX', ARGV[6])
+local seq = redis.call('INCR', NS .. ':job_sequence') - 1
+move(id, 'running')
+redis.call('HSET', jk, 'job_sequence', tostring(seq), 'worker', cjson.encode(owner),
+           'updated_at', NOW)
+redis.call('HSETNX', jk, 'started_epoch', ARGV[3])
+if not field(jk, 'job_started') then redis.call('HSET', jk, 'job_started', NOW) end
+redis.call('HINCRBY', jk, 'attempts', 1)
+redis.call('SADD', NS .. ':running', id)
+redis.call('ZREM', dispatched_key(jk, field(jk, 'queue_id')), id)
+return 'claimed'
+"""
+# The claim answers the job's record and token with its decision: no second round trip.
+_CLAIM = (
+    "local function decide()\n"
+    + _CLAIM
+    + """end
+local decision = decide()
+local jk = jkey(ARGV[4])
+return {decision, redis.call('HGETALL', jk), redis.call('GET', jk .. ':secret')}
+"""
+)
+
+_CANCEL = """
+local id = ARGV[4]
+local jk = jkey(id)
+local status = field(jk, 'status')
+if not status then return 'missing' end
+if TERMINAL[status] then return 'finished' end
+redis.call('HSET', jk, 'cancel_requested', 'true', 'updated_at', NOW)
+if status == 'running' and redis.call('EXISTS', jk .. ':lease') == 1 then return 'requested' end
+redis.call('HSET', jk, 'cancelled', 'true', 'error_type', ARGV[5], 'job_ended', NOW)
+move(id, 'error', true)
+return 'cancelled'
+"""
+
+_RECOVER = """
+local id = ARGV[4]
+local jk = jkey(id)
+if field(jk, 'status') ~= 'running' then
+  redis.call('SREM', NS .. ':running', id)
+  return 0
+end
+if redis.call('EXISTS', jk .. ':lease') == 1 then return 0 end
+move(id, 'waiting')
+redis.call('HSET', jk, 'updated_at', NOW)
+return 1
+"""
+
+# ARGV[5] the new status; ARGV[6] when it applies: 'any' job that exists, 'once' a job not
+# finished yet, 'waiting' a waiting job; ARGV[7] the lease owner to release ('' none);
+# ARGV[8] a count n of path reservation keys to release (those the job holds) and the n keys;
+# then a count m of events and the m events (to KEYS); then field, JSON value pairs to set.
+_TRANSITION = """
+local id, new, mode, owner = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local jk = jkey(id)
+local status = field(jk, 'status')
+if not status then return 0 end
+if mode == 'once' and TERMINAL[status] then return 0 end
+if mode == 'waiting' and status ~= 'waiting' then return 0 end
+local paths = tonumber(ARGV[8])
+local events_at = 9 + paths
+local events = tonumber(ARGV[events_at])
+set_fields(jk, events_at + events + 1)
+move(id, new, TERMINAL[new] and redis.call('HGET', jk, 'cancelled') == 'true')
+if owner ~= '' and redis.call('GET', jk .. ':lease') == owner then
+  redis.call('DEL', jk .. ':lease')
+end
+for i = 9, 8 + paths do
+  if redis.call('GET', ARGV[i]) == id then redis.call('DEL', ARGV[i]) end
+end
+announce(events_at, events)
+return 1
+"""
+
+# ARGV[5] a count m of events and the m events (to KEYS); then field, JSON value pairs.
+_UPDATE = """
+local jk = jkey(ARGV[4])
+if redis.call('EXISTS', jk) == 0 then return 0 end
+local events = tonumber(ARGV[5])
+set_fields(jk, 6 + events)
+announce(5, events)
+return 1
+"""
+
+_RETRY = """
+local jk = jkey(ARGV[4])
+if redis.call('EXISTS', jk) == 0 then return 0 end
+redis.call('HINCRBY', jk, 'attempts', 1)
+redis.call('HSET', jk, 'last_error', ARGV[5], 'updated_at', NOW)
+redis.call('HINCRBY', NS .. ':stats', 'retries', 1)
+return 1
+"""
+
+_PROGRESS = """
+local jk = jkey(ARGV[4])
+if redis.call('EXISTS', jk) == 0 then return 1 end
+local parent = field(jk, 'parent_id')
+set_count(jk, parent, 'bytes', ARGV[5])
+set_count(jk, parent, 'total_bytes', ARGV[6])
+redis.call('HSET', jk, 'updated_at', NOW)
+if redis.call('HGET', jk, 'cancel_requested') == 'true' then return 1 end
+return 0
+"""
+
+# ARGV[1] the namespace, ARGV[2] the queue id. A queue's name leaves the set of queue names
+# (which the orphan watch walks every few seconds) once the queue holds no job, so the set
+# does not grow with every `get` ever run on its own queue. One script, so a job created
+# meanwhile is either seen here (the name stays) or creates after it (and adds the name back:
+# `create` adds it in the same transaction as the job). The dispatch notes of a queue without
+# jobs are of removed jobs: they go too, and so do the queue's ended-jobs counters (its
+# series in /metrics end with it, rather than the stats hash growing with every get).
+_RETIRE = f"""
+local NS, q = ARGV[1], ARGV[2]
+if redis.call('EXISTS', NS .. ':queue:' .. q .. ':jobs') == 1 then return 0 end
+redis.call('SREM', NS .. ':queues', q)
+for level = 0, {PRIORITY_LEVELS - 1} do
+  redis.call('DEL', NS .. ':dispatched:' .. q .. ':' .. level)
+end
+local ended = 'ended:' .. q .. ':'
+redis.call('HDEL', NS .. ':stats', ended .. 'completed', ended .. 'error', ended .. 'cancelled')
+return 1
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, Enum):
+        value = value.value
+    elif isinstance(value, datetime):
+        value = value.isoformat()
+    elif value is not None and not isinstance(value, bool | int | float | str | list | dict):
+        value = str(value)
+    return json.dumps(value)
+
+
+def _decode(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
+    return {key.decode(): json.loads(value) for key, value in raw.items()}
+
+
+def _flush_indexes(pipe: redis.client.Pipeline, indexes: dict[str, dict[str, int]]) -> None:
+    for key, members in indexes.items():
+        pipe.zadd(key, members)
+    indexes.clear()
+
+
+class JobStore:
+    """Reads and writes jobs; knows nothing about HTTP or Celery."""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.redis = client
+        self.keys = Keys(namespace)
+        script = client.register_script
+        self._claim = script(_LIB + _CLAIM)
+        self._cancel = script(_LIB + _CANCEL)
+        self._recover = script(_LIB + _RECOVER)
+        self._transition = script(_LIB + _TRANSITION)
+        self._update = script(_LIB + _UPDATE)
+        self._progress = script(_LIB + _PROGRESS)
+        self._retry = script(_LIB + _RETRY)
+        self._renew = script(_RENEW)
+        self._retire = script(_RETIRE)
+        self._release = script(_RELEASE)
+
+    def _args(self, job_id: int, *rest: Any) -> list[Any]:
+        """The arguments every `_LIB` script starts with."""
+        return [self.keys.namespace, _encode(utcnow()), repr(time.time()), job_id, *rest]
+
+    # -- creating -------------------------------------------------------------------------
+
+    def new_ids(self, count: int) -> list[int]:
+        last = int(self.redis.incrby(self.keys.next_id, count))
+        return list(range(last - count, last))
+
+    def create(
+        self,
+        queue_id: str,
+        records: Iterable[Mapping[str, Any]],
+        access_token: str | None = None,
+        access_tokens: Mapping[int, str] | None = None,
+    ) -> None:
+        """Write new records (each holding its `id`) with their index entries, in pipelined
+        batches: one round trip per `BATCH` jobs. `access_token` is every job's token,
+        `access_tokens` one per job id. Each batch is one transaction that also names the
+        queue in the set of queue names: a removal that empties the queue meanwhile (and
+        retires its name, see `_RETIRE`) can never leave these jobs on an unnamed queue."""
+        now = utcnow()
+        pipe = self.redis.pipeline(transaction=True)
+        # Index entries go out one ZADD per index and batch; a field that is None is left
+        # out (reading a missing field gives None, in Python and in the scripts alike).
+        indexes: dict[str, dict[str, int]] = {}
+        for count, fields in enumerate(records, 1):
+            job_id = int(fields["id"])
+            record = {"queue_id": queue_id, "created_at": now, "updated_at": now, "attempts": 0}
+            record.update(fields)
+            status = str(_plain(record.setdefault("status", DownloadJobStatus.WAITING)))
+            mapping = {k: _encode(v) for k, v in record.items() if v is not None}
+            pipe.hset(self.keys.job(job_id), mapping=mapping)
+            for key in (self.keys.queue_jobs(queue_id), self.keys.queue_status(queue_id, status)):
+                indexes.setdefault(key, {})[str(job_id)] = job_id
+            token = access_token or (access_tokens or {}).get(job_id)
+            if token:
+                pipe.set(self.keys.secret(job_id), token)
+            if count % BATCH == 0:
+                _flush_indexes(pipe, indexes)
+                pipe.sadd(self.keys.queues, queue_id)
+                pipe.execute()
+        _flush_indexes(pipe, indexes)
+        pipe.sadd(self.keys.queues, queue_id)
+        pipe.execute()
+
+    def dispatched(self, jobs: Iterable[tuple[int, str, int]], now: float) -> None:
+        """Note that these (job id, queue id, priority) were sent to the broker at `now`."""
+        pipe = self.redis.pipeline(transaction=False)
+        for count, (job_id, queue_id, priority) in enumerate(jobs, 1):
+            pipe.zadd(self.keys.dispatched(queue_id, celery_priority(priority)), {job_id: now})
+            if count % BATCH == 0:
+                pipe.execute()
+        pipe.execute()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def record(self, job_id: int) -> dict[str, Any] | None:
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        return _decode(raw) if raw else None
+
+    def records(self, job_ids: Iterable[int]) -> list[dict[str, Any]]:
+        """The records of these jobs that still exist, in order, in pipelined batches."""
+        found: list[dict[str, Any]] = []
+        ids = list(job_ids)
+        for start in range(0, len(ids), BATCH):
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in ids[start : start + BATCH]:
+                pipe.hgetall(self.keys.job(job_id))
+            found.extend(_decode(raw) for raw in pipe.execute() if raw)
+        return found
+
+    def queue_ids(self, queue_id: str) -> list[int]:
+        return [int(x) for x in self.redis.zrange(self.keys.queue_jobs(queue_id), 0, -1)]
+
+    def prune(self, queue_id: str) -> list[int]:
+        """Forget the queue's finished jobs (parts included), read from the status indexes;
+        answers their ids."""
+        pipe = self.redis.pipeline(transaction=False)
+        for status in (DownloadJobStatus.COMPLETED, DownloadJobStatus.ERROR):
+            pipe.zrange(self.keys.queue_status(queue_id, status.value), 0, -1)
+        finished = [int(job_id) for ids in pipe.execute() for job_id in ids]
+        self.remove(queue_id, finished)
+        return finished
+
+    def page(
+        self,
+        queue_id: str,
+        status: str | None = None,
+        cursor: int | None = None,
+        limit: int = 50,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Up to `limit` jobs with ids above `cursor`, oldest first, and the cursor of the
+        next page (None on the last). Ids only grow, so a page never shifts when jobs are
+        added or removed; `status` is one of `STATUSES` or `CANCELLED`."""
+        key = self.keys.queue_jobs(queue_id)
+        if status is not None:
+            key = self.keys.queue_status(queue_id, status)
+        low = "-inf" if cursor is None else f"({cursor}"
+        ids = [int(x) for x in self.redis.zrangebyscore(key, low, "+inf", start=0, num=limit)]
+        more = len(ids) == limit and bool(
+            self.redis.zrangebyscore(key, f"({ids[-1]}", "+inf", start=0, num=1)
+        )
+        return self.records(ids), (ids[-1] if more else None)
+
+    def iter_records(self, queue_id: str, status: str | None = None) -> Iterable[dict[str, Any]]:
+        """Every record of the queue (or of one status), a page at a time."""
+        cursor: int | None = None
+        while True:
+            records, cursor = self.page(queue_id, status, cursor, BATCH)
+            yield from records
+            if cursor is None:
+                return
+
+    def counts(self, queue_id: str) -> dict[str, int]:
+        """How many jobs the queue holds in each status (and `cancelled`, a part of `error`),
+        and `total`: O(1), from the indexes."""
+        names = [*STATUSES, CANCELLED]
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.zcard(self.keys.queue_status(queue_id, name))
+        pipe.zcard(self.keys.queue_jobs(queue_id))
+        *sizes, total = pipe.execute()
+        return {**dict(zip(names, sizes, strict=True)), "total": total}
+
+    def running(self, queue_id: str) -> list[dict[str, Any]]:
+        """The queue's running jobs, in id order: O(running)."""
+        key = self.keys.queue_status(queue_id, DownloadJobStatus.RUNNING.value)
+        return self.records(int(x) for x in self.redis.zrange(key, 0, -1))
+
+    def queue_names(self) -> list[str]:
+        """Every queue of this namespace that holds a job (a queue whose last job is removed
+        leaves the list, and comes back with its next job)."""
+        return sorted(name.decode() for name in self.redis.smembers(self.keys.queues))
+
+    # -- turning records into models -------------------------------------------------------
+
+    def to_model(self, record: Mapping[str, Any]) -> DownloadJob | MultiFileDownloadJob:
+        if record.get("kind") == KIND_MULTIFILE:
+            parts = [self.to_model(part) for part in self.records(record.get("part_ids", []))]
+            fields = {k: record[k] for k in _MULTI_FIELDS if k in record}
+            job: DownloadJob | MultiFileDownloadJob = MultiFileDownloadJob(
+                **fields, download_parts=parts
+            )
+        else:
+            job = DownloadJob(**{k: record[k] for k in _SINGLE_FIELDS if k in record})
+        job.cancelled = bool(record.get("cancelled"))
+        return job
+
+    def get(self, job_id: int) -> DownloadJob | MultiFileDownloadJob | None:
+        record = self.record(job_id)
+        return self.to_model(record) if record else None
+
+    # -- the worker's side ------------------------------------------------------------------
+
+    def claim(self, job_id: int, owner: str, lease_seconds: float) -> Claim:
+        """Lease the job to `owner`, mark it running and answer its record and token, in one
+        round trip; the lease is taken only for `ClaimResult.CLAIMED`."""
+        result, flat, token = self._claim(args=self._args(job_id, owner, int(lease_seconds * 1000)))
+        record = _decode(dict(zip(flat[::2], flat[1::2], strict=True))) if flat else None
+        return Claim(ClaimResult(result.decode()), record, token.decode() if token else None)
+
+    def renew_many(self, leases: Iterable[tuple[int, str]], lease_seconds: float) -> list[bool]:
+        """Renew several (job id, owner) leases in one round trip; answers which still hold."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, owner in leases:
+            self._renew(
+                keys=[self.keys.lease(job_id)], args=[owner, int(lease_seconds * 1000)], client=pipe
+            )
+        return [bool(held) for held in pipe.execute()]
+
+    def release(self, job_id: int, owner: str) -> None:
+        self._release(keys=[self.keys.lease(job_id)], args=[owner])
+
+    def update(self, job_id: int, events: Iterable[Announcement] = (), **fields: Any) -> None:
+        """Set fields of an existing job, then publish `events` (all to the same channels);
+        a job removed meanwhile (pruned, cleared) stays gone and nothing is published."""
+        channels, texts = _announced(events)
+        self._update(keys=channels, args=self._args(job_id, len(texts), *texts, *_flat(fields)))
+
+    def cancel_requested(self, job_id: int) -> bool:
+        return self.redis.hget(self.keys.job(job_id), "cancel_requested") == b"true"
+
+    def record_retry(self, job_id: int, reason: str) -> None:
+        """Count one more attempt; like `update`, a job removed meanwhile stays gone."""
+        self._retry(args=self._args(job_id, _encode(reason)))
+
+    def report_progress(self, job_id: int, current: int, total: int) -> bool:
+        """Store the byte counts and answer whether the job should stop (cancelled, or removed
+        from the queue), in one round trip."""
+        return bool(self._progress(args=self._args(job_id, current, total)))
+
+    def finish(
+        self,
+        job_id: int,
+        status: DownloadJobStatus,
+        owner: str = "",
+        paths: Iterable[str] = (),
+        events: Iterable[Announcement] = (),
+        **fields: Any,
+    ) -> None:
+        """End a job in one round trip: set its status and `fields`, release the lease of
+        `owner` and the path reservation keys `paths` it holds, then publish `events`."""
+        self._move(job_id, status, "any", owner, paths, events, job_ended=utcnow(), **fields)
+
+    def requeue(self, job_id: int) -> None:
+        """Back to waiting, for a worker that hands its job back on shutdown."""
+        self._move(job_id, DownloadJobStatus.WAITING, "any")
+
+    def finish_once(self, job_id: int, status: DownloadJobStatus, **fields: Any) -> bool:
+        """Finish a job unless it has finished already; True for the one caller that did."""
+        return self._move(job_id, status, "once", job_ended=utcnow(), **fields)
+
+    def start_once(self, job_id: int) -> bool:
+        """Mark a waiting job running; True for the one caller that did."""
+        return self._move(job_id, DownloadJobStatus.RUNNING, "waiting", job_started=utcnow())
+
+    def _move(
+        self,
+        job_id: int,
+        status: DownloadJobStatus,
+        mode: str,
+        owner: str = "",
+        paths: Iterable[str] = (),
+        events: Iterable[Announcement] = (),
+        **fields: Any,
+    ) -> bool:
+        fields["updated_at"] = utcnow()
+        keys = list(paths)
+        channels, texts = _announced(events)
+        args = self._args(
+            job_id, status.value, mode, owner, len(keys), *keys, len(texts), *texts, *_flat(fields)
+        )
+        return bool(self._transition(keys=channels, args=args))
+
+    def orphans(self) -> list[int]:
+        """Running jobs whose lease is gone: their worker died. Each is set back to waiting
+        once, atomically, so two workers looking at the same time do not both requeue it."""
+        found = []
+        for raw in self.redis.smembers(self.keys.running):
+            job_id = int(raw)
+            if self._recover(args=self._args(job_id)):
+                found.append(job_id)
+        return found
+
+    def gate(self, job_id: int, seconds: float) -> bool:
+        """True at most once every `seconds` per job, across every worker (a shared throttle)."""
+        return self._pass(self.keys.progress_gate(job_id), seconds)
+
+    def sweep_due(self, seconds: float) -> bool:
+        """True at most once every `seconds` across every process: a retention sweep is due."""
+        return self._pass(self.keys.sweep_gate, seconds)
+
+    def _pass(self, key: str, seconds: float) -> bool:
+        return bool(self.redis.set(key, 1, px=max(1, int(seconds * 1000)), nx=True))
+
+    # -- the client's side ------------------------------------------------------------------
+
+    def cancel(self, job_id: int) -> CancelResult:
+        return self.cancel_many([job_id])[0]
+
+    def cancel_many(self, job_ids: Iterable[int]) -> list[CancelResult]:
+        """Cancel several jobs in pipelined batches; answers what became of each."""
+        ids = list(job_ids)
+        results: list[CancelResult] = []
+        for start in range(0, len(ids), BATCH):
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in ids[start : start + BATCH]:
+                self._cancel(args=self._args(job_id, _encode(CANCELLED_ERROR_TYPE)), client=pipe)
+            results.extend(CancelResult(raw.decode()) for raw in pipe.execute())
+        return results
+
+    def remove(self, queue_id: str, job_ids: Iterable[int]) -> None:
+        """Forget jobs: their records, secrets, leases and every index entry, in batches; the
+        queue's name too when no job is left in it (in the last batch's round trip)."""
+        index_keys = [
+            self.keys.queue_jobs(queue_id),
+            self.keys.queue_ended(queue_id),
+            *(self.keys.queue_status(queue_id, name) for name in (*STATUSES, CANCELLED)),
+        ]
+        pipe = self.redis.pipeline(transaction=False)
+        for count, job_id in enumerate(job_ids, 1):
+            pipe.delete(self.keys.job(job_id), self.keys.secret(job_id), self.keys.lease(job_id))
+            for key in index_keys:
+                pipe.zrem(key, str(job_id))
+            pipe.srem(self.keys.running, job_id)
+            if count % BATCH == 0:
+                pipe.execute()
+        self._retire(args=[self.keys.namespace, queue_id], client=pipe)
+        pipe.execute()
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def heartbeat(self, name: str, ttl: float, jobs: int, queues: Iterable[str] = ()) -> None:
+        """Say worker `name` is alive for `ttl` seconds, running `jobs` downloads and consuming
+        the Celery `queues` it was started with."""
+        now = time.time()
+        info = json.dumps({"name": name, "jobs": jobs, "seen": now, "queues": sorted(queues)})
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self.keys.worker(name), info, px=max(1, int(ttl * 1000)))
+        pipe.zadd(self.keys.workers, {name: now + ttl})
+        pipe.execute()
+
+    def forget_worker(self, name: str) -> None:
+        """A worker that stops says so instead of letting its heartbeat run out."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(self.keys.worker(name))
+        pipe.zrem(self.keys.workers, name)
+        pipe.execute()
+
+    def live_workers(self, queue: str | None = None) -> list[str]:
+        """Names of the workers whose heartbeat has not run out (only those started with the
+        Celery `queue`, when given): O(workers), no broadcast. The ones that ran out are
+        dropped from the index on the way."""
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(self.keys.workers, "-inf", now)
+        pipe.zrange(self.keys.workers, 0, -1)
+        names = sorted(name.decode() for name in pipe.execute()[1])
+        if queue is None or not names:
+            return names
+        beats = self.redis.mget([self.keys.worker(name) for name in names])
+        return [
+            name
+            for name, beat in zip(names, beats, strict=True)
+            if beat is not None and queue in json.loads(beat).get("queues", ())
+        ]
+
+    # -- retention ----------------------------------------------------------------------------
+
+    def expire(self, queue_id: str, ended_before: float, limit: int = BATCH) -> list[int]:
+        """Remove up to `limit` jobs of the queue that ended before `ended_before` (epoch
+        seconds); answers their ids. O(expired): the ended index is sorted by time."""
+        key = self.keys.queue_ended(queue_id)
+        ids = [int(x) for x in self.redis.zrangebyscore(key, "-inf", f"({ended_before}", 0, limit)]
+        self.remove(queue_id, ids)
+        return ids
+
+    def sweep_expired(self, queue_id: str, ttl: float) -> int:
+        """Retention: remove the queue's jobs that ended more than `ttl` seconds ago (0 keeps
+        them); answers how many went."""
+        if ttl <= 0:
+            return 0
+        removed = 0
+        while batch := self.expire(queue_id, time.time() - ttl):
+            removed += len(batch)
+        return removed
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def _announced(events: Iterable[Announcement]) -> tuple[list[str], list[str]]:
+    """The channels and texts of events for one script call: they share their channels."""
+    events = list(events)
+    channels = {events[0].channels} if events else set()
+    if any(event.channels not in channels for event in events):
+        raise ValueError("events published in one call go to the same channels")
+    return (list(events[0].channels) if events else []), [event.data for event in events]
+
+
+def _flat(fields: Mapping[str, Any]) -> list[str]:
+    return [item for key, value in fields.items() for item in (key, _encode(value))]

@@ -1,0 +1,134 @@
+"""Who owns a final path: one unfinished job at a time, across every client and worker.
+
+Two jobs writing one final name would each rename their own bytes over the other's, and one
+file would be silently lost. So a final path is reserved in Redis for the job that will write
+it: at enqueue for an explicit path (a second unfinished job for it is refused there, naming
+the holder), and at the first answer for a name the server chooses (a taken name makes the
+worker pick `name (1).ext`). A reservation ends when its job does; one whose holder has
+finished or vanished (a crash, an expiry, a `clear`) is stale and simply taken over, so a lost
+release never blocks a path for good.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import redis
+
+from downloader.store.jobs import JobStore
+
+# KEYS: the path keys; ARGV[1]: the job key prefix; ARGV[2]: a time to live in ms for a
+# reservation made before its job's record exists (0: none); ARGV[2 + i]: the job for KEYS[i].
+# Answers 0 when every path was reserved for its job, else {index of a path, its holder}.
+# A holder is live while its job waits or runs, or while its reservation still counts down
+# (its enqueue has not written the record yet); anything else is stale and taken over.
+_ACQUIRE = """
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if holder and holder ~= ARGV[i + 2] then
+    local status = redis.call('HGET', ARGV[1] .. holder, 'status')
+    if status == '"waiting"' or status == '"running"' or
+       (not status and redis.call('PTTL', key) > 0) then
+      return {i, tonumber(holder)}
+    end
+  end
+end
+for i, key in ipairs(KEYS) do
+  if ARGV[2] ~= '0' then
+    redis.call('SET', key, ARGV[i + 2], 'PX', ARGV[2])
+  else
+    redis.call('SET', key, ARGV[i + 2])
+  end
+end
+return 0
+"""
+
+_PENDING_MS = 60_000
+"""How long a reservation made at enqueue waits for its job's record before it is stale."""
+
+_RELEASE = """
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i] then redis.call('DEL', key) end
+end
+return 0
+"""
+
+_BATCH = 1000
+"""Paths per script call: a 10,000-part job is reserved in ten round trips, not one huge call."""
+
+
+class DestinationTakenError(ValueError):
+    """Another unfinished job will write the same final path."""
+
+    def __init__(self, path: Path, holder: int) -> None:
+        super().__init__(
+            f"job {holder} is already downloading to {path}; wait for it, cancel it, or pass "
+            "an existing directory (or end dest with a path separator) so that each file gets "
+            "a name of its own"
+        )
+        self.path, self.holder = path, holder
+
+
+def path_key(path: Path) -> str:
+    """The same file named two ways (relative, `a//b`) is one key."""
+    return os.path.abspath(path)
+
+
+class Reservations:
+    def __init__(self, store: JobStore) -> None:
+        self.redis: redis.Redis = store.redis
+        self.namespace = store.keys.namespace
+        self.job_prefix = store.keys.job(0)[:-1]
+        self._acquire = self.redis.register_script(_ACQUIRE)
+        self._release = self.redis.register_script(_RELEASE)
+
+    def key(self, path: Path) -> str:
+        return f"{self.namespace}:path:{path_key(path)}"
+
+    def acquire(self, owners: Iterable[tuple[int, Path]], pending: bool = False) -> None:
+        """Reserve each path for its job, or none: raises DestinationTakenError otherwise.
+
+        `pending` for jobs whose records are not written yet: call `confirm` once they are.
+        """
+        wanted = list(owners)
+        ttl = _PENDING_MS if pending else 0
+        for start in range(0, len(wanted), _BATCH):
+            batch = wanted[start : start + _BATCH]
+            answer = self._acquire(
+                keys=[self.key(path) for _, path in batch],
+                args=[self.job_prefix, ttl, *(job_id for job_id, _ in batch)],
+            )
+            if answer:
+                self.release(wanted[:start])
+                index, holder = answer
+                raise DestinationTakenError(batch[index - 1][1], int(holder))
+
+    def confirm(self, owners: Iterable[tuple[int, Path]]) -> None:
+        """The jobs' records exist now: their reservations last until the jobs end."""
+        pipe = self.redis.pipeline(transaction=False)
+        for _, path in owners:
+            pipe.persist(self.key(path))
+        pipe.execute()
+
+    def try_acquire(self, job_id: int, path: Path) -> bool:
+        try:
+            self.acquire([(job_id, path)])
+        except DestinationTakenError:
+            return False
+        return True
+
+    def holder(self, path: Path) -> int | None:
+        raw = self.redis.get(self.key(path))
+        return int(raw) if raw is not None else None
+
+    def release(self, owners: Iterable[tuple[int, Path]]) -> None:
+        """End reservations; a path another job holds by now is left to it."""
+        pairs = list(owners)
+        for start in range(0, len(pairs), _BATCH):
+            batch = pairs[start : start + _BATCH]
+            self._release(
+                keys=[self.key(path) for _, path in batch],
+                args=[job_id for job_id, _ in batch],
+            )

@@ -1,0 +1,398 @@
+"""Running one download job on a worker: claim, lease, transfer, record, publish.
+
+This is the glue between the job store, the events and the transfer engine; the Celery task
+is a one-line call into it, which keeps it runnable (and readable) without Celery.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import requests
+
+from downloader.engine.filestate import discard_partial
+from downloader.engine.mirrors import Mirrors
+from downloader.engine.netguard import public_only_session
+from downloader.engine.redact import holding, scrub
+from downloader.engine.retry import backoff, is_retriable
+from downloader.engine.transfer import TransferHooks, TransferRequest, TransferResult, fetch
+from downloader.jobs import events as ev
+from downloader.jobs.models import DownloadJobCancelledException, DownloadJobStatus
+from downloader.store.jobs import CANCELLED_ERROR_TYPE, Announcement, ClaimResult
+from downloader.store.reservations import Reservations
+from downloader.worker import parents
+from downloader.worker.leases import Lease
+from downloader.worker.throttle import Throttle
+
+if TYPE_CHECKING:
+    from downloader.worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class WorkerStopping(Exception):
+    """The worker is shutting down; the job goes back to the queue to resume elsewhere."""
+
+
+class LeaseLost(Exception):
+    """Another attempt owns the job now (this one could not renew its lease): step aside."""
+
+
+def error_type(exc: BaseException) -> str:
+    """The seed's `error_type`: the exception's class and message, e.g. HTTPError(Not Found)."""
+    if isinstance(exc, DownloadJobCancelledException):
+        return CANCELLED_ERROR_TYPE
+    return scrub(f"{type(exc).__name__}({exc})")
+
+
+class JobRun:
+    """One attempt at one job on this worker."""
+
+    def __init__(
+        self,
+        app: Runtime,
+        job_id: int,
+        record: dict[str, Any],
+        worker: str,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.job_id = job_id
+        self.record = record
+        self.progress_listener = on_progress
+        """Told of every published progress (the task forwards it to Flower)."""
+        self.keeper: Lease | None = None
+        self.token: str | None = None
+        """The job's own access token, as its claim read it."""
+        self.owner = f"{worker}#{uuid.uuid4().hex[:12]}"
+        """Unique per attempt, so a redelivered copy on the same worker is still refused."""
+        self.throttle = Throttle(app.settings.progress_interval)
+        self.last_report = 0.0
+        self.started_published = False
+        self.reservations = Reservations(app.store)
+        self.mirrors: Mirrors | None = None
+        """The job's URLs and how each fared: every retry of this attempt starts elsewhere."""
+
+    @property
+    def queue_id(self) -> str:
+        return str(self.record["queue_id"])
+
+    def publish(self, event: str, **fields: Any) -> None:
+        self.app.publisher.publish(event, self.queue_id, self.job_id, **fields)
+
+    def event(self, event: str, **fields: Any) -> Announcement:
+        """An event of this job, for the store call that makes the change it reports."""
+        return self.app.publisher.prepare(event, self.queue_id, self.job_id, **fields)
+
+    # -- transfer hooks -------------------------------------------------------------------
+
+    def on_started(self, result: TransferResult) -> None:
+        # A retry resumes at this path (the partial's own state says whether it still may).
+        self.record.update(download_path=str(result.download_path), etag=result.etag)
+        started = self.event(
+            ev.DOWNLOAD_STARTED, source=self.record["source"], download_path=result.download_path
+        )
+        self.app.store.update(
+            self.job_id,
+            events=[started],
+            download_path=result.download_path,
+            bytes=result.bytes,
+            total_bytes=result.total_bytes,
+            content_type=result.content_type,
+            etag=result.etag,
+            final_url=result.final_url,
+        )
+        self.started_published = True
+
+    def on_check(self, current: int, total: int) -> None:
+        """Whether the job must stop; the transfer's watchdog asks every half second (and the
+        transfer once more before the rename), so a cancel, a removal or the worker's shutdown
+        is heard whatever the origin's pace."""
+        self.last_report = time.monotonic()
+        store = self.app.store
+        if self.started_published:
+            stop = store.report_progress(self.job_id, current, total)
+        else:
+            stop = store.cancel_requested(self.job_id)
+        if stop:
+            raise DownloadJobCancelledException(f"job {self.job_id} was cancelled")
+        if self.app.stopping.is_set() and not (total and current >= total):
+            raise WorkerStopping  # a download whose last byte is in finishes instead
+        if self.keeper is not None and self.keeper.lost.is_set():
+            raise LeaseLost
+
+    def on_progress(self, current: int, total: int) -> None:
+        # Bytes that arrive are a chance to look too: a small file may be over before the
+        # watchdog's first look.
+        if time.monotonic() - self.last_report >= self.app.settings.progress_interval:
+            self.on_check(current, total)
+        if total and current >= total:
+            return  # the last byte's progress goes out with the job's end, in the same call
+        if self.throttle.ready(current, total):
+            self.publish_progress(current, total)
+
+    def publish_progress(self, current: int, total: int) -> None:
+        self.publish(ev.DOWNLOAD_PROGRESS, **self.progress_fields(current, total))
+        self.progressed(current, total)
+
+    def progress_fields(self, current: int, total: int) -> dict[str, Any]:
+        return {
+            "source": self.record["source"],
+            "download_path": self.record.get("download_path"),
+            "current_bytes": current,
+            "total_bytes": total,
+        }
+
+    def progressed(self, current: int, total: int) -> None:
+        """After a progress event: the parent's summed progress, and the task's listener."""
+        if self.record.get("parent_id") is not None:
+            parents.part_progressed(self.app, self.record["parent_id"])
+        if self.progress_listener is not None:
+            self.progress_listener(current, total)
+
+    # -- the attempt ------------------------------------------------------------------------
+
+    def request(self) -> TransferRequest:
+        settings = self.app.settings
+        known = self.record.get("download_path")
+        return TransferRequest(
+            url=self.record["source"],
+            dest=Path(self.record["dest"]),
+            dest_is_dir=self.record.get("dest_is_dir"),
+            access_token=self.access_token(),
+            download_path=Path(known) if known else None,
+            owner=self.job_id,
+            sha256=self.record.get("sha256"),
+            size=self.record.get("size"),
+            chunk_size=settings.chunk_size,
+            timeout=(settings.connect_timeout, settings.read_timeout),
+            segments=settings.segments,
+            segment_threshold=settings.segment_threshold,
+            lowest_speed=settings.lowest_speed,
+            speed_window=settings.lowest_speed_window,
+            reserve=lambda path: self.reservations.try_acquire(self.job_id, path),
+            release=lambda path: self.reservations.release([(self.job_id, path)]),
+            mirrors=self.mirrors,
+        )
+
+    def final_paths(self) -> list[Path]:
+        """The final paths this job may own: its explicit `dest`, and the name it was given."""
+        paths = [Path(self.record["download_path"])] if self.record.get("download_path") else []
+        if self.record.get("dest_is_dir") is False:
+            paths.append(Path(self.record["dest"]))
+        return paths
+
+    def release_paths(self) -> None:
+        self.reservations.release((self.job_id, path) for path in self.final_paths())
+
+    def tidy_if_cancelled(self) -> None:
+        """A job cancelled while no worker ran it (its own was gone) may have left a partial
+        file and its reservation: remove them, here where the volume is. `record` is fresh."""
+        if self.record.get("cancelled"):
+            self.discard_partials()
+            self.release_paths()
+
+    def discard_partials(self) -> None:
+        """A cancelled job leaves nothing behind: its partial file and state go."""
+        for path in self.final_paths():
+            discard_partial(path, self.job_id)
+
+    def access_token(self) -> str | None:
+        """The job's own token (read by the claim), else the one configured for the URL's
+        host."""
+        token = self.token
+        if token is None:
+            configured = self.app.settings.host_tokens.get(
+                urlsplit(self.record["source"]).hostname or ""
+            )
+            token = configured.get_secret_value() if configured is not None else None
+        return token
+
+    def run(self) -> str:
+        outcome = self.claim_and_attempt()
+        parent_id = self.record.get("parent_id")
+        if parent_id is not None and outcome not in ("handed back", "lease lost"):
+            parents.settle(self.app, parent_id)
+        return outcome
+
+    def claim_and_attempt(self) -> str:
+        """Claim the job (one round trip: lease, running, record and token), run it; the
+        attempt's end releases the lease, or this does when the attempt stepped aside."""
+        store = self.app.store
+        claim = store.claim(self.job_id, self.owner, self.app.settings.lease_seconds)
+        if claim.record is None:
+            return ClaimResult.MISSING.value
+        self.record, self.token = claim.record, claim.token
+        self.mirrors = Mirrors(self.record["source"], self.record.get("mirrors") or ())
+        if claim.result is ClaimResult.CANCELLED:
+            self.finish_cancelled()
+            return claim.result.value
+        if claim.result is ClaimResult.FINISHED:
+            self.tidy_if_cancelled()
+        if claim.result is not ClaimResult.CLAIMED:
+            return claim.result.value
+        # The claim has just looked at the cancel flag: the next look is due an interval on.
+        self.last_report = time.monotonic()
+        if self.record.get("parent_id") is not None:
+            parents.part_started(self.app, self.record["parent_id"])
+        self.keeper = self.app.leases.keep(self.job_id, self.owner)
+        try:
+            with holding(self.access_token()):  # so that its errors are scrubbed of it
+                return self.attempt(session_for(self.app, self.record))
+        finally:
+            if not self.keeper.done.is_set():  # the end, which releases it, did not come
+                self.keeper.done.set()
+                store.release(self.job_id, self.owner)
+
+    def end(self, status: DownloadJobStatus, events: list[Announcement], **fields: Any) -> None:
+        """End the attempt in one round trip: the job's status and `fields`, the lease and the
+        path reservations released, then `events` published."""
+        if self.keeper is not None:
+            self.keeper.done.set()  # before the lease goes, so the renewer does not miss it
+        self.app.store.finish(
+            self.job_id,
+            status,
+            owner=self.owner,
+            paths=[self.reservations.key(path) for path in self.final_paths()],
+            events=events,
+            **fields,
+        )
+
+    def attempt(self, session: requests.Session) -> str:
+        try:
+            result = self.fetch_with_retries(session)
+        except DownloadJobCancelledException:
+            self.finish_cancelled()
+            return "cancelled"
+        except WorkerStopping:
+            self.hand_back()
+            return "handed back"
+        except LeaseLost:
+            log.warning(
+                "job %s: lease lost; leaving the job to the attempt that holds it", self.job_id
+            )
+            return "lease lost"
+        except Exception as exc:
+            failure = {"error_type": error_type(exc), "error": scrub(traceback.format_exc())}
+            failed = self.event(ev.DOWNLOAD_ERROR, source=self.record["source"], **failure)
+            self.end(DownloadJobStatus.ERROR, [failed], **failure)
+            return "error"
+        if not self.started_published:
+            self.on_started(result)
+        current, total = result.bytes, result.total_bytes
+        events = []
+        last_progress = self.throttle.ready(current, total)
+        if last_progress:
+            events.append(self.event(ev.DOWNLOAD_PROGRESS, **self.progress_fields(current, total)))
+        events.append(
+            self.event(
+                ev.DOWNLOAD_COMPLETE,
+                source=self.record["source"],
+                download_path=result.download_path,
+                total_bytes=total,
+            )
+        )
+        self.end(DownloadJobStatus.COMPLETED, events, bytes=current, total_bytes=total)
+        if last_progress:
+            self.progressed(current, total)
+        return "completed"
+
+    def fetch_with_retries(self, session: requests.Session) -> TransferResult:
+        """Fetch, retrying transient failures; each retry resumes from the partial file."""
+        hooks = TransferHooks(
+            started=self.on_started, progress=self.on_progress, check=self.on_check
+        )
+        settings = self.app.settings
+        retries = 0
+        while True:
+            try:
+                return fetch(self.request(), session, hooks)
+            except Exception as exc:
+                if not is_retriable(exc) or retries >= settings.max_retries:
+                    raise
+                retries += 1
+                delay = backoff(retries, settings.retry_backoff, exc)
+                log.warning(
+                    "job %s: %s; retry %d of %d in %.1f s",
+                    self.job_id,
+                    error_type(exc),
+                    retries,
+                    settings.max_retries,
+                    delay,
+                )
+                self.app.store.record_retry(self.job_id, error_type(exc))
+                self.pause(delay)
+
+    def pause(self, seconds: float) -> None:
+        """Sleep before a retry, still answering a cancel or a worker shutdown."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, self.app.settings.progress_interval or 0.25))
+            if self.app.store.cancel_requested(self.job_id):
+                raise DownloadJobCancelledException(f"job {self.job_id} was cancelled")
+            if self.app.stopping.is_set():
+                raise WorkerStopping
+
+    def finish_cancelled(self) -> None:
+        self.discard_partials()
+        cancelled = self.event(ev.DOWNLOAD_CANCELLED, source=self.record["source"])
+        self.end(
+            DownloadJobStatus.ERROR,
+            [cancelled],
+            cancelled=True,
+            error_type=CANCELLED_ERROR_TYPE,
+        )
+
+    def hand_back(self) -> None:
+        """Put the job back as waiting and queue it again; its partial file stays to resume."""
+        self.app.store.requeue(self.job_id)
+        self.app.submit(self.job_id, self.queue_id, int(self.record.get("priority", 10)))
+
+
+def run_download(
+    app: Runtime,
+    job_id: int,
+    worker: str,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> str:
+    """Run job `job_id` if it is still to be done; answers what became of it.
+
+    `worker` names the worker node; the job record keeps it, so one can tell who ran what.
+    """
+    return JobRun(app, job_id, {}, worker, on_progress).run()  # the claim reads the record
+
+
+def session_for(app: Runtime, record: dict[str, Any]) -> requests.Session:
+    """The session a job downloads with: public addresses only for an untrusted job."""
+    if record.get("untrusted") and not app.settings.allow_private_networks:
+        return _thread_session(
+            "public_only", lambda: public_only_session(app.settings.untrusted_proxy)
+        )
+    return app.session_override or _thread_session("plain", requests.Session)
+
+
+def tidy_cancelled(app: Runtime, job_id: int, worker: str) -> None:
+    """The `downloader.discard` task: clean up after a job cancelled while its worker was dead."""
+    record = app.store.record(job_id)
+    if record is not None:
+        JobRun(app, job_id, record, worker).tidy_if_cancelled()
+
+
+_local = threading.local()
+
+
+def _thread_session(kind: str, make: Callable[[], requests.Session]) -> requests.Session:
+    """One session per worker thread and kind, so connections are kept alive between jobs."""
+    session = getattr(_local, kind, None)
+    if session is None:
+        session = make()
+        setattr(_local, kind, session)
+    return session

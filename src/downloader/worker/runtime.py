@@ -1,0 +1,150 @@
+"""What every process of the project holds on one Redis, Celery or not: the job store, the
+event publisher, the lease renewer, the settings, and where its jobs go.
+
+Where jobs go is a list of `Dispatcher`s, asked in turn: a process that runs its own jobs
+(`downloader get` on the embedded default, see `worker.local`) has its threads take its own
+queue's ids, and a process with Celery (see `downloader.celery_app`) sends the rest as broker
+messages. The runtime knows neither: it imports no Celery, which spares a get of its own jobs
+the import of Celery and kombu, about a fifth of a small get.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from functools import cached_property
+from typing import Protocol
+
+import redis
+import requests
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from downloader.config import Settings
+from downloader.jobs.events import DOWNLOAD_CANCELLED
+from downloader.store.bus import EventPublisher
+from downloader.store.jobs import CancelResult, JobStore, Keys
+from downloader.worker.leases import LeaseRenewer
+
+Dispatch = tuple[int, str, int]
+"""(job id, queue id, priority): a job to run."""
+
+
+def redis_py_url(url: str) -> str:
+    """kombu says `redis+socket://` for a socket where redis-py says `unix://`."""
+    prefix = "redis+socket://"
+    return "unix://" + url.removeprefix(prefix) if url.startswith(prefix) else url
+
+
+class Dispatcher(Protocol):
+    """One way for jobs to reach a worker: this process's threads, or the broker."""
+
+    def takes(self, queue_id: str) -> bool:
+        """Whether the jobs of `queue_id` go this way."""
+        ...
+
+    def submit(self, jobs: Sequence[Dispatch]) -> None:
+        """Have these jobs run (each of a queue this dispatcher takes)."""
+        ...
+
+    def discard(self, job_id: int, queue_id: str) -> None:
+        """Have a worker that sees the download volume remove what a cancelled job left."""
+        ...
+
+
+class Runtime:
+    """One Redis seen as this project sees it, and the ways its jobs reach workers."""
+
+    def __init__(self, redis_url: str, settings: Settings) -> None:
+        self.redis_url = redis_py_url(redis_url)
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self.session_override: requests.Session | None = None
+        """The session in-process workers download with (the seed's `requests_session`)."""
+        self.stopping = threading.Event()
+        """Set when this process's worker shuts down: running jobs hand themselves back."""
+        self.dispatchers: list[Dispatcher] = []
+        """Asked in order: the first that takes a job's queue gets it."""
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """The client of the job store and events; it rides out a Redis restart by retrying
+        each command for about half a minute before giving up."""
+        return redis.Redis.from_url(
+            self.redis_url,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=20),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
+
+    @cached_property
+    def store(self) -> JobStore:
+        return JobStore(self.redis, self.settings.namespace)
+
+    @cached_property
+    def publisher(self) -> EventPublisher:
+        return EventPublisher(self.redis, self.settings.namespace)
+
+    @cached_property
+    def leases(self) -> LeaseRenewer:
+        """The one thread of this process that renews the leases of all its running jobs."""
+        return LeaseRenewer(self.store, self.settings.lease_seconds)
+
+    def live_workers(self) -> list[str]:
+        """The workers whose heartbeat in Redis is current (see `recovery.OrphanWatch`)."""
+        return self.store.live_workers()
+
+    def dispatcher_for(self, queue_id: str) -> Dispatcher:
+        for dispatcher in self.dispatchers:
+            if dispatcher.takes(queue_id):
+                return dispatcher
+        raise RuntimeError(
+            f"jobs of queue {queue_id!r} need a worker this process cannot reach: it runs "
+            "only its own jobs and has no broker to send others with"
+        )
+
+    def submit(self, job_id: int, queue_id: str, priority: int) -> None:
+        """Queue job `job_id` for a worker of its queue, at its mapped priority."""
+        self.submit_many([(job_id, queue_id, priority)])
+
+    def submit_many(self, jobs: Sequence[Dispatch]) -> None:
+        """Queue (job id, queue id, priority) triples, each through the first dispatcher that
+        takes its queue, in one call per dispatcher."""
+        routed: dict[int, tuple[Dispatcher, list[Dispatch]]] = {}
+        for job in jobs:
+            dispatcher = self.dispatcher_for(job[1])
+            routed.setdefault(id(dispatcher), (dispatcher, []))[1].append(job)
+        for dispatcher, batch in routed.values():
+            dispatcher.submit(batch)
+
+    def cancel(self, job_id: int, queue_id: str) -> CancelResult:
+        """Cancel one job; one that never started is over at once and says so on the bus."""
+        return self.cancel_many([job_id], queue_id)[0]
+
+    def cancel_many(self, job_ids: Iterable[int], queue_id: str) -> list[CancelResult]:
+        """Cancel jobs in pipelined batches; those that never started end at once."""
+        ids = list(job_ids)
+        results = self.store.cancel_many(ids)
+        ended = [
+            job_id
+            for job_id, result in zip(ids, results, strict=True)
+            if result is CancelResult.CANCELLED
+        ]
+        records = {record["id"]: record for record in self.store.records(ended)}
+        self.publisher.publish_many(
+            DOWNLOAD_CANCELLED,
+            queue_id,
+            ended,
+            {job_id: {"source": records.get(job_id, {}).get("source")} for job_id in ended},
+        )
+        for job_id in ended:
+            if records.get(job_id, {}).get("job_started"):
+                # It ran once and its worker is gone: a worker (which, unlike this client,
+                # surely sees the download volume) removes what it left behind. A job that
+                # never ran is tidied by the claim of its own message.
+                self.dispatcher_for(queue_id).discard(job_id, queue_id)
+        return results
+
+    def disconnect(self) -> None:
+        """Close every connection, so an embedded Redis sees its last client go."""
+        self.redis.connection_pool.disconnect()
