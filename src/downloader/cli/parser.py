@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from downloader.cli.common import EXIT_USAGE
+from downloader.cli.common import EXIT_USAGE, load_settings
 from downloader.cli.get import cmd_get
 from downloader.cli.jobs import (
     STATUS_WORDS,
@@ -228,15 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
-    if args.run in (cmd_flower, cmd_worker):
+    if args.run in (cmd_flower, cmd_worker):  # what they do not know goes to Celery or Flower
+        try:
+            load_settings()  # here, or Celery's import of the app says it in a traceback
+        except ValueError as exc:
+            return _refused(exc)
         return int(args.run(args, extra))
     if extra:
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = int(args.run(args) or 0)
     except ValueError as exc:  # a setting or a value given (pydantic's errors are ValueErrors)
-        print(f"downloader: error: {_said(exc)}", file=sys.stderr)
-        return EXIT_USAGE
+        return _refused(exc)
     except OSError as exc:  # a file named on the command line (--token-file, -i)
         if not exc.filename:
             raise
@@ -246,6 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # whole heap of Celery, kombu and pydantic objects (about 0.15 s after a `get`).
     gc.freeze()
     return code
+
+
+def _refused(exc: ValueError) -> int:
+    print(f"downloader: error: {_said(exc)}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _said(exc: ValueError) -> str:
