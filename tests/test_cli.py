@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import hashlib
 import json
@@ -573,6 +574,11 @@ def test_tokens_from_a_file_and_from_the_environment(origin: Origin, tmp_path: P
         (["--token-file", "/no/such/token"], {}, "error: /no/such/token: No such file"),
         ([], {"DOWNLOADER_MAX_RETRIES": "abc"}, "DOWNLOADER_MAX_RETRIES: Input should be"),
         ([], {"DOWNLOADER_HOST_TOKENS": '{"a": "x'}, "DOWNLOADER_HOST_TOKENS is not valid JSON"),
+        (
+            [],
+            {"DOWNLOADER_HOST_TOKENS": '{"hub.example:8443": "hf_x"}'},
+            "DOWNLOADER_HOST_TOKENS: key 'hub.example:8443': a bare host means https on port 443",
+        ),
     ],
 )
 def test_a_bad_option_or_setting_is_one_line_and_queues_nothing(
@@ -584,6 +590,35 @@ def test_a_bad_option_or_setting_is_one_line_and_queues_nothing(
     assert "Traceback" not in result.stderr, result.stderr
     assert said in result.stderr.strip().splitlines()[-1], result.stderr  # after any usage
     assert origin.gets("/files/x.bin") == []
+
+
+def test_hf_token_goes_to_hugging_face_over_https_on_443_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from downloader.cli.get import _token
+
+    monkeypatch.delenv("DOWNLOADER_TOKEN", raising=False)
+    monkeypatch.setenv("HF_TOKEN", "hf_abc")
+    args = argparse.Namespace(token_file=None, token=None)
+    assert _token(args, "https://huggingface.co/acme/x/resolve/main/a.bin") == "hf_abc"
+    assert _token(args, "https://cdn-lfs.hf.co:443/x") == "hf_abc"
+    for elsewhere in (
+        "http://huggingface.co/acme/x/resolve/main/a.bin",
+        "https://huggingface.co:8443/acme/x/resolve/main/a.bin",
+        "https://huggingface.co.example.net/a.bin",
+    ):
+        assert _token(args, elsewhere) is None, elsewhere
+
+
+@pytest.mark.parametrize("command", ["worker", "flower", "api"])
+def test_a_bad_setting_stops_a_server_command_with_one_line(tmp_path: Path, command: str) -> None:
+    env = {**embedded_env(tmp_path), "DOWNLOADER_HOST_TOKENS": '{"ftp://hub.example": "hf_x"}'}
+    result = run_cli(command, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "downloader: error: DOWNLOADER_HOST_TOKENS: key 'ftp://hub.example': an origin starts "
+        "with http:// or https://"
+    ]
 
 
 def test_a_token_a_header_cannot_carry_is_one_line_that_does_not_echo_it(

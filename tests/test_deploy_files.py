@@ -9,6 +9,7 @@ suite (`downloader worker`, `api`, `flower`).
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -77,8 +78,10 @@ def test_compose_services_run_real_commands_on_their_ports(service: str) -> None
     env = {**COMPOSE["x-downloader"]["environment"], **spec.get("environment", {})}
     check_env(list(env))
     assert env["DOWNLOADER_REDIS_URL"] == "redis://redis:6379/0"
-    if service in DEFAULT_PORTS:
+    if service == "api":  # every route but /health needs the key
         assert [f"{args.port}:{args.port}"] == spec["ports"]
+    if service == "flower":  # it can shut workers down: this host only, unless opened
+        assert [f"127.0.0.1:{args.port}:{args.port}"] == spec["ports"]
     if service == "api":
         assert f"127.0.0.1:{args.port}/health" in " ".join(spec["healthcheck"]["test"])
     if service == "flower":
@@ -193,3 +196,135 @@ def test_the_api_secret_must_be_filled_and_probes_need_no_key() -> None:
     assert "kubectl -n downloader create secret generic downloader-secrets" in readme
     assert '--from-literal=DOWNLOADER_API_KEY="$(openssl rand -hex 32)"' in readme
     assert "refuses to start with an empty or blank key" in readme
+
+
+# -- safe defaults: nothing exposed without credentials ---------------------------------------
+
+_VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<braced>\w+)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}|(?P<named>\w+))"
+)
+
+
+class Unset(Exception):
+    """A `${VAR:?message}` whose VAR is unset or empty: compose stops with the message."""
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """`value` as compose interpolates it (the compose specification's "Interpolation":
+    `$$`, `$VAR`, `${VAR}`, and `-`, `?`, `+` with or without `:`; with `:` an empty value
+    counts as unset)."""
+
+    def one(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        name, op, arg = match["braced"] or match["named"], match["op"] or "", match["arg"] or ""
+        value = env.get(name)
+        missing = not value if op.startswith(":") else value is None
+        if op.endswith("-"):
+            return arg if missing else str(value)
+        if op.endswith("?"):
+            if missing:
+                raise Unset(f"{name}: {arg}")
+            return str(value)
+        if op.endswith("+"):
+            return "" if missing else arg
+        return value or ""
+
+    return _VARIABLE.sub(one, value)
+
+
+def render_compose(env: dict[str, str]) -> tuple[Any, list[str]]:
+    """The compose file as `docker compose config` would see it with `env`, and the
+    messages of every required variable that is missing (compose stops at the first)."""
+    refused: list[str] = []
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(value) for value in node]
+        if isinstance(node, str):
+            try:
+                return interpolate(node, env)
+            except Unset as exc:
+                refused.append(str(exc))
+        return node
+
+    return walk(COMPOSE), refused
+
+
+def test_the_compose_interpolation_model_follows_the_specification() -> None:
+    env = {"SET": "v", "EMPTY": ""}
+    assert (
+        interpolate("$$SET ${SET} $SET ${NONE:-d} ${EMPTY:-d} ${EMPTY-d}", env) == "$SET v v d d "
+    )
+    assert interpolate("${SET:+alt}${EMPTY+alt}${EMPTY:+alt}${NONE+alt}", env) == "altalt"
+    for refused in ("${EMPTY:?say}", "${NONE?say}", "${NONE:?say}"):
+        with pytest.raises(Unset, match="say"):
+            interpolate(refused, env)
+    assert interpolate("${EMPTY?say}", env) == ""
+
+
+def test_compose_refuses_to_start_without_flower_credentials() -> None:
+    """`docker compose up` without FLOWER_BASIC_AUTH (or with it empty) stops with a message
+    naming it, as it does without DOWNLOADER_API_KEY; with both it starts, with the values
+    given and no default password anywhere."""
+    _, refused = render_compose({})
+    assert [message.split(":")[0] for message in refused] == [
+        "DOWNLOADER_API_KEY",
+        "FLOWER_BASIC_AUTH",
+    ]
+    _, refused = render_compose({"DOWNLOADER_API_KEY": "k", "FLOWER_BASIC_AUTH": ""})
+    assert len(refused) == 1 and refused[0].startswith("FLOWER_BASIC_AUTH: set FLOWER_BASIC_AUTH")
+    rendered, refused = render_compose({"DOWNLOADER_API_KEY": "k", "FLOWER_BASIC_AUTH": "a:b"})
+    assert refused == []
+    assert rendered["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"] == "a:b"
+    assert rendered["services"]["api"]["environment"]["DOWNLOADER_API_KEY"] == "k"
+    text = (ROOT / "docker-compose.yml").read_text()
+    defaulted = re.findall(r"\$\{(\w+):?-", text)
+    assert not [name for name in defaulted if re.search("KEY|AUTH|PASS|TOKEN|SECRET", name)]
+    assert "change-me" not in text
+
+
+def test_compose_publishes_no_redis_and_flower_on_loopback_only() -> None:
+    services = COMPOSE["services"]
+    assert "ports" not in services["redis"] and "ports" not in services["worker"]
+    for spec in services.values():
+        for published in spec.get("ports", []):
+            assert published.startswith("127.0.0.1:") or published == "8000:8000", published
+
+
+def test_the_manifests_carry_no_default_credential_and_flower_needs_one() -> None:
+    secret = next(d for d in MANIFESTS if d["kind"] == "Secret")
+    assert secret["stringData"]["FLOWER_BASIC_AUTH"] == ""  # `downloader flower` refuses it
+    assert "change-me" not in json.dumps(MANIFESTS) and "change_me" not in json.dumps(MANIFESTS)
+    flower = next(c for c in containers() if c.get("command", [])[:2] == ["downloader", "flower"])
+    assert "--no-auth" not in flower["command"]
+    auth = next(e for e in flower["env"] if e["name"] == "FLOWER_BASIC_AUTH")
+    ref = auth["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == secret["metadata"]["name"] and not ref.get("optional")
+    for service in (d for d in MANIFESTS if d["kind"] == "Service"):
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", service["metadata"]
+
+
+def test_only_the_downloader_and_keda_reach_redis() -> None:
+    """Redis has no password: a NetworkPolicy lets only the workers, the API, Flower and
+    KEDA's scaler in (with a CNI that enforces policies; see deploy/README.md)."""
+    policy = next(
+        d
+        for d in MANIFESTS
+        if d["kind"] == "NetworkPolicy"
+        and d["spec"]["podSelector"] == {"matchLabels": {"app": "redis"}}
+    )
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 6379, "protocol": "TCP"}]
+    apps = {
+        peer["podSelector"]["matchLabels"]["app"] for peer in rule["from"] if "podSelector" in peer
+    }
+    deployments = {d["metadata"]["name"] for d in MANIFESTS if d["kind"] == "Deployment"}
+    assert apps == deployments == {"downloader-worker", "downloader-api", "downloader-flower"}
+    namespaces = [peer["namespaceSelector"] for peer in rule["from"] if "namespaceSelector" in peer]
+    assert namespaces == [{"matchLabels": {"kubernetes.io/metadata.name": "keda"}}]
+    kustomization = next(d for d in MANIFESTS if d["kind"] == "Kustomization")
+    assert "network-policy.yaml" in kustomization["resources"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -457,7 +458,7 @@ def test_a_token_configured_per_host_is_used_when_the_job_has_none(
     origin: Origin,
     tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("DOWNLOADER_HOST_TOKENS", f'{{"127.0.0.1": "{origin.token}"}}')
+    monkeypatch.setenv("DOWNLOADER_HOST_TOKENS", json.dumps({origin.base: origin.token}))
     service = make_service()
     origin.add("gated.bin", b"gated model")
     job = service.download(origin.url("/private/gated.bin"), tmp_path)

@@ -387,6 +387,7 @@ def test_each_hub_token_goes_to_its_own_origin_only(
         "https://huggingface.co/acme/x/resolve/main/a.bin",  # not the configured hub
         "https://civitai.com.example.net/api/download/models/1",
         "http://civitai.com/api/download/models/1",  # never in clear text
+        "https://civitai.com:8443/api/download/models/1",  # nor to another port
     ):
         assert token_for(elsewhere) is None, elsewhere
 

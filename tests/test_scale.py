@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -182,3 +183,179 @@ def test_flower_with_basic_auth_refuses_strangers(
     finally:
         process.terminate()
         process.wait(10)
+
+
+def _flower_env(namespace: str, redis_url: str, **variables: str) -> dict[str, str]:
+    env = {k: v for k, v in cli_env(namespace, redis_url).items() if not k.startswith("FLOWER_")}
+    return {**env, **variables}
+
+
+def _refused_connection(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("args", "variables", "said"),
+    [
+        (
+            [],
+            {},
+            "Flower has no credentials and --address 0.0.0.0 is not a loopback address: set "
+            "FLOWER_BASIC_AUTH=user:password (or --basic-auth=user:password, or --auth with an "
+            "OAuth provider), or pass --no-auth to serve it without authentication",
+        ),
+        (
+            [],
+            {"FLOWER_BASIC_AUTH": ""},
+            "FLOWER_BASIC_AUTH (or --basic-auth) is blank or holds an entry that is not "
+            "user:password with both set (entries are separated by commas)",
+        ),
+        (
+            ["--basic-auth=admin:"],
+            {},
+            "FLOWER_BASIC_AUTH (or --basic-auth) is blank or holds an entry that is not "
+            "user:password with both set (entries are separated by commas)",
+        ),
+        (
+            [],
+            {"FLOWER_BASIC_AUTH": "admin:SECRETPW,:SECRETPW2"},
+            "FLOWER_BASIC_AUTH (or --basic-auth) is blank or holds an entry that is not "
+            "user:password with both set (entries are separated by commas)",
+        ),
+    ],
+)
+def test_flower_beyond_loopback_refuses_to_start_without_credentials(
+    namespace: str,
+    redis_url: str,
+    args: list[str],
+    variables: dict[str, str],
+    said: str,
+) -> None:
+    """As `downloader api` does without a key: one line, exit 2, nothing listening."""
+    port = _free_port()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "downloader",
+            "flower",
+            "--address=0.0.0.0",
+            f"--port={port}",
+            *args,
+        ],
+        env=_flower_env(namespace, redis_url, **variables),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [f"downloader flower: {said}"]
+    assert "SECRETPW" not in result.stderr
+    assert _refused_connection("127.0.0.1", port)
+
+
+@pytest.mark.parametrize(
+    ("args", "variables", "stranger"),
+    [
+        (["--no-auth"], {"FLOWER_UNAUTHENTICATED_API": "true"}, 200),
+        ([], {"FLOWER_BASIC_AUTH": "admin:s3cret"}, 401),
+    ],
+)
+def test_flower_beyond_loopback_starts_with_credentials_or_an_explicit_no_auth(
+    namespace: str,
+    redis_url: str,
+    tmp_path: Path,
+    args: list[str],
+    variables: dict[str, str],
+    stranger: int,
+) -> None:
+    port = _free_port()
+    log = tmp_path / "flower.log"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "downloader",
+            "flower",
+            "--address=0.0.0.0",
+            f"--port={port}",
+            *args,
+        ],
+        env=_flower_env(namespace, redis_url, **variables),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            try:
+                requests.get(f"{base}/healthcheck", timeout=1)
+                return True
+            except requests.ConnectionError:
+                assert process.poll() is None, log.read_text()
+                return False
+
+        wait_until(up, timeout=30)
+        assert requests.get(f"{base}/api/tasks", timeout=5).status_code == stranger
+        warned = "authentication is OFF on 0.0.0.0 (--no-auth)" in log.read_text()
+        assert warned == ("--no-auth" in args), log.read_text()
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _outside_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback, if it has one."""
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and not address.address.startswith("127."):
+                return address.address
+    return None
+
+
+@pytest.mark.parametrize(
+    ("host_args", "bound"), [([], "127.0.0.1"), (["--metrics-host", "0.0.0.0"], "0.0.0.0")]
+)
+def test_worker_metrics_listen_on_loopback_unless_told_otherwise(
+    spawn_worker: Callable[..., WorkerProcess], host_args: list[str], bound: str
+) -> None:
+    port = _free_port()
+    worker = spawn_worker("metered", celery_options=["--metrics-port", str(port), *host_args])
+    listening = {
+        connection.laddr.ip
+        for connection in psutil.Process(worker.process.pid).net_connections("tcp")
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+    }
+    assert listening == {bound}
+    answer = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert answer.status_code == 200 and "downloader_jobs" in answer.text
+    outside = _outside_address()
+    if outside is not None:
+        assert _refused_connection(outside, port) == (bound == "127.0.0.1")
+    if bound != "127.0.0.1":
+        assert "metrics on 0.0.0.0" in worker.output() and "no authentication" in worker.output()
+
+
+def test_a_metrics_port_in_use_stops_the_worker_with_one_line(
+    namespace: str, redis_url: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "downloader", "worker", "--metrics-port", str(port)],
+            env=cli_env(namespace, redis_url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"downloader worker: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+    ]

@@ -20,6 +20,7 @@ import redis
 import requests
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
+from requests import PreparedRequest, Response, Session
 
 from downloader import DownloadJob, DownloadJobStatus, DownloadQueueService, RemoteModelFile
 from downloader.api import create_api
@@ -31,6 +32,7 @@ from tests.conftest import WorkerProcess, keys_matching
 from tests.origin import Origin
 from tests.proxy import RecordingProxy
 from tests.test_queue import sha256, wait_until
+from tests.test_seed_api import TestAdapter
 
 Q = "/api/v1/queue/default"
 PUBLIC = "93.184.215.14"
@@ -253,6 +255,162 @@ def test_host_tokens_are_stripped_and_a_bad_one_is_named_by_host(
         assert "hub.example" in str(refused.value) and "SECRET" not in str(refused.value)
 
 
+# -- host tokens per origin -------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_port() -> Iterator[Origin]:
+    """A second origin on the same host, another port: the same host name, another origin."""
+    server = Origin().start()
+    yield server
+    server.stop()
+
+
+def host_token_service(
+    make_service: Callable[..., DownloadQueueService],
+    monkeypatch: pytest.MonkeyPatch,
+    tokens: dict[str, str],
+) -> DownloadQueueService:
+    """A service whose in-process worker has `tokens` as its DOWNLOADER_HOST_TOKENS."""
+    monkeypatch.setenv("DOWNLOADER_HOST_TOKENS", json.dumps(tokens))
+    monkeypatch.setenv("DOWNLOADER_MAX_RETRIES", "0")
+    monkeypatch.setenv("DOWNLOADER_ALLOW_PRIVATE_NETWORKS", "true")  # the origins are loopback
+    return make_service()
+
+
+def authorizations(server: Origin) -> list[str | None]:
+    return [request.headers.get("Authorization") for request in server.gets("/private/")]
+
+
+def test_a_host_token_keyed_by_a_bare_host_goes_to_https_on_443_only(
+    make_service: Callable[..., DownloadQueueService],
+    monkeypatch: pytest.MonkeyPatch,
+    origin: Origin,
+    tmp_path: Path,
+) -> None:
+    service = host_token_service(make_service, monkeypatch, {"127.0.0.1": origin.token})
+    origin.add("gated.bin", b"gated")
+    job = service.download(origin.url("/private/gated.bin"), tmp_path)
+    service.wait_for_job(job, timeout=30)
+    assert job.status == DownloadJobStatus.ERROR and "Unauthorized" in (job.error_type or "")
+    assert authorizations(origin) == [None]  # plain http on another port: not its origin
+    assert not (tmp_path / "gated.bin").exists()
+
+
+@pytest.mark.parametrize("untrusted", [False, True])
+def test_a_host_token_keyed_by_an_origin_goes_to_that_origin_only(
+    make_service: Callable[..., DownloadQueueService],
+    monkeypatch: pytest.MonkeyPatch,
+    origin: Origin,
+    other_port: Origin,
+    tmp_path: Path,
+    untrusted: bool,
+) -> None:
+    """Untrusted (REST) jobs get the operator's host tokens on exactly their origins, as
+    trusted jobs do (README, Tokens); the caller chooses neither the scheme nor the port."""
+    service = host_token_service(make_service, monkeypatch, {origin.base: origin.token})
+    other_port.token = origin.token  # so that a token that arrived would be accepted there
+    for server in (origin, other_port):
+        server.add("gated.bin", b"gated")
+    sources = {
+        "own": origin.url("/private/gated.bin"),
+        "other port": other_port.url("/private/gated.bin"),
+        "redirected": origin.url(f"/redirect/x?to={other_port.url('/private/gated.bin')}"),
+    }
+    jobs = {
+        name: service.download(source, tmp_path / name, untrusted=untrusted)
+        for name, source in sources.items()
+    }
+    service.join()
+    assert {name: job.status for name, job in jobs.items()} == {
+        "own": DownloadJobStatus.COMPLETED,
+        "other port": DownloadJobStatus.ERROR,
+        "redirected": DownloadJobStatus.ERROR,
+    }
+    assert (tmp_path / "own").read_bytes() == b"gated"
+    assert authorizations(origin) == [f"Bearer {origin.token}"]
+    assert authorizations(other_port) == [None, None]
+
+
+class _Recording(TestAdapter):
+    """A canned answer that also keeps the headers of every request it is sent."""
+
+    __test__ = False
+
+    def __init__(self, body: bytes, status: int = 200, headers: dict | None = None) -> None:
+        super().__init__(body, status, headers)
+        self.seen: list[dict[str, str]] = []
+
+    def send(self, request: PreparedRequest, stream: bool = False, **kwargs: object) -> Response:
+        self.seen.append(dict(request.headers))
+        return super().send(request, stream, **kwargs)
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_no_token_follows_a_redirect_from_http_to_https_on_the_same_host(
+    make_service: Callable[..., DownloadQueueService],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    keyed: bool,
+) -> None:
+    """requests keeps `Authorization` from http://host to https://host (ports 80 and 443,
+    which a test cannot serve, hence the seed's mounted adapters); another origin is another
+    origin, though: a token made for the first is not sent to the second."""
+    token = f"tok-{uuid.uuid4().hex}"
+    monkeypatch.setenv("DOWNLOADER_HOST_TOKENS", json.dumps({"http://hub.test": token}))
+    session = Session()
+    upgrade = _Recording(b"", 302, {"Location": "https://hub.test/files/model.bin"})
+    served = _Recording(b"model bytes", 200, {"Content-Length": "11"})
+    session.mount("http://hub.test/", upgrade)
+    session.mount("https://hub.test/", served)
+    service = make_service(requests_session=session)
+    job = service.download(
+        "http://hub.test/files/model.bin", tmp_path, access_token=None if keyed else token
+    )
+    service.wait_for_job(job, timeout=30)
+    assert job.status == DownloadJobStatus.COMPLETED, job.error
+    assert (tmp_path / "model.bin").read_bytes() == b"model bytes"
+    assert [headers.get("Authorization") for headers in upgrade.seen] == [f"Bearer {token}"]
+    assert [headers.get("Authorization") for headers in served.seen] == [None]
+
+
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("huggingface.co:8443", "a bare host means https on port 443"),
+        ("ftp://hub.example", "http:// or https://"),
+        ("https://hub.example/models", "no path"),
+        ("https://user:pw@hub.example", "no user"),
+        ("https://hub.example?x=1", "no path"),
+        ("https://hub.example:99999", "port"),
+        ("https://", "no host"),
+        ("", "no host"),
+        (" hub.example", "not a host name"),
+        ("hub example", "not a host name"),
+        ("hüb.example", "not a host name"),
+    ],
+)
+def test_a_host_token_key_that_names_no_origin_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, key: str, said: str
+) -> None:
+    monkeypatch.setenv("DOWNLOADER_HOST_TOKENS", json.dumps({key: "hf_SECRET"}))
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    text = str(refused.value)
+    assert f"host_tokens\n  Value error, key {key!r}: " in text and said in text, text
+    assert "SECRET" not in text
+
+
+def test_two_host_token_keys_for_one_origin_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = {"hub.example": "hf_SECRET1", "https://HUB.example:443/": "hf_SECRET2"}
+    monkeypatch.setenv("DOWNLOADER_HOST_TOKENS", json.dumps(tokens))
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    text = str(refused.value)
+    assert "'hub.example' and 'https://HUB.example:443/' name the same origin" in text, text
+    assert "SECRET" not in text
+
+
 # -- no token in any text that leaves ---------------------------------------------------------
 
 
@@ -300,7 +458,7 @@ def test_no_token_in_any_field_event_rest_answer_or_log_line(
     worker = spawn_worker(
         env={
             # As read from a secret file: a final newline, a stray space.
-            "DOWNLOADER_HOST_TOKENS": json.dumps({"127.0.0.1": f" {host_token}\n"}),
+            "DOWNLOADER_HOST_TOKENS": json.dumps({origin.base: f" {host_token}\n"}),
             "DOWNLOADER_MAX_RETRIES": "1",
             "DOWNLOADER_RETRY_BACKOFF": "0.05",
         },

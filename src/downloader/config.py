@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from downloader.engine.origins import Origin, configured_origin, origin, shown
 from downloader.jobs.models import bearer_token
 
 
@@ -72,7 +73,8 @@ class Settings(BaseSettings):
     retry_backoff: float = Field(default=1.0, gt=0, description="first retry delay, doubling")
     host_tokens: dict[str, SecretStr] = Field(
         default_factory=dict,
-        description='bearer tokens per host, JSON: {"huggingface.co": "hf_..."}',
+        description='bearer tokens per origin, JSON: {"huggingface.co": "hf_..."}; a bare host '
+        "is https on port 443, `http://host:port` or `https://host:port` names another origin",
     )
     hf_endpoint: str = Field(
         default="https://huggingface.co",
@@ -104,13 +106,35 @@ class Settings(BaseSettings):
     @field_validator("host_tokens")
     @classmethod
     def _header_safe_tokens(cls, tokens: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        cleaned = {}
-        for host, token in tokens.items():
+        """Each key names one origin (see `configured_origin`), no two the same one, and each
+        token can go into a header; an error names the key, never the token."""
+        cleaned: dict[str, SecretStr] = {}
+        keys: dict[Origin, str] = {}
+        for key, token in tokens.items():
+            try:
+                target = configured_origin(key)
+            except ValueError as exc:
+                raise ValueError(f"key {key!r}: {exc}") from None
+            if target in keys:
+                raise ValueError(
+                    f"keys {keys[target]!r} and {key!r} name the same "
+                    f"origin, {shown(target)}: keep one"
+                )
+            keys[target] = key
             try:
                 value = bearer_token(token.get_secret_value())
             except ValueError as exc:
-                raise ValueError(f"DOWNLOADER_HOST_TOKENS[{host!r}]: {exc}") from None
+                raise ValueError(f"DOWNLOADER_HOST_TOKENS[{key!r}]: {exc}") from None
             if value is None:
-                raise ValueError(f"DOWNLOADER_HOST_TOKENS[{host!r}] is empty")
-            cleaned[host] = SecretStr(value)
+                raise ValueError(f"DOWNLOADER_HOST_TOKENS[{key!r}] is empty")
+            cleaned[key] = SecretStr(value)
         return cleaned
+
+    def host_token(self, url: str) -> str | None:
+        """The token configured for `url`'s origin (scheme, host and port), if any: a job
+        without a token of its own sends it to that origin only."""
+        target = origin(url)
+        for key, token in self.host_tokens.items():
+            if configured_origin(key) == target:
+                return token.get_secret_value()
+        return None

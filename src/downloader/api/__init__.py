@@ -12,6 +12,18 @@ repeat no input (`errors`), the state routes share (`context`), how they read th
 It may import `client` and every layer below it; nothing but `cli` imports it.
 """
 
-from downloader.api.app import build_api, create_api
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["build_api", "create_api"]
+
+
+def __getattr__(name: str) -> Any:
+    """`create_api` and `build_api`, imported on first use: the command line imports small
+    modules of this package (`exposure`) without paying for FastAPI."""
+    if name not in __all__:
+        raise AttributeError(f"module 'downloader.api' has no attribute {name!r}")
+    from downloader.api import app
+
+    return getattr(app, name)

@@ -10,7 +10,6 @@ not in an answer, an error or a log line.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 
 from fastapi import Security
@@ -20,6 +19,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from downloader.api.exposure import is_loopback
 from downloader.config import Settings
 
 OPEN_PATHS = frozenset({"/health"})
@@ -55,7 +55,7 @@ def check_exposure(key: str | None, host: str, no_auth: bool) -> None:
     in the log whenever authentication is off."""
     if key:
         return
-    if _is_loopback(host):
+    if is_loopback(host):
         _log.warning("authentication is off: DOWNLOADER_API_KEY is unset (loopback %s only)", host)
     elif no_auth:
         _log.warning(
@@ -68,13 +68,6 @@ def check_exposure(key: str | None, host: str, no_auth: bool) -> None:
             f"DOWNLOADER_API_KEY is unset and --host {host} is not a loopback address: "
             "set DOWNLOADER_API_KEY, or pass --no-auth to serve without a key"
         )
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def documented() -> list[Depends]:

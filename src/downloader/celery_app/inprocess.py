@@ -2,7 +2,7 @@
 
 It consumes the service's queue from the broker like any `downloader worker`, so a script
 with an in-process worker takes its share of every client's jobs on that queue. (`downloader
-get`, which runs only its own jobs, uses `downloader.localworker` instead.)
+get`, which runs only its own jobs, uses `downloader.worker.local` instead.)
 """
 
 from __future__ import annotations

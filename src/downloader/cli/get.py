@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from downloader.cli.common import EXIT_ERROR, EXIT_USAGE, load_settings, open_service
 
@@ -76,21 +75,24 @@ def _bad_urls(urls: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _token(args: argparse.Namespace, url: str) -> str | None:
-    """--token-file, else DOWNLOADER_TOKEN, else HF_TOKEN for Hugging Face hosts (--token is
-    still taken, but `ps` shows it to everyone on the machine). An `hf://` source takes only
-    a token given on the command line; without one the hub finds HF_TOKEN or its token file."""
+    """--token-file, else DOWNLOADER_TOKEN, else HF_TOKEN for Hugging Face hosts over https on
+    port 443 (--token is still taken, but `ps` shows it to everyone on the machine). An `hf://`
+    source takes only a token given on the command line; without one the hub finds HF_TOKEN
+    or its token file."""
     if args.token_file:
         return Path(args.token_file).expanduser().read_text().strip() or None
     if args.token:
         return args.token
     from downloader import hub
+    from downloader.engine.origins import origin
 
     if hub.is_hub_source(url):
         return None
     if os.environ.get("DOWNLOADER_TOKEN"):
         return os.environ["DOWNLOADER_TOKEN"]
-    host = (urlsplit(url).hostname or "").lower()
-    if any(host == hf or host.endswith("." + hf) for hf in HF_HOSTS):
+    scheme, host, port = origin(url)
+    hugging_face = any(host == hf or host.endswith("." + hf) for hf in HF_HOSTS)
+    if hugging_face and (scheme, port) == ("https", 443):  # never in clear, nor to another port
         return os.environ.get("HF_TOKEN") or None
     return None
 

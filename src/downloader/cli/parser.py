@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from downloader.cli.common import EXIT_USAGE
+from downloader.cli.common import EXIT_USAGE, load_settings
 from downloader.cli.get import cmd_get
 from downloader.cli.jobs import (
     STATUS_WORDS,
@@ -63,6 +63,13 @@ def _at_least(minimum: int) -> Any:
         return value
 
     return parse
+
+
+def _port(text: str) -> int:
+    port = _at_least(1)(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {port}")
+    return port
 
 
 def _seconds(text: str) -> float:
@@ -164,7 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("-n", "--hostname", help="worker node name, e.g. w1@%%h")
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument(
-        "--metrics-port", type=int, help="serve Prometheus metrics on this port (/metrics)"
+        "--metrics-port", type=_port, help="serve Prometheus metrics on this port (/metrics)"
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the metrics port (default: %(default)s; it has no authentication: "
+        "beyond loopback, restrict it with a network policy, or scrape the API's /metrics)",
     )
     worker.set_defaults(run=cmd_worker)
 
@@ -206,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     api = command("api", "serve the REST API and the event stream (OpenAPI at /docs)")
     api.add_argument("--host", default="127.0.0.1", help="address (default: %(default)s)")
-    api.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    api.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s)")
     api.add_argument(
         "--no-auth",
         action="store_true",
@@ -218,25 +231,35 @@ def build_parser() -> argparse.ArgumentParser:
     flower = command(
         "flower",
         "run Flower on the download workers; other options (e.g. --basic-auth=user:pass) "
-        "go to Flower",
+        "go to Flower; beyond loopback it needs credentials (FLOWER_BASIC_AUTH, --basic-auth "
+        "or --auth)",
     )
     flower.add_argument("--address", default="127.0.0.1", help="address (default: %(default)s)")
-    flower.add_argument("--port", type=int, default=5555, help="port (default: %(default)s)")
+    flower.add_argument("--port", type=_port, default=5555, help="port (default: %(default)s)")
+    flower.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve without credentials on a non-loopback address: anyone who reaches it sees "
+        "every task and can shut workers down",
+    )
     flower.set_defaults(run=cmd_flower)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
-    if args.run in (cmd_flower, cmd_worker):
+    if args.run in (cmd_flower, cmd_worker):  # what they do not know goes to Celery or Flower
+        try:
+            load_settings()  # here, or Celery's import of the app says it in a traceback
+        except ValueError as exc:
+            return _refused(exc)
         return int(args.run(args, extra))
     if extra:
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = int(args.run(args) or 0)
     except ValueError as exc:  # a setting or a value given (pydantic's errors are ValueErrors)
-        print(f"downloader: error: {_said(exc)}", file=sys.stderr)
-        return EXIT_USAGE
+        return _refused(exc)
     except OSError as exc:  # a file named on the command line (--token-file, -i)
         if not exc.filename:
             raise
@@ -246,6 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # whole heap of Celery, kombu and pydantic objects (about 0.15 s after a `get`).
     gc.freeze()
     return code
+
+
+def _refused(exc: ValueError) -> int:
+    print(f"downloader: error: {_said(exc)}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _said(exc: ValueError) -> str:

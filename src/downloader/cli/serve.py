@@ -7,7 +7,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from downloader.cli.common import load_settings, queue_of
+from downloader.api.exposure import is_loopback
+from downloader.cli.common import EXIT_USAGE, load_settings, queue_of
+
+_BAD_BASIC_AUTH = (
+    "FLOWER_BASIC_AUTH (or --basic-auth) is blank or holds an entry that is not user:password "
+    "with both set (entries are separated by commas)"
+)
 
 
 def cmd_worker(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
@@ -26,7 +32,19 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
     if args.metrics_port:
         from downloader.api.metrics import serve
 
-        serve(runtime.store, args.metrics_port)
+        where = f"{args.metrics_host}:{args.metrics_port}"
+        if not is_loopback(args.metrics_host):
+            _say(
+                "worker",
+                f"warning: metrics on {where} with no authentication: whoever reaches it reads "
+                "queue names and job counts; restrict it (a network policy, a firewall) or "
+                "scrape the API's /metrics, which needs the key",
+            )
+        try:
+            serve(runtime.store, args.metrics_port, args.metrics_host)
+        except OSError as exc:  # a port in use, an address not on this machine
+            _say("worker", f"cannot serve metrics on {where}: {exc.strerror or exc}")
+            return EXIT_USAGE
     app.worker_main(argv)
     return 0
 
@@ -50,7 +68,52 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_flower(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
+    """Flower, once it is known to have credentials or to serve this machine only: it shows
+    every task and can revoke them and shut workers down."""
+    flower_argv = [f"--address={args.address}", f"--port={args.port}", *extra]
+    refusal = _flower_refusal(flower_argv, args.no_auth)
+    if refusal is not None:
+        _say("flower", refusal)
+        return EXIT_USAGE
     from downloader.celery_app import app
 
-    app.start(["flower", f"--address={args.address}", f"--port={args.port}", *extra])
+    app.start(["flower", *flower_argv])
     return 0
+
+
+def _flower_refusal(flower_argv: Sequence[str], no_auth: bool) -> str | None:
+    """Why Flower must not start with these options, or None. Flower's own reading of its
+    environment, command line and config file says what is configured (it reads them again
+    the same way when it starts)."""
+    from flower.command import apply_env_options, apply_options
+    from tornado.options import options
+
+    apply_env_options()
+    apply_options("flower", list(flower_argv))
+    entries = list(options.basic_auth or [])
+    if not all(user and password for user, _, password in (e.partition(":") for e in entries)):
+        return _BAD_BASIC_AUTH  # FLOWER_BASIC_AUTH="" is [""]: a lock nobody can open
+    if entries or options.auth:
+        return None
+    address = options.address or "every interface"
+    if options.unix_socket:
+        _say("flower", f"warning: authentication is off (unix socket {options.unix_socket})")
+    elif is_loopback(options.address):
+        _say("flower", f"warning: authentication is off (loopback {address} only)")
+    elif no_auth:
+        _say(
+            "flower",
+            f"warning: authentication is OFF on {address} (--no-auth): whoever reaches this "
+            "address sees every task and can revoke tasks and shut workers down",
+        )
+    else:
+        return (
+            f"Flower has no credentials and --address {address} is not a loopback address: "
+            "set FLOWER_BASIC_AUTH=user:password (or --basic-auth=user:password, or --auth "
+            "with an OAuth provider), or pass --no-auth to serve it without authentication"
+        )
+    return None
+
+
+def _say(command: str, line: str) -> None:
+    print(f"downloader {command}: {line}", file=sys.stderr)

@@ -52,6 +52,7 @@ from downloader.engine.filestate import (
 )
 from downloader.engine.mirrors import Mirrors
 from downloader.engine.naming import choose_filename, distinct_name
+from downloader.engine.origins import BearerAuth
 from downloader.engine.resolver import host_not_found
 from downloader.engine.segments import SegmentedCopy, SegmentMismatch, split
 from downloader.engine.watchdog import StalledTransferError, Watchdog, socket_of
@@ -399,11 +400,12 @@ class _Fetch:
 
     def send(self, url: str, headers: dict[str, str]) -> requests.Response:
         headers = {"Accept-Encoding": "identity", **headers}
+        auth = None
         if self.request.access_token and self.mirrors.may_carry_token(url):
-            headers["Authorization"] = f"Bearer {self.request.access_token}"
+            auth = BearerAuth(self.request.access_token, url)  # and not past a redirect away
         try:
             response = self.session.get(
-                url, headers=headers, stream=True, timeout=self.request.timeout
+                url, headers=headers, auth=auth, stream=True, timeout=self.request.timeout
             )
         except requests.RequestException:
             raise

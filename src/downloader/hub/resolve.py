@@ -10,8 +10,8 @@ mirrors configured (`DOWNLOADER_HF_MIRRORS`), each file also names the same `res
 every mirror as its `mirrors`, which the worker uses when they match the hub's hash.
 
 Tokens: the hub's token (`HF_TOKEN`, else the file huggingface_hub writes) goes with requests to
-the hub's own origin only; requests drops it when the hub redirects to its CDN. Civitai's
-(`CIVITAI_API_TOKEN`) goes to civitai.com. Nothing here logs or repeats a token.
+the hub's own origin only, and not past a redirect to another (its CDN). Civitai's
+(`CIVITAI_API_TOKEN`) goes to https://civitai.com (port 443). Nothing here logs or repeats a token.
 
 Everything the hub answers is treated as hostile: commits and hashes must look like hex digests,
 paths must stay inside the destination, and pagination links must stay on the hub.
@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin
 
 import requests
 from pydantic import ValidationError
 
 from downloader.config import Settings
-from downloader.engine.origins import origin
+from downloader.engine.origins import BearerAuth, origin
 from downloader.engine.resolver import host_not_found
 from downloader.jobs.models import RemoteModelFile, bearer_token
 
@@ -163,11 +163,11 @@ def token_for(url: str, settings: Settings | None = None) -> str | None:
     """The token a hub wants on `url`: the HF token on the hub's own origin, Civitai's on
     civitai.com; None anywhere else, so no token ever leaves for a host it was not made for."""
     settings = settings or Settings()
-    target = urlsplit(url)
-    if origin(url) == origin(settings.hf_endpoint):
+    target = origin(url)
+    if target == origin(settings.hf_endpoint):
         return hf_token()
-    host = (target.hostname or "").lower()
-    if target.scheme == "https" and (host == _CIVITAI or host.endswith("." + _CIVITAI)):
+    scheme, host, port = target
+    if (scheme, port) == ("https", 443) and (host == _CIVITAI or host.endswith("." + _CIVITAI)):
         return os.environ.get("CIVITAI_API_TOKEN", "").strip() or None
     return None
 
@@ -208,11 +208,9 @@ class _Hub:
         answer (a pagination link elsewhere) cannot take the token with it."""
         if origin(url) != origin(self.endpoint):
             raise HubError(f"the hub at {self.endpoint} pointed {what} to another host; refused")
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        auth = BearerAuth(self.token, self.endpoint) if self.token else None
         try:
-            response = self.session.request(
-                method, url, headers=headers, timeout=self.timeout, **options
-            )
+            response = self.session.request(method, url, auth=auth, timeout=self.timeout, **options)
         except requests.RequestException as exc:
             missing = host_not_found(exc, url)
             if missing is not None:  # no later try can mend a name that does not exist

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import requests
 
@@ -206,15 +205,10 @@ class JobRun:
             discard_partial(path, self.job_id)
 
     def access_token(self) -> str | None:
-        """The job's own token (read by the claim), else the one configured for the URL's
-        host."""
-        token = self.token
-        if token is None:
-            configured = self.app.settings.host_tokens.get(
-                urlsplit(self.record["source"]).hostname or ""
-            )
-            token = configured.get_secret_value() if configured is not None else None
-        return token
+        """The job's own token (read by the claim), else the one configured for the source's
+        origin. An untrusted (REST) job gets it too, on that exact origin: the operator
+        configured it for the fleet, and the caller chooses neither scheme nor port."""
+        return self.token or self.app.settings.host_token(self.record["source"])
 
     def run(self) -> str:
         outcome = self.claim_and_attempt()
