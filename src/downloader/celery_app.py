@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 
 from celery import Celery
 from celery.utils.nodenames import anon_nodename
+from kombu import Queue
 from kombu.common import maybe_declare
 from kombu.connection import ConnectionPool
 from kombu.pools import ProducerPool
@@ -30,6 +31,11 @@ from downloader.core import DownloaderCore
 from downloader.store import PRIORITY_LEVELS, celery_priority
 
 __all__ = ["PRIORITY_LEVELS", "DownloaderApp", "celery_priority", "create_app"]
+
+MAX_DECLARED = 1024
+"""Queue declarations kombu remembers per broker connection before they are forgotten (and
+made again, an idempotent SADD, when next needed): a process that sends for callers' queues
+(the REST API) would otherwise remember every queue id it was ever given."""
 
 
 def kombu_url(url: str) -> str:
@@ -100,6 +106,17 @@ class DownloaderApp(DownloaderCore, Celery):
             self.amqp._producer_pool = ProducerPool(self._pool, limit=self._pool.limit)
         return self._pool
 
+    def broker_queue(self, queue_id: str) -> Queue:
+        """The kombu queue messages for `queue_id` are sent to, made afresh each time.
+
+        Celery's registry (`amqp.queues`) would keep every queue name it is asked for, and a
+        queue of its own exchange leaves a binding key in Redis for ever: a process that
+        sends for callers' queues (the REST API) would grow with the names. On the default
+        exchange a message goes straight to the queue's list, where its workers take it.
+        """
+        name = self.celery_queue(queue_id)
+        return Queue(name, routing_key=name)
+
     def send(self, jobs: Sequence[tuple[int, str, int]]) -> None:
         """Send (job id, queue id, priority) triples to the broker over one producer.
 
@@ -113,8 +130,12 @@ class DownloaderApp(DownloaderCore, Celery):
         task = self.tasks["downloader.download"]
         origin = anon_nodename()  # Celery would work out the same for every message
         with self.producer_or_acquire() as producer:
-            for name in {self.celery_queue(queue_id) for _, queue_id, _ in jobs}:
-                maybe_declare(self.amqp.queues[name], producer.channel)
+            queues = {queue_id: self.broker_queue(queue_id) for _, queue_id, _ in jobs}
+            declared = producer.channel.connection.client.declared_entities
+            if len(declared) > MAX_DECLARED:
+                declared.clear()
+            for queue in queues.values():
+                maybe_declare(queue, producer.channel)
             # kombu's publish batch sends the messages in pipelined round trips, not one each;
             # the queues are declared above, once, and a failure shows when the batch is sent
             # (a retry per message, inside a pipeline, could mend nothing).
@@ -122,7 +143,7 @@ class DownloaderApp(DownloaderCore, Celery):
                 for job_id, queue_id, priority in jobs:
                     task.apply_async(
                         (job_id,),
-                        queue=self.celery_queue(queue_id),
+                        queue=queues[queue_id],
                         priority=celery_priority(priority),
                         task_id=dispatch_task_id(job_id, now),
                         ignore_result=True,
@@ -144,7 +165,7 @@ class DownloaderApp(DownloaderCore, Celery):
 
     def send_discard(self, job_id: int, queue_id: str) -> None:
         self.tasks["downloader.discard"].si(job_id).apply_async(
-            queue=self.celery_queue(queue_id), priority=0, ignore_result=True
+            queue=self.broker_queue(queue_id), priority=0, ignore_result=True
         )
 
     def disconnect(self) -> None:

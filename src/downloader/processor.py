@@ -30,9 +30,23 @@ log = logging.getLogger(__name__)
 
 RESUME_COMMAND = "downloader_resume"
 
+MAX_PAUSED = 1000
+"""Queues paused at once. A pause outlives every job (it holds for workers that start later),
+so pausing is the one thing a caller can name any number of queues for that Redis would keep
+for ever: past this many, resume some first."""
+
+
+class TooManyPaused(ValueError):
+    """`MAX_PAUSED` queues are paused already."""
+
 
 def paused_key(app: DownloaderCore, queue_id: str) -> str:
     return f"{app.keys.namespace}:queue:{queue_id}:paused"
+
+
+def paused_set(app: DownloaderCore) -> str:
+    """The ids of the paused queues, to count them."""
+    return f"{app.keys.namespace}:paused"
 
 
 def is_paused(app: DownloaderCore, queue_id: str) -> bool:
@@ -40,14 +54,29 @@ def is_paused(app: DownloaderCore, queue_id: str) -> bool:
 
 
 def pause(app: DownloaderApp, queue_id: str) -> None:
-    """Workers stop taking the queue's jobs; the ones they run go on."""
-    app.redis.set(paused_key(app, queue_id), 1)
+    """Workers stop taking the queue's jobs; the ones they run go on. Raises `TooManyPaused`
+    when `MAX_PAUSED` other queues are paused (concurrent pauses may pass it by a few)."""
+    pipe = app.redis.pipeline(transaction=False)
+    pipe.sismember(paused_set(app), queue_id)
+    pipe.scard(paused_set(app))
+    already, paused = pipe.execute()
+    if not already and paused >= MAX_PAUSED:
+        raise TooManyPaused(
+            f"{paused} queues are paused, the most there may be at once: resume one first"
+        )
+    pipe = app.redis.pipeline(transaction=True)
+    pipe.sadd(paused_set(app), queue_id)
+    pipe.set(paused_key(app, queue_id), 1)
+    pipe.execute()
     app.control.cancel_consumer(app.celery_queue(queue_id))
 
 
 def resume(app: DownloaderApp, queue_id: str) -> None:
     """The workers started with this queue take its jobs again."""
-    app.redis.delete(paused_key(app, queue_id))
+    pipe = app.redis.pipeline(transaction=True)
+    pipe.delete(paused_key(app, queue_id))
+    pipe.srem(paused_set(app), queue_id)
+    pipe.execute()
     app.control.broadcast(RESUME_COMMAND, arguments={"queue": app.celery_queue(queue_id)})
 
 
