@@ -275,7 +275,7 @@ def test_flower_beyond_loopback_starts_with_credentials_or_an_explicit_no_auth(
 ) -> None:
     port = _free_port()
     log = tmp_path / "flower.log"
-    process = subprocess.Popen(
+    process = popen(
         [
             sys.executable,
             "-m",

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from downloader.engine.origins import Origin, configured_origin, origin, shown
 from downloader.jobs.models import bearer_token
+from downloader.jobs.queues import QUEUE_ID_RULE, check_queue_id
 
 
 def _default_state_dir() -> Path:
@@ -34,7 +35,10 @@ class Settings(BaseSettings):
     state_dir: Path = Field(
         default_factory=_default_state_dir, description="where the embedded Redis keeps its data"
     )
-    queue_id: str = Field(default="default", description="the queue a worker or CLI works on")
+    queue_id: str = Field(
+        default="default",
+        description=f"the queue a worker or CLI works on: {QUEUE_ID_RULE}",
+    )
     concurrency: int = Field(default=5, ge=1, description="parallel downloads of one worker")
     chunk_size: int = Field(default=1 << 20, ge=4096, description="bytes read per chunk")
     segments: int = Field(
@@ -96,12 +100,22 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1 << 20, ge=1024, description="largest request body the REST API reads"
     )
+    api_max_event_streams: int = Field(
+        default=100,
+        ge=1,
+        description="event streams one REST API process serves at once; the next is a 503",
+    )
     download_root: Path = Field(
         default=Path("downloads"), description="the REST API's `dest` is relative to this"
     )
     allow_private_networks: bool = Field(
         default=False, description="let REST callers download from private addresses"
     )
+
+    @field_validator("queue_id")
+    @classmethod
+    def _plain_queue_id(cls, queue_id: str) -> str:
+        return check_queue_id(queue_id)
 
     @field_validator("host_tokens")
     @classmethod

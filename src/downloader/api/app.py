@@ -39,6 +39,7 @@ def build_api(*, keep_alive: float = KEEP_ALIVE_SECONDS) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await context.streams.aclose()
         await run_in_threadpool(context.close)
 
     app = FastAPI(

@@ -1,9 +1,10 @@
-"""What every request of one API app shares: its settings and its enqueue-only services.
+"""What every request of one API app shares: its settings, one enqueue-only service, one
+Redis probe and the event streams.
 
-Reads go straight to the job store through one enqueue-only service; writes to a queue go
-through an enqueue-only `DownloadQueueService` of that queue, made on first use and closed
-at shutdown. Routes receive the context as a dependency (`Ctx`) instead of closing over it,
-so each router can live in a module of its own.
+One service serves every queue (its `_` methods take the queue id), made on first use and
+closed at shutdown: a caller that names a million queue ids makes the API hold nothing more
+than one that names one. Routes receive the context as a dependency (`Ctx`) instead of
+closing over it, so each router can live in a module of its own.
 """
 
 from __future__ import annotations
@@ -11,49 +12,72 @@ from __future__ import annotations
 import threading
 from typing import Annotated
 
+import redis
 from fastapi import Depends, Request
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from downloader.api.streams import EventStreams
 from downloader.client.service import DownloadQueueService
 from downloader.config import Settings
 from downloader.store.jobs import JobStore
 
+PROBE_TIMEOUT = 1.0
+"""Seconds `/health` waits for Redis: a Redis that is down is reported at once."""
+
 
 class ApiContext:
-    """The settings and the per-queue services of one app, closed with it."""
+    """The settings, the service, the probe and the event streams of one app, closed with it."""
 
     def __init__(self, settings: Settings, keep_alive: float) -> None:
         self.settings = settings
         self.keep_alive = keep_alive  # seconds between keep-alive comments of the event stream
-        self._services: dict[str, DownloadQueueService] = {}
+        self.streams = EventStreams(self.redis_url, settings.api_max_event_streams)
+        self._service: DownloadQueueService | None = None
+        self._probe: JobStore | None = None
         self._lock = threading.Lock()
 
-    def service(self, queue_id: str) -> DownloadQueueService:
-        """The enqueue-only service of `queue_id`, made on first use."""
+    @property
+    def service(self) -> DownloadQueueService:
+        """The enqueue-only service of every queue, made on first use."""
         with self._lock:
-            if queue_id not in self._services:
-                self._services[queue_id] = DownloadQueueService(
-                    queue_id=queue_id, start_worker=False, follow=False
+            if self._service is None:
+                self._service = DownloadQueueService(
+                    queue_id=self.settings.queue_id, start_worker=False, follow=False
                 )
-            return self._services[queue_id]
-
-    def reader(self) -> DownloadQueueService:
-        """The service whose store and Celery app every read uses, whatever the queue."""
-        return self.service(self.settings.queue_id)
+            return self._service
 
     @property
     def store(self) -> JobStore:
-        return self.reader().app.store
+        return self.service.app.store
 
     def redis_url(self) -> str:
-        """The configured Redis, or the embedded server the reader started."""
-        return self.settings.redis_url or self.reader().app.redis_url
+        """The configured Redis, or the embedded server the service started."""
+        return self.settings.redis_url or self.service.app.redis_url
+
+    @property
+    def probe(self) -> JobStore:
+        """The store `/health` asks: a client with short timeouts and no retry, made once."""
+        url = self.redis_url()
+        with self._lock:
+            if self._probe is None:
+                client = redis.Redis.from_url(
+                    url,
+                    socket_connect_timeout=PROBE_TIMEOUT,
+                    socket_timeout=PROBE_TIMEOUT,
+                    retry=Retry(NoBackoff(), 0),
+                )
+                self._probe = JobStore(client, self.settings.namespace)
+            return self._probe
 
     def close(self) -> None:
         with self._lock:
-            opened = list(self._services.values())
-            self._services.clear()
-        for each in opened:
-            each.close()
+            service, self._service = self._service, None
+            probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.redis.close()
+        if service is not None:
+            service.close()
 
 
 def _context(request: Request) -> ApiContext:

@@ -10,40 +10,39 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from downloader import hub
 from downloader.api.context import ApiContext
 from downloader.api.paths import confined
 from downloader.api.schemas import BatchItem, EnqueueRequest
-from downloader.client.service import DownloadQueueService
 from downloader.jobs.models import RemoteModelFile
 
 
 def enqueue(ctx: ApiContext, queue_id: str, body: EnqueueRequest) -> list[int]:
-    """Queue the body's one form. Raises `HTTPException` (422) for a path outside the root,
-    `ValueError` or `OSError` for what the service refuses, `hub.HubError` for the hub's."""
-    queue = ctx.service(queue_id)
+    """Queue the body's one form on `queue_id`, through the context's one service. Raises
+    `HTTPException` (422) for a path outside the root, `ValueError` or `OSError` for what the
+    service refuses, `hub.HubError` for the hub's."""
+    service = ctx.service
     if body.items is not None:
-        return _batch(ctx, queue, body.items)
+        return _batch(ctx, queue_id, body.items)
     assert body.dest is not None  # the schema requires it with every other form
     dest = confined(ctx.settings.download_root, body.dest)
     if body.source is not None:
         dest.mkdir(parents=True, exist_ok=True)  # an API `dest` is always a directory
-        job = queue.download(
-            str(body.source),
-            dest,
-            priority=body.priority,
-            access_token=body.access_token,
-            sha256=body.sha256,
-            untrusted=True,
-            mirrors=[str(url) for url in body.mirrors],
-        )
+        (job,) = service._download_many(queue_id, [_single(body, dest)])
         return [job.id]
     if body.parts:
         parts = [RemoteModelFile(**part.model_dump()) for part in body.parts]
         _confine_parts(ctx, body.dest, parts)
-        multi = queue.multifile_download(
-            parts, dest, access_token=body.access_token, priority=body.priority, untrusted=True
+        multi = service._multifile_download(
+            queue_id,
+            parts,
+            dest,
+            body.access_token,
+            priority=body.priority,
+            untrusted=True,
+            revision=None,
         )
     else:
         assert body.repo is not None
@@ -57,7 +56,8 @@ def enqueue(ctx: ApiContext, queue_id: str, body: EnqueueRequest) -> list[int]:
             settings=ctx.settings,
         )
         _confine_parts(ctx, body.dest, resolved.files)
-        multi = queue.repo_download(
+        multi = service._repo_download(
+            queue_id,
             resolved,
             dest,
             priority=body.priority,
@@ -73,22 +73,24 @@ def _confine_parts(ctx: ApiContext, dest: str, parts: Iterable[RemoteModelFile])
         confined(ctx.settings.download_root, str(Path(dest) / part.path), what="part path")
 
 
-def _batch(ctx: ApiContext, queue: DownloadQueueService, items: list[BatchItem]) -> list[int]:
+def _batch(ctx: ApiContext, queue_id: str, items: list[BatchItem]) -> list[int]:
     """Many single files in one go (`download_many`: pipelined writes, one producer)."""
     root = ctx.settings.download_root
     dests = {text: confined(root, text) for text in {item.dest for item in items}}
     for dest in dests.values():
         dest.mkdir(parents=True, exist_ok=True)
-    jobs = queue.download_many(
-        {
-            "source": str(item.source),
-            "dest": dests[item.dest],
-            "priority": item.priority,
-            "access_token": item.access_token,
-            "sha256": item.sha256,
-            "mirrors": [str(url) for url in item.mirrors],
-            "untrusted": True,
-        }
-        for item in items
-    )
+    jobs = ctx.service._download_many(queue_id, (_single(item, dests[item.dest]) for item in items))
     return [job.id for job in jobs]
+
+
+def _single(fields: EnqueueRequest | BatchItem, dest: Path) -> dict[str, Any]:
+    """One file's arguments for `download_many`, from the single form or a batch item."""
+    return {
+        "source": str(fields.source),
+        "dest": dest,
+        "priority": fields.priority,
+        "access_token": fields.access_token,
+        "sha256": fields.sha256,
+        "mirrors": [str(url) for url in fields.mirrors],
+        "untrusted": True,
+    }

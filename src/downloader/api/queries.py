@@ -65,7 +65,7 @@ def counts(ctx: ApiContext, queue_id: str) -> QueueCounts:
 
 def processor_status(ctx: ApiContext, queue_id: str, in_progress: int) -> ProcessorStatus:
     """Whether live workers take the queue's jobs, from their heartbeats: O(workers)."""
-    app = ctx.reader().app
+    app = ctx.service.app
     paused = control.is_paused(app, queue_id)
     workers = [] if paused else ctx.store.live_workers(app.keys.celery_queue(queue_id))
     return ProcessorStatus(

@@ -12,24 +12,46 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path as PathParam
-from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from downloader.jobs.models import DownloadJobStatus
+from downloader.jobs.queues import MAX_QUEUE_ID, QUEUE_ID_PATTERN, QUEUE_ID_RULE, check_queue_id
 from downloader.store.jobs import KIND_MULTIFILE
 
 ApiStatus = Literal["pending", "in_progress", "completed", "failed", "canceled"]
 UNFINISHED: tuple[ApiStatus, ...] = ("pending", "in_progress")
 FINISHED: tuple[ApiStatus, ...] = ("completed", "failed", "canceled")
-QUEUE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 MAX_BATCH = 10_000
 """Items of one batch request; the body cap (`DOWNLOADER_MAX_BODY_BYTES`) may bind first."""
 MAX_MIRRORS = 16
 """Mirrors of one file: each failing one costs an attempt, so a long list buys nothing."""
 
+MAX_ID = 2**63 - 1
+"""Item ids, cursors and offsets: Redis keeps them as signed 64-bit integers."""
+MAX_PRIORITY = 2**31 - 1
+"""Any priority from 90 on runs last and any below 10 first (README: Priorities); the
+bound keeps every number a caller sends within what the store and Lua handle exactly."""
+MAX_SIZE = 2**53
+"""Bytes of one file (8 PiB): exact as a JSON number in every client and in Lua."""
+
 QueueId = Annotated[
-    str, PathParam(pattern=QUEUE_ID_PATTERN, description="letters, digits, `_`, `.`, `-`")
+    str,
+    AfterValidator(check_queue_id),  # its message says what a queue id may be
+    PathParam(
+        description=QUEUE_ID_RULE,
+        json_schema_extra={"pattern": QUEUE_ID_PATTERN, "minLength": 1, "maxLength": MAX_QUEUE_ID},
+    ),
 ]
+ItemId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="an item's `item_id`")]
+Priority = Annotated[int, Field(ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="lower runs first")]
 
 
 def api_status(record: dict[str, Any]) -> ApiStatus:
@@ -156,7 +178,7 @@ MirrorUrls = Annotated[
 class Part(BaseModel):
     url: AnyHttpUrl
     path: str = Field(description="relative to `dest`")
-    size: int | None = Field(default=None, ge=0)
+    size: int | None = Field(default=None, ge=0, le=MAX_SIZE, description="bytes, if known")
     sha256: str | None = Field(default=None, description="64 hex digits")
     mirrors: MirrorUrls = []
 
@@ -171,7 +193,7 @@ class BatchItem(BaseModel):
 
     source: AnyHttpUrl = Field(description="http(s) URL of one file")
     dest: str = Field(description="a directory, relative to the server's download root")
-    priority: int = Field(default=10, description="lower runs first")
+    priority: Priority = 10
     access_token: str | None = Field(
         default=None, description="sent as `Authorization: Bearer`; never in any answer"
     )
@@ -210,7 +232,7 @@ class EnqueueRequest(BaseModel):
     dest: str | None = Field(
         default=None, description="a directory, relative to the server's download root"
     )
-    priority: int = Field(default=10, description="lower runs first")
+    priority: Priority = 10
     access_token: str | None = Field(
         default=None,
         description="sent as `Authorization: Bearer` (with `repo`: the hub token; the "

@@ -30,9 +30,23 @@ log = logging.getLogger(__name__)
 
 RESUME_COMMAND = "downloader_resume"
 
+MAX_PAUSED = 1000
+"""Queues paused at once. A pause outlives every job (it holds for workers that start later),
+so pausing is the one thing a caller can name any number of queues for that Redis would keep
+for ever: past this many, resume some first."""
+
+
+class TooManyPaused(ValueError):
+    """`MAX_PAUSED` queues are paused already."""
+
 
 def paused_key(runtime: Runtime, queue_id: str) -> str:
     return f"{runtime.keys.namespace}:queue:{queue_id}:paused"
+
+
+def paused_set(runtime: Runtime) -> str:
+    """The ids of the paused queues, to count them."""
+    return f"{runtime.keys.namespace}:paused"
 
 
 def is_paused(runtime: Runtime, queue_id: str) -> bool:
@@ -40,17 +54,32 @@ def is_paused(runtime: Runtime, queue_id: str) -> bool:
 
 
 def pause(app: DownloaderApp, queue_id: str) -> None:
-    """Workers stop taking the queue's jobs; the ones they run go on."""
-    app.runtime.redis.set(paused_key(app.runtime, queue_id), 1)
-    app.control.cancel_consumer(app.runtime.keys.celery_queue(queue_id))
+    """Workers stop taking the queue's jobs; the ones they run go on. Raises `TooManyPaused`
+    when `MAX_PAUSED` other queues are paused (concurrent pauses may pass it by a few)."""
+    runtime = app.runtime
+    pipe = runtime.redis.pipeline(transaction=False)
+    pipe.sismember(paused_set(runtime), queue_id)
+    pipe.scard(paused_set(runtime))
+    already, paused = pipe.execute()
+    if not already and paused >= MAX_PAUSED:
+        raise TooManyPaused(
+            f"{paused} queues are paused, the most there may be at once: resume one first"
+        )
+    pipe = runtime.redis.pipeline(transaction=True)
+    pipe.sadd(paused_set(runtime), queue_id)
+    pipe.set(paused_key(runtime, queue_id), 1)
+    pipe.execute()
+    app.control.cancel_consumer(runtime.keys.celery_queue(queue_id))
 
 
 def resume(app: DownloaderApp, queue_id: str) -> None:
     """The workers started with this queue take its jobs again."""
-    app.runtime.redis.delete(paused_key(app.runtime, queue_id))
-    app.control.broadcast(
-        RESUME_COMMAND, arguments={"queue": app.runtime.keys.celery_queue(queue_id)}
-    )
+    runtime = app.runtime
+    pipe = runtime.redis.pipeline(transaction=True)
+    pipe.delete(paused_key(runtime, queue_id))
+    pipe.srem(paused_set(runtime), queue_id)
+    pipe.execute()
+    app.control.broadcast(RESUME_COMMAND, arguments={"queue": runtime.keys.celery_queue(queue_id)})
 
 
 def consuming_workers(

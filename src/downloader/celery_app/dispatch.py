@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 
 from celery import Celery
 from celery.utils.nodenames import anon_nodename
+from kombu import Queue
 from kombu.common import maybe_declare
 
 from downloader.jobs.models import DownloadJobStatus
@@ -24,6 +25,11 @@ from downloader.store.jobs import BATCH, PRIORITY_LEVELS, celery_priority
 from downloader.worker.runtime import Dispatch, Runtime
 
 log = logging.getLogger(__name__)
+
+MAX_DECLARED = 1024
+"""Queue declarations kombu remembers per broker connection before they are forgotten (and
+made again, an idempotent SADD, when next needed): a process that sends for callers' queues
+(the REST API) would otherwise remember every queue id it was ever given."""
 
 
 class BrokerDispatcher:
@@ -36,6 +42,17 @@ class BrokerDispatcher:
     def takes(self, queue_id: str) -> bool:
         return True
 
+    def broker_queue(self, queue_id: str) -> Queue:
+        """The kombu queue messages for `queue_id` are sent to, made afresh each time.
+
+        Celery's registry (`amqp.queues`) would keep every queue name it is asked for, and a
+        queue of its own exchange leaves a binding key in Redis for ever: a process that
+        sends for callers' queues (the REST API) would grow with the names. On the default
+        exchange a message goes straight to the queue's list, where its workers take it.
+        """
+        name = self.runtime.keys.celery_queue(queue_id)
+        return Queue(name, routing_key=name)
+
     def submit(self, jobs: Sequence[Dispatch]) -> None:
         """Send (job id, queue id, priority) triples to the broker over one producer.
 
@@ -44,14 +61,18 @@ class BrokerDispatcher:
         with the oldest message still in the broker. No result is stored: clients follow the
         job store, and Flower reads task events.
         """
-        app, keys = self.app, self.runtime.keys
+        app = self.app
         now = time.time()
         self.runtime.store.dispatched(jobs, now)
         task = app.tasks["downloader.download"]
         origin = anon_nodename()  # Celery would work out the same for every message
         with app.producer_or_acquire() as producer:
-            for name in {keys.celery_queue(queue_id) for _, queue_id, _ in jobs}:
-                maybe_declare(app.amqp.queues[name], producer.channel)
+            queues = {queue_id: self.broker_queue(queue_id) for _, queue_id, _ in jobs}
+            declared = producer.channel.connection.client.declared_entities
+            if len(declared) > MAX_DECLARED:
+                declared.clear()
+            for queue in queues.values():
+                maybe_declare(queue, producer.channel)
             # kombu's publish batch sends the messages in pipelined round trips, not one each;
             # the queues are declared above, once, and a failure shows when the batch is sent
             # (a retry per message, inside a pipeline, could mend nothing).
@@ -59,7 +80,7 @@ class BrokerDispatcher:
                 for job_id, queue_id, priority in jobs:
                     task.apply_async(
                         (job_id,),
-                        queue=keys.celery_queue(queue_id),
+                        queue=queues[queue_id],
                         priority=celery_priority(priority),
                         task_id=dispatch_task_id(job_id, now),
                         ignore_result=True,
@@ -73,7 +94,7 @@ class BrokerDispatcher:
 
     def discard(self, job_id: int, queue_id: str) -> None:
         self.app.tasks["downloader.discard"].si(job_id).apply_async(
-            queue=self.runtime.keys.celery_queue(queue_id), priority=0, ignore_result=True
+            queue=self.broker_queue(queue_id), priority=0, ignore_result=True
         )
 
     def oldest_dispatch(self, queue_id: str, levels: Iterable[int]) -> list[float | None]:

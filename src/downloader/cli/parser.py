@@ -23,6 +23,7 @@ from downloader.cli.jobs import (
     cmd_status,
 )
 from downloader.cli.serve import cmd_api, cmd_flower, cmd_worker
+from downloader.jobs.queues import check_queue_id
 
 EVERY_QUEUE = (
     "every queue, the gets' own too (the default without --queue on the embedded default, "
@@ -82,6 +83,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _queue_id(text: str) -> str:
+    try:
+        return check_queue_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _sha256(text: str) -> str:
     if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
         raise argparse.ArgumentTypeError("a SHA-256 is 64 hexadecimal digits")
@@ -99,7 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--queue", help="queue id (default: DOWNLOADER_QUEUE_ID, else 'default')")
+        sub.add_argument(
+            "--queue",
+            type=_queue_id,
+            help="queue id (default: DOWNLOADER_QUEUE_ID, else 'default')",
+        )
         return sub
 
     get = command(

@@ -31,6 +31,7 @@ from downloader.jobs.models import (
     bearer_token,
     mirror_urls,
 )
+from downloader.jobs.queues import check_queue_id
 from downloader.store.embedded import EmbeddedRedis
 from downloader.store.jobs import KIND_MULTIFILE, KIND_SINGLE
 from downloader.store.reservations import Reservations
@@ -87,7 +88,7 @@ class DownloadQueueService:
         self._max_parallel_dl = max_parallel_dl
         self._requests_session = requests_session
         self._redis_url = redis_url or self._settings.redis_url
-        self._queue_id = queue_id
+        self._queue_id = check_queue_id(queue_id)
         self._start_worker = start_worker
         self._live = LiveJobs(
             self._settings.namespace,
@@ -246,7 +247,7 @@ class DownloadQueueService:
             on_cancelled=on_cancelled,
             on_error=on_error,
         )
-        self._enqueue([job], [record])
+        self._enqueue(self._queue_id, [job], [record])
         return job
 
     def multifile_download(
@@ -265,6 +266,37 @@ class DownloadQueueService:
         revision: str | None = None,
     ) -> MultiFileDownloadJob:
         """Queue several files under `dest` as one job that ends when its last part does."""
+        return self._multifile_download(
+            self._queue_id,
+            parts,
+            dest,
+            access_token,
+            priority=priority,
+            untrusted=untrusted,
+            revision=revision,
+            callbacks={
+                "on_start": on_start,
+                "on_progress": on_progress,
+                "on_complete": on_complete,
+                "on_cancelled": on_cancelled,
+                "on_error": on_error,
+            },
+        )
+
+    def _multifile_download(
+        self,
+        queue_id: str,
+        parts: Sequence[RemoteModelFile],
+        dest: str | Path,
+        access_token: str | None,
+        *,
+        priority: int,
+        untrusted: bool,
+        revision: str | None,
+        callbacks: Mapping[str, DownloadEventHandler | None] | None = None,
+    ) -> MultiFileDownloadJob:
+        """`multifile_download` into `queue_id`, any queue of this Redis: the `_` methods
+        that take a queue id let one service serve every queue (the REST API does)."""
         access_token = bearer_token(access_token)
         dest = Path(dest).absolute()
         parts = [RemoteModelFile.model_validate(part) for part in parts]
@@ -277,13 +309,7 @@ class DownloadQueueService:
             download_path=_common_root(dest, parts),
             revision=revision,
         )
-        job.set_callbacks(
-            on_start=on_start,
-            on_progress=on_progress,
-            on_complete=on_complete,
-            on_cancelled=on_cancelled,
-            on_error=on_error,
-        )
+        job.set_callbacks(**(callbacks or {}))
         for part_id, part in zip(ids[1:], parts, strict=True):
             job.download_parts.append(
                 DownloadJob(
@@ -319,9 +345,9 @@ class DownloadQueueService:
         reservations = Reservations(self.app.store)
         reservations.acquire(owned, pending=True)
         self._track([job, *job.download_parts])
-        self.app.store.create(self._queue_id, [parent_record, *part_records], access_token)
+        self.app.store.create(queue_id, [parent_record, *part_records], access_token)
         reservations.confirm(owned)
-        self.app.submit_many([(part_id, self._queue_id, priority) for part_id in ids[1:]])
+        self.app.submit_many([(part_id, queue_id, priority) for part_id in ids[1:]])
         return job
 
     def download_many(self, items: Iterable[Mapping[str, Any]]) -> list[DownloadJob]:
@@ -332,6 +358,12 @@ class DownloadQueueService:
         batches and the messages published over one producer, so queueing thousands costs a
         few round trips per thousand.
         """
+        return self._download_many(self._queue_id, items)
+
+    def _download_many(
+        self, queue_id: str, items: Iterable[Mapping[str, Any]]
+    ) -> list[DownloadJob]:
+        """`download_many` into `queue_id` (see `_multifile_download`)."""
         items = list(items)
         ids = self.app.store.new_ids(len(items))
         made = [
@@ -348,7 +380,7 @@ class DownloadQueueService:
             for job_id, item in zip(ids, items, strict=True)
         ]
         jobs = [job for job, _ in made]
-        self._enqueue(jobs, [record for _, record in made])
+        self._enqueue(queue_id, jobs, [record for _, record in made])
         return jobs
 
     @classmethod
@@ -387,9 +419,11 @@ class DownloadQueueService:
         }
         return job, record
 
-    def _enqueue(self, jobs: Sequence[DownloadJob], records: Sequence[dict[str, Any]]) -> None:
+    def _enqueue(
+        self, queue_id: str, jobs: Sequence[DownloadJob], records: Sequence[dict[str, Any]]
+    ) -> None:
         """Reserve the explicit file paths (refusing all if another job holds one), write the
-        records in batches, then queue the jobs."""
+        records in batches, then queue the jobs on `queue_id`."""
         owned = [
             (job.id, path)
             for job, record in zip(jobs, records, strict=True)
@@ -400,9 +434,9 @@ class DownloadQueueService:
         reservations.acquire(owned, pending=True)
         self._track(jobs)
         tokens = {job.id: job.access_token for job in jobs if job.access_token}
-        self.app.store.create(self._queue_id, records, access_tokens=tokens)
+        self.app.store.create(queue_id, records, access_tokens=tokens)
         reservations.confirm(owned)
-        self.app.submit_many([(job.id, self._queue_id, job.priority) for job in jobs])
+        self.app.submit_many([(job.id, queue_id, job.priority) for job in jobs])
 
     @staticmethod
     def _record(job: DownloadJob) -> dict[str, Any]:
@@ -463,17 +497,21 @@ class DownloadQueueService:
     def cancel_all_jobs(self) -> None:
         """Cancel every unfinished job of this queue, paging through the status indexes:
         parents first (each cancels its parts), then the rest in pipelined batches."""
+        self._cancel_all_jobs(self._queue_id)
+
+    def _cancel_all_jobs(self, queue_id: str) -> None:
+        """`cancel_all_jobs` of `queue_id` (see `_multifile_download`)."""
         store = self.app.store
         unfinished = [
             record
             for status in (DownloadJobStatus.WAITING, DownloadJobStatus.RUNNING)
-            for record in store.iter_records(self._queue_id, status.value)
+            for record in store.iter_records(queue_id, status.value)
         ]
         for record in unfinished:
             if record.get("kind") == KIND_MULTIFILE:
                 parents.cancel(self.app, record)
         singles = [r["id"] for r in unfinished if r.get("kind") != KIND_MULTIFILE]
-        self.app.cancel_many(singles, self._queue_id)
+        self.app.cancel_many(singles, queue_id)
 
     def prune_jobs(self) -> None:
         """Forget every finished job of this queue."""
@@ -520,18 +558,43 @@ class DownloadQueueService:
                 settings=self._settings,
                 session=self._requests_session,
             )
-        return self.multifile_download(
+        return self._repo_download(
+            self._queue_id,
+            resolved,
+            dest,
+            priority=priority,
+            access_token=access_token,
+            untrusted=untrusted,
+            callbacks={
+                "on_start": on_start,
+                "on_progress": on_progress,
+                "on_complete": on_complete,
+                "on_cancelled": on_cancelled,
+                "on_error": on_error,
+            },
+        )
+
+    def _repo_download(
+        self,
+        queue_id: str,
+        resolved: hub.ResolvedRepo,
+        dest: str | Path,
+        *,
+        priority: int,
+        access_token: str | None,
+        untrusted: bool,
+        callbacks: Mapping[str, DownloadEventHandler | None] | None = None,
+    ) -> MultiFileDownloadJob:
+        """`repo_download` of a resolved repo into `queue_id` (see `_multifile_download`)."""
+        return self._multifile_download(
+            queue_id,
             resolved.files,
             dest,
             access_token or hub.token_for(str(resolved.files[0].url), self._settings),
-            on_start,
-            on_progress,
-            on_complete,
-            on_cancelled,
-            on_error,
             priority=priority,
             untrusted=untrusted,
             revision=resolved.commit,
+            callbacks=callbacks,
         )
 
 

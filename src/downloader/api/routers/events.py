@@ -1,97 +1,103 @@
 """The queue's events as Server-Sent Events.
 
-The stream is asynchronous (one Redis pub/sub connection per client, no server thread), so
-any number of `curl -N` followers cost no worker threads.
+The stream is asynchronous and every stream of the process shares one Redis pub/sub
+connection (`streams.EventStreams`), so any number of `curl -N` followers, up to
+`DOWNLOADER_API_MAX_EVENT_STREAMS`, cost no thread and no Redis connection each.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
 import anyio
-import redis
-import redis.asyncio as aredis
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from downloader.api.context import Ctx
 from downloader.api.schemas import QueueId
+from downloader.api.streams import EventStreams, Follower, StreamsFull, SubscribeError, frame
 from downloader.store.jobs import Keys
 
 router = APIRouter(prefix="/api/v1/queue/{queue_id}", tags=["events"])
 
+DROP_GRACE = 30.0
+"""Seconds a dropped client has to read what was sent and why it was dropped, before its
+connection is closed under it (one that does not read at all would hold its slot)."""
+
 
 class _EventStream(StreamingResponse):
-    """A streaming response that always closes its generator, however the client leaves."""
+    """A client's stream: its frames, keep-alives after a quiet spell, a last `error` event
+    when it ends for another reason than the client leaving; its slot is freed however it
+    ends, and a dropped client that does not read is cut off after `DROP_GRACE`."""
+
+    def __init__(
+        self, streams: EventStreams, follower: Follower, keep_alive: float, request: Request
+    ) -> None:
+        self._streams, self._follower = streams, follower
+        super().__init__(
+            self._frames(keep_alive, request),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            with anyio.CancelScope() as guard:
+                cutoff = asyncio.create_task(self._cut_off_when_stuck(guard))
+                try:
+                    await super().__call__(scope, receive, send)
+                finally:
+                    cutoff.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
+                await self._streams.leave(self._follower)
+
+    async def _cut_off_when_stuck(self, guard: anyio.CancelScope) -> None:
+        await self._follower.dropped.wait()
+        await asyncio.sleep(DROP_GRACE)
+        guard.cancel()
+
+    async def _frames(self, keep_alive: float, request: Request) -> AsyncIterator[str]:
+        follower = self._follower
+        yield ": subscribed\n\n"
+        quiet_since = time.monotonic()
+        while follower.ended is None and not await request.is_disconnected():
+            try:
+                text = await asyncio.wait_for(follower.frames.get(), min(1.0, keep_alive))
+            except TimeoutError:
+                if time.monotonic() - quiet_since >= keep_alive:
+                    quiet_since = time.monotonic()
+                    yield ": keep-alive\n\n"
+                continue
+            quiet_since = time.monotonic()
+            yield text
+        if follower.ended is not None:
+            yield frame({"event": "error", "error": follower.ended})
 
 
 @router.get(
     "/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        503: {
+            "description": "as many event streams as `DOWNLOADER_API_MAX_EVENT_STREAMS` are "
+            "open, or Redis did not confirm the subscription; try again later"
+        },
+    },
 )
-async def events(ctx: Ctx, queue_id: QueueId, request: Request) -> StreamingResponse:
+async def events(ctx: Ctx, queue_id: QueueId, request: Request) -> Response:
     """The queue's events as Server-Sent Events (`curl -N .../events`): `event: <name>`
     and `data: <JSON payload>` per event, `: subscribed` once listening, and a
-    `: keep-alive` comment after a quiet spell."""
-    url = await run_in_threadpool(ctx.redis_url)
+    `: keep-alive` comment after a quiet spell. A client that falls far behind is sent an
+    `error` event saying so, and its stream ends."""
     channel = Keys(ctx.settings.namespace).events(queue_id)
-    keep_alive = ctx.keep_alive
-
-    async def stream() -> AsyncIterator[str]:
-        client = aredis.Redis.from_url(url)
-        pubsub = client.pubsub()
-        try:
-            try:
-                await pubsub.subscribe(channel)
-                await _confirmed(pubsub)
-            except (redis.RedisError, OSError, TimeoutError) as exc:
-                error = {"event": "error", "error": f"cannot subscribe to events: {exc}"}
-                yield f"event: error\ndata: {json.dumps(error)}\n\n"
-                return
-            yield ": subscribed\n\n"
-            quiet_since = time.monotonic()
-            while not await request.is_disconnected():
-                message = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=min(1.0, keep_alive)
-                )
-                if message is None or message.get("type") != "message":
-                    if time.monotonic() - quiet_since >= keep_alive:
-                        quiet_since = time.monotonic()
-                        yield ": keep-alive\n\n"
-                    continue
-                quiet_since = time.monotonic()
-                payload = json.loads(message["data"])
-                name = str(payload.get("event", "message")).replace("\n", " ")
-                yield f"event: {name}\ndata: {json.dumps(payload)}\n\n"
-        finally:
-            with anyio.CancelScope(shield=True):
-                await pubsub.aclose()
-                await client.aclose()
-
-    return _EventStream(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-
-
-async def _confirmed(pubsub: aredis.client.PubSub, timeout: float = 10.0) -> None:
-    """Wait for Redis to confirm the subscription, so no later event can be missed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        message = await pubsub.get_message(timeout=0.5)
-        if message and message["type"] == "subscribe":
-            return
-    raise TimeoutError("Redis did not confirm the event subscription")
+    try:
+        follower = await ctx.streams.follow(channel)
+    except (StreamsFull, SubscribeError) as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+    return _EventStream(ctx.streams, follower, ctx.keep_alive, request)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 
 from downloader.api import queries
 from downloader.api.context import ApiContext, Ctx
@@ -17,16 +17,23 @@ def _status(ctx: ApiContext, queue_id: str) -> ProcessorStatus:
     return queries.processor_status(ctx, queue_id, in_progress)
 
 
-@router.post("/pause", response_model=ProcessorStatus)
+@router.post(
+    "/pause",
+    response_model=ProcessorStatus,
+    responses={409: {"description": f"{control.MAX_PAUSED} queues are paused already"}},
+)
 def pause(ctx: Ctx, queue_id: QueueId) -> ProcessorStatus:
     """Workers stop taking this queue's jobs (running downloads go on); workers that start
     later leave it alone too, until it is resumed."""
-    control.pause(ctx.reader().celery, queue_id)
+    try:
+        control.pause(ctx.service.celery, queue_id)
+    except control.TooManyPaused as exc:
+        raise HTTPException(409, str(exc)) from exc
     return _status(ctx, queue_id)
 
 
 @router.post("/resume", response_model=ProcessorStatus)
 def resume(ctx: Ctx, queue_id: QueueId) -> ProcessorStatus:
     """The workers started with this queue take its jobs again."""
-    control.resume(ctx.reader().celery, queue_id)
+    control.resume(ctx.service.celery, queue_id)
     return _status(ctx, queue_id)

@@ -14,11 +14,13 @@ from downloader.api import enqueueing, queries
 from downloader.api.context import Ctx
 from downloader.api.errors import hub_status
 from downloader.api.schemas import (
+    MAX_ID,
     UNFINISHED,
     ApiStatus,
     EnqueueRequest,
     EnqueueResponse,
     Item,
+    ItemId,
     ItemPage,
     QueueId,
     QueueStatus,
@@ -28,6 +30,9 @@ from downloader.api.schemas import (
 from downloader.client.service import UnknownJobIDException
 
 router = APIRouter(prefix="/api/v1/queue/{queue_id}")
+
+MAX_PAGE = 1000
+"""Items of one page of `list`."""
 
 
 @router.post(
@@ -66,9 +71,11 @@ def list_items(
     ctx: Ctx,
     queue_id: QueueId,
     status: Annotated[ApiStatus | None, Query(description="only items in this state")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0, description="items to skip")] = 0,
-    cursor: Annotated[int | None, Query(description="`next_cursor` of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID, description="items to skip")] = 0,
+    cursor: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="`next_cursor` of the previous page")
+    ] = None,
 ) -> ItemPage:
     """The queue's items, oldest first. Page with `cursor` (stable while items come and go)
     or with `offset`."""
@@ -82,19 +89,18 @@ def current(ctx: Ctx, queue_id: QueueId) -> Item | None:
 
 
 @router.get("/i/{item_id}", response_model=Item, tags=["items"])
-def get_item(ctx: Ctx, queue_id: QueueId, item_id: int) -> Item:
+def get_item(ctx: Ctx, queue_id: QueueId, item_id: ItemId) -> Item:
     return queries.to_item(queries.record_or_404(ctx, queue_id, item_id))
 
 
 @router.post("/i/{item_id}/cancel", response_model=Item, tags=["items"])
-def cancel_item(ctx: Ctx, queue_id: QueueId, item_id: int) -> Item:
+def cancel_item(ctx: Ctx, queue_id: QueueId, item_id: ItemId) -> Item:
     """Cancel an item (a multi-file job: all its parts). A waiting item is `canceled` at
     once; a running one stops within about a second. A finished item stays as it is."""
     record = queries.record_or_404(ctx, queue_id, item_id)
     if api_status(record) in UNFINISHED:
-        queue = ctx.service(queue_id)
         try:
-            queue.cancel_job(queue.id_to_job(item_id))
+            ctx.service.cancel_job(ctx.store.to_model(record))
         except UnknownJobIDException as exc:
             raise HTTPException(404, str(exc)) from exc
     return queries.to_item(queries.record_or_404(ctx, queue_id, item_id))
@@ -103,9 +109,8 @@ def cancel_item(ctx: Ctx, queue_id: QueueId, item_id: int) -> Item:
 @router.delete("/clear", response_model=Removed, tags=["queue"])
 def clear(ctx: Ctx, queue_id: QueueId) -> Removed:
     """Cancel and remove every unfinished item; running ones stop within about a second."""
-    queue = ctx.service(queue_id)
     unfinished = queries.unfinished_ids(ctx, queue_id)
-    queue.cancel_all_jobs()
+    ctx.service._cancel_all_jobs(queue_id)
     ctx.store.remove(queue_id, unfinished)
     return Removed(removed=len(unfinished))
 
