@@ -289,7 +289,9 @@ class DownloadQueueService:
         reservations = Reservations(self.app.store)
         reservations.acquire(owned, pending=True)
         self._track([job, *job.download_parts])
-        self.app.store.create(self._queue_id, [parent_record, *part_records], access_token)
+        # The parts download, with the token; the parent never does, and holds none.
+        tokens = {part.id: access_token for part in job.download_parts} if access_token else {}
+        self.app.store.create(self._queue_id, [parent_record, *part_records], access_tokens=tokens)
         reservations.confirm(owned)
         self.app.submit_many([(part_id, self._queue_id, priority) for part_id in ids[1:]])
         return job

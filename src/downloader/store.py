@@ -241,6 +241,8 @@ local function move(id, new, cancelled)
     redis.call('HSET', jk, 'status', cjson.encode(new))
   end
   if new ~= 'running' then redis.call('SREM', NS .. ':running', id) end
+  -- A job's token is kept only while the job may still run (a handed-back job resumes).
+  if TERMINAL[new] then redis.call('DEL', jk .. ':secret') end
   if not TERMINAL[new] or TERMINAL[old] then return old end
   local outcome = new
   if cancelled then
