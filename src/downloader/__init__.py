@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         DownloadJob,
         DownloadJobCancelledException,
         DownloadJobStatus,
+        JobVanishedError,
         MultiFileDownloadJob,
         RemoteModelFile,
     )
@@ -26,6 +27,7 @@ _HOMES = {
     "DownloadJob": "downloader.models",
     "DownloadJobCancelledException": "downloader.models",
     "DownloadJobStatus": "downloader.models",
+    "JobVanishedError": "downloader.models",
     "MultiFileDownloadJob": "downloader.models",
     "RemoteModelFile": "downloader.models",
     "TqdmProgress": "downloader.progress",
@@ -38,6 +40,7 @@ __all__ = [
     "DownloadJobCancelledException",
     "DownloadJobStatus",
     "DownloadQueueService",
+    "JobVanishedError",
     "MultiFileDownloadJob",
     "RemoteModelFile",
     "TqdmProgress",

@@ -90,6 +90,7 @@ class DownloadQueueService:
         self._start_worker = start_worker
         self._live = LiveJobs(
             self._settings.namespace,
+            queue_id,
             f"{self._settings.namespace}:client:{uuid.uuid4().hex}",
             event_bus,
         )
@@ -132,6 +133,7 @@ class DownloadQueueService:
                 self._worker = InProcessWorker(
                     app, self._max_parallel_dl, [app.celery_queue(self._queue_id)]
                 )
+        self._app.remember_redis()
         self._live.start(self._app)
         _open_services.add(self)
         if self._worker is not None:
@@ -292,6 +294,7 @@ class DownloadQueueService:
         # The parts download, with the token; the parent never does, and holds none.
         tokens = {part.id: access_token for part in job.download_parts} if access_token else {}
         self.app.store.create(self._queue_id, [parent_record, *part_records], access_tokens=tokens)
+        self._created([job, *job.download_parts])
         reservations.confirm(owned)
         self.app.submit_many([(part_id, self._queue_id, priority) for part_id in ids[1:]])
         return job
@@ -355,6 +358,7 @@ class DownloadQueueService:
         self._track(jobs)
         tokens = {job.id: job.access_token for job in jobs if job.access_token}
         self.app.store.create(self._queue_id, records, access_tokens=tokens)
+        self._created(jobs)
         reservations.confirm(owned)
         self.app.submit_many([(job.id, self._queue_id, job.priority) for job in jobs])
 
@@ -367,6 +371,11 @@ class DownloadQueueService:
         queued, so not one of their events is missed."""
         if self._follow:
             self._live.track(jobs)
+
+    def _created(self, jobs: Sequence[Job]) -> None:
+        """Their records are written: a record that disappears now is a job that vanished."""
+        if self._follow:
+            self._live.created(jobs)
 
     # -- looking ------------------------------------------------------------------------------
 
