@@ -8,8 +8,11 @@ anywhere else on the same Redis) do the work and report through the store and pu
 from __future__ import annotations
 
 import atexit
+import contextlib
+import functools
 import logging
 import os
+import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -53,6 +56,29 @@ def _close_open_services() -> None:
     """A script that never called close() must not leave its embedded redis-server behind."""
     for service in list(_open_services):
         service.close()
+
+
+@functools.cache
+def _close_before_threads_join() -> None:
+    """Close the open services at exit *before* the interpreter joins its threads.
+
+    A script that ends (or raises) with a service open would otherwise exit in this order:
+    the interpreter first joins every non-daemon thread, among them the Celery thread pool's,
+    so a running download went on to its end (minutes, for a large file) instead of being
+    handed back; then multiprocessing's exit hook, registered after ours and so run before
+    it, restored the kombu channel's unacknowledged messages while the in-process consumer
+    still ran, and a message it took after that stayed in Redis's unacked set until the
+    visibility timeout (and kombu asserted when the channel closed). Hooks registered with
+    `threading._register_atexit` (CPython's, as `concurrent.futures` uses it) run before the
+    threads are joined, newest first: registered after `concurrent.futures.thread`'s own,
+    this one closes the services first, so running jobs are handed back and every message
+    the worker took is restored at once.
+    """
+    import concurrent.futures.thread  # noqa: F401  (its hook joins the pool: ours goes after)
+
+    # RuntimeError: the interpreter is already exiting; the atexit hook closes them then.
+    with contextlib.suppress(RuntimeError):
+        threading._register_atexit(_close_open_services)  # type: ignore[attr-defined]
 
 
 class UnknownJobIDException(KeyError):
@@ -136,6 +162,7 @@ class DownloadQueueService:
         self._app.remember_redis()
         self._live.start(self._app)
         _open_services.add(self)
+        _close_before_threads_join()
         if self._worker is not None:
             self._worker.start()
 
