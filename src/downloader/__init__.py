@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         DownloadJob,
         DownloadJobCancelledException,
         DownloadJobStatus,
+        JobVanishedError,
         MultiFileDownloadJob,
         RemoteModelFile,
     )
@@ -26,6 +27,7 @@ _HOMES = {
     "DownloadJob": "downloader.jobs.models",
     "DownloadJobCancelledException": "downloader.jobs.models",
     "DownloadJobStatus": "downloader.jobs.models",
+    "JobVanishedError": "downloader.jobs.models",
     "MultiFileDownloadJob": "downloader.jobs.models",
     "RemoteModelFile": "downloader.jobs.models",
     "TqdmProgress": "downloader.client.progress",
@@ -38,6 +40,7 @@ __all__ = [
     "DownloadJobCancelledException",
     "DownloadJobStatus",
     "DownloadQueueService",
+    "JobVanishedError",
     "MultiFileDownloadJob",
     "RemoteModelFile",
     "TqdmProgress",

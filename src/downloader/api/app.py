@@ -36,8 +36,11 @@ def build_api(*, keep_alive: float = KEEP_ALIVE_SECONDS) -> FastAPI:
     key = configured_key(settings)
     context = ApiContext(settings, keep_alive)
 
+    memory = health.RedisMemory()
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(memory.remember, context)  # to see a loss from the start
         yield
         await context.streams.aclose()
         await run_in_threadpool(context.close)
@@ -55,6 +58,7 @@ def build_api(*, keep_alive: float = KEEP_ALIVE_SECONDS) -> FastAPI:
         max_body_size=settings.max_body_bytes,
     )
     app.state.context = context
+    app.state.redis_memory = memory
     secured = documented() if key else []
     app.add_exception_handler(RequestValidationError, validation_error)
     for router in (queue.router, processor.router, events.router, metrics.router):

@@ -293,5 +293,11 @@ class Removed(BaseModel):
 
 class Health(BaseModel):
     redis: bool
+    redis_data_lost: bool = Field(
+        default=False,
+        description="Redis came back without the data this API saw in it (its marker is "
+        "gone): every job queued before is gone; 503 for five minutes after it was noticed",
+    )
     workers: int = Field(description="workers whose heartbeat in Redis is current")
     worker_names: list[str] = []
+    detail: str | None = Field(default=None, description="what is wrong, and what to check")

@@ -54,6 +54,15 @@ def _hand_back_running_jobs(sender: object = None, **_: object) -> None:
 
 
 @worker_ready.connect
+def _remember_redis(sender: object = None, **_: object) -> None:
+    """A worker notes its Redis's marker: a job whose record vanishes later is then told
+    lost with Redis's data (its partial is kept) from removed by someone (a cancel)."""
+    app = getattr(sender, "app", None)
+    if isinstance(app, DownloaderApp):
+        app.runtime.remember_redis()
+
+
+@worker_ready.connect
 def _watch_for_orphans(sender: object = None, **_: object) -> None:
     """Every worker process keeps a heartbeat and requeues the jobs of workers that died."""
     app = getattr(sender, "app", None)

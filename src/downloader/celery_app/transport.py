@@ -30,6 +30,21 @@ log = logging.getLogger(__name__)
 
 
 class QoS(kombu_redis.QoS):
+    def restore_unacked_once(self, stderr: object = None) -> None:
+        """Restore the unacknowledged messages, even those delivered after an earlier restore.
+
+        kombu restores a channel's messages once, at its close or from multiprocessing's exit
+        hook, then asserts that none was delivered since. A consumer that still runs at that
+        moment (an in-process worker at interpreter exit) breaks that: the assertion left the
+        new message in Redis's unacked set until the visibility timeout. Here it goes back to
+        its queue like the others.
+        """
+        state = self._delivered
+        if getattr(state, "restored", False):
+            self._flush()
+            state.restored = not state  # something came since: restore again
+        super().restore_unacked_once(stderr)
+
     def restore_unacked(self, client: object = None) -> None:
         try:
             super().restore_unacked(client)

@@ -5,7 +5,9 @@ events to the objects its callers hold and runs their callbacks, so callbacks of
 never run concurrently and always see events in the order they were published. A job is
 followed (its channel subscribed) before its message is sent, so not one of its events is
 missed; after a reconnection, or when a final event may have gone out before a subscription
-was confirmed, the store says how the job ended.
+was confirmed, the store says how the job ended. A job whose record is gone from the store
+(Redis lost its data, or someone removed the job) will never be reported on: the listener
+looks for such jobs once a second and ends them itself, as errors that say why.
 """
 
 from __future__ import annotations
@@ -15,15 +17,21 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 
 from downloader.jobs import events as ev
-from downloader.jobs.models import DownloadJob, DownloadJobStatus, MultiFileDownloadJob
-from downloader.store.bus import SUBSCRIBED, Subscription
-from downloader.store.jobs import KIND_MULTIFILE
+from downloader.jobs.models import (
+    DownloadJob,
+    DownloadJobStatus,
+    JobVanishedError,
+    MultiFileDownloadJob,
+)
+from downloader.store.bus import SUBSCRIBED, Subscription, event_payload
+from downloader.store.jobs import BATCH, KIND_MULTIFILE, utcnow
 
 if TYPE_CHECKING:
     from downloader.worker.runtime import Runtime
@@ -37,6 +45,9 @@ _POLL = 0.5
 
 _FOLLOW_TIMEOUT = 10.0
 """Seconds `track` waits for the listener to follow new jobs before it lets them be queued."""
+
+_LOOK_EVERY = 1.0
+"""Seconds between the listener's looks for followed jobs whose record is gone."""
 
 _WAKE = json.dumps({"event": "_wake"})
 """Published on the client's own channel: there are new jobs to follow."""
@@ -63,10 +74,12 @@ class LiveJobs:
     def __init__(
         self,
         namespace: str,
+        queue_id: str,
         client_channel: str,
         event_bus: EventBus | Callable[[str, dict[str, Any]], None] | None,
     ) -> None:
         self.namespace = namespace
+        self.queue_id = queue_id
         self.client_channel = client_channel
         """This client's own channel: it wakes the listener to follow new jobs at once."""
         self.event_bus = event_bus
@@ -80,6 +93,10 @@ class LiveJobs:
         """Jobs `track` waits to see followed before it lets them be queued."""
         self.unfollow: list[int] = []
         """Finished jobs whose channels the listener leaves (it alone touches this list)."""
+        self.watched: deque[int] = deque()
+        """Jobs whose records were written, in the order the listener looks whether their
+        records still exist (`look_for_vanished`); finished ones drop out as it goes."""
+        self.next_look = 0.0
         self.changed = threading.Condition()
         self.stopping = threading.Event()
         self.app: Runtime | None = None
@@ -135,6 +152,11 @@ class LiveJobs:
             if self.awaited & ids:  # the listener is reconnecting: it checks them when it can
                 log.warning("the event listener did not confirm %d new jobs", len(ids))
                 self.awaited -= ids
+
+    def created(self, jobs: Sequence[Job]) -> None:
+        """These jobs' records are in the store: from now on, a record gone is a job gone."""
+        with self.changed:
+            self.watched.extend(job.id for job in jobs)
 
     def live(self, fresh: Job) -> Job:
         """The live object handed out for this job, brought up to date, else `fresh` itself."""
@@ -198,6 +220,7 @@ class LiveJobs:
                     if payload is not None:
                         self.handle(payload)
                     self.follow_new(subscription)
+                    self.look_for_vanished()
             except redis.RedisError:
                 log.warning("lost the event stream; reconnecting", exc_info=True)
                 resubscribed = self.resubscribe()
@@ -276,11 +299,65 @@ class LiveJobs:
             self.callback(job, "on_progress")
         elif event in _TERMINAL_CALLBACK:
             self.refresh(job)
-            with self.changed:
-                self.finalised.add(job.id)
-                self.changed.notify_all()
-            self.callback(job, _TERMINAL_CALLBACK[event])
-            self.unfollow.append(job.id)
+            self.finalise(job, event)
+
+    def finalise(self, job: Job, event: str) -> None:
+        """The job is over (`event` says how): waiters wake, its callback runs, and its
+        channel is left."""
+        with self.changed:
+            self.finalised.add(job.id)
+            self.changed.notify_all()
+        self.callback(job, _TERMINAL_CALLBACK[event])
+        self.unfollow.append(job.id)
+
+    def look_for_vanished(self) -> None:
+        """Once a second: do the records of the next `BATCH` followed jobs still exist?
+
+        One pipelined round trip of EXISTS, whatever the number of jobs followed (they are
+        looked at in turn). A job whose record is gone ends here as an error: no worker will
+        ever report on it again. When the store's marker says that Redis lost its data (see
+        `Runtime.redis_lost`), every other followed job is looked at at once.
+        """
+        now = time.monotonic()
+        if now < self.next_look or self.app is None:
+            return
+        self.next_look = now + _LOOK_EVERY
+        with self.changed:
+            batch = [self.watched.popleft() for _ in range(min(BATCH, len(self.watched)))]
+            batch = [i for i in batch if i in self.jobs and i not in self.finalised]
+            self.watched.extend(batch)
+        if not batch:
+            return
+        store = self.app.store
+        try:
+            gone = store.missing(batch)
+            if not gone:
+                return
+            lost = self.app.redis_lost()
+            if lost:
+                with self.changed:
+                    others = [i for i in self.watched if i not in self.finalised]
+                gone |= store.missing(others)
+        except redis.RedisError:
+            log.warning("could not look for jobs gone from Redis", exc_info=True)
+            return
+        for job_id in sorted(gone):
+            job = self.jobs.get(job_id)
+            if job is not None and job_id not in self.finalised:
+                self.vanish(job, lost)
+
+    def vanish(self, job: Job, redis_lost: bool) -> None:
+        """End a job whose record is gone as an error that says so (and what to check)."""
+        error = JobVanishedError(job.id, redis_lost)
+        job.status = DownloadJobStatus.ERROR
+        job.error_type, job.error, job.job_ended = error.error_type, str(error), utcnow()
+        multi = isinstance(job, MultiFileDownloadJob)
+        event = ev.MULTIFILE_ERROR if multi else ev.DOWNLOAD_ERROR
+        fields = {"error_type": job.error_type, "error": job.error}
+        if not multi:
+            fields["source"] = str(job.source)
+        self.forward(event, event_payload(event, self.queue_id, job.id, fields))
+        self.finalise(job, event)
 
     def refresh(self, job: Job) -> None:
         assert self.app is not None

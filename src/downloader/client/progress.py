@@ -52,6 +52,9 @@ def describe_error(error_type: str | None) -> str:
     match = re.fullmatch(r"HostNotFoundError\((.*)\)", text, re.DOTALL)
     if match:
         return f"host not found: {match.group(1)}"
+    match = re.fullmatch(r"JobVanishedError\((.*)\)", text, re.DOTALL)
+    if match:
+        return match.group(1)  # says what happened and what to check: as it is
     lowered = text.lower()
     for needle, said in _REASONS:
         if needle in lowered:

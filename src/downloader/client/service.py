@@ -8,8 +8,11 @@ anywhere else on the same Redis) do the work and report through the store and pu
 from __future__ import annotations
 
 import atexit
+import contextlib
+import functools
 import logging
 import os
+import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -57,6 +60,29 @@ def _close_open_services() -> None:
         service.close()
 
 
+@functools.cache
+def _close_before_threads_join() -> None:
+    """Close the open services at exit *before* the interpreter joins its threads.
+
+    A script that ends (or raises) with a service open would otherwise exit in this order:
+    the interpreter first joins every non-daemon thread, among them the Celery thread pool's,
+    so a running download went on to its end (minutes, for a large file) instead of being
+    handed back; then multiprocessing's exit hook, registered after ours and so run before
+    it, restored the kombu channel's unacknowledged messages while the in-process consumer
+    still ran, and a message it took after that stayed in Redis's unacked set until the
+    visibility timeout (and kombu asserted when the channel closed). Hooks registered with
+    `threading._register_atexit` (CPython's, as `concurrent.futures` uses it) run before the
+    threads are joined, newest first: registered after `concurrent.futures.thread`'s own,
+    this one closes the services first, so running jobs are handed back and every message
+    the worker took is restored at once.
+    """
+    import concurrent.futures.thread  # noqa: F401  (its hook joins the pool: ours goes after)
+
+    # RuntimeError: the interpreter is already exiting; the atexit hook closes them then.
+    with contextlib.suppress(RuntimeError):
+        threading._register_atexit(_close_open_services)  # type: ignore[attr-defined]
+
+
 class UnknownJobIDException(KeyError):
     """No job with that id in this queue."""
 
@@ -92,6 +118,7 @@ class DownloadQueueService:
         self._start_worker = start_worker
         self._live = LiveJobs(
             self._settings.namespace,
+            queue_id,
             f"{self._settings.namespace}:client:{uuid.uuid4().hex}",
             event_bus,
         )
@@ -136,8 +163,10 @@ class DownloadQueueService:
                 )
         runtime.session_override = self._requests_session
         self._app = runtime
+        runtime.remember_redis()
         self._live.start(runtime)
         _open_services.add(self)
+        _close_before_threads_join()
         if self._worker is not None:
             self._worker.start()
 
@@ -345,7 +374,10 @@ class DownloadQueueService:
         reservations = Reservations(self.app.store)
         reservations.acquire(owned, pending=True)
         self._track([job, *job.download_parts])
-        self.app.store.create(queue_id, [parent_record, *part_records], access_token)
+        # The parts download, with the token; the parent never does, and holds none.
+        tokens = {part.id: access_token for part in job.download_parts} if access_token else {}
+        self.app.store.create(queue_id, [parent_record, *part_records], access_tokens=tokens)
+        self._created([job, *job.download_parts])
         reservations.confirm(owned)
         self.app.submit_many([(part_id, queue_id, priority) for part_id in ids[1:]])
         return job
@@ -435,6 +467,7 @@ class DownloadQueueService:
         self._track(jobs)
         tokens = {job.id: job.access_token for job in jobs if job.access_token}
         self.app.store.create(queue_id, records, access_tokens=tokens)
+        self._created(jobs)
         reservations.confirm(owned)
         self.app.submit_many([(job.id, queue_id, job.priority) for job in jobs])
 
@@ -447,6 +480,11 @@ class DownloadQueueService:
         queued, so not one of their events is missed."""
         if self._follow:
             self._live.track(jobs)
+
+    def _created(self, jobs: Sequence[Job]) -> None:
+        """Their records are written: a record that disappears now is a job that vanished."""
+        if self._follow:
+            self._live.created(jobs)
 
     # -- looking ------------------------------------------------------------------------------
 

@@ -87,6 +87,37 @@ class DownloadJobStatus(StrEnum):
         return self in (DownloadJobStatus.COMPLETED, DownloadJobStatus.ERROR)
 
 
+class JobVanishedError(Exception):
+    """A job's record is no longer in Redis while the job was unfinished.
+
+    Either Redis lost its data (`redis_lost`: restarted without persistence, flushed, failed
+    over to an empty replica, evicting keys), and with it every job, or someone removed the
+    job (`downloader clear`). Its client ends the job as `error` with this text, which says
+    what to check, since no worker will ever report on it again.
+    """
+
+    def __init__(self, job_id: int, redis_lost: bool) -> None:
+        if redis_lost:
+            text = (
+                f"Redis lost job {job_id}: its data is gone (a restart without persistence, "
+                "a flush, a failover to an empty replica or eviction); give Redis persistence "
+                "(appendonly yes, or RDB snapshots) and maxmemory-policy noeviction"
+            )
+        else:
+            text = (
+                f"job {job_id} is no longer in Redis: it was removed (downloader clear) or "
+                "evicted; if nobody removed it, set Redis's maxmemory-policy to noeviction"
+            )
+        super().__init__(text)
+        self.job_id = job_id
+        self.redis_lost = redis_lost
+
+    @property
+    def error_type(self) -> str:
+        """The job's `error_type`, in the seed's `Class(message)` form."""
+        return f"{type(self).__name__}({self})"
+
+
 DownloadEventHandler = Callable[[Any], None]
 
 _CALLBACK_NAMES = ("on_start", "on_progress", "on_complete", "on_cancelled", "on_error")

@@ -37,11 +37,11 @@ class EventPublisher:
 
     def prepare(self, event: str, queue_id: str, job_id: int, **fields: Any) -> Announcement:
         """The event as a store script publishes it, to both of its channels."""
-        data = json.dumps(_payload(event, queue_id, job_id, fields))
+        data = json.dumps(event_payload(event, queue_id, job_id, fields))
         return Announcement((self.keys.events(queue_id), self.keys.job_events(job_id)), data)
 
     def publish(self, event: str, queue_id: str, job_id: int, **fields: Any) -> dict[str, Any]:
-        payload = _payload(event, queue_id, job_id, fields)
+        payload = event_payload(event, queue_id, job_id, fields)
         self._send([payload])
         return payload
 
@@ -54,7 +54,9 @@ class EventPublisher:
     ) -> None:
         """One event for many jobs (with each job's `fields`), a pipelined batch at a time."""
         fields = fields or {}
-        payloads = [_payload(event, queue_id, job_id, fields.get(job_id, {})) for job_id in job_ids]
+        payloads = [
+            event_payload(event, queue_id, job_id, fields.get(job_id, {})) for job_id in job_ids
+        ]
         for start in range(0, len(payloads), BATCH):
             self._send(payloads[start : start + BATCH])
 
@@ -72,7 +74,8 @@ class EventPublisher:
             log.warning("could not publish %s", payloads[0]["event"], exc_info=True)
 
 
-def _payload(event: str, queue_id: str, job_id: int, fields: dict[str, Any]) -> dict[str, Any]:
+def event_payload(event: str, queue_id: str, job_id: int, fields: dict[str, Any]) -> dict[str, Any]:
+    """An event as it goes out: its name, job, queue and time, then its own `fields`."""
     payload: dict[str, Any] = {
         "event": event,
         "job_id": job_id,

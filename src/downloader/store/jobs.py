@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -160,6 +161,11 @@ class Keys:
     def running(self) -> str:
         return f"{self.namespace}:running"
 
+    @property
+    def marker(self) -> str:
+        """A random value the first process of the namespace writes (see `JobStore.mark`)."""
+        return f"{self.namespace}:redis-marker"
+
 
 @dataclass(frozen=True)
 class Announcement:
@@ -184,6 +190,22 @@ class ClaimResult(StrEnum):
     FINISHED = "finished"
     CANCELLED = "cancelled"
     MISSING = "missing"
+
+
+class Standing(StrEnum):
+    """What a running attempt hears when it looks at its job."""
+
+    GO_ON = "go on"
+    CANCELLED = "cancelled"
+    GONE = "gone"  # the record is no longer in Redis: removed, or lost with Redis's data
+
+
+class Renewal(StrEnum):
+    """What became of a lease its worker renewed."""
+
+    HELD = "held"
+    TAKEN = "taken"  # another attempt holds it, or it ran out: that attempt owns the job now
+    GONE = "gone"  # the job's record is no longer in Redis
 
 
 class CancelResult(StrEnum):
@@ -252,6 +274,8 @@ local function move(id, new, cancelled)
     redis.call('HSET', jk, 'status', cjson.encode(new))
   end
   if new ~= 'running' then redis.call('SREM', NS .. ':running', id) end
+  -- A job's token is kept only while the job may still run (a handed-back job resumes).
+  if TERMINAL[new] then redis.call('DEL', jk .. ':secret') end
   if not TERMINAL[new] or TERMINAL[old] then return old end
   local outcome = new
   if cancelled then
@@ -393,7 +417,7 @@ return 1
 
 _PROGRESS = """
 local jk = jkey(ARGV[4])
-if redis.call('EXISTS', jk) == 0 then return 1 end
+if redis.call('EXISTS', jk) == 0 then return 2 end
 local parent = field(jk, 'parent_id')
 set_count(jk, parent, 'bytes', ARGV[5])
 set_count(jk, parent, 'total_bytes', ARGV[6])
@@ -421,12 +445,17 @@ redis.call('HDEL', NS .. ':stats', ended .. 'completed', ended .. 'error', ended
 return 1
 """
 
+# KEYS[1] the lease, KEYS[2] the job's record: 1 renewed, 0 taken or run out, 2 record gone.
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 2 end
 return 0
 """
+
+_RENEWALS = {1: Renewal.HELD, 0: Renewal.TAKEN, 2: Renewal.GONE}
+_STANDINGS = {0: Standing.GO_ON, 1: Standing.CANCELLED, 2: Standing.GONE}
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -476,6 +505,26 @@ class JobStore:
         """The arguments every `_LIB` script starts with."""
         return [self.keys.namespace, _encode(utcnow()), repr(time.time()), job_id, *rest]
 
+    # -- the Redis's own identity -----------------------------------------------------------
+
+    def mark(self) -> str:
+        """The namespace's marker on this Redis, written first if it has none.
+
+        A process notes the marker when it starts (and every batch of new jobs writes it if
+        it is missing). A Redis that lost its data (restarted without persistence, flushed,
+        failed over to an empty replica, evicting keys) has lost the marker too: a later
+        `marker()` that answers another value, or none, tells the process that the jobs it
+        knows of are gone with it, rather than removed by someone.
+        """
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.keys.marker, uuid.uuid4().hex, nx=True)
+        pipe.get(self.keys.marker)
+        return str(pipe.execute()[1].decode())
+
+    def marker(self) -> str | None:
+        raw = self.redis.get(self.keys.marker)
+        return raw.decode() if raw is not None else None
+
     # -- creating -------------------------------------------------------------------------
 
     def new_ids(self, count: int) -> list[int]:
@@ -512,11 +561,16 @@ class JobStore:
             if token:
                 pipe.set(self.keys.secret(job_id), token)
             if count % BATCH == 0:
-                _flush_indexes(pipe, indexes)
-                pipe.sadd(self.keys.queues, queue_id)
-                pipe.execute()
+                self._close_batch(pipe, indexes, queue_id)
+        self._close_batch(pipe, indexes, queue_id)
+
+    def _close_batch(
+        self, pipe: redis.client.Pipeline, indexes: dict[str, dict[str, int]], queue_id: str
+    ) -> None:
+        """Send one batch of `create`: its index entries, the queue's name and the marker."""
         _flush_indexes(pipe, indexes)
         pipe.sadd(self.keys.queues, queue_id)
+        pipe.set(self.keys.marker, uuid.uuid4().hex, nx=True)
         pipe.execute()
 
     def dispatched(self, jobs: Iterable[tuple[int, str, int]], now: float) -> None:
@@ -544,6 +598,18 @@ class JobStore:
                 pipe.hgetall(self.keys.job(job_id))
             found.extend(_decode(raw) for raw in pipe.execute() if raw)
         return found
+
+    def missing(self, job_ids: Iterable[int]) -> set[int]:
+        """Which of these jobs have no record, in pipelined batches of EXISTS."""
+        ids = list(job_ids)
+        gone: set[int] = set()
+        for start in range(0, len(ids), BATCH):
+            pipe = self.redis.pipeline(transaction=False)
+            batch = ids[start : start + BATCH]
+            for job_id in batch:
+                pipe.exists(self.keys.job(job_id))
+            gone.update(i for i, found in zip(batch, pipe.execute(), strict=True) if not found)
+        return gone
 
     def queue_ids(self, queue_id: str) -> list[int]:
         return [int(x) for x in self.redis.zrange(self.keys.queue_jobs(queue_id), 0, -1)]
@@ -635,14 +701,16 @@ class JobStore:
         record = _decode(dict(zip(flat[::2], flat[1::2], strict=True))) if flat else None
         return Claim(ClaimResult(result.decode()), record, token.decode() if token else None)
 
-    def renew_many(self, leases: Iterable[tuple[int, str]], lease_seconds: float) -> list[bool]:
-        """Renew several (job id, owner) leases in one round trip; answers which still hold."""
+    def renew_many(self, leases: Iterable[tuple[int, str]], lease_seconds: float) -> list[Renewal]:
+        """Renew several (job id, owner) leases in one round trip; answers what became of each."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id, owner in leases:
             self._renew(
-                keys=[self.keys.lease(job_id)], args=[owner, int(lease_seconds * 1000)], client=pipe
+                keys=[self.keys.lease(job_id), self.keys.job(job_id)],
+                args=[owner, int(lease_seconds * 1000)],
+                client=pipe,
             )
-        return [bool(held) for held in pipe.execute()]
+        return [_RENEWALS[int(answer)] for answer in pipe.execute()]
 
     def release(self, job_id: int, owner: str) -> None:
         self._release(keys=[self.keys.lease(job_id)], args=[owner])
@@ -653,17 +721,20 @@ class JobStore:
         channels, texts = _announced(events)
         self._update(keys=channels, args=self._args(job_id, len(texts), *texts, *_flat(fields)))
 
-    def cancel_requested(self, job_id: int) -> bool:
-        return self.redis.hget(self.keys.job(job_id), "cancel_requested") == b"true"
+    def standing(self, job_id: int) -> Standing:
+        """Whether a running attempt goes on, is cancelled, or lost its job's record."""
+        cancel, status = self.redis.hmget(self.keys.job(job_id), "cancel_requested", "status")
+        if status is None:
+            return Standing.GONE
+        return Standing.CANCELLED if cancel == b"true" else Standing.GO_ON
 
     def record_retry(self, job_id: int, reason: str) -> None:
         """Count one more attempt; like `update`, a job removed meanwhile stays gone."""
         self._retry(args=self._args(job_id, _encode(reason)))
 
-    def report_progress(self, job_id: int, current: int, total: int) -> bool:
-        """Store the byte counts and answer whether the job should stop (cancelled, or removed
-        from the queue), in one round trip."""
-        return bool(self._progress(args=self._args(job_id, current, total)))
+    def report_progress(self, job_id: int, current: int, total: int) -> Standing:
+        """Store the byte counts and answer whether the job goes on, in one round trip."""
+        return _STANDINGS[int(self._progress(args=self._args(job_id, current, total)))]
 
     def finish(
         self,
@@ -673,10 +744,11 @@ class JobStore:
         paths: Iterable[str] = (),
         events: Iterable[Announcement] = (),
         **fields: Any,
-    ) -> None:
+    ) -> bool:
         """End a job in one round trip: set its status and `fields`, release the lease of
-        `owner` and the path reservation keys `paths` it holds, then publish `events`."""
-        self._move(job_id, status, "any", owner, paths, events, job_ended=utcnow(), **fields)
+        `owner` and the path reservation keys `paths` it holds, then publish `events`; False
+        (and nothing done) when the job's record is gone."""
+        return self._move(job_id, status, "any", owner, paths, events, job_ended=utcnow(), **fields)
 
     def requeue(self, job_id: int) -> None:
         """Back to waiting, for a worker that hands its job back on shutdown."""

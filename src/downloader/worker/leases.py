@@ -4,7 +4,7 @@ A running job holds a lease (see `JobStore.claim`) so that a redelivered message
 twice at once. A thread per job renewing its own lease cost a thread start and a round trip
 per job per renewal; here one thread renews every lease of the process in one pipelined round
 trip every third of the lease, and tells a job when its lease was lost (another attempt owns
-the job now) through the `Lease` it was handed.
+the job now) or its record is gone from Redis, through the `Lease` it was handed.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from downloader.store.jobs import Renewal
+
 if TYPE_CHECKING:
     from downloader.store.jobs import JobStore
 
@@ -22,12 +24,14 @@ log = logging.getLogger(__name__)
 
 class Lease:
     """A job's side of the renewal: set `done` when the attempt ends; `lost` is set by the
-    renewer when the lease could not be renewed."""
+    renewer when the lease could not be renewed, `gone` too when the reason is that the job's
+    record is no longer in Redis (no other attempt holds it: it was removed, or lost)."""
 
     def __init__(self, job_id: int, owner: str) -> None:
         self.job_id, self.owner = job_id, owner
         self.done = threading.Event()
         self.lost = threading.Event()
+        self.gone = False
 
 
 class LeaseRenewer:
@@ -75,9 +79,12 @@ class LeaseRenewer:
         held = self.store.renew_many(
             [(lease.job_id, lease.owner) for lease in leases], self.lease_seconds
         )
-        for lease, still in zip(leases, held, strict=True):
-            if not still and not lease.done.is_set():
-                lease.lost.set()
+        for lease, renewal in zip(leases, held, strict=True):
+            if renewal is Renewal.HELD or lease.done.is_set():
+                continue
+            lease.gone = renewal is Renewal.GONE
+            lease.lost.set()
+            if not lease.gone:  # a job that is gone is told of by its attempt, which knows why
                 log.warning("job %s: lease lost; another worker may have taken it", lease.job_id)
-                with self._lock:
-                    self._leases.pop(id(lease), None)
+            with self._lock:
+                self._leases.pop(id(lease), None)

@@ -13,19 +13,23 @@ import traceback
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import requests
 
-from downloader.engine.filestate import discard_partial
+from downloader.engine.filestate import discard_partial, partial_path
 from downloader.engine.mirrors import Mirrors
 from downloader.engine.netguard import public_only_session
 from downloader.engine.redact import holding, scrub
 from downloader.engine.retry import backoff, is_retriable
 from downloader.engine.transfer import TransferHooks, TransferRequest, TransferResult, fetch
 from downloader.jobs import events as ev
-from downloader.jobs.models import DownloadJobCancelledException, DownloadJobStatus
-from downloader.store.jobs import CANCELLED_ERROR_TYPE, Announcement, ClaimResult
+from downloader.jobs.models import (
+    DownloadJobCancelledException,
+    DownloadJobStatus,
+    JobVanishedError,
+)
+from downloader.store.jobs import CANCELLED_ERROR_TYPE, Announcement, ClaimResult, Standing
 from downloader.store.reservations import Reservations
 from downloader.worker import parents
 from downloader.worker.leases import Lease
@@ -118,15 +122,31 @@ class JobRun:
         self.last_report = time.monotonic()
         store = self.app.store
         if self.started_published:
-            stop = store.report_progress(self.job_id, current, total)
+            self.heed(store.report_progress(self.job_id, current, total))
         else:
-            stop = store.cancel_requested(self.job_id)
-        if stop:
-            raise DownloadJobCancelledException(f"job {self.job_id} was cancelled")
+            self.heed(store.standing(self.job_id))
         if self.app.stopping.is_set() and not (total and current >= total):
             raise WorkerStopping  # a download whose last byte is in finishes instead
         if self.keeper is not None and self.keeper.lost.is_set():
+            if self.keeper.gone:
+                self.gone()
             raise LeaseLost
+
+    def heed(self, standing: Standing) -> None:
+        """Stop the attempt if its job was cancelled or is gone from Redis."""
+        if standing is Standing.CANCELLED:
+            raise DownloadJobCancelledException(f"job {self.job_id} was cancelled")
+        if standing is Standing.GONE:
+            self.gone()
+
+    def gone(self) -> NoReturn:
+        """The job's record is no longer in Redis. When Redis lost its data, the job vanished
+        with everything else: the attempt stops and keeps its partial file (the file queued
+        again resumes it). Otherwise someone removed the job (`downloader clear` cancels and
+        forgets): as for a cancel, the partial file goes."""
+        if self.app.redis_lost():
+            raise JobVanishedError(self.job_id, redis_lost=True)
+        raise DownloadJobCancelledException(f"job {self.job_id} was removed from its queue")
 
     def on_progress(self, current: int, total: int) -> None:
         # Bytes that arrive are a chance to look too: a small file may be over before the
@@ -213,7 +233,7 @@ class JobRun:
     def run(self) -> str:
         outcome = self.claim_and_attempt()
         parent_id = self.record.get("parent_id")
-        if parent_id is not None and outcome not in ("handed back", "lease lost"):
+        if parent_id is not None and outcome not in ("handed back", "lease lost", "vanished"):
             parents.settle(self.app, parent_id)
         return outcome
 
@@ -251,7 +271,7 @@ class JobRun:
         path reservations released, then `events` published."""
         if self.keeper is not None:
             self.keeper.done.set()  # before the lease goes, so the renewer does not miss it
-        self.app.store.finish(
+        recorded = self.app.store.finish(
             self.job_id,
             status,
             owner=self.owner,
@@ -259,6 +279,12 @@ class JobRun:
             events=events,
             **fields,
         )
+        if not recorded:
+            log.warning(
+                "job %s ended %s, but its record is gone from Redis: nobody hears of its end",
+                self.job_id,
+                status.value,
+            )
 
     def attempt(self, session: requests.Session) -> str:
         try:
@@ -274,6 +300,15 @@ class JobRun:
                 "job %s: lease lost; leaving the job to the attempt that holds it", self.job_id
             )
             return "lease lost"
+        except JobVanishedError:
+            known = self.record.get("download_path")
+            log.warning(
+                "job %s vanished: Redis lost its data, and this job with it; stopping, and "
+                "keeping %s to resume (give Redis persistence and maxmemory-policy noeviction)",
+                self.job_id,
+                f"its partial file {partial_path(Path(known))}" if known else "no partial file",
+            )
+            return "vanished"
         except Exception as exc:
             failure = {"error_type": error_type(exc), "error": scrub(traceback.format_exc())}
             failed = self.event(ev.DOWNLOAD_ERROR, source=self.record["source"], **failure)
@@ -330,8 +365,7 @@ class JobRun:
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             time.sleep(min(left, self.app.settings.progress_interval or 0.25))
-            if self.app.store.cancel_requested(self.job_id):
-                raise DownloadJobCancelledException(f"job {self.job_id} was cancelled")
+            self.heed(self.app.store.standing(self.job_id))
             if self.app.stopping.is_set():
                 raise WorkerStopping
 

@@ -65,6 +65,8 @@ class Runtime:
         """Set when this process's worker shuts down: running jobs hand themselves back."""
         self.dispatchers: list[Dispatcher] = []
         """Asked in order: the first that takes a job's queue gets it."""
+        self.redis_marker: str | None = None
+        """The store's marker as this process first saw it (see `JobStore.mark`)."""
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -76,6 +78,22 @@ class Runtime:
             retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=20),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
+
+    def remember_redis(self) -> None:
+        """Note the Redis's marker at the start of a service or worker (writing it first if
+        this is the first process on it), so that `redis_lost` can tell later."""
+        if self.redis_marker is None:
+            self.redis_marker = self.store.mark()
+
+    def redis_lost(self) -> bool:
+        """Whether Redis lost its data since this process started: its marker is gone or is
+        another. Asked when a job's record is missing, to tell a job removed (cancelled and
+        forgotten by someone) from a job lost with all the others. Once lost, a process keeps
+        saying so: every job it knew of may be gone."""
+        if self.redis_marker is None:
+            self.remember_redis()
+            return False
+        return self.store.marker() != self.redis_marker
 
     @cached_property
     def store(self) -> JobStore:
