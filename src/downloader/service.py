@@ -282,7 +282,7 @@ class DownloadQueueService:
         part_records = [
             {**self._record(part_job), "parent_id": job.id, "sha256": part.sha256,
              "size": part.size, "untrusted": untrusted, "dest_is_dir": False,
-             "mirrors": mirror_urls(part.mirrors)}
+             "mirrors": mirror_urls(part.mirrors), "root": str(dest)}
             for part_job, part in zip(job.download_parts, parts, strict=True)
         ]
         owned = [(part.id, part.dest) for part in job.download_parts]
