@@ -367,6 +367,7 @@ class DownloadQueueService:
                 "untrusted": untrusted,
                 "dest_is_dir": False,
                 "mirrors": mirror_urls(part.mirrors),
+                "root": str(dest),
             }
             for part_job, part in zip(job.download_parts, parts, strict=True)
         ]

@@ -7,7 +7,9 @@ anything else starts the file over. Bodies are stored as the server sent them (n
 decoding) and must be exactly as long as announced. The size and hash are checked on the
 descriptor that was written, the file is stamped with its origin, synced, and renamed only if
 the partial path still names that same file: a file under its final name is always the
-complete file its own job asked for.
+complete file its own job asked for. Every one of those files is reached through a descriptor
+of its directory, never through a link (see `destdir`), and an existing file under the final
+name counts only by a stamp whose seal still holds, or by its hash (see `filestate`).
 
 Bytes may also come from mirrors (see `mirrors`): every request goes to the first URL in the
 job's line-up that answers, a failing one hands over to the next, and segments are spread
@@ -27,8 +29,8 @@ import io
 import os
 import re
 import select
-import shutil
 import socket
+import stat
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -40,14 +42,16 @@ from typing import BinaryIO
 import requests
 import urllib3
 
+from downloader.engine.destdir import DestDir, TransferError, UnsafeDestinationError
 from downloader.engine.errors import DownloadJobCancelledException
 from downloader.engine.filestate import (
     CompletedRecord,
     PartialState,
     Validators,
+    engine_names,
     partial_path,
     read_record,
-    state_path,
+    seal_record,
     write_record,
 )
 from downloader.engine.mirrors import Mirrors
@@ -57,16 +61,17 @@ from downloader.engine.resolver import host_not_found
 from downloader.engine.segments import SegmentedCopy, SegmentMismatch, split
 from downloader.engine.watchdog import StalledTransferError, Watchdog, socket_of
 
-__all__ = ["StalledTransferError", "partial_path"]
+__all__ = [
+    "StalledTransferError",
+    "TransferError",
+    "UnsafeDestinationError",
+    "partial_path",
+]
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
 _MAX_DISTINCT_NAMES = 1000
 _LOOK_AHEAD = 64 << 10
 """How close to the announced end reads start looking for bytes past it."""
-
-
-class TransferError(Exception):
-    """A download that cannot complete as asked; the message says what to do."""
 
 
 class IncompleteDownloadError(TransferError):
@@ -101,6 +106,35 @@ class _StartOver(Exception):
     """The answer does not continue the partial file: empty it and ask for the whole file."""
 
 
+@dataclass(frozen=True)
+class _Spot:
+    """Where one file goes: its directory, held open, and its name; the engine's own files
+    beside it are named after it."""
+
+    folder: DestDir
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return self.folder.path / self.name
+
+    @property
+    def partial(self) -> str:
+        return engine_names(self.name)[0]
+
+    @property
+    def state(self) -> str:
+        return engine_names(self.name)[1]
+
+    def partial_size(self) -> int:
+        found = self.folder.stat(self.partial)
+        return found.st_size if found is not None and stat.S_ISREG(found.st_mode) else 0
+
+    def refuse_links(self) -> None:
+        """A link at the final name or at any of the engine's names beside it is refused."""
+        self.folder.refuse_links(self.name, *engine_names(self.name))
+
+
 @dataclass
 class TransferRequest:
     url: str
@@ -124,6 +158,10 @@ class TransferRequest:
     lowest_speed: int = 0
     """Bytes per second below which, for a whole `speed_window`, the transfer is a stall."""
     speed_window: float = 60.0
+    root: Path | None = None
+    """The directory the job's caller chose: it is opened as named, and every directory below
+    it on the way to the file is opened without following links (made when missing). None:
+    the file's own directory."""
     reserve: Callable[[Path], bool] = field(default=lambda path: True)
     """Claims a server-chosen final path for this job; False when another job holds it."""
     release: Callable[[Path], None] = field(default=lambda path: None)
@@ -528,70 +566,100 @@ class _Fetch:
 
     def attempt(self, fresh: bool) -> TransferResult:
         known = self.known_path()
-        state = None if fresh or known is None else self.resumable_state(known)
-        if state is not None and state.segments is None:
-            offset = _size(partial_path(known))  # type: ignore[arg-type]
-            response = self.get_range(offset, None, state) if offset else None
-        else:
-            offset = 0
-            response = None
-        if response is None:
-            response = self.get(self.conditional_headers(known) if not fresh else {}, state)
-        with response:
-            path = known or self.choose_path(response)
-            if response.status_code == 304:
-                return self.reuse(path, response)
-            return self.write(path, response, offset, fresh)
+        directory = self.request.dest if known is None else known.parent
+        with DestDir.reach(directory, self.request.root) as folder:
+            spot = None if known is None else _Spot(folder, known.name)
+            if spot is not None:
+                spot.refuse_links()  # before anything is asked or written
+            state = None if fresh or spot is None else self.resumable_state(spot)
+            if spot is not None and state is not None and state.segments is None:
+                offset = spot.partial_size()
+                response = self.get_range(offset, None, state) if offset else None
+            else:
+                offset = 0
+                response = None
+            if response is None:
+                response = self.get(self.conditional_headers(spot) if not fresh else {}, state)
+            with response:
+                spot = spot or self.choose_spot(folder, response)
+                if response.status_code == 304:
+                    return self.reuse_stamped(spot, response)
+                return self.write(spot, response, offset, fresh)
 
-    def resumable_state(self, path: Path) -> PartialState | None:
-        state = PartialState.load(state_path(partial_path(path)))
+    def resumable_state(self, spot: _Spot) -> PartialState | None:
+        state = PartialState.read(spot.folder, spot.state)
         if state is None or state.source.url != self.request.url or not state.source.if_range:
             return None
         return state
 
-    def conditional_headers(self, path: Path | None) -> dict[str, str]:
+    def conditional_headers(self, spot: _Spot | None) -> dict[str, str]:
         """Ask whether an existing final file of this URL is still current (304 if so)."""
-        if path is None or not path.is_file() or partial_path(path).exists():
+        if spot is None or spot.folder.stat(spot.partial) is not None:
             return {}
-        record = read_record(path)
-        if record is None or record.source.url != self.request.url:
+        with _final(spot) as final:
+            record = self.stamp_of(final)
+        if record is None:
             return {}
-        wanted = self.request.sha256
-        if wanted is not None and (record.sha256 or "").lower() != wanted.lower():
-            return {}  # not the file the caller asked for, whatever the server says of it
         if record.source.etag:
             return {"If-None-Match": record.source.etag}
         if record.source.last_modified:
             return {"If-Modified-Since": record.source.last_modified}
         return {}
 
-    def choose_path(self, response: requests.Response) -> Path:
+    def stamp_of(self, final: BinaryIO | None) -> CompletedRecord | None:
+        """The stamp of the final file when it may speak for the file: of this URL, sealed
+        as the file still is, and with the caller's SHA-256 when one was asked for."""
+        if final is None:
+            return None
+        record = read_record(final.fileno())
+        if (
+            record is None
+            or record.source.url != self.request.url
+            or not record.vouches_for(os.fstat(final.fileno()))
+        ):
+            return None
+        wanted = self.request.sha256
+        if wanted is not None and (record.sha256 or "").lower() != wanted.lower():
+            return None  # not the file the caller asked for, whatever the server says of it
+        return record
+
+    def choose_spot(self, folder: DestDir, response: requests.Response) -> _Spot:
         """The server's (or URL's) name in `dest`, made distinct from files of other sources
         and from names other unfinished jobs hold, as browsers do: `model (1).bin`."""
         name = choose_filename(self.request.url, header(response, "Content-Disposition"))
-        self.request.dest.mkdir(parents=True, exist_ok=True)
         for number in range(_MAX_DISTINCT_NAMES):
-            candidate = self.request.dest / distinct_name(name, number)
+            spot = _Spot(folder, distinct_name(name, number))
             # Reserve first, then look: a job renames its file into place before it lets go
             # of the name, so what the disk shows now is final for this name.
-            if not self.request.reserve(candidate):
+            if not self.request.reserve(spot.path):
                 continue
-            if candidate.exists() or candidate.is_symlink():
-                record = read_record(candidate) if candidate.is_file() else None
-                if record is None or record.source.url != self.request.url:
-                    self.request.release(candidate)
-                    continue  # someone else's file: never overwrite it
-            return candidate
+            if folder.stat(spot.name) is not None and _origin_url(spot) != self.request.url:
+                self.request.release(spot.path)
+                continue  # someone else's file (or link): never overwrite it
+            try:
+                spot.refuse_links()
+            except UnsafeDestinationError:
+                self.request.release(spot.path)
+                raise
+            return spot
         raise DestinationBusyError(
             f"{_MAX_DISTINCT_NAMES} files named like {name} already exist in "
             f"{self.request.dest}; choose another destination"
         )
 
-    def reuse(self, path: Path, response: requests.Response) -> TransferResult:
+    def reuse_stamped(self, spot: _Spot, response: requests.Response) -> TransferResult:
+        """The server says the stamped version is current: reuse the file if its stamp still
+        speaks for it now (it may have changed since the question was asked)."""
+        with _final(spot) as final:
+            if self.stamp_of(final) is None:
+                raise _StartOver
+            assert final is not None
+            return self.reuse(spot, response, os.fstat(final.fileno()).st_size)
+
+    def reuse(self, spot: _Spot, response: requests.Response, total: int) -> TransferResult:
         """The existing final file is current: nothing to fetch."""
-        total = path.stat().st_size
         return TransferResult(
-            download_path=path,
+            download_path=spot.path,
             bytes=total,
             total_bytes=total,
             content_type=header(response, "Content-Type"),
@@ -601,32 +669,30 @@ class _Fetch:
         )
 
     def write(
-        self, path: Path, response: requests.Response, offset: int, fresh: bool
+        self, spot: _Spot, response: requests.Response, offset: int, fresh: bool
     ) -> TransferResult:
-        partial = partial_path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _opened(partial, path) as handle:
+        with _opened(spot) as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise DestinationBusyError(
-                    f"another download is writing {path} right now; wait for it or choose "
-                    "another destination"
+                    f"another download is writing {spot.path} right now; wait for it or "
+                    "choose another destination"
                 ) from None
-            state = None if fresh else self.resumable_state(path)
+            state = None if fresh else self.resumable_state(spot)
             if state is not None and state.owner != self.request.owner:
                 # Resumed by another job than the one that began it (a stopped `get` run
                 # again): the partial is this job's now, for its cancel to remove.
                 state.owner = self.request.owner
-                _save_state(state, partial, state.source.total or 0)
+                _save_state(state, spot, state.source.total or 0)
             if response.status_code == 416:
-                return self.already_whole(path, partial, handle, response, state, offset)
+                return self.already_whole(spot, handle, response, state, offset)
             total = self.announced_total(response)
             current = _validators(self.request.url, response, total)
             if response.status_code == 206:
-                self.check_resume(response, state, offset, _size(partial))
+                self.check_resume(response, state, offset, os.fstat(handle.fileno()).st_size)
                 assert state is not None
-                return self.stream(path, partial, handle, response, state, offset)
+                return self.stream(spot, handle, response, state, offset)
             if (
                 state is not None
                 and state.segments is not None
@@ -636,23 +702,23 @@ class _Fetch:
                     else state.source.same_version(current)
                 )
             ):
-                return self.segmented(path, partial, handle, response, state)
-            if offset == 0 and self.existing_is_current(path, current):
-                partial.unlink(missing_ok=True)
-                state_path(partial).unlink(missing_ok=True)
-                return self.reuse(path, response)
+                return self.segmented(spot, handle, response, state)
+            if offset == 0 and (size := self.current_size(spot, current)) is not None:
+                spot.folder.remove(spot.partial)
+                spot.folder.remove(spot.state)
+                return self.reuse(spot, response, size)
             # A whole file: whatever the partial held is not continued.
             handle.truncate(0)
             state = PartialState(source=current, owner=self.request.owner)
             if total:
-                _check_space(path, total)
+                _check_space(spot, total)
             if self.splits(response, current):
                 state.segments = split(total or 0, self.request.segments)
-                _preallocate(handle, path, total or 0)
-                _save_state(state, partial, total or 0)
-                return self.segmented(path, partial, handle, response, state)
-            _save_state(state, partial, total or 0)
-            return self.stream(path, partial, handle, response, state, 0)
+                _preallocate(handle, spot.path, total or 0)
+                _save_state(state, spot, total or 0)
+                return self.segmented(spot, handle, response, state)
+            _save_state(state, spot, total or 0)
+            return self.stream(spot, handle, response, state, 0)
 
     def announced_total(self, response: requests.Response) -> int | None:
         if response.status_code == 206:
@@ -683,8 +749,7 @@ class _Fetch:
 
     def already_whole(
         self,
-        path: Path,
-        partial: Path,
+        spot: _Spot,
         handle: BinaryIO,
         response: requests.Response,
         state: PartialState | None,
@@ -694,25 +759,29 @@ class _Fetch:
         total = parse_content_range(header(response, "Content-Range"))[2]
         if state is None or total is None or total != offset or total != state.source.total:
             raise _StartOver
-        result = self.new_result(path, response, state, offset)
+        result = self.new_result(spot.path, response, state, offset)
         self.hooks.started(result)
-        self.finish(result, handle, partial, state, self.digest_of(handle, offset, state))
+        self.finish(result, handle, spot, state, self.digest_of(handle, offset, state))
         return result
 
-    def existing_is_current(self, path: Path, current: Validators) -> bool:
-        """An existing final file may stand when its recorded origin is this very version, or
-        when the caller's SHA-256 says it is the file asked for."""
-        if not path.is_file() or (current.total is not None and _size(path) != current.total):
-            return False
-        record = read_record(path)
-        sha256 = self.request.sha256 or current.sha256
-        vouched = record is not None and record.source.same_version(current)
-        if vouched and (sha256 is None or (record.sha256 or "").lower() == sha256.lower()):
-            return True
-        if sha256 is None:
-            return False
-        with open(path, "rb") as handle:
-            return _hash_prefix(handle, _size(path)).hexdigest() == sha256.lower()
+    def current_size(self, spot: _Spot, current: Validators) -> int | None:
+        """The size of the existing final file when it may stand, else None: when its stamp
+        still speaks for it (see `stamp_of`) and records this very version, or when its bytes
+        hash to the caller's SHA-256 (or the one the server announces)."""
+        with _final(spot) as final:
+            if final is None:
+                return None
+            size = os.fstat(final.fileno()).st_size
+            if current.total is not None and size != current.total:
+                return None
+            record = self.stamp_of(final)
+            sha256 = self.request.sha256 or current.sha256
+            vouched = record is not None and record.source.same_version(current)
+            if vouched and (sha256 is None or (record.sha256 or "").lower() == sha256.lower()):
+                return size
+            if sha256 is None or _hash_prefix(final, size).hexdigest() != sha256.lower():
+                return None
+            return size
 
     def splits(self, response: requests.Response, current: Validators) -> bool:
         """Segments only for a large file whose every range can be checked to be this version."""
@@ -742,20 +811,19 @@ class _Fetch:
 
     def stream(
         self,
-        path: Path,
-        partial: Path,
+        spot: _Spot,
         handle: BinaryIO,
         response: requests.Response,
         state: PartialState,
         offset: int,
     ) -> TransferResult:
-        result = self.new_result(path, response, state, offset)
+        result = self.new_result(spot.path, response, state, offset)
         self.hooks.started(result)
         digest = self.digest_of(handle, offset, state)
         handle.seek(offset)
         handle.truncate(offset)
         try:
-            with self.copying(partial):
+            with self.copying(spot):
                 self.copy(response, handle, result, digest)
         except DownloadJobCancelledException:
             raise
@@ -763,16 +831,16 @@ class _Fetch:
             # The next attempt asks another URL first: a retry moves to another mirror.
             self.mirrors.failed(self.asked.get(response, self.request.url))
             if isinstance(exc, OverlongBodyError | SizeMismatchError):
-                _void(handle, partial)  # a body that was not the file asked for
+                _void(handle, spot)  # a body that was not the file asked for
             raise
-        self.finish(result, handle, partial, state, digest)
+        self.finish(result, handle, spot, state, digest)
         return result
 
     @contextmanager
-    def copying(self, partial: Path) -> Iterator[None]:
-        """Around the copy into `partial`: a read the watchdog broke raises the watchdog's
-        reason (a cancel, a stall) instead of the error it caused; a cancel removes the
-        partial file and its state."""
+    def copying(self, spot: _Spot) -> Iterator[None]:
+        """Around the copy into the partial file: a read the watchdog broke raises the
+        watchdog's reason (a cancel, a stall) instead of the error it caused; a cancel removes
+        the partial file and its state."""
         try:
             try:
                 yield
@@ -780,8 +848,8 @@ class _Fetch:
                 self.watchdog.raise_reason(exc)
                 raise
         except DownloadJobCancelledException:
-            partial.unlink(missing_ok=True)
-            state_path(partial).unlink(missing_ok=True)
+            spot.folder.remove(spot.partial)
+            spot.folder.remove(spot.state)
             raise
 
     def copy(
@@ -819,8 +887,7 @@ class _Fetch:
 
     def segmented(
         self,
-        path: Path,
-        partial: Path,
+        spot: _Spot,
         handle: BinaryIO,
         response: requests.Response,
         state: PartialState,
@@ -828,7 +895,7 @@ class _Fetch:
         """Fill the partial file with several range requests; `response` only told us about it."""
         response.close()
         assert state.segments is not None
-        result = self.new_result(path, response, state, state.segmented_done)
+        result = self.new_result(spot.path, response, state, state.segmented_done)
         self.hooks.started(result)
 
         def progress(done: int) -> None:
@@ -842,7 +909,7 @@ class _Fetch:
         copy = SegmentedCopy(
             state.segments,
             handle.fileno(),
-            lambda: _save_state(state, partial, state.source.total or 0),
+            lambda: _save_state(state, spot, state.source.total or 0),
             lambda index, first, last: self.get_range(first, last, state, turn=index),
             check,
             lambda answer: read_chunks(answer, self.request.chunk_size),
@@ -851,16 +918,16 @@ class _Fetch:
             switches=len(self.mirrors.urls) - 1,
         )
         try:
-            with self.copying(partial):
+            with self.copying(spot):
                 copy.run()
         except SegmentMismatch as exc:
-            _void(handle, partial)
+            _void(handle, spot)
             raise IncompleteDownloadError(
                 f"{self.request.url} changed or stopped serving ranges mid-download ({exc}); "
                 "the partial file was emptied and the next attempt starts over"
             ) from exc
         result.bytes = copy.done
-        self.finish(result, handle, partial, state, self.digest_of(handle, copy.done, state))
+        self.finish(result, handle, spot, state, self.digest_of(handle, copy.done, state))
         return result
 
     def switch_segment(self, answer: requests.Response, error: BaseException) -> bool:
@@ -885,12 +952,13 @@ class _Fetch:
         self,
         result: TransferResult,
         handle: BinaryIO,
-        partial: Path,
+        spot: _Spot,
         state: PartialState,
         digest: hashlib._Hash | None,
     ) -> None:
         handle.flush()
         written = os.fstat(handle.fileno())
+        partial = spot.folder.path / spot.partial
         if result.total_bytes and (
             result.bytes != result.total_bytes or written.st_size != result.total_bytes
         ):
@@ -900,7 +968,7 @@ class _Fetch:
             )
         result.total_bytes = result.bytes
         if self.request.size is not None and result.bytes != self.request.size:
-            _void(handle, partial)
+            _void(handle, spot)
             raise SizeMismatchError(
                 f"{self.request.url} sent {result.bytes} bytes, but {self.request.size} were "
                 "expected"
@@ -908,27 +976,29 @@ class _Fetch:
         sha256 = digest.hexdigest() if digest is not None else None
         wanted = self.wanted_sha256(state)
         if sha256 is not None and sha256 != wanted:
-            _void(handle, partial)
-            partial.unlink(missing_ok=True)
+            _void(handle, spot)
+            spot.folder.remove(spot.partial)
             said = "expected" if self.request.sha256 else "but the server announced"
             raise ChecksumMismatchError(
                 f"{self.request.url} has SHA-256 {sha256}, {said} {wanted}; the bad file was "
                 "removed"
             )
         self.hooks.check(result.bytes, result.total_bytes)  # a cancel still wins until now
-        write_record(handle.fileno(), CompletedRecord(source=state.source, sha256=sha256))
+        record = CompletedRecord(source=state.source, sha256=sha256)
+        write_record(handle.fileno(), record)  # the origin, should nothing below happen
         os.fsync(handle.fileno())
-        try:
-            named = os.stat(partial)
-        except FileNotFoundError:
-            named = None
+        named = spot.folder.stat(spot.partial)
         if named is None or (named.st_dev, named.st_ino) != (written.st_dev, written.st_ino):
             raise DestinationChangedError(
                 f"{partial} was removed or replaced while it was written; the verified bytes "
                 "are not under that name any more, so nothing was renamed. Run the job again."
             )
-        os.replace(partial, result.download_path)
-        state_path(partial).unlink(missing_ok=True)
+        # A link planted at the final name meanwhile would only lose its entry to the rename
+        # (nothing it points to is touched), but it is someone's: say so instead.
+        spot.folder.refuse_links(spot.name)
+        spot.folder.replace(spot.partial, spot.name)
+        seal_record(handle.fileno(), record)  # the file's last change: see filestate.Seal
+        spot.folder.remove(spot.state)
 
 
 def _check_segment(
@@ -953,11 +1023,11 @@ def _check_segment(
 
 
 @contextmanager
-def _opened(partial: Path, path: Path) -> Iterator[BinaryIO]:
+def _opened(spot: _Spot) -> Iterator[BinaryIO]:
     """The partial file, to be written anywhere in it. Not O_APPEND: Linux's pwrite would
     append every segment at the end of the file. Closing flushes its buffer, and a disk that
     is full then says so as the writes do, not as a bare OSError in place of the reason."""
-    handle = open(os.open(partial, os.O_RDWR | os.O_CREAT, 0o644), "r+b")  # noqa: SIM115
+    handle = open(spot.folder.open(spot.partial, os.O_RDWR | os.O_CREAT), "r+b")  # noqa: SIM115
     try:
         yield handle
     except BaseException:
@@ -970,28 +1040,50 @@ def _opened(partial: Path, path: Path) -> Iterator[BinaryIO]:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         raise InsufficientSpaceError(
-            f"the disk holding {path} is full; free some space and run the job again, it "
-            f"resumes from the {_size(partial)} bytes already saved"
+            f"the disk holding {spot.path} is full; free some space and run the job again, it "
+            f"resumes from the {spot.partial_size()} bytes already saved"
         ) from exc
 
 
-def _void(handle: BinaryIO, partial: Path) -> None:
+@contextmanager
+def _final(spot: _Spot) -> Iterator[BinaryIO | None]:
+    """The file under the final name, to read, or None when there is none."""
+    try:
+        fd = spot.folder.open(spot.name, os.O_RDONLY)
+    except FileNotFoundError:
+        yield None
+        return
+    with open(fd, "rb") as handle:
+        yield handle
+
+
+def _origin_url(spot: _Spot) -> str | None:
+    """The URL the file under the final name is stamped with, if it is a stamped file."""
+    try:
+        with _final(spot) as final:
+            record = read_record(final.fileno()) if final is not None else None
+    except UnsafeDestinationError:
+        return None
+    return record.source.url if record is not None else None
+
+
+def _void(handle: BinaryIO, spot: _Spot) -> None:
     """Bytes that are not the file asked for: empty the partial and forget its state, so that
     nothing resumes them."""
     handle.truncate(0)
-    state_path(partial).unlink(missing_ok=True)
+    spot.folder.remove(spot.state)
 
 
-def _save_state(state: PartialState, partial: Path, needed: int) -> None:
+def _save_state(state: PartialState, spot: _Spot, needed: int) -> None:
     """Save the partial file's state; a full disk says so as the data writes do."""
     try:
-        state.save(state_path(partial))
+        state.write(spot.folder, spot.state)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         raise InsufficientSpaceError(
-            f"the disk holding {partial} is full: up to {needed} more bytes are needed; free "
-            "some space and run the job again, it resumes from what is already saved"
+            f"the disk holding {spot.path} is full: up to {needed} more bytes are needed; "
+            "free some space and run the job again, it resumes from what is already saved"
         ) from exc
 
 
@@ -1009,21 +1101,15 @@ def _preallocate(handle: BinaryIO, path: Path, total: int) -> None:
         ) from exc
 
 
-def _check_space(path: Path, needed: int) -> None:
+def _check_space(spot: _Spot, needed: int) -> None:
     """Refuse before the first byte when the file cannot fit (the preflight check)."""
-    free = shutil.disk_usage(path.parent).free
+    free = spot.folder.free()
     if needed > free:
         raise InsufficientSpaceError(
-            f"not enough space for {path}: {needed} more bytes are needed and only {free} are "
-            f"free on its filesystem; free {needed - free} bytes or choose another destination"
+            f"not enough space for {spot.path}: {needed} more bytes are needed and only {free} "
+            f"are free on its filesystem; free {needed - free} bytes or choose another "
+            "destination"
         )
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 def _hash_prefix(handle: BinaryIO, length: int) -> hashlib._Hash:

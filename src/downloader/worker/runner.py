@@ -36,6 +36,7 @@ from downloader.worker.leases import Lease
 from downloader.worker.throttle import Throttle
 
 if TYPE_CHECKING:
+    from downloader.config import Settings
     from downloader.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,7 @@ class JobRun:
             url=self.record["source"],
             dest=Path(self.record["dest"]),
             dest_is_dir=self.record.get("dest_is_dir"),
+            root=job_root(self.record, settings),
             access_token=self.access_token(),
             download_path=Path(known) if known else None,
             owner=self.job_id,
@@ -221,8 +223,9 @@ class JobRun:
 
     def discard_partials(self) -> None:
         """A cancelled job leaves nothing behind: its partial file and state go."""
+        root = job_root(self.record, self.app.settings)
         for path in self.final_paths():
-            discard_partial(path, self.job_id)
+            discard_partial(path, self.job_id, root)
 
     def access_token(self) -> str | None:
         """The job's own token (read by the claim), else the one configured for the source's
@@ -396,6 +399,24 @@ def run_download(
     `worker` names the worker node; the job record keeps it, so one can tell who ran what.
     """
     return JobRun(app, job_id, {}, worker, on_progress).run()  # the claim reads the record
+
+
+def job_root(record: dict[str, Any], settings: Settings) -> Path:
+    """The directory the job's caller chose, below which the engine follows no link on the way
+    to the job's files: a multi-file job's `dest` for its parts, else the job's own directory.
+    For an untrusted job (the REST API's) it is the download root when that holds the job:
+    the API checked `dest` inside it when the job was queued, and a directory on the way that
+    has become a link since is refused."""
+    dest = Path(record["dest"])
+    if record.get("root"):
+        own = Path(record["root"])
+    else:
+        own = dest if record.get("dest_is_dir") else dest.parent
+    if record.get("untrusted"):
+        download_root = settings.download_root.resolve()  # as the API confined it
+        if download_root == own or download_root in own.parents:
+            return download_root
+    return own
 
 
 def session_for(app: Runtime, record: dict[str, Any]) -> requests.Session:
