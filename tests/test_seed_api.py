@@ -31,7 +31,7 @@ from downloader import (
     MultiFileDownloadJob,
     RemoteModelFile,
 )
-from downloader.client.service import _open_services
+from downloader.client.lifecycle import _open_services
 from tests.conftest import WorkerProcess
 from tests.origin import Origin
 from tests.test_queue import sha256

@@ -221,9 +221,7 @@ def test_metrics_parse_and_agree_with_the_counts(
     )
     service.join()
     assert [j.status for j in jobs] == ["completed"] * 3 + ["error"]
-    families = {
-        f.name: f for f in text_string_to_metric_families(render(service.app.store).decode())
-    }
+    families = {f.name: f for f in text_string_to_metric_families(render(service.admin).decode())}
     by_status = {
         s.labels["status"]: s.value
         for s in families["downloader_jobs"].samples

@@ -1,7 +1,7 @@
 """What every request of one API app shares: its settings, one enqueue-only service, one
 Redis probe and the event streams.
 
-One service serves every queue (its `_` methods take the queue id), made on first use and
+One service serves every queue (its `admin` takes the queue id in every call), made on first use and
 closed at shutdown: a caller that names a million queue ids makes the API hold nothing more
 than one that names one. Routes receive the context as a dependency (`Ctx`) instead of
 closing over it, so each router can live in a module of its own.
@@ -12,15 +12,13 @@ from __future__ import annotations
 import threading
 from typing import Annotated
 
-import redis
 from fastapi import Depends, Request
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from downloader.api.streams import EventStreams
+from downloader.client.admin import QueueAdmin
 from downloader.client.service import DownloadQueueService
 from downloader.config import Settings
-from downloader.store.jobs import JobStore
+from downloader.store.admin import StoreAdmin
 
 PROBE_TIMEOUT = 1.0
 """Seconds `/health` waits for Redis: a Redis that is down is reported at once."""
@@ -34,7 +32,7 @@ class ApiContext:
         self.keep_alive = keep_alive  # seconds between keep-alive comments of the event stream
         self.streams = EventStreams(self.redis_url, settings.api_max_event_streams)
         self._service: DownloadQueueService | None = None
-        self._probe: JobStore | None = None
+        self._probe: StoreAdmin | None = None
         self._lock = threading.Lock()
 
     @property
@@ -48,26 +46,21 @@ class ApiContext:
             return self._service
 
     @property
-    def store(self) -> JobStore:
-        return self.service.app.store
+    def admin(self) -> QueueAdmin:
+        """The service's interface to every queue."""
+        return self.service.admin
 
     def redis_url(self) -> str:
         """The configured Redis, or the embedded server the service started."""
-        return self.settings.redis_url or self.service.app.redis_url
+        return self.settings.redis_url or self.admin.redis_url
 
     @property
-    def probe(self) -> JobStore:
+    def probe(self) -> StoreAdmin:
         """The store `/health` asks: a client with short timeouts and no retry, made once."""
         url = self.redis_url()
         with self._lock:
             if self._probe is None:
-                client = redis.Redis.from_url(
-                    url,
-                    socket_connect_timeout=PROBE_TIMEOUT,
-                    socket_timeout=PROBE_TIMEOUT,
-                    retry=Retry(NoBackoff(), 0),
-                )
-                self._probe = JobStore(client, self.settings.namespace)
+                self._probe = StoreAdmin.probe(url, self.settings.namespace, PROBE_TIMEOUT)
             return self._probe
 
     def close(self) -> None:
@@ -75,7 +68,7 @@ class ApiContext:
             service, self._service = self._service, None
             probe, self._probe = self._probe, None
         if probe is not None:
-            probe.redis.close()
+            probe.close()
         if service is not None:
             service.close()
 

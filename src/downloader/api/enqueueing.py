@@ -23,26 +23,20 @@ def enqueue(ctx: ApiContext, queue_id: str, body: EnqueueRequest) -> list[int]:
     """Queue the body's one form on `queue_id`, through the context's one service. Raises
     `HTTPException` (422) for a path outside the root, `ValueError` or `OSError` for what the
     service refuses, `hub.HubError` for the hub's."""
-    service = ctx.service
+    admin = ctx.admin
     if body.items is not None:
         return _batch(ctx, queue_id, body.items)
     assert body.dest is not None  # the schema requires it with every other form
     dest = confined(ctx.settings.download_root, body.dest)
     if body.source is not None:
         dest.mkdir(parents=True, exist_ok=True)  # an API `dest` is always a directory
-        (job,) = service._download_many(queue_id, [_single(body, dest)])
+        (job,) = admin.download_many(queue_id, [_single(body, dest)])
         return [job.id]
     if body.parts:
         parts = [RemoteModelFile(**part.model_dump()) for part in body.parts]
         _confine_parts(ctx, body.dest, parts)
-        multi = service._multifile_download(
-            queue_id,
-            parts,
-            dest,
-            body.access_token,
-            priority=body.priority,
-            untrusted=True,
-            revision=None,
+        multi = admin.multifile_download(
+            queue_id, parts, dest, body.access_token, priority=body.priority, untrusted=True
         )
     else:
         assert body.repo is not None
@@ -56,7 +50,7 @@ def enqueue(ctx: ApiContext, queue_id: str, body: EnqueueRequest) -> list[int]:
             settings=ctx.settings,
         )
         _confine_parts(ctx, body.dest, resolved.files)
-        multi = service._repo_download(
+        multi = admin.repo_download(
             queue_id,
             resolved,
             dest,
@@ -79,7 +73,7 @@ def _batch(ctx: ApiContext, queue_id: str, items: list[BatchItem]) -> list[int]:
     dests = {text: confined(root, text) for text in {item.dest for item in items}}
     for dest in dests.values():
         dest.mkdir(parents=True, exist_ok=True)
-    jobs = ctx.service._download_many(queue_id, (_single(item, dests[item.dest]) for item in items))
+    jobs = ctx.admin.download_many(queue_id, (_single(item, dests[item.dest]) for item in items))
     return [job.id for job in jobs]
 
 

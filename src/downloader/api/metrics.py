@@ -3,14 +3,15 @@
 Nothing here counts in process memory: every figure comes from Redis (the per-status indexes'
 cardinalities, the namespace's stats hash, the worker heartbeats), so any API process or
 worker renders the same numbers, and rendering costs a few round trips whatever the number
-of jobs. `render(store)` answers the text format for an HTTP route (the REST API's
-`/metrics`); `serve(store, port)` starts prometheus_client's own server (for
-`downloader worker --metrics-port`).
+of jobs. `render(figures)` answers the text format for an HTTP route (the REST API's
+`/metrics`, from its service's `admin`); `serve(figures, port)` starts prometheus_client's own
+server (for `downloader worker --metrics-port`, from a `store.admin.StoreAdmin`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import (
@@ -21,15 +22,24 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from downloader.store.jobs import CANCELLED, DURATION_BUCKETS, STATUSES, JobStore
+from downloader.store.jobs import CANCELLED, DURATION_BUCKETS, STATUSES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Figures(Protocol):
+    """Where the figures come from: a `StoreAdmin`, or a service's `QueueAdmin`."""
+
+    def queue_names(self) -> list[str]: ...
+    def counts(self, queue_id: str) -> dict[str, int]: ...
+    def stats(self) -> dict[str, str]: ...
+    def live_workers(self) -> list[str]: ...
 
 
 class StoreCollector(Collector):
     """Collects from the store on every scrape."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: Figures) -> None:
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
@@ -43,7 +53,7 @@ class StoreCollector(Collector):
                 jobs.add_metric([queue_id, status], counts[status])
         yield jobs
 
-        stats = {k.decode(): v.decode() for k, v in store.redis.hgetall(store.keys.stats).items()}
+        stats = store.stats()
         ended = CounterMetricFamily(
             "downloader_jobs_ended",
             "Jobs that ended, by queue and outcome",
@@ -81,17 +91,17 @@ class StoreCollector(Collector):
         )
 
 
-def registry_for(store: JobStore) -> CollectorRegistry:
+def registry_for(store: Figures) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store))
     return registry
 
 
-def render(store: JobStore) -> bytes:
+def render(store: Figures) -> bytes:
     """The metrics in Prometheus' text format (`CONTENT_TYPE`)."""
     return generate_latest(registry_for(store))
 
 
-def serve(store: JobStore, port: int, addr: str = "0.0.0.0") -> None:
+def serve(store: Figures, port: int, addr: str = "0.0.0.0") -> None:
     """Serve `/metrics` on `port` from a daemon thread of this process."""
     start_http_server(port, addr=addr, registry=registry_for(store))

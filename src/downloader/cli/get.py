@@ -9,17 +9,18 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from downloader.cli.common import EXIT_ERROR, EXIT_USAGE, load_settings, open_service
+from downloader.cli.common import EXIT_ERROR, EXIT_USAGE, open_service
 
 if TYPE_CHECKING:
     from downloader.client.progress import Console
     from downloader.client.service import DownloadQueueService
+    from downloader.config import Settings
     from downloader.hub import ResolvedRepo
     from downloader.jobs.models import DownloadJob, MultiFileDownloadJob
 
@@ -28,9 +29,6 @@ if TYPE_CHECKING:
 
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
-RESUME_KEY = "cli:resumable"
-"""Under the namespace: a hash from `<dest>\\n<url>` (a repo's file: `<dest>\\n<its final path>`)
-to the job a stopped `get` left waiting."""
 HF_HOSTS = ("huggingface.co", "hf.co")
 NO_WORKER_WAIT = 1.5
 """Seconds to wait for workers to answer before saying that none consumes the queue."""
@@ -97,45 +95,30 @@ def _token(args: argparse.Namespace, url: str) -> str | None:
     return None
 
 
-def _apply_run_options(args: argparse.Namespace) -> None:
-    """--retries, --timeout and --connections, for this run's in-process worker (workers of
-    a configured Redis keep their own settings)."""
+def _run_settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings with --retries, --timeout and --connections: they apply to
+    this run's hub requests and in-process worker (workers of a configured Redis keep their
+    own settings)."""
+    from downloader.config import Settings
+
+    overrides: dict[str, Any] = {}
     if args.retries is not None:
-        os.environ["DOWNLOADER_MAX_RETRIES"] = str(args.retries)
+        overrides["max_retries"] = args.retries
     if args.timeout is not None:
-        os.environ["DOWNLOADER_CONNECT_TIMEOUT"] = str(args.timeout)
-        os.environ["DOWNLOADER_READ_TIMEOUT"] = str(args.timeout)
+        overrides["connect_timeout"] = overrides["read_timeout"] = args.timeout
     if args.connections is not None:
-        os.environ["DOWNLOADER_SEGMENTS"] = str(args.connections)
-
-
-def consuming_workers(queue: DownloadQueueService) -> list[str]:
-    """The workers that take this queue's jobs right now (the one place that asks).
-
-    The heartbeats answer at once when no worker is alive, the usual reason to ask; live
-    workers are asked which queues they consume, and the answer comes as soon as each of
-    them replied (a worker that died without a word makes it wait `NO_WORKER_WAIT`).
-    """
-    live = queue.app.live_workers()
-    if not live:
-        return []
-    from downloader.celery_app import control
-
-    return control.consuming_workers(
-        queue.celery, queue.queue_id, timeout=NO_WORKER_WAIT, limit=len(live)
-    )
+        overrides["segments"] = args.connections
+    return Settings(**overrides)
 
 
 def _say_when_nothing_takes_the_jobs(queue: DownloadQueueService) -> None:
     """A get that only watches would wait in silence for workers that are not coming."""
-    from downloader.celery_app import control
-
-    if control.is_paused(queue.app, queue.queue_id):
+    if queue.admin.is_paused(queue.queue_id):
         why = (
             f"queue {queue.queue_id!r} is paused: `downloader resume` lets its workers take "
             "jobs again"
         )
-    elif not consuming_workers(queue):
+    elif not queue.admin.consuming_workers(queue.queue_id, NO_WORKER_WAIT):
         why = (
             f"no worker takes the jobs of queue {queue.queue_id!r} on this Redis yet: start "
             "one with `downloader worker` (same DOWNLOADER_REDIS_URL), or run `get --worker` "
@@ -158,7 +141,7 @@ class _Source:
     repo: ResolvedRepo | None = None
 
 
-def _resolve(args: argparse.Namespace, urls: Sequence[str]) -> list[_Source]:
+def _resolve(args: argparse.Namespace, urls: Sequence[str], settings: Settings) -> list[_Source]:
     """Every source as what will be queued: `hf://` files and repos pinned to a commit with
     their hashes (HubError when the hub refuses one: then nothing is queued)."""
     from downloader import hub
@@ -174,12 +157,13 @@ def _resolve(args: argparse.Namespace, urls: Sequence[str]) -> list[_Source]:
                 allow_patterns=args.include,
                 ignore_patterns=args.exclude,
                 token=token,
+                settings=settings,
             )
             sources.append(_Source(url, token=token, repo=repo))
         else:
-            part = hub.resolve_file(url, token=token)
+            part = hub.resolve_file(url, token=token, settings=settings)
             url_at_commit = str(part.url)
-            token = token or hub.token_for(url_at_commit)
+            token = token or hub.token_for(url_at_commit, settings)
             sources.append(_Source(url, url_at_commit, args.sha256 or part.sha256, token))
     return sources
 
@@ -192,10 +176,6 @@ def _is_repo(hf_url: str) -> bool:
     return hub.parse_hf_url(hf_url).path is None or hf_url.endswith("/")
 
 
-def _resume_field(dest: Path, name: str) -> str:
-    return f"{dest}\n{name}"
-
-
 def _earlier_jobs(
     queue: DownloadQueueService,
     dest: Path,
@@ -203,70 +183,26 @@ def _earlier_jobs(
     restart: bool,
     console: Console,
 ) -> dict[str, Path]:
-    """Take over what a stopped `get` of the same sources and destination left: their partial
-    files to resume (or, with --restart, to delete). `wanted` maps how each file is remembered
-    (a URL; a repo's file by its final path, as its next resolution may pin another commit) to
-    the URL its new job fetches. Answers the final path to resume for each one found; costs a
-    few round trips whatever the number of files."""
-    from downloader.engine.filestate import PartialState, discard_partial, partial_path, state_path
+    """Take over what a stopped `get` of the same sources and destination left (see
+    `client.resume`): `wanted` maps how each file is remembered (a URL; a repo's file by its
+    final path) to the URL its new job fetches. Says what becomes of each partial file, and
+    answers the final path to resume for each one kept."""
+    from downloader.client.resume import Takeover
 
-    redis, key = queue.app.redis, f"{queue.app.keys.namespace}:{RESUME_KEY}"
-    fields = [_resume_field(dest, name) for name in wanted]
-    if not fields:
-        return {}
-    found = {
-        name: int(raw) for name, raw in zip(wanted, redis.hmget(key, fields), strict=True) if raw
-    }
-    if not found:
-        return {}
-    redis.hdel(key, *(_resume_field(dest, name) for name in found))
-    records = {record["id"]: record for record in queue.app.store.records(found.values())}
-    _forget(queue, records.values())
     resumed = {}
-    for name, job_id in found.items():
-        record = records.get(job_id)
-        if record is None or record.get("status") != "waiting":
-            continue
-        if not record.get("download_path"):
-            continue
-        path = Path(record["download_path"])
-        partial = partial_path(path)
-        if not partial.exists():
-            continue
-        is_part = record.get("parent_id") is not None
-        label = path.relative_to(dest).as_posix() if is_part else path.name
-        if restart:
-            discard_partial(path, owner=None)
+    for taken in queue.admin.take_over_stopped(dest, wanted, restart):
+        label = taken.path.relative_to(dest).as_posix() if taken.is_part else taken.path.name
+        if taken.how is Takeover.RESTARTED:
             console.say(f"{label}: starting over (--restart)")
             continue
-        state = PartialState.load(state_path(partial))
-        if state is None or state.source.url != wanted[name] or not state.source.if_range:
+        if taken.how is Takeover.UNUSABLE:
             console.say(f"{label}: its partial file cannot be resumed; starting over")
-        elif state.segments is not None:
-            done = state.segmented_done
-            console.say(f"{label}: resuming its segmented download from {done} bytes")
+        elif taken.how is Takeover.SEGMENTED:
+            console.say(f"{label}: resuming its segmented download from {taken.done} bytes")
         else:
-            console.say(f"{label}: resuming from byte {partial.stat().st_size}")
-        if state is not None:
-            state.owner = None  # its job is gone: whichever job resumes it owns it now
-            state.save(state_path(partial))
-        resumed[name] = path
+            console.say(f"{label}: resuming from byte {taken.done}")
+        resumed[taken.name] = taken.path
     return resumed
-
-
-def _forget(queue: DownloadQueueService, records: Iterable[dict[str, Any]]) -> None:
-    """Remove the stopped `get`'s jobs being taken over, a repo's whole job with them (its
-    parent and every part, finished ones too): nothing of it is left unfinished for ever,
-    holding its files' paths."""
-    store = queue.app.store
-    by_queue: dict[str, set[int]] = {}
-    records = list(records)
-    parents = {record["parent_id"] for record in records if record.get("parent_id") is not None}
-    for record in [*records, *store.records(parents)]:
-        ids = by_queue.setdefault(record["queue_id"], set())
-        ids.update([record["id"], *record.get("part_ids", ())])
-    for queue_id, ids in by_queue.items():
-        store.remove(queue_id, ids)
 
 
 @contextmanager
@@ -315,12 +251,12 @@ def cmd_get(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    _apply_run_options(args)
+    settings = _run_settings(args)
 
     from downloader.hub import HubError
 
     try:
-        sources = _resolve(args, urls)
+        sources = _resolve(args, urls, settings)
     except HubError as exc:
         print(f"error: {exc}; nothing was queued", file=sys.stderr)
         return EXIT_ERROR
@@ -329,7 +265,6 @@ def cmd_get(args: argparse.Namespace) -> int:
     from downloader.store.embedded import EmbeddedRedis
     from downloader.store.reservations import DestinationTakenError
 
-    settings = load_settings()
     embedded = settings.redis_url is None
     # The embedded default is this user's alone: each get runs its own jobs, on a queue of its
     # own, so it never waits behind another get's downloads nor runs what others left.
@@ -358,7 +293,11 @@ def cmd_get(args: argparse.Namespace) -> int:
     try:
         with _signals_interrupt():
             queue = open_service(
-                args, start_worker=start_worker, redis_url=redis_url, own_jobs_only=embedded
+                args,
+                start_worker=start_worker,
+                redis_url=redis_url,
+                own_jobs_only=embedded,
+                settings=settings,
             )
             try:
                 return _run_get(args, queue, sources, dest, console, start_worker, embedded, jobs)
@@ -521,17 +460,6 @@ def _stopped(
             )
         print(went, file=sys.stderr)
         return code
-    from downloader.jobs.models import DownloadJob
-
-    resumable: dict[str, int] = {}
-    for job in unfinished:
-        if isinstance(job, DownloadJob):
-            resumable[_resume_field(dest, str(job.source))] = job.id
-            continue
-        for part in job.download_parts:  # a repo's files: by path, see `_earlier_jobs`
-            if not part.in_terminal_state:
-                resumable[_resume_field(dest, str(part.download_path))] = part.id
-    if resumable:
-        queue.app.redis.hset(f"{queue.app.keys.namespace}:{RESUME_KEY}", mapping=resumable)
+    queue.admin.remember_stopped(dest, unfinished)
     console.say("interrupted: partial files are kept; run the same command again to resume")
     return code

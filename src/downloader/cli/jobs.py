@@ -4,12 +4,11 @@ events."""
 from __future__ import annotations
 
 import argparse
-import heapq
 import itertools
 import json
 import sys
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from downloader.cli.common import EXIT_ERROR, open_service
 
@@ -44,61 +43,16 @@ def _print_table(jobs: Iterable[Job]) -> None:
 STATUS_WORDS = ("waiting", "running", "completed", "error", "cancelled")
 
 
-def _status_word(record: dict[str, Any]) -> str:
-    return "cancelled" if record.get("cancelled") else str(record["status"])
-
-
-def _index_ids(redis: Any, key: str, newest_first: bool) -> Iterator[int]:
-    """The job ids of one index (scored by id), a page at a time."""
-    from downloader.store.jobs import BATCH
-
-    bound: str | None = None
-    while True:
-        if newest_first:
-            page = redis.zrevrangebyscore(key, bound or "+inf", "-inf", start=0, num=BATCH)
-        else:
-            page = redis.zrangebyscore(key, bound or "-inf", "+inf", start=0, num=BATCH)
-        ids = [int(x) for x in page]
-        yield from ids
-        if len(ids) < BATCH:
-            return
-        bound = f"({ids[-1]}"
-
-
-def _listed_records(
-    queue: DownloadQueueService, args: argparse.Namespace, newest_first: bool
-) -> Iterator[dict[str, Any]]:
-    """The records `list` shows, read a page at a time from the per-queue (and per-status)
-    indexes, in id order; memory and round trips follow the page, not the queue."""
-    from downloader.store.jobs import BATCH
-
-    store = queue.app.store
-    keys = store.keys
-    queue_ids = _queues(queue, args)
-    indexes = []
-    for queue_id in queue_ids:
-        store.sweep_expired(queue_id, queue.app.settings.result_ttl)
-        if args.status:
-            indexes += [keys.queue_status(queue_id, word) for word in args.status]
-        else:
-            indexes.append(keys.queue_jobs(queue_id))
-    walks = [_index_ids(store.redis, key, newest_first) for key in indexes]
-    ids = (job_id for job_id, _ in itertools.groupby(heapq.merge(*walks, reverse=newest_first)))
-    while page := list(itertools.islice(ids, BATCH)):
-        for record in store.records(page):
-            if args.status and _status_word(record) not in args.status:
-                continue  # a cancelled job is in the error index too
-            if record.get("parent_id") is not None and not args.parts:
-                continue
-            yield record
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     with open_service(args) as queue:
-        records = _listed_records(queue, args, newest_first=bool(args.limit))
+        jobs = queue.admin.listing(
+            _queues(queue, args),
+            args.status or (),
+            newest_first=bool(args.limit),
+            parts=args.parts,
+        )
         if args.limit:
-            records = iter(list(itertools.islice(records, args.limit))[::-1])
-        jobs = map(queue.app.store.to_model, records)
+            jobs = iter(list(itertools.islice(jobs, args.limit))[::-1])
         if args.json:
             for job in jobs:
                 row = {**json.loads(job.model_dump_json()), "cancelled": job.cancelled}
@@ -111,12 +65,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _find_job(queue: DownloadQueueService, args: argparse.Namespace, job_id: int) -> Job | None:
     """Job `job_id` in whichever queue holds it (ids are unique in a namespace: `list --all`
     shows the gets' own queues too), or only in `--queue` when one is given."""
-    record = queue.app.store.record(job_id)
-    if record is None or (args.queue and record.get("queue_id") != args.queue):
+    job = queue.admin.find_job(job_id, args.queue or None)
+    if job is None:
         where = f" in queue {args.queue!r}" if args.queue else ""
         print(f"error: no job {job_id}{where}", file=sys.stderr)
-        return None
-    return queue.app.store.to_model(record)
+    return job
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -142,8 +95,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from downloader.worker.runner import tidy_cancelled
-
     status = 0
     with open_service(args) as queue:
         for job_id in args.ids:
@@ -156,20 +107,18 @@ def cmd_cancel(args: argparse.Namespace) -> int:
                 print(f"job {job_id} had already ended ({said}); nothing to cancel")
                 continue
             queue.cancel_job(job)
-            if queue.app.settings.redis_url is None:
+            if queue.admin.embedded:
                 # The embedded default is this machine's: what a stopped get left (no worker
                 # of its queue will come for it) is removed here, if the cancel ended the job.
-                tidy_cancelled(queue.app, job_id, "cli")
+                queue.admin.tidy_cancelled(job_id)
             print(f"cancelled {job_id}")
     return status
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    from downloader.celery_app import control
-
     with open_service(args) as queue:
-        control.pause(queue.celery, queue.queue_id)
-        embedded = queue.app.settings.redis_url is None
+        queue.admin.pause(queue.queue_id)
+        embedded = queue.admin.embedded
     print(f"paused queue {queue.queue_id!r}: running downloads go on, no new one starts")
     if embedded and not args.queue:
         print(
@@ -180,10 +129,8 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from downloader.celery_app import control
-
     with open_service(args) as queue:
-        control.resume(queue.celery, queue.queue_id)
+        queue.admin.resume(queue.queue_id)
     print(f"resumed queue {queue.queue_id!r}")
     return 0
 
@@ -192,35 +139,28 @@ def _queues(queue: DownloadQueueService, args: argparse.Namespace) -> list[str]:
     """The queues `list` and `prune` look at: every queue with `--all`, and on the embedded
     default unless `--queue` names one (every queue there is this user's, each `get` has
     its own); else the service's queue."""
-    embedded = queue.app.settings.redis_url is None
-    if args.all or (embedded and not args.queue):
-        return queue.app.store.queue_names()
+    if args.all or (queue.admin.embedded and not args.queue):
+        return queue.admin.queue_names()
     return [queue.queue_id]
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
     with open_service(args) as queue:
-        removed = sum(len(queue.app.store.prune(queue_id)) for queue_id in _queues(queue, args))
+        removed = sum(len(queue.admin.prune(queue_id)) for queue_id in _queues(queue, args))
     print(f"removed {removed} finished job(s)")
     return 0
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
     with open_service(args) as queue:
-        queue.cancel_all_jobs()
-        ids = queue.app.store.queue_ids(queue.queue_id)
-        queue.app.store.remove(queue.queue_id, ids)
-    print(f"cancelled and removed {len(ids)} job(s)")
+        removed = queue.admin.clear(queue.queue_id)
+    print(f"cancelled and removed {removed} job(s)")
     return 0
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from downloader.store.bus import Subscription
-
     with open_service(args) as queue:
-        subscription = Subscription(
-            queue.app.redis, queue.app.settings.namespace, None if args.all else queue.queue_id
-        )
+        subscription = queue.admin.subscribe(None if args.all else queue.queue_id)
         try:
             for payload in subscription:
                 if payload is not None:

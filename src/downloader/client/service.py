@@ -1,223 +1,66 @@
-"""`DownloadQueueService`, the client API: enqueue, look, cancel, wait. It never downloads.
+"""`DownloadQueueService`, InvokeAI's download-queue API on Celery and Redis. It never
+downloads a byte itself.
 
 The service writes jobs to the store and queues their ids; workers (in this process or
 anywhere else on the same Redis) do the work and report through the store and pub/sub, which
 `livejobs.LiveJobs` turns into updates of the job objects this service handed out.
+
+The class is built from three rooms: `lifecycle.ServiceLifecycle` (connecting, the
+in-process worker, closing), `control.QueueControl` (listing, waiting, cancelling) and the
+queueing methods here, whose work `enqueue.Enqueuer` does. `admin` is the interface for
+operators and front ends that serve every queue (see `admin.QueueAdmin`).
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import functools
-import logging
-import os
-import threading
-import uuid
-import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import requests
+from typing import Any
 
 from downloader import hub
-from downloader.client.livejobs import EventBus, LiveJobs
-from downloader.config import Settings
-from downloader.engine.naming import is_engine_name
+from downloader.client.control import QueueControl, UnknownJobIDException
 from downloader.jobs.models import (
     DownloadEventHandler,
     DownloadJob,
-    DownloadJobStatus,
     MultiFileDownloadJob,
     RemoteModelFile,
-    bearer_token,
-    mirror_urls,
 )
-from downloader.jobs.queues import check_queue_id
-from downloader.store.embedded import EmbeddedRedis
-from downloader.store.jobs import KIND_MULTIFILE, KIND_SINGLE
-from downloader.store.reservations import Reservations
-from downloader.worker import parents
-from downloader.worker.runtime import Runtime
 
-if TYPE_CHECKING:
-    from downloader.celery_app.app import DownloaderApp
-    from downloader.celery_app.inprocess import InProcessWorker
-    from downloader.worker.local import LocalWorker
-
-log = logging.getLogger(__name__)
-
-Job = DownloadJob | MultiFileDownloadJob
-
-_open_services: weakref.WeakSet[DownloadQueueService] = weakref.WeakSet()
+__all__ = ["DownloadQueueService", "UnknownJobIDException"]
 
 
-@atexit.register
-def _close_open_services() -> None:
-    """A script that never called close() must not leave its embedded redis-server behind."""
-    for service in list(_open_services):
-        service.close()
+class DownloadQueueService(QueueControl):
+    """A download queue on Celery and Redis with InvokeAI's download-queue API.
 
+    Args:
+        max_parallel_dl: downloads the in-process worker runs at once.
+        event_bus: gets every event of this service's jobs in this process, as
+            `emit(event_name, payload)` (InvokeAI's event bus) or a plain callable
+            `(event_name, payload)`.
+        requests_session: the session the in-process worker downloads with (a session with
+            mounted test adapters works with no network); workers elsewhere use their own.
+        redis_url: the Redis of the broker, the jobs and the events; default
+            `DOWNLOADER_REDIS_URL`, else an embedded Redis in `DOWNLOADER_STATE_DIR`.
+        queue_id: the queue this service's jobs go to (letters, digits, `.`, `_`, `-`).
+        start_worker: run a worker in this process; else only workers elsewhere download.
+        follow: hand out live job objects, updated from the events, with callbacks; False
+            queues jobs and forgets them (enqueue-only front ends such as the REST API, whose
+            memory must not grow with the jobs they queue).
+        own_jobs_only: with `start_worker`, the worker runs the jobs this service queues and
+            no others, on threads of this process, without the broker (`downloader get` on
+            the embedded default); otherwise it is a Celery worker that takes its share of
+            the whole queue.
+        settings: the settings to use instead of those of the `DOWNLOADER_*` environment
+            (a `downloader get --retries 2` passes its own); the in-process worker uses them
+            too, workers elsewhere keep theirs.
 
-@functools.cache
-def _close_before_threads_join() -> None:
-    """Close the open services at exit *before* the interpreter joins its threads.
+    Raises:
+        ValueError: `queue_id` is not a valid queue id.
+        redis.RedisError: the Redis cannot be reached.
 
-    A script that ends (or raises) with a service open would otherwise exit in this order:
-    the interpreter first joins every non-daemon thread, among them the Celery thread pool's,
-    so a running download went on to its end (minutes, for a large file) instead of being
-    handed back; then multiprocessing's exit hook, registered after ours and so run before
-    it, restored the kombu channel's unacknowledged messages while the in-process consumer
-    still ran, and a message it took after that stayed in Redis's unacked set until the
-    visibility timeout (and kombu asserted when the channel closed). Hooks registered with
-    `threading._register_atexit` (CPython's, as `concurrent.futures` uses it) run before the
-    threads are joined, newest first: registered after `concurrent.futures.thread`'s own,
-    this one closes the services first, so running jobs are handed back and every message
-    the worker took is restored at once.
+    The service starts at once (`start()` again does nothing) and is closed by `close()`,
+    `stop()`, the end of a `with` block, or at interpreter exit.
     """
-    import concurrent.futures.thread  # noqa: F401  (its hook joins the pool: ours goes after)
-
-    # RuntimeError: the interpreter is already exiting; the atexit hook closes them then.
-    with contextlib.suppress(RuntimeError):
-        threading._register_atexit(_close_open_services)  # type: ignore[attr-defined]
-
-
-class UnknownJobIDException(KeyError):
-    """No job with that id in this queue."""
-
-
-class DownloadQueueService:
-    """A download queue on Celery and Redis with the InvokeAI download-queue API."""
-
-    def __init__(
-        self,
-        max_parallel_dl: int = 5,
-        event_bus: EventBus | Callable[[str, dict[str, Any]], None] | None = None,
-        requests_session: requests.Session | None = None,
-        *,
-        redis_url: str | None = None,
-        queue_id: str = "default",
-        start_worker: bool = True,
-        follow: bool = True,
-        own_jobs_only: bool = False,
-    ) -> None:
-        self._settings = Settings()
-        self._own_jobs_only = own_jobs_only
-        """With `start_worker`: the worker runs the jobs this service queues and no others,
-        on threads of this process, without the broker (`downloader get` on the embedded
-        default); otherwise it is a Celery worker that takes its share of the whole queue."""
-        self._follow = follow
-        """False: jobs are queued and forgotten (no live objects, callbacks or per-job
-        subscriptions), for enqueue-only front ends whose memory must not grow with the jobs
-        they queue, such as the REST API."""
-        self._max_parallel_dl = max_parallel_dl
-        self._requests_session = requests_session
-        self._redis_url = redis_url or self._settings.redis_url
-        self._queue_id = check_queue_id(queue_id)
-        self._start_worker = start_worker
-        self._live = LiveJobs(
-            self._settings.namespace,
-            queue_id,
-            f"{self._settings.namespace}:client:{uuid.uuid4().hex}",
-            event_bus,
-        )
-        self._app: Runtime | None = None
-        self._celery: DownloaderApp | None = None
-        self._worker: InProcessWorker | LocalWorker | None = None
-        self._uses_embedded = False
-        self.start()
-
-    # -- life cycle ---------------------------------------------------------------------------
-
-    def start(self, *args: Any, **kwargs: Any) -> None:
-        """Connect, subscribe and (if asked) start the in-process worker. Idempotent."""
-        if self._app is not None:
-            return
-        url = self._redis_url
-        if url is None:
-            url = EmbeddedRedis.acquire(self._settings)
-            self._uses_embedded = True
-        if self._start_worker and self._own_jobs_only:
-            runtime = Runtime(url, self._settings)  # sends nothing: no Celery
-            from downloader.worker.local import LocalWorker
-
-            local = LocalWorker(runtime, self._max_parallel_dl, self._queue_id)
-            runtime.dispatchers.append(local)
-            self._worker = local
-        else:
-            from downloader.celery_app import create_app
-
-            app = self._celery = create_app(url, self._settings)
-            runtime = app.runtime
-            if self._start_worker:
-                from downloader.celery_app.inprocess import InProcessWorker
-
-                # Poll the broker every 0.05 s instead of 1 s, so that close() does not wait
-                # for the last BRPOP to time out: an idle in-process worker costs about 0.8% of
-                # a core this way (0.3% at 0.2 s), and a script ends 0.25 s sooner.
-                options = app.conf.broker_transport_options
-                app.conf.broker_transport_options = {**options, "polling_interval": 0.05}
-                self._worker = InProcessWorker(
-                    app, self._max_parallel_dl, [runtime.keys.celery_queue(self._queue_id)]
-                )
-        runtime.session_override = self._requests_session
-        self._app = runtime
-        runtime.remember_redis()
-        self._live.start(runtime)
-        _open_services.add(self)
-        _close_before_threads_join()
-        if self._worker is not None:
-            self._worker.start()
-
-    def stop(self, *args: Any, **kwargs: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop what this service started; jobs still queued stay in Redis for a later worker."""
-        app, self._app = self._app, None
-        if app is None:
-            return
-        self._live.begin_stop()  # the listener winds down while the worker does
-        if self._worker is not None:
-            app.stopping.set()
-            self._worker.stop()
-            self._worker = None
-        self._live.stop()
-        celery, self._celery = self._celery, None
-        (celery or app).disconnect()
-        if self._uses_embedded:
-            EmbeddedRedis.release()
-            self._uses_embedded = False
-        _open_services.discard(self)
-
-    def __enter__(self) -> DownloadQueueService:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def app(self) -> Runtime:
-        """What this service holds on its Redis: the job store, events, settings."""
-        if self._app is None:
-            raise RuntimeError("the download queue is closed")
-        return self._app
-
-    @property
-    def celery(self) -> DownloaderApp:
-        """The Celery app, for what goes through the broker (pausing a queue, asking the
-        workers); a service of its own jobs only has none."""
-        self.app  # noqa: B018  (raises when closed)
-        if self._celery is None:
-            raise RuntimeError("a service of its own jobs only has no broker to talk to")
-        return self._celery
-
-    @property
-    def queue_id(self) -> str:
-        return self._queue_id
-
-    # -- enqueueing ---------------------------------------------------------------------------
 
     def download(
         self,
@@ -238,46 +81,54 @@ class DownloadQueueService:
     ) -> DownloadJob:
         """Queue one URL; it starts as soon as a worker has a free slot.
 
-        With `sha256`, the file is verified before it takes its final name. `untrusted` marks
-        a job from an untrusted caller (the REST API): its worker refuses private addresses
-        unless `DOWNLOADER_ALLOW_PRIVATE_NETWORKS` is set. An `hf://` source is resolved here,
-        once, to the hub's file at the commit its revision names now, verified against the
-        hub's SHA-256 (see `downloader.hub`). `download_path`, the final path of an earlier
-        job that was stopped, lets this one resume that job's partial file with its first
-        request (a Range request, if the file still has the version the partial was begun on).
-        `mirrors`, other URLs of the same file, take over when the source fails or stalls, and
-        share a segmented download, when their answers match the file (README: Mirrors); the
-        job's token is never sent to them unless they are on the source's own origin.
+        Args:
+            source: an http(s) URL, or `hf://owner/name[@revision]/path` for a file of a
+                Hugging Face repo, resolved here, once, to the file at the commit its
+                revision names now and verified against the hub's SHA-256.
+            dest: a directory to name the file in (one that exists, or a path ending in
+                `/`), or the file's own path.
+            priority: lower runs first (README: Priorities).
+            access_token: sent as `Authorization: Bearer` to the source's own origin only;
+                default: the origin's `DOWNLOADER_HOST_TOKENS` entry (or the hub's token).
+            on_start, on_progress, on_complete, on_cancelled, on_error: called with the job,
+                one at a time on this service's listener thread.
+            sha256: the file is verified against it before it takes its final name.
+            untrusted: a job from an untrusted caller (the REST API's): its worker refuses
+                private addresses unless `DOWNLOADER_ALLOW_PRIVATE_NETWORKS` is set.
+            download_path: the final path of an earlier job that was stopped: this one
+                resumes its partial file with its first request (a Range request, if the
+                file still has the version the partial was begun on).
+            mirrors: other URLs of the same file; they take over when the source fails or
+                stalls, and share a segmented download, when their answers match the file
+                (README: Mirrors). The token goes to those on the source's origin only.
+
+        Returns:
+            The job, a live object: its fields follow the download.
+
+        Raises:
+            ValueError: a `dest` or `mirrors` that cannot be used, or a malformed token.
+            DestinationTakenError: another unfinished job holds the file's path.
+            hub.HubError: the hub refused an `hf://` source (gated, missing, unreachable).
         """
-        source = str(source)  # the seed's callers pass pydantic URLs too
-        mirrors = mirror_urls(mirrors)
-        if hub.is_hub_source(source):
-            part = hub.resolve_file(
-                source, token=access_token, settings=self._settings, session=self._requests_session
-            )
-            source, sha256 = str(part.url), sha256 or part.sha256
-            mirrors = mirror_urls([*mirrors, *part.mirrors])
-        access_token = access_token or hub.token_for(source, self._settings)
-        job, record = self._new_job(
-            self.app.store.new_ids(1)[0],
+        callbacks = {
+            "on_start": on_start,
+            "on_progress": on_progress,
+            "on_complete": on_complete,
+            "on_cancelled": on_cancelled,
+            "on_error": on_error,
+        }
+        return self._enqueuer.download(
+            self._queue_id,
             source,
             dest,
             priority,
             access_token,
-            sha256,
-            untrusted,
-            download_path,
-            mirrors,
+            sha256=sha256,
+            untrusted=untrusted,
+            download_path=download_path,
+            mirrors=mirrors,
+            callbacks=callbacks,
         )
-        job.set_callbacks(
-            on_start=on_start,
-            on_progress=on_progress,
-            on_complete=on_complete,
-            on_cancelled=on_cancelled,
-            on_error=on_error,
-        )
-        self._enqueue(self._queue_id, [job], [record])
-        return job
 
     def multifile_download(
         self,
@@ -294,8 +145,31 @@ class DownloadQueueService:
         untrusted: bool = False,
         revision: str | None = None,
     ) -> MultiFileDownloadJob:
-        """Queue several files under `dest` as one job that ends when its last part does."""
-        return self._multifile_download(
+        """Queue several files under `dest` as one job that ends when its last part does.
+
+        Each part is a plain download job (in `download_parts`); the first part to fail
+        fails the job and cancels the others.
+
+        Args:
+            parts: each file's URL, path under `dest` (relative, staying inside it), and
+                optionally its size, SHA-256 and mirrors.
+            dest: the directory the parts' paths are relative to.
+            access_token: every part's token, sent to each part's own origin only.
+            on_start, on_progress, on_complete, on_cancelled, on_error: as in `download`,
+                for the whole job.
+            priority: every part's priority.
+            untrusted: as in `download`.
+            revision: the commit the parts come from, kept on the job (`repo_download`
+                sets it).
+
+        Returns:
+            The job, a live object; its parts are live too.
+
+        Raises:
+            ValueError: no parts, two parts with one path, or a malformed token.
+            DestinationTakenError: another unfinished job holds one of the paths.
+        """
+        return self._enqueuer.multifile_download(
             self._queue_id,
             parts,
             dest,
@@ -312,251 +186,25 @@ class DownloadQueueService:
             },
         )
 
-    def _multifile_download(
-        self,
-        queue_id: str,
-        parts: Sequence[RemoteModelFile],
-        dest: str | Path,
-        access_token: str | None,
-        *,
-        priority: int,
-        untrusted: bool,
-        revision: str | None,
-        callbacks: Mapping[str, DownloadEventHandler | None] | None = None,
-    ) -> MultiFileDownloadJob:
-        """`multifile_download` into `queue_id`, any queue of this Redis: the `_` methods
-        that take a queue id let one service serve every queue (the REST API does)."""
-        access_token = bearer_token(access_token)
-        dest = Path(dest).absolute()
-        parts = [RemoteModelFile.model_validate(part) for part in parts]
-        _check_part_paths(parts)
-        ids = self.app.store.new_ids(len(parts) + 1)
-        job = MultiFileDownloadJob(
-            id=ids[0],
-            dest=dest,
-            priority=priority,
-            download_path=_common_root(dest, parts),
-            revision=revision,
-        )
-        job.set_callbacks(**(callbacks or {}))
-        for part_id, part in zip(ids[1:], parts, strict=True):
-            job.download_parts.append(
-                DownloadJob(
-                    id=part_id,
-                    source=part.url,
-                    dest=dest / part.path,
-                    priority=priority,
-                    download_path=dest / part.path,
-                    total_bytes=part.size or 0,
-                    access_token=access_token,
-                )
-            )
-        parent_record = {
-            "kind": KIND_MULTIFILE,
-            "part_ids": ids[1:],
-            "parts_total": len(parts),
-            **job.model_dump(mode="json", exclude={"download_parts"}),
-            "total_bytes": sum(part.size or 0 for part in parts),
-        }
-        part_records = [
-            {
-                **self._record(part_job),
-                "parent_id": job.id,
-                "sha256": part.sha256,
-                "size": part.size,
-                "untrusted": untrusted,
-                "dest_is_dir": False,
-                "mirrors": mirror_urls(part.mirrors),
-                "root": str(dest),
-            }
-            for part_job, part in zip(job.download_parts, parts, strict=True)
-        ]
-        owned = [(part.id, part.dest) for part in job.download_parts]
-        reservations = Reservations(self.app.store)
-        reservations.acquire(owned, pending=True)
-        self._track([job, *job.download_parts])
-        # The parts download, with the token; the parent never does, and holds none.
-        tokens = {part.id: access_token for part in job.download_parts} if access_token else {}
-        self.app.store.create(queue_id, [parent_record, *part_records], access_tokens=tokens)
-        self._created([job, *job.download_parts])
-        reservations.confirm(owned)
-        self.app.submit_many([(part_id, queue_id, priority) for part_id in ids[1:]])
-        return job
-
     def download_many(self, items: Iterable[Mapping[str, Any]]) -> list[DownloadJob]:
-        """Queue many URLs at once; answers their jobs, in order.
+        """Queue many URLs at once.
 
-        Each item holds `download`'s arguments by name (`source` and `dest` at least, and
-        `mirrors` when it has some; no callbacks). The records are written in pipelined
-        batches and the messages published over one producer, so queueing thousands costs a
-        few round trips per thousand.
+        The records are written in pipelined batches and the messages published over one
+        producer, so queueing thousands costs a few round trips per thousand.
+
+        Args:
+            items: each holds `download`'s arguments by name: `source` and `dest` at least,
+                and `priority`, `access_token`, `sha256`, `mirrors` when it has them (no
+                callbacks, no `hf://` sources).
+
+        Returns:
+            Their jobs, in order.
+
+        Raises:
+            ValueError: an item that cannot be used; nothing is queued.
+            DestinationTakenError: another unfinished job holds one of the paths.
         """
-        return self._download_many(self._queue_id, items)
-
-    def _download_many(
-        self, queue_id: str, items: Iterable[Mapping[str, Any]]
-    ) -> list[DownloadJob]:
-        """`download_many` into `queue_id` (see `_multifile_download`)."""
-        items = list(items)
-        ids = self.app.store.new_ids(len(items))
-        made = [
-            self._new_job(
-                job_id,
-                item["source"],
-                item["dest"],
-                item.get("priority", 10),
-                item.get("access_token") or hub.token_for(str(item["source"]), self._settings),
-                item.get("sha256"),
-                bool(item.get("untrusted")),
-                mirrors=mirror_urls(item.get("mirrors")),
-            )
-            for job_id, item in zip(ids, items, strict=True)
-        ]
-        jobs = [job for job, _ in made]
-        self._enqueue(queue_id, jobs, [record for _, record in made])
-        return jobs
-
-    @classmethod
-    def _new_job(
-        cls,
-        job_id: int,
-        source: str,
-        dest: str | Path,
-        priority: int,
-        access_token: str | None,
-        sha256: str | None,
-        untrusted: bool,
-        download_path: Path | None = None,
-        mirrors: list[str] | None = None,
-    ) -> tuple[DownloadJob, dict[str, Any]]:
-        """A single job and its record, with `dest` read as a directory or a file path."""
-        dest_is_dir = _names_a_directory(dest)
-        if not dest_is_dir and is_engine_name(Path(dest).name):
-            raise ValueError(
-                f"dest {dest} ends like the downloader's own partial files; choose another name"
-            )
-        job = DownloadJob(
-            id=job_id,
-            source=source,
-            dest=Path(dest).absolute(),
-            priority=priority,
-            access_token=access_token,
-            download_path=None if download_path is None else download_path.absolute(),
-        )
-        record = {
-            **cls._record(job),
-            "sha256": sha256,
-            "untrusted": untrusted,
-            "dest_is_dir": dest_is_dir,
-            "mirrors": mirrors or [],
-        }
-        return job, record
-
-    def _enqueue(
-        self, queue_id: str, jobs: Sequence[DownloadJob], records: Sequence[dict[str, Any]]
-    ) -> None:
-        """Reserve the explicit file paths (refusing all if another job holds one), write the
-        records in batches, then queue the jobs on `queue_id`."""
-        owned = [
-            (job.id, path)
-            for job, record in zip(jobs, records, strict=True)
-            for path in (None if record["dest_is_dir"] else job.dest, job.download_path)
-            if path is not None
-        ]
-        reservations = Reservations(self.app.store)
-        reservations.acquire(owned, pending=True)
-        self._track(jobs)
-        tokens = {job.id: job.access_token for job in jobs if job.access_token}
-        self.app.store.create(queue_id, records, access_tokens=tokens)
-        self._created(jobs)
-        reservations.confirm(owned)
-        self.app.submit_many([(job.id, queue_id, job.priority) for job in jobs])
-
-    @staticmethod
-    def _record(job: DownloadJob) -> dict[str, Any]:
-        return {"kind": KIND_SINGLE, **job.model_dump(mode="json")}
-
-    def _track(self, jobs: Sequence[Job]) -> None:
-        """Hand out these jobs as live objects (see `LiveJobs.track`); only then are they
-        queued, so not one of their events is missed."""
-        if self._follow:
-            self._live.track(jobs)
-
-    def _created(self, jobs: Sequence[Job]) -> None:
-        """Their records are written: a record that disappears now is a job that vanished."""
-        if self._follow:
-            self._live.created(jobs)
-
-    # -- looking ------------------------------------------------------------------------------
-
-    def list_jobs(self) -> list[Job]:
-        """Every job of this queue in Redis, from any client, oldest first."""
-        return list(self.iter_jobs())
-
-    def iter_jobs(self, status: DownloadJobStatus | str | None = None) -> Iterator[Job]:
-        """The queue's jobs (or those in one status), oldest first, read a page at a time so
-        that a queue of millions is walked in bounded memory. Finished jobs older than
-        `DOWNLOADER_RESULT_TTL` are swept away first."""
-        store = self.app.store
-        store.sweep_expired(self._queue_id, self._settings.result_ttl)
-        wanted = None if status is None else DownloadJobStatus(status).value
-        for record in store.iter_records(self._queue_id, wanted):
-            yield self._live.live(store.to_model(record))
-
-    def id_to_job(self, id: int) -> Job:
-        record = self.app.store.record(id)
-        if record is None or record.get("queue_id") != self._queue_id:
-            raise UnknownJobIDException(f"no job {id} in queue {self._queue_id!r}")
-        return self._live.live(self.app.store.to_model(record))
-
-    # -- waiting ------------------------------------------------------------------------------
-
-    def wait_for_job(self, job: Job, timeout: float | None = None) -> Job:
-        """Block until `job` ends; TimeoutError after `timeout` seconds."""
-        return self._live.wait_for(job, timeout)
-
-    def join(self) -> None:
-        """Block until every job this service queued has ended."""
-        self._live.join()
-
-    # -- control ------------------------------------------------------------------------------
-
-    def cancel_job(self, job: Job) -> None:
-        """Stop `job`: at once if it waits, within a second if it runs; a parent, all its parts."""
-        record = self.app.store.record(job.id)
-        if record is None:
-            raise UnknownJobIDException(f"no job {job.id} in queue {self._queue_id!r}")
-        if record.get("kind") == KIND_MULTIFILE:
-            parents.cancel(self.app, record)
-            return
-        self.app.cancel(job.id, record.get("queue_id", self._queue_id))
-        if record.get("parent_id") is not None:
-            parents.settle(self.app, record["parent_id"])  # a cancelled part ends its parent
-
-    def cancel_all_jobs(self) -> None:
-        """Cancel every unfinished job of this queue, paging through the status indexes:
-        parents first (each cancels its parts), then the rest in pipelined batches."""
-        self._cancel_all_jobs(self._queue_id)
-
-    def _cancel_all_jobs(self, queue_id: str) -> None:
-        """`cancel_all_jobs` of `queue_id` (see `_multifile_download`)."""
-        store = self.app.store
-        unfinished = [
-            record
-            for status in (DownloadJobStatus.WAITING, DownloadJobStatus.RUNNING)
-            for record in store.iter_records(queue_id, status.value)
-        ]
-        for record in unfinished:
-            if record.get("kind") == KIND_MULTIFILE:
-                parents.cancel(self.app, record)
-        singles = [r["id"] for r in unfinished if r.get("kind") != KIND_MULTIFILE]
-        self.app.cancel_many(singles, queue_id)
-
-    def prune_jobs(self) -> None:
-        """Forget every finished job of this queue."""
-        self._live.forget(self.app.store.prune(self._queue_id))
-
-    # -- model hubs ---------------------------------------------------------------------------
+        return self._enqueuer.download_many(self._queue_id, items)
 
     def repo_download(
         self,
@@ -576,14 +224,32 @@ class DownloadQueueService:
         on_error: DownloadEventHandler | None = None,
         untrusted: bool = False,
     ) -> MultiFileDownloadJob:
-        """Queue a Hugging Face repo (`owner/name` or `hf://...`) as one multi-file job.
+        """Queue a Hugging Face repo as one multi-file job.
 
         The revision is pinned to the commit the hub answers now, so every part comes from
         it (kept on the job as `revision`); files land under `dest/<name>/` and LFS files are
-        verified against the hub's SHA-256. A gated or private repo raises `hub.HubError`
-        saying what to do, before anything is queued. A repo `hub.resolve_repo` resolved
-        already (the REST API checks its paths first) is queued as it is; `untrusted` as in
-        `download`.
+        verified against the hub's SHA-256.
+
+        Args:
+            repo: `owner/name` or `hf://owner/name[@revision]`, or a repo `hub.resolve_repo`
+                resolved already (the REST API checks its paths first), queued as it is.
+            dest: the directory the repo's folder goes in.
+            revision: a branch, tag or commit.
+            repo_type: `model`, `dataset` or `space`.
+            allow_patterns: only the files matching one of these globs.
+            ignore_patterns: not the files matching one of these globs.
+            priority: every part's priority.
+            access_token: the hub token; default: `HF_TOKEN` or the hub's token file.
+            on_start, on_progress, on_complete, on_cancelled, on_error: as in `download`.
+            untrusted: as in `download`.
+
+        Returns:
+            The job, a live object.
+
+        Raises:
+            hub.HubError: the repo is gated or private, or the hub cannot answer; it says
+                what to do, and nothing is queued.
+            DestinationTakenError: another unfinished job holds one of the paths.
         """
         resolved = repo
         if not isinstance(resolved, hub.ResolvedRepo):
@@ -597,7 +263,7 @@ class DownloadQueueService:
                 settings=self._settings,
                 session=self._requests_session,
             )
-        return self._repo_download(
+        return self._enqueuer.repo_download(
             self._queue_id,
             resolved,
             dest,
@@ -612,56 +278,3 @@ class DownloadQueueService:
                 "on_error": on_error,
             },
         )
-
-    def _repo_download(
-        self,
-        queue_id: str,
-        resolved: hub.ResolvedRepo,
-        dest: str | Path,
-        *,
-        priority: int,
-        access_token: str | None,
-        untrusted: bool,
-        callbacks: Mapping[str, DownloadEventHandler | None] | None = None,
-    ) -> MultiFileDownloadJob:
-        """`repo_download` of a resolved repo into `queue_id` (see `_multifile_download`)."""
-        return self._multifile_download(
-            queue_id,
-            resolved.files,
-            dest,
-            access_token or hub.token_for(str(resolved.files[0].url), self._settings),
-            priority=priority,
-            untrusted=untrusted,
-            revision=resolved.commit,
-            callbacks=callbacks,
-        )
-
-
-def _names_a_directory(dest: str | Path) -> bool:
-    """`dest` is a directory to name files in when it is one, or says so with a trailing
-    separator (created when missing); anything else is the file's own path."""
-    text = os.fspath(dest)
-    try:
-        return text.endswith(("/", os.sep)) or Path(text).is_dir()
-    except OSError as exc:  # a name too long for the filesystem, a directory not readable
-        raise ValueError(f"dest {text} cannot be used: {exc.strerror}") from None
-
-
-def _check_part_paths(parts: Sequence[RemoteModelFile]) -> None:
-    """Refuse a part list that would collide or be empty, before anything is written."""
-    if not parts:
-        raise ValueError("a multi-file download needs at least one part")
-    seen: set[str] = set()
-    for part in parts:
-        key = part.path.as_posix()
-        if key in seen:
-            raise ValueError(f"two parts have the same path {key!r}")
-        seen.add(key)
-
-
-def _common_root(dest: Path, parts: Sequence[RemoteModelFile]) -> Path:
-    """`dest/<first component>` when every part lies under that same directory, else `dest`."""
-    firsts = {part.path.parts[0] for part in parts if len(part.path.parts) > 1}
-    if len(firsts) == 1 and all(len(part.path.parts) > 1 for part in parts):
-        return dest / firsts.pop()
-    return dest

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from downloader.api.context import ApiContext, Ctx
 from downloader.api.schemas import Health
-from downloader.store.jobs import JobStore
+from downloader.store.admin import StoreAdmin
 
 router = APIRouter(tags=["health"])
 
@@ -47,7 +47,7 @@ class RedisMemory:
         except _REDIS_DOWN:
             pass
 
-    def lost(self, store: JobStore) -> bool:
+    def lost(self, store: StoreAdmin) -> bool:
         """Whether Redis lost its data since this API first saw it, for `LOSS_REPORTED_FOR`
         seconds after it noticed; then the data Redis holds now is the one watched."""
         with self._lock:
@@ -74,10 +74,10 @@ def health(ctx: Ctx, request: Request) -> JSONResponse:
     memory: RedisMemory = request.app.state.redis_memory
     redis_ok, lost, names = False, False, []
     try:
-        store = ctx.probe  # short timeouts: a Redis that is down answers at once
-        redis_ok = bool(store.redis.ping())
-        lost = memory.lost(store)
-        names = store.live_workers()
+        probe = ctx.probe  # short timeouts: a Redis that is down answers at once
+        redis_ok = probe.ping()
+        lost = memory.lost(probe)
+        names = probe.live_workers()
     except _REDIS_DOWN:
         redis_ok = False
     body = Health(

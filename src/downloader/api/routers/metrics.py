@@ -20,4 +20,4 @@ router = APIRouter(tags=["metrics"])
 def prometheus(ctx: Ctx) -> Response:
     """Jobs by queue and status, jobs ended by outcome, bytes downloaded, retries, job
     durations and live workers, in Prometheus' text format."""
-    return Response(metrics.render(ctx.store), media_type=metrics.CONTENT_TYPE)
+    return Response(metrics.render(ctx.admin), media_type=metrics.CONTENT_TYPE)

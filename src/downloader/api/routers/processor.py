@@ -26,7 +26,7 @@ def pause(ctx: Ctx, queue_id: QueueId) -> ProcessorStatus:
     """Workers stop taking this queue's jobs (running downloads go on); workers that start
     later leave it alone too, until it is resumed."""
     try:
-        control.pause(ctx.service.celery, queue_id)
+        ctx.admin.pause(queue_id)
     except control.TooManyPaused as exc:
         raise HTTPException(409, str(exc)) from exc
     return _status(ctx, queue_id)
@@ -35,5 +35,5 @@ def pause(ctx: Ctx, queue_id: QueueId) -> ProcessorStatus:
 @router.post("/resume", response_model=ProcessorStatus)
 def resume(ctx: Ctx, queue_id: QueueId) -> ProcessorStatus:
     """The workers started with this queue take its jobs again."""
-    control.resume(ctx.service.celery, queue_id)
+    ctx.admin.resume(queue_id)
     return _status(ctx, queue_id)

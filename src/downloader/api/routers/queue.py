@@ -27,7 +27,6 @@ from downloader.api.schemas import (
     Removed,
     api_status,
 )
-from downloader.client.service import UnknownJobIDException
 
 router = APIRouter(prefix="/api/v1/queue/{queue_id}")
 
@@ -98,27 +97,19 @@ def cancel_item(ctx: Ctx, queue_id: QueueId, item_id: ItemId) -> Item:
     """Cancel an item (a multi-file job: all its parts). A waiting item is `canceled` at
     once; a running one stops within about a second. A finished item stays as it is."""
     record = queries.record_or_404(ctx, queue_id, item_id)
-    if api_status(record) in UNFINISHED:
-        try:
-            ctx.service.cancel_job(ctx.store.to_model(record))
-        except UnknownJobIDException as exc:
-            raise HTTPException(404, str(exc)) from exc
+    if api_status(record) in UNFINISHED and not ctx.admin.cancel(item_id):
+        raise HTTPException(404, f"no item {item_id} in queue {queue_id!r}")  # removed meanwhile
     return queries.to_item(queries.record_or_404(ctx, queue_id, item_id))
 
 
 @router.delete("/clear", response_model=Removed, tags=["queue"])
 def clear(ctx: Ctx, queue_id: QueueId) -> Removed:
     """Cancel and remove every unfinished item; running ones stop within about a second."""
-    unfinished = queries.unfinished_ids(ctx, queue_id)
-    ctx.service._cancel_all_jobs(queue_id)
-    ctx.store.remove(queue_id, unfinished)
-    return Removed(removed=len(unfinished))
+    return Removed(removed=ctx.admin.clear(queue_id, unfinished_only=True))
 
 
 @router.delete("/prune", response_model=Removed, tags=["queue"])
 def prune(ctx: Ctx, queue_id: QueueId) -> Removed:
     """Remove finished items. A finished part of a multi-file job that still runs stays
     until its job ends."""
-    finished = queries.prunable_ids(ctx, queue_id)
-    ctx.store.remove(queue_id, finished)
-    return Removed(removed=len(finished))
+    return Removed(removed=len(ctx.admin.prune(queue_id, keep_unsettled_parts=True)))

@@ -1,0 +1,134 @@
+"""Queueing and cancelling in any queue of a service's Redis, by its id: what a front end
+that serves every queue with one service needs (the REST API; see `admin.QueueAdmin`).
+
+`DownloadQueueService`'s own methods work on its queue; these name the queue, and never
+hand out live objects when the service does not follow its jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from downloader.client.enqueue import Enqueuer
+from downloader.jobs.models import DownloadJob, MultiFileDownloadJob, RemoteModelFile
+from downloader.store.admin import StoreAdmin
+from downloader.store.jobs import KIND_MULTIFILE
+from downloader.worker import parents
+from downloader.worker.runtime import Runtime
+
+if TYPE_CHECKING:
+    from downloader.hub import ResolvedRepo
+
+
+class AnyQueueJobs:
+    """Jobs queued into and cancelled in the queue each call names."""
+
+    def __init__(self, runtime: Callable[[], Runtime], enqueuer: Enqueuer) -> None:
+        self._runtime = runtime  # raises RuntimeError once the service is closed
+        self._enqueuer = enqueuer
+
+    @property
+    def _store(self) -> StoreAdmin:
+        return StoreAdmin(self._runtime().store)
+
+    def download_many(self, queue_id: str, items: Iterable[Mapping[str, Any]]) -> list[DownloadJob]:
+        """`DownloadQueueService.download_many` into the queue `queue_id`.
+
+        Args:
+            queue_id: the queue the jobs go to (checked by the caller, see `jobs.queues`).
+            items: each a mapping of `download`'s arguments by name (`source`, `dest`, and
+                `priority`, `access_token`, `sha256`, `mirrors`, `untrusted` when given).
+
+        Returns:
+            The jobs, in the order of `items`.
+
+        Raises:
+            ValueError: a `dest` or a mirror that cannot be used; nothing is queued.
+            DestinationTakenError: another unfinished job holds one of the paths.
+        """
+        return self._enqueuer.download_many(queue_id, items)
+
+    def multifile_download(
+        self,
+        queue_id: str,
+        parts: Sequence[RemoteModelFile],
+        dest: str | Path,
+        access_token: str | None = None,
+        *,
+        priority: int = 10,
+        untrusted: bool = False,
+        revision: str | None = None,
+    ) -> MultiFileDownloadJob:
+        """`DownloadQueueService.multifile_download` into the queue `queue_id`, with no
+        callbacks (the job is not followed when the service does not follow its jobs).
+
+        Raises:
+            ValueError: no parts, two parts with one path, or a bad token.
+            DestinationTakenError: another unfinished job holds one of the paths.
+        """
+        return self._enqueuer.multifile_download(
+            queue_id,
+            parts,
+            dest,
+            access_token,
+            priority=priority,
+            untrusted=untrusted,
+            revision=revision,
+        )
+
+    def repo_download(
+        self,
+        queue_id: str,
+        repo: ResolvedRepo,
+        dest: str | Path,
+        *,
+        priority: int = 10,
+        access_token: str | None = None,
+        untrusted: bool = False,
+    ) -> MultiFileDownloadJob:
+        """A hub repo `hub.resolve_repo` resolved, as one multi-file job on `queue_id` (see
+        `DownloadQueueService.repo_download`); `access_token` defaults to the hub's token."""
+        return self._enqueuer.repo_download(
+            queue_id,
+            repo,
+            dest,
+            priority=priority,
+            access_token=access_token,
+            untrusted=untrusted,
+        )
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel job `job_id`: at once if it waits, within a second if it runs; a multi-file
+        job, every part; a part, its parent too. Answers False when there is no such job."""
+        runtime = self._runtime()
+        record = runtime.store.record(job_id)
+        if record is None:
+            return False
+        if record.get("kind") == KIND_MULTIFILE:
+            parents.cancel(runtime, record)
+            return True
+        runtime.cancel(job_id, record["queue_id"])
+        if record.get("parent_id") is not None:
+            parents.settle(runtime, record["parent_id"])  # a cancelled part ends its parent
+        return True
+
+    def cancel_all_jobs(self, queue_id: str) -> None:
+        """Cancel every unfinished job of `queue_id`, paging through the status indexes:
+        parents first (each cancels its parts), then the rest in pipelined batches."""
+        runtime = self._runtime()
+        store = self._store
+        unfinished = runtime.store.records(store.unfinished_ids(queue_id))
+        for record in unfinished:
+            if record.get("kind") == KIND_MULTIFILE:
+                parents.cancel(runtime, record)
+        singles = [r["id"] for r in unfinished if r.get("kind") != KIND_MULTIFILE]
+        runtime.cancel_many(singles, queue_id)
+
+    def tidy_cancelled(self, job_id: int) -> None:
+        """Remove what a cancelled job left on disk, from this process: for a job no worker
+        will come for (a stopped `get`'s, on the embedded default)."""
+        from downloader.worker.runner import tidy_cancelled
+
+        tidy_cancelled(self._runtime(), job_id, "cli")

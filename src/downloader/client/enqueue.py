@@ -1,0 +1,254 @@
+"""Queueing jobs: what a caller asks for turned into records, path reservations, live job
+objects and messages, in the order that loses nothing.
+
+For each batch: the explicit final paths are reserved (all or none: another unfinished job
+holding one refuses the batch), the jobs are handed to `LiveJobs` so their channels are
+followed before anything can happen to them, the records are written in pipelined batches,
+the reservations confirmed, and only then are the ids sent to a worker. Every method takes
+the queue id, so that one service can queue into any queue of its Redis (the REST API does).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from downloader import hub
+from downloader.client.livejobs import LiveJobs
+from downloader.client.multifile import build_multifile, check_part_paths, single_record
+from downloader.config import Settings
+from downloader.engine.naming import is_engine_name
+from downloader.jobs.models import (
+    DownloadEventHandler,
+    DownloadJob,
+    MultiFileDownloadJob,
+    RemoteModelFile,
+    bearer_token,
+    mirror_urls,
+)
+from downloader.store.reservations import Reservations
+from downloader.worker.runtime import Runtime
+
+Job = DownloadJob | MultiFileDownloadJob
+Callbacks = Mapping[str, DownloadEventHandler | None]
+
+
+class Enqueuer:
+    """Writes and queues the jobs of one service, into whichever queue it is told."""
+
+    def __init__(
+        self,
+        runtime: Callable[[], Runtime],
+        settings: Settings,
+        live: LiveJobs | None,
+        session: requests.Session | None,
+    ) -> None:
+        self._runtime = runtime  # raises once the service is closed
+        self._settings = settings
+        self._live = live
+        """None: jobs are queued and forgotten (see the service's `follow`)."""
+        self._session = session
+
+    def download(
+        self,
+        queue_id: str,
+        source: str,
+        dest: str | Path,
+        priority: int,
+        access_token: str | None,
+        *,
+        sha256: str | None,
+        untrusted: bool,
+        download_path: Path | None,
+        mirrors: Sequence[str] | None,
+        callbacks: Callbacks | None = None,
+    ) -> DownloadJob:
+        """One URL (an `hf://` source resolved here, once), queued on `queue_id`."""
+        source = str(source)  # InvokeAI's callers pass pydantic URLs too
+        mirrors = mirror_urls(mirrors)
+        if hub.is_hub_source(source):
+            part = hub.resolve_file(
+                source, token=access_token, settings=self._settings, session=self._session
+            )
+            source, sha256 = str(part.url), sha256 or part.sha256
+            mirrors = mirror_urls([*mirrors, *part.mirrors])
+        access_token = access_token or hub.token_for(source, self._settings)
+        job, record = self._new_job(
+            self._runtime().store.new_ids(1)[0],
+            source,
+            dest,
+            priority,
+            access_token,
+            sha256,
+            untrusted,
+            download_path,
+            mirrors,
+        )
+        job.set_callbacks(**(callbacks or {}))
+        self._enqueue(queue_id, [job], [record])
+        return job
+
+    def download_many(self, queue_id: str, items: Iterable[Mapping[str, Any]]) -> list[DownloadJob]:
+        """Many URLs, each item holding `download`'s arguments by name; in pipelined batches."""
+        items = list(items)
+        ids = self._runtime().store.new_ids(len(items))
+        made = [
+            self._new_job(
+                job_id,
+                item["source"],
+                item["dest"],
+                item.get("priority", 10),
+                item.get("access_token") or hub.token_for(str(item["source"]), self._settings),
+                item.get("sha256"),
+                bool(item.get("untrusted")),
+                mirrors=mirror_urls(item.get("mirrors")),
+            )
+            for job_id, item in zip(ids, items, strict=True)
+        ]
+        jobs = [job for job, _ in made]
+        self._enqueue(queue_id, jobs, [record for _, record in made])
+        return jobs
+
+    def multifile_download(
+        self,
+        queue_id: str,
+        parts: Sequence[RemoteModelFile],
+        dest: str | Path,
+        access_token: str | None,
+        *,
+        priority: int,
+        untrusted: bool,
+        revision: str | None,
+        callbacks: Callbacks | None = None,
+    ) -> MultiFileDownloadJob:
+        """Several files under `dest` as one job, queued on `queue_id`."""
+        access_token = bearer_token(access_token)
+        dest = Path(dest).absolute()
+        parts = [RemoteModelFile.model_validate(part) for part in parts]
+        check_part_paths(parts)
+        runtime = self._runtime()
+        ids = runtime.store.new_ids(len(parts) + 1)
+        job, records = build_multifile(
+            ids,
+            parts,
+            dest,
+            access_token,
+            priority=priority,
+            untrusted=untrusted,
+            revision=revision,
+        )
+        job.set_callbacks(**(callbacks or {}))
+        owned = [(part.id, part.dest) for part in job.download_parts]
+        # The parts download, with the token; the parent never does, and holds none.
+        tokens = {part.id: access_token for part in job.download_parts} if access_token else {}
+        self._write(queue_id, [job, *job.download_parts], records, owned, tokens)
+        runtime.submit_many([(part_id, queue_id, priority) for part_id in ids[1:]])
+        return job
+
+    def repo_download(
+        self,
+        queue_id: str,
+        resolved: hub.ResolvedRepo,
+        dest: str | Path,
+        *,
+        priority: int,
+        access_token: str | None,
+        untrusted: bool,
+        callbacks: Callbacks | None = None,
+    ) -> MultiFileDownloadJob:
+        """A resolved hub repo as one multi-file job at its pinned commit."""
+        return self.multifile_download(
+            queue_id,
+            resolved.files,
+            dest,
+            access_token or hub.token_for(str(resolved.files[0].url), self._settings),
+            priority=priority,
+            untrusted=untrusted,
+            revision=resolved.commit,
+            callbacks=callbacks,
+        )
+
+    # -- the steps ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _new_job(
+        job_id: int,
+        source: str,
+        dest: str | Path,
+        priority: int,
+        access_token: str | None,
+        sha256: str | None,
+        untrusted: bool,
+        download_path: Path | None = None,
+        mirrors: list[str] | None = None,
+    ) -> tuple[DownloadJob, dict[str, Any]]:
+        """A single job and its record, with `dest` read as a directory or a file path."""
+        dest_is_dir = _names_a_directory(dest)
+        if not dest_is_dir and is_engine_name(Path(dest).name):
+            raise ValueError(
+                f"dest {dest} ends like the downloader's own partial files; choose another name"
+            )
+        job = DownloadJob(
+            id=job_id,
+            source=source,
+            dest=Path(dest).absolute(),
+            priority=priority,
+            access_token=access_token,
+            download_path=None if download_path is None else download_path.absolute(),
+        )
+        record = {
+            **single_record(job),
+            "sha256": sha256,
+            "untrusted": untrusted,
+            "dest_is_dir": dest_is_dir,
+            "mirrors": mirrors or [],
+        }
+        return job, record
+
+    def _enqueue(
+        self, queue_id: str, jobs: Sequence[DownloadJob], records: Sequence[dict[str, Any]]
+    ) -> None:
+        """Write single jobs, holding their explicit file paths, then queue them."""
+        owned = [
+            (job.id, path)
+            for job, record in zip(jobs, records, strict=True)
+            for path in (None if record["dest_is_dir"] else job.dest, job.download_path)
+            if path is not None
+        ]
+        tokens = {job.id: job.access_token for job in jobs if job.access_token}
+        self._write(queue_id, jobs, records, owned, tokens)
+        self._runtime().submit_many([(job.id, queue_id, job.priority) for job in jobs])
+
+    def _write(
+        self,
+        queue_id: str,
+        jobs: Sequence[Job],
+        records: Sequence[dict[str, Any]],
+        owned: list[tuple[int, Path]],
+        tokens: Mapping[int, str],
+    ) -> None:
+        """Reserve `owned` (refusing all if another job holds one), hand the jobs out as live
+        objects, write the records and confirm the reservations."""
+        store = self._runtime().store
+        reservations = Reservations(store)
+        reservations.acquire(owned, pending=True)
+        if self._live is not None:
+            self._live.track(jobs)  # followed before they can start: no event is missed
+        store.create(queue_id, records, access_tokens=tokens)
+        if self._live is not None:
+            self._live.created(jobs)  # from now on, a record gone is a job gone
+        reservations.confirm(owned)
+
+
+def _names_a_directory(dest: str | Path) -> bool:
+    """`dest` is a directory to name files in when it is one, or says so with a trailing
+    separator (created when missing); anything else is the file's own path."""
+    text = os.fspath(dest)
+    try:
+        return text.endswith(("/", os.sep)) or Path(text).is_dir()
+    except OSError as exc:  # a name too long for the filesystem, a directory not readable
+        raise ValueError(f"dest {text} cannot be used: {exc.strerror}") from None

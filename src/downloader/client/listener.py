@@ -1,0 +1,256 @@
+"""The listener of a service's live jobs: the one thread that applies their events.
+
+It follows the channels of the jobs `LiveJobs` hands out (woken through the client's own
+channel when there are new ones), applies each event to its job and runs its callbacks, one
+at a time and in the order they were published; after a reconnection, or when a final event
+may have gone out before a subscription was confirmed, it asks the store how the job ended.
+Once a second it looks whether followed jobs still have a record: a job whose record is gone
+(Redis lost its data, or someone removed the job) will never be reported on, so it ends here,
+as an error that says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from downloader.jobs import events as ev
+from downloader.jobs.models import (
+    DownloadJob,
+    DownloadJobStatus,
+    JobVanishedError,
+    MultiFileDownloadJob,
+)
+from downloader.store.bus import SUBSCRIBED, Subscription, event_payload
+from downloader.store.jobs import BATCH, KIND_MULTIFILE, utcnow
+
+if TYPE_CHECKING:
+    from downloader.client.livejobs import LiveJobs
+    from downloader.worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Job = DownloadJob | MultiFileDownloadJob
+
+POLL = 0.5
+"""Seconds the listener waits for an event before it looks whether it should stop."""
+
+LOOK_EVERY = 1.0
+"""Seconds between the listener's looks for followed jobs whose record is gone."""
+
+TERMINAL_CALLBACK = {
+    ev.DOWNLOAD_COMPLETE: "on_complete",
+    ev.DOWNLOAD_ERROR: "on_error",
+    ev.DOWNLOAD_CANCELLED: "on_cancelled",
+    ev.MULTIFILE_COMPLETE: "on_complete",
+    ev.MULTIFILE_ERROR: "on_error",
+    ev.MULTIFILE_CANCELLED: "on_cancelled",
+}
+_STARTED = (ev.DOWNLOAD_STARTED, ev.MULTIFILE_STARTED)
+_PROGRESS = (ev.DOWNLOAD_PROGRESS, ev.MULTIFILE_PROGRESS)
+
+
+class Listener:
+    """Applies the events of `live`'s jobs, on the thread that runs `listen`."""
+
+    def __init__(self, live: LiveJobs, app: Runtime) -> None:
+        self.live = live
+        self.app = app
+        self.next_look = 0.0
+
+    def subscribe(self) -> Subscription:
+        """A subscription to this client's own jobs: the unfinished ones it queued so far,
+        and those it queues later (see `follow_new`)."""
+        subscription = Subscription(
+            self.app.redis, self.live.namespace, poll=POLL, client_channel=self.live.client_channel
+        )
+        with self.live.changed:
+            self.live.to_follow = [j for j in self.live.jobs if j not in self.live.finalised]
+        return subscription
+
+    def listen(self, subscription: Subscription) -> None:
+        """The one thread that applies events to live jobs and runs callbacks."""
+        while not self.live.stopping.is_set():
+            try:
+                self.follow_new(subscription)
+                for payload in subscription:
+                    if self.live.stopping.is_set():
+                        break
+                    if payload is not None:
+                        self.handle(payload)
+                    self.follow_new(subscription)
+                    self.look_for_vanished()
+            except redis.RedisError:
+                log.warning("lost the event stream; reconnecting", exc_info=True)
+                resubscribed = self.resubscribe()
+                if resubscribed is None:
+                    return
+                subscription = resubscribed
+        subscription.close()
+
+    def follow_new(self, subscription: Subscription) -> None:
+        with self.live.changed:
+            new, self.live.to_follow = self.live.to_follow, []
+        if new:
+            subscription.follow(new)
+        if self.live.unfollow:
+            subscription.unfollow(self.live.unfollow)
+            self.live.unfollow = []
+
+    def resubscribe(self) -> Subscription | None:
+        """Subscribe again; every unfinished job is followed anew, and checked in the store
+        when Redis confirms it (events published meanwhile were not heard)."""
+        delay = 0.2
+        while not self.live.stopping.wait(delay):
+            try:
+                return self.subscribe()
+            except (redis.RedisError, TimeoutError, RuntimeError):
+                delay = min(delay * 2, 5.0)
+        return None
+
+    def check(self, job_id: int) -> None:
+        """Once per job and subscription: finish it here if the store says it has ended,
+        since its final event may have gone out before Redis confirmed the subscription."""
+        record = self.app.store.record(job_id)
+        if record is None or not DownloadJobStatus(record["status"]).finished:
+            return
+        multi = record.get("kind") == KIND_MULTIFILE
+        if record["status"] == DownloadJobStatus.COMPLETED.value:
+            event = ev.MULTIFILE_COMPLETE if multi else ev.DOWNLOAD_COMPLETE
+        elif record.get("cancelled"):
+            event = ev.MULTIFILE_CANCELLED if multi else ev.DOWNLOAD_CANCELLED
+        else:
+            event = ev.MULTIFILE_ERROR if multi else ev.DOWNLOAD_ERROR
+        self.live.inferred.add(job_id)
+        self.handle({"event": event, "job_id": job_id}, forward=False)
+
+    def handle(self, payload: dict[str, Any], forward: bool = True) -> None:
+        """Apply one event; `forward=False` for the ones `check` infers, which the event
+        bus never saw published and should not receive half-filled."""
+        job = self.live.jobs.get(payload.get("job_id", -1))
+        event = payload["event"]
+        if job is None:
+            return
+        if event == SUBSCRIBED:
+            with self.live.changed:
+                awaited = job.id in self.live.awaited
+                self.live.awaited.discard(job.id)
+                self.live.changed.notify_all()
+            if not awaited and job.id not in self.live.finalised:
+                self.check(job.id)  # followed again after a reconnection
+            return
+        if job.id in self.live.finalised:
+            if job.id in self.live.inferred and event in TERMINAL_CALLBACK:
+                self.live.inferred.discard(job.id)  # it came after all: the bus gets it whole
+                self.forward(event, payload)
+            return
+        if forward:
+            self.forward(event, payload)
+        if event in _STARTED:
+            self.refresh(job)
+            job.status = DownloadJobStatus.RUNNING
+            self.callback(job, "on_start")
+        elif event in _PROGRESS:
+            job.status = DownloadJobStatus.RUNNING
+            job.bytes = payload["current_bytes"]
+            job.total_bytes = payload["total_bytes"]
+            self.callback(job, "on_progress")
+        elif event in TERMINAL_CALLBACK:
+            self.refresh(job)
+            self.finalise(job, event)
+
+    def finalise(self, job: Job, event: str) -> None:
+        """The job is over (`event` says how): waiters wake, its callback runs, and its
+        channel is left."""
+        with self.live.changed:
+            self.live.finalised.add(job.id)
+            self.live.changed.notify_all()
+        self.callback(job, TERMINAL_CALLBACK[event])
+        self.live.unfollow.append(job.id)
+
+    def look_for_vanished(self) -> None:
+        """Once a second: do the records of the next `BATCH` followed jobs still exist?
+
+        One pipelined round trip of EXISTS, whatever the number of jobs followed (they are
+        looked at in turn). A job whose record is gone ends here as an error: no worker will
+        ever report on it again. When the store's marker says that Redis lost its data (see
+        `Runtime.redis_lost`), every other followed job is looked at at once.
+        """
+        now = time.monotonic()
+        if now < self.next_look:
+            return
+        self.next_look = now + LOOK_EVERY
+        with self.live.changed:
+            batch = [self.live.watched.popleft() for _ in range(min(BATCH, len(self.live.watched)))]
+            batch = [i for i in batch if i in self.live.jobs and i not in self.live.finalised]
+            self.live.watched.extend(batch)
+        if not batch:
+            return
+        store = self.app.store
+        try:
+            gone = store.missing(batch)
+            if not gone:
+                return
+            lost = self.app.redis_lost()
+            if lost:
+                with self.live.changed:
+                    others = [i for i in self.live.watched if i not in self.live.finalised]
+                gone |= store.missing(others)
+        except redis.RedisError:
+            log.warning("could not look for jobs gone from Redis", exc_info=True)
+            return
+        for job_id in sorted(gone):
+            job = self.live.jobs.get(job_id)
+            if job is not None and job_id not in self.live.finalised:
+                self.vanish(job, lost)
+
+    def vanish(self, job: Job, redis_lost: bool) -> None:
+        """End a job whose record is gone as an error that says so (and what to check)."""
+        error = JobVanishedError(job.id, redis_lost)
+        job.status = DownloadJobStatus.ERROR
+        job.error_type, job.error, job.job_ended = error.error_type, str(error), utcnow()
+        multi = isinstance(job, MultiFileDownloadJob)
+        event = ev.MULTIFILE_ERROR if multi else ev.DOWNLOAD_ERROR
+        fields = {"error_type": job.error_type, "error": job.error}
+        if not multi:
+            fields["source"] = str(job.source)
+        self.forward(event, event_payload(event, self.live.queue_id, job.id, fields))
+        self.finalise(job, event)
+
+    def refresh(self, job: Job) -> None:
+        fresh = self.app.store.get(job.id)
+        if fresh is not None:
+            copy_state(fresh, job)
+
+    def forward(self, event: str, payload: dict[str, Any]) -> None:
+        bus = self.live.event_bus
+        if bus is None:
+            return
+        try:
+            if hasattr(bus, "emit"):
+                bus.emit(event, payload)
+            else:
+                bus(event, payload)
+        except Exception:
+            log.exception("the event bus failed on %s", event)
+
+    @staticmethod
+    def callback(job: Job, name: str) -> None:
+        handler = job.callback(name)
+        if handler is None:
+            return
+        try:
+            handler(job)
+        except Exception:
+            log.exception("%s callback of job %s raised; the job goes on", name, job.id)
+
+
+def copy_state(source: Job, target: Job) -> None:
+    """Update a live job in place from a fresher copy, keeping its callbacks and token."""
+    for name in type(source).model_fields:
+        if name not in ("access_token", "download_parts"):
+            setattr(target, name, getattr(source, name))
+    target.cancelled = source.cancelled
