@@ -517,10 +517,10 @@ def test_a_retry_is_one_short_line_and_errors_name_their_cause(
     )
     assert refused.returncode == 1
     lines = refused.stderr.splitlines()
-    assert any(re.fullmatch(r"retry 1/1 in \d+ s: connection refused", line) for line in lines), (
-        lines
-    )
-    assert f"error: http://127.0.0.1:{closed_port}/x: connection refused" in lines
+    url = f"http://127.0.0.1:{closed_port}/x"
+    retry = re.compile(rf"retry 1/1 in \d+ s: {re.escape(url)}: connection refused")
+    assert any(retry.fullmatch(line) for line in lines), lines  # the line names the URL
+    assert f"error: {url}: connection refused" in lines
     assert all(len(line) < 150 for line in lines)
 
 

@@ -261,7 +261,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         print(f"error: {exc}; nothing was queued", file=sys.stderr)
         return EXIT_ERROR
 
-    from downloader.client.progress import Console, RetryLines
+    from downloader.client.progress import Console, WarningLines
     from downloader.store.embedded import EmbeddedRedis
     from downloader.store.reservations import DestinationTakenError
 
@@ -284,8 +284,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             f"note: {', '.join(given)} apply to downloads in this process; the workers of "
             "DOWNLOADER_REDIS_URL use their own settings (add --worker to download here too)"
         )
-    retry_lines = RetryLines(console)
-    logging.getLogger("downloader.worker.runner").addHandler(retry_lines)
+    logging.getLogger("downloader.worker.runner").addHandler(WarningLines(console))
     logging.getLogger("downloader.worker.runner").propagate = False
     # Held past the service's close, so that stopped jobs can be recorded for the next run.
     redis_url = settings.redis_url or EmbeddedRedis.acquire(settings)
@@ -298,6 +297,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                 redis_url=redis_url,
                 own_jobs_only=embedded,
                 settings=settings,
+                on_retry=console.retry,
             )
             try:
                 return _run_get(args, queue, sources, dest, console, start_worker, embedded, jobs)

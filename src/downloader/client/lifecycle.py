@@ -24,6 +24,7 @@ from downloader.client.livejobs import EventBus, LiveJobs
 from downloader.config import Settings
 from downloader.jobs.queues import check_queue_id
 from downloader.store.embedded import EmbeddedRedis
+from downloader.worker.notices import RetryListener
 from downloader.worker.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class ServiceLifecycle:
         follow: bool = True,
         own_jobs_only: bool = False,
         settings: Settings | None = None,
+        on_retry: RetryListener | None = None,
     ) -> None:
         self._settings = settings if settings is not None else Settings()
         self._own_jobs_only = own_jobs_only
@@ -87,6 +89,7 @@ class ServiceLifecycle:
         self._redis_url = redis_url or self._settings.redis_url
         self._queue_id = check_queue_id(queue_id)
         self._start_worker = start_worker
+        self._on_retry = on_retry
         self._live = LiveJobs(
             self._settings.namespace,
             queue_id,
@@ -143,6 +146,8 @@ class ServiceLifecycle:
                     app, self._max_parallel_dl, [runtime.keys.celery_queue(self._queue_id)]
                 )
         runtime.session_override = self._requests_session
+        if self._on_retry is not None:
+            runtime.retry_listeners.append(self._on_retry)
         self._app = runtime
         runtime.remember_redis()
         self._live.start(runtime)

@@ -1,10 +1,10 @@
 """What a person sees while files download: bars, plain lines, retries, errors and a summary.
 
-`TqdmProgress` is the seed's progress bar (`on_progress=TqdmProgress().update`). `Console` is
+`TqdmProgress` is InvokeAI's progress bar (`on_progress=TqdmProgress().update`). `Console` is
 the command line's view of a whole run: one bar per file on a terminal, plain periodic lines
-otherwise (a log file or a pipe has no use for carriage returns), one short line per retry,
-and a summary at the end. Errors are told as people know them (`404 Not Found`, `connection
-refused`), not as exception reprs.
+otherwise (a log file or a pipe has no use for carriage returns), one short line per retry
+naming its URL, and a summary at the end. Errors are told as people know them (`404 Not
+Found`, `connection refused`), not as exception reprs.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 if TYPE_CHECKING:
     from downloader.jobs.models import DownloadJob, MultiFileDownloadJob
+    from downloader.worker.notices import RetryNotice
 
     Job = DownloadJob | MultiFileDownloadJob
 
@@ -193,6 +194,13 @@ class Console:
         percent = f" {100 * job.bytes // job.total_bytes}%" if job.total_bytes else ""
         self.say(f"{self.label(job)}:{percent} {human_bytes(job.bytes)}{total}")
 
+    def retry(self, notice: RetryNotice) -> None:
+        """`on_retry`: `retry 2/5 in 4 s: https://host/file: connection refused`."""
+        self.say(
+            f"retry {notice.attempt}/{notice.of} in {notice.delay:.0f} s: {notice.url}: "
+            f"{describe_error(notice.error_type)}"
+        )
+
     def error(self, job: Job) -> None:
         """`on_error`: one line naming the source and what went wrong."""
         with self._lock:
@@ -223,22 +231,13 @@ class Console:
         )
 
 
-class RetryLines(logging.Handler):
-    """Turns the in-process worker's retry warnings into `retry 2/5 in 4 s: connection refused`.
-
-    The runner logs `job %s: %s; retry %d of %d in %.1f s` with those five arguments; anything
-    else it says at warning level is shown as it is, on one line.
-    """
+class WarningLines(logging.Handler):
+    """Shows the in-process worker's warnings on the console, one line each (retries come as
+    `RetryNotice`s to `Console.retry` instead)."""
 
     def __init__(self, console: Console) -> None:
         super().__init__(logging.WARNING)
         self.console = console
 
     def emit(self, record: logging.LogRecord) -> None:
-        args = record.args if isinstance(record.args, tuple) else ()
-        if "retry" in str(record.msg) and len(args) == 5:
-            _job, reason, attempt, limit, delay = args
-            line = f"retry {attempt}/{limit} in {delay:.0f} s: {describe_error(str(reason))}"
-        else:
-            line = record.getMessage().splitlines()[0]
-        self.console.say(line)
+        self.console.say(record.getMessage().splitlines()[0])

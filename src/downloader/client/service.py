@@ -53,6 +53,9 @@ class DownloadQueueService(QueueControl):
         settings: the settings to use instead of those of the `DOWNLOADER_*` environment
             (a `downloader get --retries 2` passes its own); the in-process worker uses them
             too, workers elsewhere keep theirs.
+        on_retry: called with a `RetryNotice` (the job, its URL, which retry of how many,
+            the delay, the failure) for each retry of a download this process's worker
+            makes; `downloader get` prints them. Without it, retries are logged.
 
     Raises:
         ValueError: `queue_id` is not a valid queue id.

@@ -33,6 +33,7 @@ from downloader.store.jobs import CANCELLED_ERROR_TYPE, Announcement, ClaimResul
 from downloader.store.reservations import Reservations
 from downloader.worker import parents
 from downloader.worker.leases import Lease
+from downloader.worker.notices import RetryNotice
 from downloader.worker.throttle import Throttle
 
 if TYPE_CHECKING:
@@ -352,15 +353,18 @@ class JobRun:
                     raise
                 retries += 1
                 delay = backoff(retries, settings.retry_backoff, exc)
-                log.warning(
-                    "job %s: %s; retry %d of %d in %.1f s",
-                    self.job_id,
-                    error_type(exc),
-                    retries,
-                    settings.max_retries,
-                    delay,
+                failure = error_type(exc)
+                self.app.retry_listeners.tell(
+                    RetryNotice(
+                        self.job_id,
+                        str(self.record["source"]),
+                        retries,
+                        settings.max_retries,
+                        delay,
+                        failure,
+                    )
                 )
-                self.app.store.record_retry(self.job_id, error_type(exc))
+                self.app.store.record_retry(self.job_id, failure)
                 self.pause(delay)
 
     def pause(self, seconds: float) -> None:

@@ -25,6 +25,7 @@ from downloader.jobs.events import DOWNLOAD_CANCELLED
 from downloader.store.bus import EventPublisher
 from downloader.store.jobs import CancelResult, JobStore, Keys
 from downloader.worker.leases import LeaseRenewer
+from downloader.worker.notices import RetryListeners
 
 Dispatch = tuple[int, str, int]
 """(job id, queue id, priority): a job to run."""
@@ -67,6 +68,8 @@ class Runtime:
         """Asked in order: the first that takes a job's queue gets it."""
         self.redis_marker: str | None = None
         """The store's marker as this process first saw it (see `JobStore.mark`)."""
+        self.retry_listeners = RetryListeners()
+        """Told of each retry this process's downloads make (a `get` shows them)."""
 
     @cached_property
     def redis(self) -> redis.Redis:
