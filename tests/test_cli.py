@@ -595,7 +595,7 @@ def test_a_bad_option_or_setting_is_one_line_and_queues_nothing(
 def test_hf_token_goes_to_hugging_face_over_https_on_443_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from downloader.cli.get import _token
+    from downloader.cli.sources import token_for as _token
 
     monkeypatch.delenv("DOWNLOADER_TOKEN", raising=False)
     monkeypatch.setenv("HF_TOKEN", "hf_abc")

@@ -5,23 +5,27 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from downloader.cli.common import EXIT_ERROR, EXIT_USAGE, open_service
+from downloader.cli.sources import (
+    Source,
+    bad_urls,
+    read_urls,
+    resolve,
+    run_settings,
+    usage_error,
+)
 
 if TYPE_CHECKING:
     from downloader.client.progress import Console
     from downloader.client.service import DownloadQueueService
-    from downloader.config import Settings
-    from downloader.hub import ResolvedRepo
     from downloader.jobs.models import DownloadJob, MultiFileDownloadJob
 
     Job = DownloadJob | MultiFileDownloadJob
@@ -29,7 +33,6 @@ if TYPE_CHECKING:
 
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
-HF_HOSTS = ("huggingface.co", "hf.co")
 NO_WORKER_WAIT = 1.5
 """Seconds to wait for workers to answer before saying that none consumes the queue."""
 
@@ -40,75 +43,6 @@ class Interrupted(BaseException):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
-
-
-def _urls(args: argparse.Namespace) -> list[str]:
-    urls = list(args.urls)
-    if args.input_file:
-        text = sys.stdin.read() if args.input_file == "-" else Path(args.input_file).read_text()
-        urls += [line.strip() for line in text.splitlines()]
-    return [url for url in urls if url and not url.startswith("#")]
-
-
-def _bad_urls(urls: Sequence[str]) -> list[tuple[str, str]]:
-    """URLs a download job would refuse, with why, found before any job is queued."""
-    from pydantic import AnyHttpUrl, TypeAdapter, ValidationError
-
-    from downloader import hub
-
-    check = TypeAdapter(AnyHttpUrl)
-    bad = []
-    for url in urls:
-        if hub.is_hub_source(url):
-            try:
-                hub.parse_hf_url(url)
-            except ValueError as exc:
-                bad.append((url, f"not a hub source ({exc})"))
-            continue
-        try:
-            check.validate_python(url)
-        except ValidationError:
-            bad.append((url, "not an http(s) URL"))
-    return bad
-
-
-def _token(args: argparse.Namespace, url: str) -> str | None:
-    """--token-file, else DOWNLOADER_TOKEN, else HF_TOKEN for Hugging Face hosts over https on
-    port 443 (--token is still taken, but `ps` shows it to everyone on the machine). An `hf://`
-    source takes only a token given on the command line; without one the hub finds HF_TOKEN
-    or its token file."""
-    if args.token_file:
-        return Path(args.token_file).expanduser().read_text().strip() or None
-    if args.token:
-        return args.token
-    from downloader import hub
-    from downloader.engine.origins import origin
-
-    if hub.is_hub_source(url):
-        return None
-    if os.environ.get("DOWNLOADER_TOKEN"):
-        return os.environ["DOWNLOADER_TOKEN"]
-    scheme, host, port = origin(url)
-    hugging_face = any(host == hf or host.endswith("." + hf) for hf in HF_HOSTS)
-    if hugging_face and (scheme, port) == ("https", 443):  # never in clear, nor to another port
-        return os.environ.get("HF_TOKEN") or None
-    return None
-
-
-def _run_settings(args: argparse.Namespace) -> Settings:
-    """The environment's settings with --retries, --timeout and --connections: they apply to
-    this run's hub requests and in-process worker (workers of a configured Redis keep their
-    own settings)."""
-    from downloader.config import Settings
-
-    overrides: dict[str, Any] = {}
-    if args.retries is not None:
-        overrides["max_retries"] = args.retries
-    if args.timeout is not None:
-        overrides["connect_timeout"] = overrides["read_timeout"] = args.timeout
-    if args.connections is not None:
-        overrides["segments"] = args.connections
-    return Settings(**overrides)
 
 
 def _say_when_nothing_takes_the_jobs(queue: DownloadQueueService) -> None:
@@ -127,53 +61,6 @@ def _say_when_nothing_takes_the_jobs(queue: DownloadQueueService) -> None:
     else:
         return
     print(f"{why}. Waiting (Ctrl-C leaves the jobs queued).", file=sys.stderr, flush=True)
-
-
-@dataclass
-class _Source:
-    """One thing `get` was asked for, checked and (for the hub) resolved before any is queued:
-    a URL (`url`, maybe with the hub's `sha256`) or a whole repo (`repo`)."""
-
-    given: str
-    url: str = ""
-    sha256: str | None = None
-    token: str | None = None
-    repo: ResolvedRepo | None = None
-
-
-def _resolve(args: argparse.Namespace, urls: Sequence[str], settings: Settings) -> list[_Source]:
-    """Every source as what will be queued: `hf://` files and repos pinned to a commit with
-    their hashes (HubError when the hub refuses one: then nothing is queued)."""
-    from downloader import hub
-
-    sources = []
-    for url in urls:
-        token = _token(args, url)
-        if not hub.is_hub_source(url):
-            sources.append(_Source(url, url, args.sha256, token))
-        elif _is_repo(url):
-            repo = hub.resolve_repo(
-                url.rstrip("/"),
-                allow_patterns=args.include,
-                ignore_patterns=args.exclude,
-                token=token,
-                settings=settings,
-            )
-            sources.append(_Source(url, token=token, repo=repo))
-        else:
-            part = hub.resolve_file(url, token=token, settings=settings)
-            url_at_commit = str(part.url)
-            token = token or hub.token_for(url_at_commit, settings)
-            sources.append(_Source(url, url_at_commit, args.sha256 or part.sha256, token))
-    return sources
-
-
-def _is_repo(hf_url: str) -> bool:
-    """`hf://owner/name[@rev]` names a whole repo, `hf://owner/name/folder/` one folder of
-    it; anything longer names one file."""
-    from downloader import hub
-
-    return hub.parse_hf_url(hf_url).path is None or hf_url.endswith("/")
 
 
 def _earlier_jobs(
@@ -219,44 +106,23 @@ def _signals_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _usage_error(args: argparse.Namespace, urls: Sequence[str]) -> str | None:
-    """What is wrong with this combination of URLs and options, before anything runs."""
-    from downloader import hub
-
-    repos = [url for url in urls if hub.is_hub_source(url) and _is_repo(url)]
-    if not urls:
-        return "no URL given (as arguments or with -i FILE)"
-    if args.output and (len(urls) != 1 or repos):
-        return "-o/--output names the file of one URL only; use -d"
-    if args.sha256 and (len(urls) != 1 or repos):
-        return "--sha256 checks one URL only"
-    if args.mirror and (len(urls) != 1 or hub.is_hub_source(urls[0])):
-        return (
-            "--mirror names other URLs of one http(s) URL's file (hub files take their "
-            "mirrors from DOWNLOADER_HF_MIRRORS)"
-        )
-    if (args.include or args.exclude) and not repos:
-        return "--include and --exclude select files of an hf://owner/name repo"
-    return None
-
-
 def cmd_get(args: argparse.Namespace) -> int:
-    urls = _urls(args)
-    bad = _bad_urls([*urls, *(args.mirror or ())])
+    urls = read_urls(args)
+    bad = bad_urls([*urls, *(args.mirror or ())])
     for url, why in bad:
         print(f"error: {why}: {url!r}; nothing was queued", file=sys.stderr)
     if bad:
         return EXIT_USAGE
-    problem = _usage_error(args, urls)
+    problem = usage_error(args, urls)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    settings = _run_settings(args)
+    settings = run_settings(args)
 
     from downloader.hub import HubError
 
     try:
-        sources = _resolve(args, urls, settings)
+        sources = resolve(args, urls, settings)
     except HubError as exc:
         print(f"error: {exc}; nothing was queued", file=sys.stderr)
         return EXIT_ERROR
@@ -317,7 +183,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 def _enqueue(
     args: argparse.Namespace,
     queue: DownloadQueueService,
-    sources: Sequence[_Source],
+    sources: Sequence[Source],
     dest: Path,
     console: Console,
     resumed: dict[str, Path],
@@ -363,7 +229,7 @@ def _enqueue(
 def _enqueue_in_order(
     args: argparse.Namespace,
     queue: DownloadQueueService,
-    sources: Sequence[_Source],
+    sources: Sequence[Source],
     dest: Path,
     target: Path,
     console: Console,
@@ -410,7 +276,7 @@ def _files(jobs: Sequence[Job]) -> list[DownloadJob]:
 def _run_get(
     args: argparse.Namespace,
     queue: DownloadQueueService,
-    sources: list[_Source],
+    sources: list[Source],
     dest: Path,
     console: Console,
     start_worker: bool,
