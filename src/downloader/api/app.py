@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 
 from downloader.api.auth import ApiKeyMiddleware, configured_key, documented
 from downloader.api.context import ApiContext
+from downloader.api.docs import add_docs
 from downloader.api.errors import validation_error
 from downloader.api.routers import events, health, metrics, processor, queue
 from downloader.config import Settings
@@ -56,7 +57,10 @@ def build_api(*, keep_alive: float = KEEP_ALIVE_SECONDS) -> FastAPI:
         ),
         lifespan=lifespan,
         max_body_size=settings.max_body_bytes,
+        docs_url=None,  # served by `docs.add_docs`, with their assets: no CDN
+        redoc_url=None,
     )
+    add_docs(app)
     app.state.context = context
     app.state.redis_memory = memory
     secured = documented() if key else []
