@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import redis
 import redis.asyncio as aredis
 from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import format_sse_event
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,10 @@ class SubscribeError(Exception):
     """Redis did not confirm the subscription; the text says why."""
 
 
-def frame(payload: dict[str, object]) -> str:
-    """One Server-Sent Event: `event: <name>` and `data: <JSON>`."""
+def frame(payload: dict[str, object]) -> bytes:
+    """One Server-Sent Event, `event: <name>` and `data: <JSON>`, in FastAPI's encoding."""
     name = str(payload.get("event", "message")).replace("\n", " ").replace("\r", " ")
-    return f"event: {name}\ndata: {json.dumps(payload)}\n\n"
+    return format_sse_event(event=name, data_str=json.dumps(payload))
 
 
 @dataclass(eq=False)
@@ -55,7 +56,7 @@ class Follower:
     for it, why (`ended`, with `dropped` set)."""
 
     channel: str
-    frames: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(BACKLOG))
+    frames: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(BACKLOG))
     ended: str | None = None
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
 
