@@ -124,11 +124,19 @@ class QueueAdmin(AnyQueueJobs):
         offset: int = 0,
         count: int = 50,
     ) -> list[int]:
-        """Up to `count` ids of the queue above `after`, skipping `offset`, oldest first.
+        """A page of the queue's ids, oldest first: O(offset + count).
 
         Args:
+            queue_id: the queue.
             status: one of the store's statuses, `cancelled`, or `FAILED` (`error` without
                 the cancelled jobs); None for every job.
+            after: a cursor: only ids above it (ids only grow, so pages never shift).
+            offset: ids to skip after the cursor.
+            count: ids to answer at most; ask one more than a page to learn whether a next
+                page exists.
+
+        Returns:
+            The ids, ascending.
         """
         return self._store.page_ids(queue_id, status, after=after, offset=offset, count=count)
 
@@ -140,10 +148,20 @@ class QueueAdmin(AnyQueueJobs):
         newest_first: bool = False,
         parts: bool = False,
     ) -> Iterator[Job]:
-        """The jobs of these queues (in `statuses` only, when given: the store's words, where
-        `error` leaves the cancelled jobs out), in id order, read a page at a time; a
-        multi-file job's parts only with `parts`. Finished jobs past their time to live are
-        swept away first."""
+        """The jobs of several queues, merged in id order and read a page at a time.
+
+        Finished jobs past `DOWNLOADER_RESULT_TTL` are swept away first.
+
+        Args:
+            queue_ids: the queues (`queue_names()` for all).
+            statuses: only jobs in these (`waiting`, `running`, `completed`, `error`, which
+                leaves the cancelled jobs out, and `cancelled`); empty for all.
+            newest_first: descending ids (`list --limit N` takes the first N).
+            parts: a multi-file job's parts too, not only the job.
+
+        Yields:
+            Each job's model, fresh from the store.
+        """
         store = self._store
         walks = []
         for queue_id in queue_ids:
@@ -179,6 +197,7 @@ class QueueAdmin(AnyQueueJobs):
     # -- steering -----------------------------------------------------------------------------
 
     def is_paused(self, queue_id: str) -> bool:
+        """Whether `pause` holds for the queue (its flag in Redis)."""
         from downloader.celery_app import control
 
         return control.is_paused(self._runtime(), queue_id)
@@ -208,8 +227,17 @@ class QueueAdmin(AnyQueueJobs):
         self._runtime().store.remove(queue_id, job_ids)
 
     def prune(self, queue_id: str, *, keep_unsettled_parts: bool = False) -> list[int]:
-        """Remove the queue's finished jobs; answers their ids. With `keep_unsettled_parts`,
-        a finished part of a multi-file job that still runs stays until its job ends."""
+        """Remove the queue's finished jobs (completed, failed, cancelled).
+
+        Args:
+            queue_id: the queue.
+            keep_unsettled_parts: keep a finished part of a multi-file job that still runs
+                until its job ends (the REST API's `/prune`); else every finished job goes
+                (`prune_jobs`, `downloader prune`).
+
+        Returns:
+            The ids removed.
+        """
         if not keep_unsettled_parts:
             return self._runtime().store.prune(queue_id)
         ids = self._store.settled_ids(queue_id)
@@ -217,8 +245,16 @@ class QueueAdmin(AnyQueueJobs):
         return ids
 
     def clear(self, queue_id: str, *, unfinished_only: bool = False) -> int:
-        """Cancel every unfinished job of the queue, then remove every job of it (with
-        `unfinished_only`, only those that were unfinished); answers how many went."""
+        """Cancel every unfinished job of the queue, then remove jobs of it.
+
+        Args:
+            queue_id: the queue.
+            unfinished_only: remove only the jobs that were unfinished (the REST API's
+                `/clear`); else every job of the queue (`downloader clear`).
+
+        Returns:
+            How many jobs were removed.
+        """
         if unfinished_only:
             ids = self._store.unfinished_ids(queue_id)
             self.cancel_all_jobs(queue_id)
@@ -238,9 +274,19 @@ class QueueAdmin(AnyQueueJobs):
     def take_over_stopped(
         self, dest: Path, wanted: Mapping[str, str], restart: bool
     ) -> list[resume.TakenOver]:
-        """Take over what a stopped `get` into `dest` left for the files in `wanted` (how
-        each is remembered, to the URL its new job fetches): its jobs are removed, and its
-        partial files made resumable by the new jobs or, with `restart`, deleted."""
+        """Take over what a stopped `get` into `dest` left: its jobs are removed, and its
+        partial files made the new jobs' to resume or, with `restart`, deleted.
+
+        Args:
+            dest: the `get`'s destination directory.
+            wanted: how each file of the new `get` is remembered (its URL; a repo file's
+                final path) to the URL its new job fetches: a partial begun on another URL
+                cannot be resumed.
+            restart: delete the partial files instead (`get --restart`).
+
+        Returns:
+            One `TakenOver` per partial file found, saying what became of it.
+        """
         return resume.take_over(self._store, dest, wanted, restart)
 
 

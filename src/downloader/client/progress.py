@@ -83,9 +83,26 @@ def human_bytes(count: float) -> str:
 
 
 class TqdmProgress:
-    """Use `on_progress=TqdmProgress().update`; one bar per job id, labelled with its file name
-    (or what `label` says), finished exactly once (a job that completes after its last
-    progress adds no second line)."""
+    """Progress bars for jobs, as InvokeAI's download queue offers them.
+
+    One bar per job id, labelled with its file name (or what `label` says), finished exactly
+    once: a job that completes after its last progress adds no second line. Bars that finish
+    out of order are written above the live ones, so none is drawn over another.
+
+    Args:
+        label: names a job's bar; default: its file's name once known, else the last part
+            of its URL.
+        **tqdm_options: passed to each `tqdm` bar (`file=`, `leave=`, `disable=`...); the
+            defaults count bytes in binary multiples (`unit="B"`, `unit_scale=True`,
+            `unit_divisor=1024`).
+
+    Example:
+        ```python
+        >>> progress = TqdmProgress()
+        >>> job = queue.download(url, "models/", on_progress=progress.update,
+        ...                      on_complete=progress.update)
+        ```
+    """
 
     def __init__(self, label: Callable[[Job], str] = job_label, **tqdm_options: Any) -> None:
         self._bars: dict[int, tqdm] = {}
@@ -95,6 +112,12 @@ class TqdmProgress:
         self._options = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, **tqdm_options}
 
     def update(self, job: Job) -> None:
+        """Draw `job`'s bar as it is now (any callback: `on_progress`, `on_complete`...).
+
+        Args:
+            job: the job a callback was called with; its bar starts at the bytes it already
+                had (a resumed download's are not counted in the rate).
+        """
         with self._lock:
             if job.id in self._done:
                 return
@@ -129,6 +152,7 @@ class TqdmProgress:
         tqdm.write("\r" + line, file=self._options.get("file") or sys.stderr)
 
     def close(self) -> None:
+        """Finish every bar still open (jobs that ended without a last update)."""
         with self._lock:
             for job_id in list(self._bars):
                 self._finish(job_id)
