@@ -57,7 +57,11 @@ def record_or_404(ctx: ApiContext, queue_id: str, item_id: int) -> dict[str, Any
 
 def counts(ctx: ApiContext, queue_id: str) -> QueueCounts:
     """How many items of the queue are in each state: O(1), the indexes' sizes."""
-    found = ctx.store.counts(queue_id)
+    return to_counts(queue_id, ctx.store.counts(queue_id))
+
+
+def to_counts(queue_id: str, found: dict[str, int]) -> QueueCounts:
+    """The API's counts from the sizes of the store's indexes (`JobStore.counts`)."""
     sized = {word: found[index] for word, index in INDEX.items()}
     sized["failed"] -= found[CANCELLED]
     return QueueCounts(queue_id=queue_id, total=found["total"], **sized)
