@@ -15,6 +15,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from tests.origin import Origin
 from tests.test_api import ApiProcess, root, start_api  # noqa: F401 (fixtures)
 from tests.test_hub import REPO, digest, hub, repo_files  # noqa: F401 (hub: a fixture)
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -71,6 +72,25 @@ class Fleet:
         return self.rest("POST", f"/api/v1/queue/{queue}/enqueue", json=body)["items"]
 
 
+def _fleet(
+    start: Callable[..., ApiProcess],
+    spawn_worker: Callable[..., WorkerProcess] | None,
+    origin: Origin,
+    downloads: Path,
+    namespace: str,
+    redis_url: str,
+) -> Iterator[Fleet]:
+    """A keyed API and, with `spawn_worker`, one worker (`w1`, two downloads at once) on the
+    `default` queue, started side by side (each takes seconds on a loaded machine)."""
+    with ThreadPoolExecutor(2) as pool:
+        started = pool.submit(start, key=KEY)
+        spawned = pool.submit(spawn_worker, "w1", concurrency=2) if spawn_worker else None
+        api, worker = started.result(), spawned.result() if spawned else None
+    client = redis.Redis.from_url(redis_url)
+    yield Fleet(api, worker, origin, downloads, JobStore(client, namespace))
+    client.close()
+
+
 @pytest.fixture
 def fleet(
     start_api: Callable[..., ApiProcess],  # noqa: F811
@@ -80,12 +100,20 @@ def fleet(
     namespace: str,
     redis_url: str,
 ) -> Iterator[Fleet]:
-    """A keyed API and one worker (`w1`, two downloads at once) on the `default` queue."""
-    api = start_api(key=KEY)
-    worker = spawn_worker("w1", concurrency=2)
-    client = redis.Redis.from_url(redis_url)
-    yield Fleet(api, worker, origin, root, JobStore(client, namespace))
-    client.close()
+    """The API and a worker."""
+    yield from _fleet(start_api, spawn_worker, origin, root, namespace, redis_url)
+
+
+@pytest.fixture
+def bare(
+    start_api: Callable[..., ApiProcess],  # noqa: F811
+    origin: Origin,
+    root: Path,  # noqa: F811
+    namespace: str,
+    redis_url: str,
+) -> Iterator[Fleet]:
+    """The API and no worker: jobs stay where they are put."""
+    yield from _fleet(start_api, None, origin, root, namespace, redis_url)
 
 
 @pytest.fixture
@@ -113,7 +141,10 @@ def seen() -> Seen:
 
 
 @pytest.fixture
-def page(browser: Browser, seen: Seen) -> Iterator[Page]:
+def page(browser: Browser, seen: Seen, request: pytest.FixtureRequest) -> Iterator[Page]:
+    for servers in ("fleet", "bare"):  # started first, so they stop after the page is closed
+        if servers in request.fixturenames:
+            request.getfixturevalue(servers)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     opened = context.new_page()
     opened.on("request", lambda request: seen.requests.append(request))
@@ -171,8 +202,9 @@ def slow_file(fleet: Fleet, name: str, size: int, rate: int) -> tuple[str, str]:
 
 
 def test_the_page_asks_for_the_key_and_shows_no_data_without_it(
-    page: Page, fleet: Fleet, seen: Seen
+    page: Page, bare: Fleet, seen: Seen
 ) -> None:
+    fleet = bare
     page.goto(fleet.api.url)
     expect(page.locator("#login-form")).to_be_visible()
     expect(page.locator("#dashboard")).to_be_hidden()
@@ -215,22 +247,23 @@ def test_the_page_asks_for_the_key_and_shows_no_data_without_it(
 
 
 def test_the_page_and_its_assets_are_served_without_the_key_under_a_strict_policy(
-    fleet: Fleet,
+    bare: Fleet,
 ) -> None:
-    index = requests.get(f"{fleet.api.url}/", timeout=30)
+    api = bare.api
+    index = requests.get(f"{api.url}/", timeout=30)
     assert index.status_code == 200 and "<title>downloader</title>" in index.text
     policy = index.headers["Content-Security-Policy"]
     assert "default-src 'none'" in policy and "script-src 'self'" in policy
     assert "connect-src 'self'" in policy
     for asset in ("app.js", "api.js", "sse.js", "jobs.js", "style.css"):
-        answer = requests.get(f"{fleet.api.url}/ui/{asset}", timeout=30)
+        answer = requests.get(f"{api.url}/ui/{asset}", timeout=30)
         assert answer.status_code == 200, asset
         assert answer.headers["X-Content-Type-Options"] == "nosniff"
     for data in ("/api/v1/queues", "/api/v1/workers", "/api/v1/queue/default/list"):
-        assert requests.get(f"{fleet.api.url}{data}", timeout=30).status_code == 401, data
+        assert requests.get(f"{api.url}{data}", timeout=30).status_code == 401, data
     # The open prefix leads to the page's files only, however the path is spelt.
     for sneaky in ("/ui/../api/v1/queues", "/ui/%2e%2e/api/v1/queues", "/ui/../../etc/passwd"):
-        answer = requests.get(f"{fleet.api.url}{sneaky}", timeout=30)
+        answer = requests.get(f"{api.url}{sneaky}", timeout=30)
         assert answer.status_code in (401, 404), (sneaky, answer.status_code)
 
 
@@ -268,6 +301,36 @@ def test_the_wheel_carries_the_page(tmp_path: Path) -> None:
     ui = repo / "src" / "downloader" / "api" / "ui"
     expected = {f"downloader/api/ui/{path.name}" for path in ui.iterdir()}
     assert expected and expected <= names, sorted(expected - names)
+
+
+def test_the_event_stream_parser_reads_frames_however_they_are_cut(page: Page, bare: Fleet) -> None:
+    """The page parses SSE itself (it reads the stream with fetch() to send the key in a
+    header): frames cut at any byte, CRLF or LF, several data lines, comments."""
+    page.goto(bare.api.url)
+    found = page.evaluate(
+        r"""async () => {
+            const { parseFrames } = await import('/ui/sse.js');
+            const text = ': subscribed\r\n\r\nevent: download_progress\r\ndata: {"a":'
+                + '\r\ndata: 1}\r\n\r\n: keep-alive\n\nevent: x\ndata:2\n\nevent: y\ndata: 3';
+            const whole = parseFrames(text);
+            const cut = [];
+            let buffer = '';
+            for (const char of text) {
+                const { frames, rest } = parseFrames(buffer + char);
+                cut.push(...frames);
+                buffer = rest;
+            }
+            return { whole: whole.frames, rest: whole.rest, cut, left: buffer };
+        }"""
+    )
+    expected = [
+        {"comment": "subscribed"},
+        {"event": "download_progress", "data": '{"a":\n1}'},
+        {"comment": "keep-alive"},
+        {"event": "x", "data": "2"},
+    ]
+    assert found["whole"] == expected and found["cut"] == expected
+    assert found["rest"] == found["left"] == "event: y\ndata: 3"  # not ended yet
 
 
 # -- live ------------------------------------------------------------------------------------
@@ -312,6 +375,25 @@ def test_jobs_and_parts_are_followed_live_to_their_end(page: Page, fleet: Fleet)
     assert page.evaluate("window.notReloaded") is True
     assert (fleet.root / "live" / "slow.bin").exists()
     assert digest((fleet.root / "live" / "slow.bin").read_bytes()) == single_digest
+
+
+def test_the_page_follows_the_queue_again_after_the_api_restarts(
+    page: Page,
+    fleet: Fleet,
+    start_api: Callable[..., ApiProcess],  # noqa: F811
+) -> None:
+    open_page(page, fleet)
+    url, _ = slow_file(fleet, "through.bin", 2 * MiB, 128 * KiB)
+    (item,) = fleet.enqueue({"source": url, "dest": "r"})
+    job = item["item_id"]
+    progress_of(page, job)
+    fleet.api.process.terminate()
+    fleet.api.process.wait(30)
+    expect(page.locator("#connection")).to_contain_text("reconnecting")
+    fleet.api = start_api(key=KEY, port=fleet.api.port)
+    expect(page.locator("#connection")).to_have_text("live")
+    expect(row(page, job).locator(".status")).to_have_text("completed")
+    expect(row(page, job).locator(".bytes")).to_have_text("2.00 MiB / 2.00 MiB")
 
 
 def test_cancel_from_the_page_cancels_the_job(page: Page, fleet: Fleet) -> None:
@@ -457,9 +539,10 @@ def test_the_enqueue_form_queues_real_downloads(
 # -- finding jobs ----------------------------------------------------------------------------
 
 
-def test_filters_and_paging_through_a_queue_larger_than_a_page(page: Page, fleet: Fleet) -> None:
-    """60 jobs on a queue no worker takes, 7 of them cancelled: pages of 25 by cursor, and
+def test_filters_and_paging_through_a_queue_larger_than_a_page(page: Page, bare: Fleet) -> None:
+    """60 jobs on a queue, 7 of them cancelled: pages of 25 by cursor, and
     the status filter."""
+    fleet = bare
     fleet.origin.add("never.bin", b"x")
     items = fleet.enqueue(
         {
@@ -520,10 +603,11 @@ def test_filters_and_paging_through_a_queue_larger_than_a_page(page: Page, fleet
 
 
 def test_each_job_control_calls_its_route_and_shows_the_apis_answer(
-    page: Page, fleet: Fleet
+    page: Page, bare: Fleet
 ) -> None:
     """Pause, resume, retry and priority call the per-job routes (`POST .../i/{id}/pause` and
     so on, `PATCH .../i/{id}`); until the API has them, the page shows the API's refusal."""
+    fleet = bare
     fleet.origin.add("held.bin", b"held")
     (item,) = fleet.enqueue(
         {"source": fleet.origin.url("/files/held.bin"), "dest": "h"}, queue="held"
