@@ -24,13 +24,14 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 import requests
+from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
 
 from downloader.store.jobs import JobStore
 from tests.conftest import WorkerProcess
 from tests.hub_origin import HubOrigin
 from tests.origin import Origin
-from tests.test_api import ApiProcess, root, start_api  # noqa: F401 (fixtures)
+from tests.test_api import ApiProcess, api, root, start_api  # noqa: F401 (fixtures)
 from tests.test_hub import REPO, digest, hub, repo_files  # noqa: F401 (hub: a fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -249,21 +250,21 @@ def test_the_page_asks_for_the_key_and_shows_no_data_without_it(
 def test_the_page_and_its_assets_are_served_without_the_key_under_a_strict_policy(
     bare: Fleet,
 ) -> None:
-    api = bare.api
-    index = requests.get(f"{api.url}/", timeout=30)
+    url = bare.api.url
+    index = requests.get(f"{url}/", timeout=30)
     assert index.status_code == 200 and "<title>downloader</title>" in index.text
     policy = index.headers["Content-Security-Policy"]
     assert "default-src 'none'" in policy and "script-src 'self'" in policy
     assert "connect-src 'self'" in policy
     for asset in ("app.js", "api.js", "sse.js", "jobs.js", "style.css"):
-        answer = requests.get(f"{api.url}/ui/{asset}", timeout=30)
+        answer = requests.get(f"{url}/ui/{asset}", timeout=30)
         assert answer.status_code == 200, asset
         assert answer.headers["X-Content-Type-Options"] == "nosniff"
     for data in ("/api/v1/queues", "/api/v1/workers", "/api/v1/queue/default/list"):
-        assert requests.get(f"{api.url}{data}", timeout=30).status_code == 401, data
+        assert requests.get(f"{url}{data}", timeout=30).status_code == 401, data
     # The open prefix leads to the page's files only, however the path is spelt.
     for sneaky in ("/ui/../api/v1/queues", "/ui/%2e%2e/api/v1/queues", "/ui/../../etc/passwd"):
-        answer = requests.get(f"{api.url}{sneaky}", timeout=30)
+        answer = requests.get(f"{url}{sneaky}", timeout=30)
         assert answer.status_code in (401, 404), (sneaky, answer.status_code)
 
 
@@ -678,6 +679,41 @@ def test_each_job_control_calls_its_route_and_shows_the_apis_answer(
     expect(row(page, job).locator(".status")).to_have_text("canceled")
 
 
+# -- the fleet's reads -----------------------------------------------------------------------
+
+
+def test_the_queue_list_pages_through_every_queue_in_bounded_steps(
+    api: TestClient,  # noqa: F811
+    namespace: str,
+    redis_url: str,
+) -> None:
+    """300 queues, read 50 at a time by `SSCAN` cursor: every one listed, with its counts and
+    pause flag, each page sorted and about `limit` long."""
+    store = JobStore(redis.Redis.from_url(redis_url), namespace)
+    names = [f"q{i:03d}" for i in range(300)]
+    for name, job_id in zip(names, store.new_ids(len(names)), strict=True):
+        store.create(name, [{"id": job_id, "source": "http://x/y", "dest": "/d", "priority": 10}])
+    assert api.post("/api/v1/queue/q007/processor/pause").status_code == 200
+    listed: dict[str, dict[str, Any]] = {}
+    cursor, pages = 0, 0
+    while True:
+        answer = api.get(f"/api/v1/queues?limit=50&cursor={cursor}").json()
+        names_here = [queue["queue_id"] for queue in answer["queues"]]
+        assert names_here == sorted(names_here) and len(names_here) <= 100
+        listed.update((queue["queue_id"], queue) for queue in answer["queues"])
+        pages += 1
+        cursor = answer["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(listed) == names and pages >= 3
+    assert answer["default_queue"] == "default"
+    assert listed["q007"]["paused"] is True and listed["q008"]["paused"] is False
+    assert {(q["pending"], q["total"]) for q in listed.values()} == {(1, 1)}
+    assert api.get("/api/v1/queues?limit=0").status_code == 422
+    assert api.get("/api/v1/queues?limit=1001").status_code == 422
+    assert api.post("/api/v1/queue/q007/processor/resume").status_code == 200
+
+
 # -- the README's pictures -------------------------------------------------------------------
 
 
@@ -690,7 +726,7 @@ def test_screenshots(page: Page, fleet: Fleet, spawn_worker: Callable[..., Worke
     job, finished and failed jobs, one waiting, and a second queue."""
     out = Path(os.environ["DOWNLOADER_SCREENSHOTS"])
     spawn_worker("w2", concurrency=2)
-    page.set_viewport_size({"width": 1400, "height": 1250})
+    page.set_viewport_size({"width": 1400, "height": 900})
     page.goto(fleet.api.url)
     page.fill("#login-key", "•" * 12)
     page.screenshot(
@@ -701,7 +737,7 @@ def test_screenshots(page: Page, fleet: Fleet, spawn_worker: Callable[..., Worke
     done = fleet.enqueue({"source": fleet.origin.url("/files/config.json"), "dest": "models"})
     fleet.enqueue({"source": fleet.origin.url("/status/404"), "dest": "models"})
     url, _ = slow_file(fleet, "sd-turbo.safetensors", 64 * MiB, 900 * KiB)
-    fleet.enqueue({"source": url, "dest": "models", "priority": 5})
+    fleet.enqueue({"source": f"{url}&norange=1", "dest": "models", "priority": 5})  # 1 stream
     parts = []
     for name, size, rate in (("unet.safetensors", 48, 700), ("vae.safetensors", 24, 500)):
         part_url, _ = slow_file(fleet, name, size * MiB, rate * KiB)
