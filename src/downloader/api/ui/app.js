@@ -14,7 +14,15 @@ const PROBE = "/api/v1/queues?limit=1";
 
 const rates = new Rates();
 const series = new Series();
-const state = { queue: null, status: "", limit: 50, counts: null, reader: null, timers: [], statusTimer: null };
+const state = {
+  queue: null,
+  status: "",
+  limit: 50,
+  counts: null,
+  reader: null,
+  timers: [],
+  statusTimer: null,
+};
 
 function say(text, failed = false) {
   for (const target of [$("queue-message"), $("job-dialog").open ? $("job-message") : null]) {
@@ -33,12 +41,24 @@ function failed(error, what) {
 }
 
 const table = new JobTable(
-  { body: $("jobs").tBodies[0], empty: $("no-jobs"), info: $("page-info"), first: $("page-first"), prev: $("page-prev"), next: $("page-next") },
+  {
+    body: $("jobs").tBodies[0],
+    empty: $("no-jobs"),
+    info: $("page-info"),
+    first: $("page-first"),
+    prev: $("page-prev"),
+    next: $("page-next"),
+  },
   rates,
   { message: say, failed, details: showJob },
 );
-const queues = new QueueList($("queue-list"), $("more-queues"), { open: (queue) => open(queue, ""), failed });
-const workers = new WorkerTable($("workers").tBodies[0], $("no-workers"), rates, series, { failed });
+const queues = new QueueList($("queue-list"), $("more-queues"), {
+  open: (queue) => open(queue, ""),
+  failed,
+});
+const workers = new WorkerTable($("workers").tBodies[0], $("no-workers"), rates, series, {
+  failed,
+});
 
 // -- the key ---------------------------------------------------------------------------
 
@@ -60,7 +80,9 @@ async function login(event) {
   } catch (error) {
     session.clear();
     $("login-error").textContent =
-      error instanceof Unauthorized ? "The API refused this key." : `The API did not answer: ${error.message}`;
+      error instanceof Unauthorized
+        ? "The API refused this key."
+        : `The API did not answer: ${error.message}`;
     return;
   }
   $("login-key").value = "";
@@ -86,7 +108,11 @@ function unlock() {
   $("dashboard").hidden = false;
   $("logout").hidden = session.key === null;
   const wanted = new URLSearchParams(location.hash.slice(1));
-  queues.refresh().then(() => open(wanted.get("queue") || queues.defaultQueue || "default", wanted.get("status") || ""));
+  queues
+    .refresh()
+    .then(() =>
+      open(wanted.get("queue") || queues.defaultQueue || "default", wanted.get("status") || ""),
+    );
   workers.refresh();
   state.timers = [
     setInterval(() => queues.refresh(), 5000),
@@ -149,7 +175,12 @@ function heard(payload) {
 function connection(stateName, detail) {
   const node = $("connection");
   node.dataset.state = stateName;
-  node.textContent = { live: "live", connecting: "connecting…", reconnecting: `reconnecting: ${detail}`, idle: "" }[stateName];
+  node.textContent = {
+    live: "live",
+    connecting: "connecting…",
+    reconnecting: `reconnecting: ${detail}`,
+    idle: "",
+  }[stateName];
 }
 
 function readStatusSoon() {
@@ -183,7 +214,14 @@ function showStatus(counts, processor) {
   const figures = COUNTS.map((name) => [name, counts[name]]);
   figures.push(["total", counts.total], ["workers", processor.workers.length]);
   $("queue-counts").replaceChildren(
-    ...figures.map(([name, value]) => el("div", {}, el("dt", { text: name }), el("dd", { "data-count": name, text: String(value) }))),
+    ...figures.map(([name, value]) =>
+      el(
+        "div",
+        {},
+        el("dt", { text: name }),
+        el("dd", { "data-count": name, text: String(value) }),
+      ),
+    ),
   );
   $("queue-paused").hidden = !processor.is_paused;
   $("queue-pause").disabled = processor.is_paused;
@@ -216,7 +254,12 @@ function clearQueue() {
     return;
   }
   disarm();
-  control("clear", "DELETE", "/clear", (answer) => `cleared: ${answer.removed} unfinished jobs cancelled and removed`);
+  control(
+    "clear",
+    "DELETE",
+    "/clear",
+    (answer) => `cleared: ${answer.removed} unfinished jobs cancelled and removed`,
+  );
 }
 
 function disarm() {
@@ -284,19 +327,30 @@ function showJob(item) {
     ["source", item.source],
     ["destination", item.dest],
     ["download path", item.download_path],
-    ["bytes", item.total_bytes ? `${bytes(item.bytes)} of ${bytes(item.total_bytes)}` : bytes(item.bytes)],
+    [
+      "bytes",
+      item.total_bytes ? `${bytes(item.bytes)} of ${bytes(item.total_bytes)}` : bytes(item.bytes),
+    ],
     ["priority", item.priority],
     ["attempts", item.attempts],
     ["queued", item.created_at],
     ["started", item.started_at],
     ["ended", item.completed_at],
-    ["multi-file job", item.batch_id !== null && item.batch_id !== item.item_id ? `#${item.batch_id}` : null],
+    [
+      "multi-file job",
+      item.batch_id !== null && item.batch_id !== item.item_id ? `#${item.batch_id}` : null,
+    ],
     ["parts", item.part_ids ? `${item.part_ids.length}` : null],
     ["revision", item.revision],
     ["error", item.error_type],
     ["message", item.error_message],
   ].filter(([, value]) => value !== null && value !== undefined && value !== "");
-  $("job-fields").replaceChildren(...fields.flatMap(([name, value]) => [el("dt", { text: name }), el("dd", { text: String(value) })]));
+  $("job-fields").replaceChildren(
+    ...fields.flatMap(([name, value]) => [
+      el("dt", { text: name }),
+      el("dd", { text: String(value) }),
+    ]),
+  );
   $("priority-value").value = String(item.priority);
   tell($("job-message"), "", false);
   $("job-dialog").showModal();
@@ -319,13 +373,16 @@ function tick() {
     ...COUNTS.map((name) => [name, String(sums[name])]),
   ];
   $("totals").replaceChildren(
-    ...figures.map(([name, value]) => el("div", {}, el("dt", { text: name }), el("dd", { "data-total": name, text: value }))),
+    ...figures.map(([name, value]) =>
+      el("div", {}, el("dt", { text: name }), el("dd", { "data-total": name, text: value })),
+    ),
   );
 }
 
 // -- wiring ----------------------------------------------------------------------------
 
-for (const status of STATUSES) $("status-filter").append(el("option", { value: status, text: status }));
+for (const status of STATUSES)
+  $("status-filter").append(el("option", { value: status, text: status }));
 $("status-filter").addEventListener("change", (event) => open(state.queue, event.target.value));
 $("page-size").addEventListener("change", (event) => {
   state.limit = Number(event.target.value);
@@ -338,13 +395,23 @@ $("open-queue").addEventListener("submit", (event) => {
   open($("open-queue-name").value.trim(), "");
 });
 $("queue-pause").addEventListener("click", () =>
-  control("pause", "POST", "/processor/pause", () => `queue ${state.queue} paused: workers take none of its jobs`),
+  control(
+    "pause",
+    "POST",
+    "/processor/pause",
+    () => `queue ${state.queue} paused: workers take none of its jobs`,
+  ),
 );
 $("queue-resume").addEventListener("click", () =>
   control("resume", "POST", "/processor/resume", () => `queue ${state.queue} resumed`),
 );
 $("queue-prune").addEventListener("click", () =>
-  control("prune", "DELETE", "/prune", (answer) => `pruned: ${answer.removed} finished jobs removed`),
+  control(
+    "prune",
+    "DELETE",
+    "/prune",
+    (answer) => `pruned: ${answer.removed} finished jobs removed`,
+  ),
 );
 $("queue-clear").addEventListener("click", clearQueue);
 $("enqueue").addEventListener("submit", enqueue);

@@ -23,7 +23,13 @@ export function draw(svg, points) {
   const x = (ago) => LEFT + ((HISTORY - ago) / HISTORY) * (WIDTH - LEFT - 10);
   const y = (value) => HEIGHT - BOTTOM - (value / top) * (HEIGHT - BOTTOM - 10);
   svg.replaceChildren(
-    node("line", { x1: LEFT, y1: HEIGHT - BOTTOM, x2: WIDTH - 10, y2: HEIGHT - BOTTOM, class: "axis" }),
+    node("line", {
+      x1: LEFT,
+      y1: HEIGHT - BOTTOM,
+      x2: WIDTH - 10,
+      y2: HEIGHT - BOTTOM,
+      class: "axis",
+    }),
     node("line", { x1: LEFT, y1: 10, x2: LEFT, y2: HEIGHT - BOTTOM, class: "axis" }),
     node("text", { x: LEFT - 6, y: 16, "text-anchor": "end", class: "label" }, rate(peak)),
     node("text", { x: LEFT - 6, y: HEIGHT - BOTTOM, "text-anchor": "end", class: "label" }, "0"),

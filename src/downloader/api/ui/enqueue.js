@@ -5,7 +5,10 @@ const words = (text) => text.split(/[\s,]+/).filter(Boolean);
 
 // The body for the form's values; throws an Error saying what to change.
 export function enqueueBody({ sources, dest, priority, sha256, include, exclude }) {
-  const lines = sources.split("\n").map((line) => line.trim()).filter(Boolean);
+  const lines = sources
+    .split("\n")
+    .map((line) => line.trim())
+    .filter(Boolean);
   if (!lines.length) throw new Error("give a URL");
   if (!dest.trim()) throw new Error("give a destination (a directory under the download root)");
   const number = Number(priority === "" ? 10 : priority);
@@ -21,7 +24,8 @@ export function enqueueBody({ sources, dest, priority, sha256, include, exclude 
     if (ignore.length) body.ignore_patterns = ignore;
     return body;
   }
-  if (allow.length || ignore.length) throw new Error("include and exclude go with an hf:// address");
+  if (allow.length || ignore.length)
+    throw new Error("include and exclude go with an hf:// address");
   if (lines.length === 1) {
     const body = { source: lines[0], dest: dest.trim(), priority: number };
     if (sha256.trim()) body.sha256 = sha256.trim();

@@ -65,15 +65,24 @@ export class QueueList {
       ...queues.map((queue) =>
         el(
           "li",
-          { "data-queue-row": queue.queue_id, class: queue.queue_id === this.selected ? "selected" : "" },
-          el("button", { type: "button", class: "link", "data-queue": queue.queue_id, text: queue.queue_id }),
+          {
+            "data-queue-row": queue.queue_id,
+            class: queue.queue_id === this.selected ? "selected" : "",
+          },
+          el("button", {
+            type: "button",
+            class: "link",
+            "data-queue": queue.queue_id,
+            text: queue.queue_id,
+          }),
           queue.paused ? el("span", { class: "badge paused", text: "paused" }) : null,
           el("span", {
             class: "muted",
             text: queue.empty
               ? "no jobs"
-              : COUNTS.filter((name) => queue[name]).map((name) => `${queue[name]} ${name}`).join(" · ") ||
-                `${queue.total} jobs`,
+              : COUNTS.filter((name) => queue[name])
+                  .map((name) => `${queue[name]} ${name}`)
+                  .join(" · ") || `${queue.total} jobs`,
           }),
         ),
       ),
@@ -120,10 +129,19 @@ export class WorkerTable {
     const now = Date.now();
     this.body.replaceChildren(
       ...this.workers.map((worker) => {
-        const speed = worker.running.reduce((sum, job) => sum + (this.rates.rate(job.item_id) || 0), 0);
+        const speed = worker.running.reduce(
+          (sum, job) => sum + (this.rates.rate(job.item_id) || 0),
+          0,
+        );
         const jobs = worker.running.map((job) => {
-          const percent = job.total_bytes ? ` ${Math.floor((100 * job.bytes) / job.total_bytes)}%` : "";
-          return el("li", { "data-job-id": job.item_id, title: job.source || "" }, `#${job.item_id} (${job.queue_id})${percent} ${bytes(job.bytes)}`);
+          const percent = job.total_bytes
+            ? ` ${Math.floor((100 * job.bytes) / job.total_bytes)}%`
+            : "";
+          return el(
+            "li",
+            { "data-job-id": job.item_id, title: job.source || "" },
+            `#${job.item_id} (${job.queue_id})${percent} ${bytes(job.bytes)}`,
+          );
         });
         return el(
           "tr",
@@ -133,7 +151,10 @@ export class WorkerTable {
           el("td", { class: "count", text: String(worker.jobs) }),
           el("td", { class: "jobs" }, el("ul", {}, ...jobs)),
           el("td", { class: "rate", text: rate(speed) }),
-          el("td", { class: "seen", text: `${duration((now - Date.parse(worker.seen)) / 1000)} ago` }),
+          el("td", {
+            class: "seen",
+            text: `${duration((now - Date.parse(worker.seen)) / 1000)} ago`,
+          }),
         );
       }),
     );

@@ -253,7 +253,8 @@ export class JobTable {
       cells.bar.value = item.status === "completed" ? 1 : 0;
       cells.percent.textContent = item.status === "completed" ? "100%" : "";
     }
-    cells.bytes.textContent = total > 0 ? `${bytes(item.bytes)} / ${bytes(total)}` : bytes(item.bytes);
+    cells.bytes.textContent =
+      total > 0 ? `${bytes(item.bytes)} / ${bytes(total)}` : bytes(item.bytes);
     this.pace(item, cells);
     cells.priority.textContent = String(item.priority);
     if (cells.toggle) {
@@ -265,17 +266,24 @@ export class JobTable {
       const buttons = (QUICK[item.status] || []).map((action) =>
         el("button", { type: "button", "data-action": action, text: LABEL[action] }),
       );
-      buttons.push(el("button", { type: "button", class: "quiet", "data-action": "details", text: "More" }));
+      buttons.push(
+        el("button", { type: "button", class: "quiet", "data-action": "details", text: "More" }),
+      );
       cells.actions.replaceChildren(...buttons);
     }
   }
 
   note(item) {
     const parts = [];
-    if (item.batch_id !== null && item.batch_id !== item.item_id) parts.push(`part of #${item.batch_id}`);
+    if (item.batch_id !== null && item.batch_id !== item.item_id)
+      parts.push(`part of #${item.batch_id}`);
     if (item.kind === "multifile") {
       const total = (item.part_ids || []).length;
-      parts.push(item.parts_done !== undefined ? `${item.parts_done} of ${total} parts done` : `${total} parts`);
+      parts.push(
+        item.parts_done !== undefined
+          ? `${item.parts_done} of ${total} parts done`
+          : `${total} parts`,
+      );
     }
     if (item.status === "failed" && (item.error_message || item.error_type)) {
       parts.push(item.error_message || item.error_type);
