@@ -51,6 +51,7 @@ WAIT = 60_000
 KiB, MiB = 1 << 10, 1 << 20
 
 expect.set_options(timeout=WAIT)
+pytestmark = pytest.mark.timeout(240)  # an API, a worker and a browser start in each test
 
 
 @dataclass
