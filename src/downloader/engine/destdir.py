@@ -24,23 +24,13 @@ from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
 
+from downloader.engine.errors import UnsafeDestinationError
+
 _FILE = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 """Added to every file opened: no link followed, no descriptor inherited by a child process,
 and no open that waits on a FIFO planted where a file should be."""
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WRITES = os.O_WRONLY | os.O_RDWR
-
-
-class TransferError(Exception):
-    """A download that cannot complete as asked; the message says what to do.
-
-    The base of the engine's errors, defined here, below `transfer`, so that the destination's
-    own refusals are among them."""
-
-
-class UnsafeDestinationError(TransferError):
-    """A name the engine would use in a destination is a symbolic link, or not a plain file of
-    its own: someone else put it there, and nothing was written through it."""
 
 
 def refusal(

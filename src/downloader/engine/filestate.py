@@ -31,7 +31,8 @@ from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from downloader.engine.destdir import DestDir, UnsafeDestinationError
+from downloader.engine.destdir import DestDir
+from downloader.engine.errors import UnsafeDestinationError
 from downloader.engine.naming import PARTIAL_SUFFIX, STATE_SUFFIX
 
 _XATTR = "user.downloader.origin"

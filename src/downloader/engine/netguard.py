@@ -30,12 +30,7 @@ from requests.utils import select_proxy
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from downloader.engine.transfer import TransferError
-
-
-class ForbiddenAddressError(TransferError):
-    """The URL (or a redirect) leads to an address an untrusted job may not reach."""
-
+from downloader.engine.errors import ForbiddenAddressError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

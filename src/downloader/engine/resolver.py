@@ -17,22 +17,13 @@ import socket
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+from downloader.engine.errors import HostNotFoundError
+
 FINAL_ANSWERS = frozenset(
     code
     for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None))
     if code is not None  # EAI_NODATA is glibc's; other systems fold it into EAI_NONAME
 )
-
-
-class HostNotFoundError(Exception):
-    """The host's name does not resolve, by the resolver's final answer: retrying is useless.
-
-    The message is the host, so `error_type` reads `HostNotFoundError(no-such-host.invalid)`;
-    the resolver's own words stay in the traceback, as the cause."""
-
-    def __init__(self, host: str) -> None:
-        super().__init__(host)
-        self.host = host
 
 
 def host_not_found(exc: BaseException, url: str) -> HostNotFoundError | None:

@@ -21,12 +21,12 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
-from downloader.engine.origins import origin
-from downloader.engine.transfer import (
+from downloader.engine.errors import (
     DestinationBusyError,
     IncompleteDownloadError,
     StalledTransferError,
 )
+from downloader.engine.origins import origin
 
 MAX_DELAY = 60.0
 RETRIABLE_STATUS = frozenset({408, 429})

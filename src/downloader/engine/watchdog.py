@@ -19,11 +19,9 @@ from collections.abc import Callable
 
 import requests
 
+from downloader.engine.errors import StalledTransferError
+
 CHECK_EVERY = 0.5
-
-
-class StalledTransferError(Exception):
-    """The origin sent too little for too long; a retry may find it (or a route to it) better."""
 
 
 def socket_of(response: requests.Response) -> socket.socket | None:
