@@ -120,27 +120,6 @@ def announced_sha256(
     return origin_digest(response)
 
 
-_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
-_HUB_REFUSALS = {
-    "GatedRepo": "the hub says the repo is gated: accept its terms on the repo's page with "
-    "the account of the token in use, and set HF_TOKEN (or run `hf auth login`)",
-    "RepoNotFound": "the hub says the repo does not exist or is private: check its name, or "
-    "set HF_TOKEN to a token that can read it",
-}
-
-
-def hub_refusal(response: requests.Response) -> str | None:
-    return _HUB_REFUSALS.get(header(response, "X-Error-Code") or "")
-
-
-def hub_linked_sha256(response: requests.Response) -> str | None:
-    for earlier in response.history:
-        linked = (header(earlier, "X-Linked-Etag") or "").strip('"').lower()
-        if _HEX_SHA256.fullmatch(linked):
-            return linked
-    return None
-
-
 def raise_for_status(
     response: requests.Response,
     explain: Callable[[requests.Response], str | None] = lambda response: None,

@@ -17,7 +17,6 @@ from pathlib import Path
 import requests
 
 from downloader.engine.mirrors import Mirrors
-from downloader.engine.reading import hub_linked_sha256, hub_refusal
 
 AnswerReader = Callable[[requests.Response], "str | None"]
 """Reads something an origin says in an answer's headers; None when it says nothing."""
@@ -65,11 +64,11 @@ class TransferRequest:
     mirrors: Mirrors | None = None
     """Other URLs of the same file and how each fared, kept across a job's attempts; None:
     `url` alone."""
-    explain_refusal: AnswerReader = field(default=hub_refusal)
+    explain_refusal: AnswerReader = field(default=_says_nothing)
     """What an error answer (4xx, 5xx) means to the user, read from what its origin says
     beyond the status (a hub's error code); appended to the `HTTPError`'s reason. It must
     never repeat the server's own text."""
-    announced_digest: AnswerReader = field(default=hub_linked_sha256)
+    announced_digest: AnswerReader = field(default=_says_nothing)
     """The SHA-256 (hex) an origin vouches for beyond the standard digest headers (a hub's
     hash on the redirect it answered), read from a whole-file answer; the finished file is
     checked against it."""

@@ -4,10 +4,12 @@ A repo download must come from one commit even if someone pushes while it runs, 
 file must be checked against the hash the hub announces. So a hub source is resolved here,
 once, in the client (the service, the REST API, the CLI): the revision becomes the commit the
 hub answers, the files become `RemoteModelFile`s whose URL is the hub's `resolve` URL at that
-commit and whose `sha256` is the hub's LFS hash. From there on it is a plain job: workers need
-no hub knowledge, and every retry asks the hub again for a fresh signed CDN URL. With hub
-mirrors configured (`DOWNLOADER_HF_MIRRORS`), each file also names the same `resolve` URL on
-every mirror as its `mirrors`, which the worker uses when they match the hub's hash.
+commit and whose `sha256` is the hub's LFS hash. From there on it is a plain job, and every
+retry asks the hub again for a fresh signed CDN URL; the only hub knowledge a worker needs is
+how to read the hub's headers on those answers (see `headers`), which it hands the engine.
+With hub mirrors configured (`DOWNLOADER_HF_MIRRORS`), each file also names the same
+`resolve` URL on every mirror as its `mirrors`, which the worker uses when they match the
+hub's hash.
 
 Tokens: the hub's token (`HF_TOKEN`, else the file huggingface_hub writes) goes with requests to
 the hub's own origin only, and not past a redirect to another (its CDN). Civitai's
@@ -35,6 +37,7 @@ from pydantic import ValidationError
 from downloader.config import Settings
 from downloader.engine.origins import BearerAuth, origin
 from downloader.engine.resolver import host_not_found
+from downloader.hub.headers import error_code
 from downloader.jobs.models import RemoteModelFile, bearer_token
 
 SCHEME = "hf://"
@@ -291,7 +294,7 @@ class _Hub:
         """Turn the hub's error answers (its `X-Error-Code`) into errors that say what to do."""
         if response.status_code < 400:
             return
-        code = response.headers.get("X-Error-Code", "")
+        code = error_code(response)
         ref, kind = self.ref, self.ref.repo_type
         token_hint = (
             "the token in use (HF_TOKEN or the huggingface token file) does not give access"
