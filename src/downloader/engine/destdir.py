@@ -36,8 +36,17 @@ _WRITES = os.O_WRONLY | os.O_RDWR
 def refusal(
     path: Path, found: os.stat_result | None, expected: str = "a file"
 ) -> UnsafeDestinationError:
-    """The error for what was found at `path` where the engine expected its own file (or, as
-    `expected` says, a directory on the way)."""
+    """The error for what was found where the engine expected its own file.
+
+    Args:
+        path: where, for the message.
+        found: what is there (`lstat`), or None when it is gone.
+        expected: what should be there: "a file", or "a directory" on the way.
+
+    Returns:
+        An UnsafeDestinationError naming what was found (a link, a file with other names,
+        a FIFO, a directory) and what to do.
+    """
     advice = "remove it, or choose another destination"
     if found is not None and stat.S_ISLNK(found.st_mode):
         return UnsafeDestinationError(
@@ -74,9 +83,22 @@ class DestDir:
 
     @classmethod
     def reach(cls, directory: Path, root: Path | None = None, create: bool = True) -> DestDir:
-        """`directory`, reached from `root` (default: `directory` itself) one component at a
-        time, none of them a link; missing ones are made when `create` (FileNotFoundError
-        otherwise). `directory` must lie lexically below `root`."""
+        """Open a directory by walking down to it without following links.
+
+        Args:
+            directory: the directory to open; it must lie lexically below `root`.
+            root: where the walk starts, opened as named (links and all: the caller chose
+                it); default: `directory` itself.
+            create: make missing directories on the way (and `root`).
+
+        Returns:
+            The directory, open; close it (or use it as a context manager).
+
+        Raises:
+            UnsafeDestinationError: `directory` is not below `root`, goes through `..`, or a
+                component on the way is a link or not a directory.
+            FileNotFoundError: a component is missing and `create` is False.
+        """
         root = directory if root is None else root
         try:
             below = directory.relative_to(root).parts

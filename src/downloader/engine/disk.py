@@ -216,7 +216,15 @@ class Spot:
 
 
 def hash_prefix(handle: BinaryIO, length: int) -> hashlib._Hash:
-    """The SHA-256 of the first `length` bytes of the file at `handle` (read from its start)."""
+    """The SHA-256 of the start of a file.
+
+    Args:
+        handle: the file, open to read; it is read from its start.
+        length: how many bytes to hash (fewer when the file is shorter).
+
+    Returns:
+        The hash object, to be updated with what follows or read with `hexdigest()`.
+    """
     digest = hashlib.sha256()
     handle.seek(0)
     remaining = length

@@ -45,13 +45,27 @@ def header(response: requests.Response, name: str) -> str | None:
 
 
 def content_length(response: requests.Response) -> int | None:
-    """The answer's `Content-Length`, or None when it has none that is a number."""
+    """The answer's `Content-Length`.
+
+    Args:
+        response: the answer.
+
+    Returns:
+        The length, or None when the answer has none that is a number.
+    """
     value = header(response, "Content-Length")
     return int(value) if value and value.isdigit() else None
 
 
 def strong_etag(response: requests.Response) -> str | None:
-    """The answer's ETag when it is a strong one, the only kind `If-Range` may carry."""
+    """The answer's ETag when it is a strong one, the only kind `If-Range` may carry.
+
+    Args:
+        response: the answer.
+
+    Returns:
+        The ETag as sent (quotes included), or None for none or a weak one (`W/`).
+    """
     etag = header(response, "ETag")
     return etag if etag and not etag.startswith("W/") else None
 

@@ -27,10 +27,17 @@ FINAL_ANSWERS = frozenset(
 
 
 def host_not_found(exc: BaseException, url: str) -> HostNotFoundError | None:
-    """`exc` (a request for `url` that failed) as a HostNotFoundError when the resolver said
-    its host does not exist; None for anything else, a temporary resolver failure included.
+    """A failed request as a HostNotFoundError, when the resolver said its host does not exist.
 
-    The host named is the one looked up: a redirect's target when the redirect failed."""
+    Args:
+        exc: what the request raised.
+        url: the URL asked (a redirect's target, when the failure carries its request, is
+            the host named instead: the one looked up).
+
+    Returns:
+        The error, its cause `exc`; None for anything else, a temporary resolver failure
+        (`EAI_AGAIN`) included.
+    """
     if not any(
         isinstance(cause, socket.gaierror) and cause.errno in FINAL_ANSWERS
         for cause in _causes(exc)

@@ -1,21 +1,26 @@
-"""The HTTP transfer engine: one URL into one file, resumably. Knows nothing of Celery or Redis.
+"""The HTTP transfer engine's public face: `fetch`, one URL into one file, resumably. Knows nothing
+of Celery, Redis or any hub.
 
-Bytes go to `<final name>.downloading`, locked while written, beside a state file that says
-which source and version they belong to (see `filestate`). A resume is a Range request with
-`If-Range`, and every 206 is checked against the recorded version before a byte is appended;
-anything else starts the file over. Bodies are stored as the server sent them (no content
-decoding) and must be exactly as long as announced. The size and hash are checked on the
-descriptor that was written, the file is stamped with its origin, synced, and renamed only if
-the partial path still names that same file: a file under its final name is always the
-complete file its own job asked for. Every one of those files is reached through a descriptor
-of its directory, never through a link (see `destdir`), and an existing file under the final
-name counts only by a stamp whose seal still holds, or by its hash (see `filestate`).
+Bytes go to `<final name>.downloading`, locked while written, beside a state file that says which
+source and version they belong to (see `filestate`). A resume is a Range request with `If-Range`,
+and every 206 is checked against the recorded version before a byte is appended; anything else
+starts the file over (see `versions`). Bodies are stored as the server sent them (no content
+decoding) and must be exactly as long as announced. The size and hash are checked on the descriptor
+that was written, the file is stamped with its origin, synced, and renamed only if the partial path
+still names that same file (see `disk`): a file under its final name is always the complete file its
+own job asked for. Every one of those files is reached through a descriptor of its directory, never
+through a link (see `destdir`), and an existing file under the final name counts only by a stamp
+whose seal still holds, or by its hash (see `filestate`).
 
-Bytes may also come from mirrors (see `mirrors`): every request goes to the first URL in the
-job's line-up that answers, a failing one hands over to the next, and segments are spread
-over all of them. The source stays the file's identity; a mirror's answer is used only when
-it is this file: the same total size, and the same strong ETag or a SHA-256 that the
-finished file will be checked against. Anything else drops that mirror for the job.
+Bytes may also come from mirrors (see `mirrors`, `sources`): every request goes to the first URL in
+the job's line-up that answers, a failing one hands over to the next, and segments are spread over
+all of them. The source stays the file's identity; a mirror's answer is used only when it is this
+file: the same total size, and the same strong ETag or a SHA-256 that the finished file will be
+checked against. Anything else drops that mirror for the job.
+
+One call of `fetch` is one or two attempts (see `attempt`): one that may resume, and one from
+nothing when the answer cannot continue the partial file. The errors it raises are in `errors`, and
+importable from here too.
 """
 
 from __future__ import annotations

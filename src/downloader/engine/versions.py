@@ -44,9 +44,18 @@ def validators(
     total: int | None,
     origin_digest: Callable[[requests.Response], str | None],
 ) -> Validators:
-    """The version of `url` an answer describes: its strong ETag, Last-Modified, total size
-    and the SHA-256 it announces (`origin_digest` reads what its origin adds to the standard
-    digest headers)."""
+    """The version of a file an answer describes.
+
+    Args:
+        url: the source URL, the version's identity.
+        response: the answer.
+        total: the whole file's size as the answer gives it (see `Versions.announced_total`).
+        origin_digest: reads what the origin adds to the standard digest headers (the
+            request's `announced_digest`).
+
+    Returns:
+        Its strong ETag, Last-Modified, total size and the SHA-256 it announces.
+    """
     return Validators(
         url=url,
         etag=strong_etag(response),
@@ -59,9 +68,21 @@ def validators(
 def check_segment(
     response: requests.Response, first: int, last: int, source: Validators, mirror: bool
 ) -> None:
-    """Raise SegmentMismatch unless `response` is bytes from `first` of the planned file (a
-    shorter or longer range is fine: the segment reads what it needs, a retry the rest).
-    A mirror's version was judged when it answered (see `Versions.mirror_mismatch`)."""
+    """Check that a segment's answer continues the planned file.
+
+    A shorter or longer range than asked is fine: the segment reads what it needs, a retry
+    the rest. A mirror's version was judged when it answered (see `Versions.mirror_mismatch`).
+
+    Args:
+        response: the answer to a request for bytes `first` to `last`.
+        first, last: the bytes asked for.
+        source: the planned version.
+        mirror: whether the answer came from a mirror.
+
+    Raises:
+        SegmentMismatch: not a 206 from `first` of a file of the planned length and (from the
+            source) of the planned validator; the plan is void.
+    """
     start, _, total = parse_content_range(header(response, "Content-Range"))
     etag, modified = strong_etag(response), header(response, "Last-Modified")
     if (

@@ -31,7 +31,15 @@ after the job was queued): the resolution in the client says more (see `resolve`
 
 
 def error_code(response: requests.Response) -> str:
-    """The hub's name for an error answer (`X-Error-Code`), or "" when it gives none."""
+    """The hub's name for an error answer.
+
+    Args:
+        response: an answer from any origin.
+
+    Returns:
+        Its `X-Error-Code` (`GatedRepo`, `RepoNotFound`, `RevisionNotFound`,
+        `EntryNotFound`), or "" when it gives none.
+    """
     return str(response.headers.get(ERROR_CODE, "")).strip()
 
 

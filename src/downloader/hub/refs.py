@@ -38,14 +38,26 @@ class HubRef:
 
 
 def is_hub_source(source: str) -> bool:
+    """Whether `source` is an `hf://` address (the scheme in any case)."""
     return source[: len(SCHEME)].lower() == SCHEME
 
 
 def parse_hf_url(url: str) -> HubRef:
-    """`hf://[datasets/|spaces/]<owner>/<repo>[@<revision>][/<path>]` as a `HubRef`.
+    """An `hf://` address taken apart.
 
     A revision with slashes (`refs/pr/1`) is written percent-encoded, as huggingface_hub's
     file system does: `hf://owner/repo@refs%2Fpr%2F1/file`.
+
+    Args:
+        url: `hf://[datasets/|spaces/]<owner>/<repo>[@<revision>][/<path>]`.
+
+    Returns:
+        The repo, its kind (`model` unless `datasets/` or `spaces/`), the revision (`main`
+        unless given) and the path in it, if any.
+
+    Raises:
+        ValueError: not an `hf://` address, or no `owner/repo` in it, or a repo name that is
+            not one.
     """
     if not is_hub_source(url):
         raise ValueError(f"not an {SCHEME} address: {url!r}")

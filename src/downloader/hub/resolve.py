@@ -11,12 +11,14 @@ With hub mirrors configured (`DOWNLOADER_HF_MIRRORS`), each file also names the 
 `resolve` URL on every mirror as its `mirrors`, which the worker uses when they match the
 hub's hash.
 
-Tokens: the hub's token (`HF_TOKEN`, else the file huggingface_hub writes) goes with requests to
-the hub's own origin only, and not past a redirect to another (its CDN). Civitai's
-(`CIVITAI_API_TOKEN`) goes to https://civitai.com (port 443). Nothing here logs or repeats a token.
+The hub's token (see `tokens`) goes with requests to the hub's own origin only, and not past a
+redirect to another (its CDN). Nothing here logs or repeats a token.
 
-Everything the hub answers is treated as hostile: commits and hashes must look like hex digests,
-paths must stay inside the destination, and pagination links must stay on the hub.
+Everything the hub answers is treated as hostile: commits and hashes must look like hex
+digests, paths must stay inside the destination, and pagination links must stay on the hub.
+That last rule, and the caller's own `requests` session, are why the listing is not
+huggingface_hub's `HfApi.list_repo_tree`: its paging sends the token to whatever host a
+`Link: next` names, and it speaks httpx.
 """
 
 from __future__ import annotations
@@ -141,7 +143,9 @@ class _Hub:
     def tree(
         self, commit: str, folder: str = "", recursive: bool = True
     ) -> Iterator[dict[str, Any]]:
-        """The file entries under `folder` at `commit`, following the listing's pages."""
+        """The file entries under `folder` at `commit`, following the listing's pages: each
+        through `request`, which refuses a page on any other origin, and no more than
+        `_MAX_PAGES` of them."""
         url: str | None = self.api_url("tree", commit, *([quote(folder)] if folder else []))
         params = {"recursive": "true"} if recursive else {}
         what = f"the file list of {self.ref.repo_id}"
@@ -268,10 +272,34 @@ def resolve_repo(
     settings: Settings | None = None,
     session: requests.Session | None = None,
 ) -> ResolvedRepo:
-    """Pin `repo` at `revision` to a commit and list the files to fetch (the REST API and the
-    CLI call this too). `repo` is `owner/name`, an `hf://` address (whose own kind, revision
-    and folder then apply), or a `HubRef`; `token` defaults to the HF token found in the
-    environment."""
+    """Pin a repo at a revision to a commit and list the files to fetch; nothing is queued (the
+    service, the REST API and the CLI call this, then queue the files).
+
+    Args:
+        repo: `owner/name`, an `hf://` address (whose own kind, revision and folder then
+            apply), or a `HubRef`.
+        revision: a branch, tag or commit, for an `owner/name`.
+        repo_type: `model`, `dataset` or `space`, for an `owner/name`.
+        allow_patterns: huggingface_hub's: `fnmatch` patterns on the path in the repo, a
+            file must match one; a pattern ending in `/` means everything under it.
+        ignore_patterns: likewise; a file matching one is left out.
+        token: the HF token to send; default: the one found as huggingface_hub finds it.
+        settings: the hub's endpoint, its mirrors and the timeouts; default: the environment.
+        session: the session to ask with (the caller's, e.g. with mounted test adapters);
+            default: one for this call.
+
+    Returns:
+        The repo, the commit, and each file as a `RemoteModelFile` under `<repo name>/`
+        with its `resolve` URL at the commit, its size, the hub's SHA-256 for an LFS file,
+        and the same file on every hub mirror.
+
+    Raises:
+        GatedRepoError, RepoNotFoundError, RevisionNotFoundError: the hub refused; the
+            message says what to do (one file is asked for, to find a gated repo now).
+        EntryNotFoundError: no file matches the patterns.
+        HubError: the hub cannot be reached or answered something that does not add up.
+        ValueError: `repo` is not a repo's name or an `hf://` address.
+    """
     if isinstance(repo, str):
         repo = parse_hf_url(repo) if is_hub_source(repo) else HubRef(repo, repo_type, revision)
     settings = settings or Settings()
@@ -306,8 +334,22 @@ def resolve_file(
     settings: Settings | None = None,
     session: requests.Session | None = None,
 ) -> RemoteModelFile:
-    """One `hf://owner/repo[@revision]/path` as its resolve URL at the pinned commit, with the
-    file's size and LFS SHA-256 (None for a small git file, which the hub does not hash)."""
+    """One file of a repo pinned to the commit its revision names now.
+
+    Args:
+        source: `hf://owner/repo[@revision]/path`.
+        token, settings, session: as for `resolve_repo`.
+
+    Returns:
+        The file's `resolve` URL at the commit, its size and its LFS SHA-256 (None for a
+        small git file, which the hub does not hash).
+
+    Raises:
+        EntryNotFoundError: the repo has no such file at that revision.
+        GatedRepoError, RepoNotFoundError, RevisionNotFoundError, HubError: as
+            `resolve_repo`.
+        ValueError: `source` is not an `hf://` address of a file.
+    """
     ref = parse_hf_url(source)
     if ref.path is None:
         raise ValueError(f"{source!r} names a repo, not a file: use repo_download for a repo")

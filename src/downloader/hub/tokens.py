@@ -60,7 +60,8 @@ def hf_token() -> str | None:
 
 
 def implicit_token_disabled() -> bool:
-    """Whether `HF_HUB_DISABLE_IMPLICIT_TOKEN` keeps `hf_token` from finding any token."""
+    """Whether `HF_HUB_DISABLE_IMPLICIT_TOKEN` keeps `hf_token` from finding any token, for
+    a refusal's message to say why none was sent."""
     from huggingface_hub import constants
 
     return constants.HF_HUB_DISABLE_IMPLICIT_TOKEN
