@@ -130,7 +130,7 @@ def test_a_host_that_does_not_exist_fails_at_once_named_in_every_error_field_tok
     failed = finished(api, item["item_id"])
     assert failed["status"] == "failed" and failed["attempts"] == 1
     assert failed["error_type"] == "HostNotFoundError(gone.invalid)"
-    assert failed["error_message"] == "downloader.engine.resolver.HostNotFoundError: gone.invalid"
+    assert failed["error_message"] == "downloader.engine.errors.HostNotFoundError: gone.invalid"
     assert f"auth={MASK}" in failed["error_traceback"]
     assert token not in json.dumps(failed)
 
