@@ -6,7 +6,8 @@ the downloader uses, shaped after the answers huggingface_hub reads:
   "pointerSize"}}]}` (size, blobId and lfs only with `blobs=true`, as on the hub).
 - `GET /api/<kind>/<owner>/<name>/tree/<revision>[/<folder>][?recursive=true]`: `[{"type":
   "file"|"directory", "oid", "size", "path", "lfs": {"oid", "size", "pointerSize"}}]`,
-  `page_size` entries a page, the next page in `Link: <...>; rel="next"`.
+  `page_size` entries a page, the next page in `Link: <...>; rel="next"` (or, with
+  `next_page_at` set, a hostile hub's link to anywhere).
 - `GET|HEAD /[datasets/|spaces/]<owner>/<name>/resolve/<revision>/<path>`: a small git file in
   the body (`ETag` its blob id), an LFS file as a 302 to a signed URL on the CDN, with
   `X-Linked-Etag` (its SHA-256), `X-Linked-Size` and `X-Repo-Commit`.
@@ -98,6 +99,8 @@ class HubOrigin:
         self.stale_redirects = 0
         self.failing = False
         """A mirror that fails: every answer is a 503."""
+        self.next_page_at: str | None = None
+        """A hostile hub: the listing's next page is said to be at this URL."""
         self.seen: list[Seen] = []
         self._links: dict[str, _Link] = {}
         self._cached: dict[tuple[str, str], str] = {}
@@ -305,7 +308,8 @@ def _handler_for(hub: HubOrigin) -> type[BaseHTTPRequestHandler]:
             headers = {}
             if start + hub.page_size < len(entries):
                 rest = f"recursive={str(recursive).lower()}&cursor={start + hub.page_size}"
-                headers["Link"] = f'<{hub.endpoint}{urlsplit(self.path).path}?{rest}>; rel="next"'
+                following = hub.next_page_at or f"{hub.endpoint}{urlsplit(self.path).path}?{rest}"
+                headers["Link"] = f'<{following}>; rel="next"'
             self.json(page, headers)
 
         def resolve(self, repo: HubRepo, revision: str, path: str) -> None:

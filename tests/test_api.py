@@ -130,7 +130,7 @@ def test_a_host_that_does_not_exist_fails_at_once_named_in_every_error_field_tok
     failed = finished(api, item["item_id"])
     assert failed["status"] == "failed" and failed["attempts"] == 1
     assert failed["error_type"] == "HostNotFoundError(gone.invalid)"
-    assert failed["error_message"] == "downloader.engine.resolver.HostNotFoundError: gone.invalid"
+    assert failed["error_message"] == "downloader.engine.errors.HostNotFoundError: gone.invalid"
     assert f"auth={MASK}" in failed["error_traceback"]
     assert token not in json.dumps(failed)
 
@@ -598,12 +598,13 @@ def start_api(
 ) -> Iterator[Callable[..., ApiProcess]]:
     started: list[ApiProcess] = []
 
-    def start(*args: str, key: str | None = None) -> ApiProcess:
+    def start(*args: str, key: str | None = None, port: int | None = None) -> ApiProcess:
+        """`port`: the one a stopped API served on, to start it again there."""
         env = cli_env(namespace, redis_url)
         env.pop("DOWNLOADER_API_KEY", None)
         if key is not None:
             env["DOWNLOADER_API_KEY"] = key
-        port = _free_port()
+        port = port or _free_port()
         log = tmp_path / f"api-{port}.log"
         command = [sys.executable, "-m", "downloader", "api", "--port", str(port), *args]
         process = popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from huggingface_hub import constants as hf_constants
 
 from downloader import DownloadJobStatus, DownloadQueueService
 from downloader.client.progress import describe_error
@@ -36,12 +37,16 @@ REPO = "acme/tiny-diffusion"
 
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[HubOrigin]:
-    """The local hub as DOWNLOADER_HF_ENDPOINT, with no token from the environment or disk."""
+    """The local hub as DOWNLOADER_HF_ENDPOINT, with no token from the environment or disk.
+
+    huggingface_hub reads HF_HOME once, when first imported (by an earlier test, in this
+    process): its token file's path is set for this test as that import would set it."""
     server = HubOrigin().start()
     monkeypatch.setenv("DOWNLOADER_HF_ENDPOINT", server.endpoint)
     for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "CIVITAI_API_TOKEN"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
     for key, value in FAST_RETRIES.items():
         monkeypatch.setenv(key, value)
     yield server
@@ -227,12 +232,22 @@ def test_a_hub_token_a_header_cannot_carry_is_named_by_where_it_came_from(
     hub: HubOrigin, service: DownloadQueueService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hub.add_repo(REPO, repo_files())
-    monkeypatch.setenv("HF_TOKEN", "hf_sec\rret")
+    monkeypatch.setenv("HF_TOKEN", "hf_sec\x1bret")
     with pytest.raises(HubError, match=r"^HF_TOKEN: the access token holds a control") as bad:
         service.repo_download(REPO, tmp_path)
     assert "hf_sec" not in str(bad.value) and service.list_jobs() == []
-    monkeypatch.setenv("HF_TOKEN", "  hf_padded\n")  # surrounding whitespace is only dropped
-    assert token_for(f"{hub.endpoint}/{REPO}/resolve/main/README.md") == "hf_padded"
+    token_file = Path(os.environ["HF_HOME"]) / "token"
+    token_file.parent.mkdir(parents=True)
+    token_file.write_text("hf_caf\u00e9")
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(HubError, match=f"^the token file {token_file}: the access token"):
+        service.repo_download(REPO, tmp_path)
+    url = f"{hub.endpoint}/{REPO}/resolve/main/README.md"
+    # As huggingface_hub reads it: surrounding whitespace and line breaks are dropped.
+    monkeypatch.setenv("HF_TOKEN", "  hf_padded\n")
+    assert token_for(url) == "hf_padded"
+    monkeypatch.setenv("HF_TOKEN", "hf_sec\r\nret")
+    assert token_for(url) == "hf_secret"
 
 
 def test_a_gated_repo_whose_card_anyone_may_read_is_refused_before_anything_is_queued(

@@ -6,8 +6,9 @@ is confined to `DOWNLOADER_DOWNLOAD_ROOT`, their jobs may not reach private addr
 body is read, and no answer carries a token. Laid out as FastAPI projects are: the factory
 (`app`), the key check (`auth`), request and answer models (`schemas`), error answers that
 repeat no input (`errors`), the state routes share (`context`), how they read the store
-(`queries`) and turn each enqueue form into jobs (`enqueueing`), and one router per resource
-(`routers`).
+(`queries`) and turn each enqueue form into jobs (`enqueueing`), what the fleet panels read
+(`fleet`), one router per resource (`routers`), and the operator's page (`ui/`, static files
+served by `routers.page`).
 
 It may import `client` and every layer below it; nothing but `cli` imports it.
 """

@@ -19,7 +19,7 @@ from downloader.api.auth import ApiKeyMiddleware, configured_key, documented
 from downloader.api.context import ApiContext
 from downloader.api.docs import add_docs
 from downloader.api.errors import validation_error
-from downloader.api.routers import events, health, metrics, processor, queue
+from downloader.api.routers import events, fleet, health, metrics, page, processor, queue
 from downloader.config import Settings
 
 KEEP_ALIVE_SECONDS = 15.0
@@ -65,9 +65,10 @@ def build_api(*, keep_alive: float = KEEP_ALIVE_SECONDS) -> FastAPI:
     app.state.redis_memory = memory
     secured = documented() if key else []
     app.add_exception_handler(RequestValidationError, validation_error)
-    for router in (queue.router, processor.router, events.router, metrics.router):
+    for router in (queue.router, processor.router, events.router, fleet.router, metrics.router):
         app.include_router(router, dependencies=secured)
     app.include_router(health.router)
+    page.install(app)
     if key:
         app.add_middleware(ApiKeyMiddleware, key=key)
     return app

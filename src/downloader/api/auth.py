@@ -3,8 +3,8 @@
 The check is ASGI middleware in front of the whole app, so it runs on the request's headers
 before anything reads its body (FastAPI parses a body before it resolves a route's
 dependencies) and it guards every route, the OpenAPI schema and the docs included; only
-`/health` is open, for probes. A key is compared in constant time and never written out:
-not in an answer, an error or a log line.
+`/health` (for probes) and the page's static files (which ask for the key) are open. A key
+is compared in constant time and never written out: not in an answer, an error or a log line.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from downloader.api.exposure import is_loopback
 from downloader.config import Settings
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/"})
+OPEN_PREFIXES = ("/ui/",)
+"""`/` and `/ui/...` are the page (`routers.page`): static files that ask for the key."""
 KEY_HEADER = "X-API-Key"
 _log = logging.getLogger("downloader.api")
 
@@ -94,6 +96,7 @@ class ApiKeyMiddleware:
         if (
             scope["type"] == "http"
             and scope["path"] not in OPEN_PATHS
+            and not scope["path"].startswith(OPEN_PREFIXES)
             and not self._valid(Headers(scope=scope))
         ):
             refused = JSONResponse(

@@ -50,7 +50,11 @@ def record_or_404(ctx: ApiContext, queue_id: str, item_id: int) -> dict[str, Any
 
 def counts(ctx: ApiContext, queue_id: str) -> QueueCounts:
     """How many items of the queue are in each state: O(1), the indexes' sizes."""
-    found = ctx.admin.counts(queue_id)
+    return to_counts(queue_id, ctx.admin.counts(queue_id))
+
+
+def to_counts(queue_id: str, found: dict[str, int]) -> QueueCounts:
+    """The API's counts from the sizes of the store's indexes (`QueueAdmin.counts`)."""
     sized = {word: found[index] for word, index in INDEX.items() if index != FAILED}
     sized["failed"] = found[DownloadJobStatus.ERROR.value] - found[CANCELLED]
     return QueueCounts(queue_id=queue_id, total=found["total"], **sized)

@@ -84,6 +84,28 @@ class QueueAdmin(AnyQueueJobs):
             return self._store.live_workers()
         return self._store.live_workers(self._runtime().keys.celery_queue(queue_id))
 
+    def queue_page(
+        self, cursor: int, limit: int
+    ) -> tuple[int, list[tuple[str, dict[str, int], bool]]]:
+        """A page of the queues that hold jobs, by name: about `limit` of them after
+        `cursor` (0: the first page), each with its `counts` and whether it is paused.
+
+        Returns:
+            The next page's cursor (0: this was the last) and (name, counts, paused).
+        """
+        from downloader.celery_app import control
+
+        runtime = self._runtime()
+        return self._store.queue_page(cursor, limit, lambda q: control.paused_key(runtime, q))
+
+    def worker_beats(self) -> list[tuple[str, dict[str, Any]]]:
+        """The live workers, each with its last heartbeat (`jobs`, `seen`, `queues`)."""
+        return self._store.worker_beats()
+
+    def claimed(self, fields: Sequence[str]) -> list[tuple[int, dict[str, Any]]]:
+        """These record fields of every job claimed by a worker now, by id: O(running)."""
+        return self._store.claimed(fields)
+
     def consuming_workers(self, queue_id: str, timeout: float) -> list[str]:
         """The workers that consume the queue right now, asked over the broker: answers at
         once when no heartbeat is current, else as soon as every live worker replied (a

@@ -24,6 +24,8 @@ from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
 
+from downloader.engine.errors import UnsafeDestinationError
+
 _FILE = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 """Added to every file opened: no link followed, no descriptor inherited by a child process,
 and no open that waits on a FIFO planted where a file should be."""
@@ -31,23 +33,20 @@ _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WRITES = os.O_WRONLY | os.O_RDWR
 
 
-class TransferError(Exception):
-    """A download that cannot complete as asked; the message says what to do.
-
-    The base of the engine's errors, defined here, below `transfer`, so that the destination's
-    own refusals are among them."""
-
-
-class UnsafeDestinationError(TransferError):
-    """A name the engine would use in a destination is a symbolic link, or not a plain file of
-    its own: someone else put it there, and nothing was written through it."""
-
-
 def refusal(
     path: Path, found: os.stat_result | None, expected: str = "a file"
 ) -> UnsafeDestinationError:
-    """The error for what was found at `path` where the engine expected its own file (or, as
-    `expected` says, a directory on the way)."""
+    """The error for what was found where the engine expected its own file.
+
+    Args:
+        path: where, for the message.
+        found: what is there (`lstat`), or None when it is gone.
+        expected: what should be there: "a file", or "a directory" on the way.
+
+    Returns:
+        An UnsafeDestinationError naming what was found (a link, a file with other names,
+        a FIFO, a directory) and what to do.
+    """
     advice = "remove it, or choose another destination"
     if found is not None and stat.S_ISLNK(found.st_mode):
         return UnsafeDestinationError(
@@ -84,9 +83,22 @@ class DestDir:
 
     @classmethod
     def reach(cls, directory: Path, root: Path | None = None, create: bool = True) -> DestDir:
-        """`directory`, reached from `root` (default: `directory` itself) one component at a
-        time, none of them a link; missing ones are made when `create` (FileNotFoundError
-        otherwise). `directory` must lie lexically below `root`."""
+        """Open a directory by walking down to it without following links.
+
+        Args:
+            directory: the directory to open; it must lie lexically below `root`.
+            root: where the walk starts, opened as named (links and all: the caller chose
+                it); default: `directory` itself.
+            create: make missing directories on the way (and `root`).
+
+        Returns:
+            The directory, open; close it (or use it as a context manager).
+
+        Raises:
+            UnsafeDestinationError: `directory` is not below `root`, goes through `..`, or a
+                component on the way is a link or not a directory.
+            FileNotFoundError: a component is missing and `create` is False.
+        """
         root = directory if root is None else root
         try:
             below = directory.relative_to(root).parts

@@ -31,7 +31,8 @@ from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from downloader.engine.destdir import DestDir, UnsafeDestinationError
+from downloader.engine.destdir import DestDir
+from downloader.engine.errors import UnsafeDestinationError
 from downloader.engine.naming import PARTIAL_SUFFIX, STATE_SUFFIX
 
 _XATTR = "user.downloader.origin"
@@ -196,10 +197,12 @@ class CompletedRecord:
 
 
 def partial_path(path: Path) -> Path:
+    """The partial file of the final file `path`: `<name>.downloading` beside it."""
     return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
 def state_path(partial: Path) -> Path:
+    """The state file of the partial file `partial`: `<name>.downloading.state`."""
     return partial.with_name(partial.name + STATE_SUFFIX)
 
 
@@ -212,12 +215,21 @@ def engine_names(name: str) -> list[str]:
 
 
 def discard_partial(path: Path, owner: int | None, root: Path | None = None) -> bool:
-    """Remove the partial file of final `path` and its state, when `owner` owns them.
+    """Remove the partial file of a final path and its state, when its owner asks.
 
     A partial nobody is writing (no lock held) whose state names `owner` (or any owner, for
     None) is removed; one that another job owns now, or that is being written, stays. So does
     anything that is not the engine's own (a link where its files should be, or on the way
-    from `root`, the job's root directory). Answers whether it was removed.
+    from `root`).
+
+    Args:
+        path: the final file's path.
+        owner: the job asking (a cancelled job's id); None: whoever owns it.
+        root: the job's root directory, from which `path`'s directory is reached without
+            following links; None: that directory itself.
+
+    Returns:
+        Whether the partial file was removed.
     """
     try:
         with DestDir.reach(path.parent, root, create=False) as folder:
@@ -248,16 +260,30 @@ def _discard(folder: DestDir, name: str, owner: int | None) -> bool:
 
 
 def write_record(fd: int, record: CompletedRecord) -> None:
-    """Stamp the written file with its origin; silently nothing where xattrs are unsupported."""
+    """Stamp a written file with its origin (an extended attribute).
+
+    Args:
+        fd: the file, open.
+        record: its origin: the source's validators and the SHA-256 it was checked against.
+
+    Nothing happens where extended attributes are not supported: the file then simply has no
+    stamp, and a later job fetches it again or hashes it.
+    """
     payload = json.dumps(asdict(record)).encode()
     with contextlib.suppress(OSError):
         os.setxattr(fd, _XATTR, payload)
 
 
 def seal_record(fd: int, record: CompletedRecord) -> None:
-    """Stamp the file at `fd` with `record` sealed as the file is now: its last change. When
-    the stamp could not follow its reading closely enough (a busy machine), it is written
-    again; a seal that never holds only costs the next job a hash or a download."""
+    """Stamp a file with its origin, sealed as the file is now (see `Seal`): its last change.
+
+    When the stamp could not follow its reading closely enough (a busy machine), it is
+    written again; a seal that never holds only costs the next job a hash or a download.
+
+    Args:
+        fd: the file, open, in place under its final name.
+        record: its origin, without a seal.
+    """
     for _ in range(_SEAL_TRIES):
         seal = Seal.of(os.fstat(fd))
         write_record(fd, dataclasses.replace(record, seal=seal))
@@ -266,8 +292,18 @@ def seal_record(fd: int, record: CompletedRecord) -> None:
 
 
 def read_record(fd: int) -> CompletedRecord | None:
-    """The stamp of the file open at `fd`, or None when it has none that parses (a stamp is
-    written by anyone who may write the file: every field is checked)."""
+    """The stamp of a file, every field checked: anyone who may write the file may write it.
+
+    Args:
+        fd: the file, open.
+
+    Returns:
+        The stamp, or None when there is none that parses (or xattrs are not supported).
+        Whether it still speaks for the bytes is `CompletedRecord.vouches_for`'s to say.
+
+    Raises:
+        OSError: the attribute could not be read for another reason than its absence.
+    """
     try:
         raw = json.loads(os.getxattr(fd, _XATTR))
         seal = raw.get("seal")

@@ -9,7 +9,7 @@ connection moves to another; a mirror whose answer does not match the file (anot
 another version) is dropped for the rest of the job, with a log line. The source itself is
 never dropped: it is the authority the file is judged by.
 
-Whether an answer matches is the transfer engine's business (see `transfer`); the token rule
+Whether an answer matches is the version policy's business (see `versions`); the token rule
 is here, because it is about which URL may receive what: a job's token goes only to its
 source's origin, never to a mirror on another one.
 """

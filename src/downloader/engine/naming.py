@@ -35,7 +35,15 @@ _WINDOWS_DEVICES = frozenset(
 
 
 def is_engine_name(name: str) -> bool:
-    """Whether `name` is, or looks like, a file the engine keeps beside a download."""
+    """Whether `name` is, or looks like, a file the engine keeps beside a download.
+
+    Args:
+        name: a file name.
+
+    Returns:
+        True when it ends, in any case, like a partial file, its state or the state's
+        temporary (`ENGINE_SUFFIXES`).
+    """
     return name.lower().endswith(ENGINE_SUFFIXES)
 
 
@@ -54,7 +62,16 @@ def _drop_invisible(name: str) -> str:
 
 
 def safe_filename(name: str | None) -> str | None:
-    """One safe path component from `name`, or None when nothing usable is left."""
+    """One safe path component from an untrusted name.
+
+    Args:
+        name: what a server or URL calls the file; None for nothing.
+
+    Returns:
+        A single path component with no separators, `..`, control or format characters;
+        not a Windows device name nor like one of the engine's own files; short enough for
+        the engine's suffixes and a `distinct_name` number. None when nothing usable is left.
+    """
     if not name:
         return None
     name = _drop_invisible(unicodedata.normalize("NFC", name)).replace("\\", "/")
@@ -86,7 +103,15 @@ def _truncate(name: str, limit: int) -> str:
 
 
 def distinct_name(name: str, number: int) -> str:
-    """The `number`th alternative to a taken name, as browsers make it: `model (1).bin`."""
+    """An alternative to a taken name, as browsers make it.
+
+    Args:
+        name: a safe name (see `safe_filename`).
+        number: which alternative; 0 is the name itself.
+
+    Returns:
+        `model (1).bin` for `model.bin` and 1: the number before a reasonable extension.
+    """
     if number == 0:
         return name
     path = PurePosixPath(name)
@@ -96,7 +121,14 @@ def distinct_name(name: str, number: int) -> str:
 
 
 def content_disposition_filename(header: str | None) -> str | None:
-    """The file name a `Content-Disposition` header names (RFC 6266, `filename*` first)."""
+    """The file name a `Content-Disposition` header names (RFC 6266, `filename*` first).
+
+    Args:
+        header: the header's value; None for none.
+
+    Returns:
+        The name as given, not yet made safe; None when there is none or it does not parse.
+    """
     if not header:
         return None
     message = Message()
@@ -108,13 +140,29 @@ def content_disposition_filename(header: str | None) -> str | None:
 
 
 def url_filename(url: str) -> str | None:
-    """The last segment of a URL's path, percent-decoded, without its query."""
+    """The last segment of a URL's path, percent-decoded, without its query.
+
+    Args:
+        url: the URL.
+
+    Returns:
+        The segment, not yet made safe; None when the path has none.
+    """
     path = urlsplit(url).path
     return unquote(path.rstrip("/").rsplit("/", 1)[-1]) or None
 
 
 def choose_filename(url: str, content_disposition: str | None) -> str:
-    """The name a download into a directory gets: the server's, else the URL's, else a default."""
+    """The name a download into a directory gets.
+
+    Args:
+        url: the source URL.
+        content_disposition: the answer's `Content-Disposition`, if any.
+
+    Returns:
+        The server's name, else the URL's, made safe; `FALLBACK_NAME` when neither leaves
+        anything.
+    """
     return (
         safe_filename(content_disposition_filename(content_disposition))
         or safe_filename(url_filename(url))

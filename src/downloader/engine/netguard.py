@@ -30,12 +30,7 @@ from requests.utils import select_proxy
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from downloader.engine.transfer import TransferError
-
-
-class ForbiddenAddressError(TransferError):
-    """The URL (or a redirect) leads to an address an untrusted job may not reach."""
-
+from downloader.engine.errors import ForbiddenAddressError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -65,7 +60,15 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address
 
 
 def is_public(address: IPAddress) -> bool:
-    """True when `address`, and every IPv4 address it embeds, is a public unicast address."""
+    """Whether an address, and every IPv4 address it embeds, is a public unicast address.
+
+    Args:
+        address: an IPv4 or IPv6 address.
+
+    Returns:
+        False for loopback, private, link-local, multicast and reserved addresses, and for
+        an IPv6 address that embeds such an IPv4 one (NAT64, 6to4, Teredo, mapped).
+    """
     if not address.is_global or address.is_multicast:
         return False
     if isinstance(address, ipaddress.IPv4Address):
@@ -76,7 +79,19 @@ def is_public(address: IPAddress) -> bool:
 
 
 def public_address(host: str, port: int) -> tuple[socket.AddressFamily, tuple]:
-    """Resolve `host` once; answers the first address, refusing any non-public answer."""
+    """Resolve a host once, refusing the whole answer if any address in it is not public.
+
+    Args:
+        host: a host name or address literal.
+        port: the port to connect to.
+
+    Returns:
+        (family, socket address) of the first address, the one to connect to.
+
+    Raises:
+        ForbiddenAddressError: an address in the answer is not public.
+        socket.gaierror: the name does not resolve.
+    """
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     for *_, sockaddr in infos:
         address = ipaddress.ip_address(sockaddr[0])
@@ -164,9 +179,20 @@ class PublicOnlyAdapter(HTTPAdapter):
 
 
 def public_only_session(proxy: str | None = None) -> requests.Session:
-    """A session for untrusted jobs: no proxy but `proxy`, and no credentials or settings from
-    the environment (`.netrc` would hand the operator's passwords to any host a caller names).
-    The CA bundle the environment names still applies: it only decides whom to trust."""
+    """A session for untrusted jobs, whose every connection goes to public addresses only.
+
+    No proxy but `proxy`, and no credentials or settings from the environment (`.netrc`
+    would hand the operator's passwords to any host a caller names). The CA bundle the
+    environment names still applies: it only decides whom to trust.
+
+    Args:
+        proxy: the operator's proxy for untrusted traffic (`DOWNLOADER_UNTRUSTED_PROXY`);
+            each target is checked before a request goes to it. None: direct connections.
+
+    Returns:
+        The session; requests it sends raise `ForbiddenAddressError` for a target, or a
+        redirect's, that is not public.
+    """
     session = requests.Session()
     session.trust_env = False
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")

@@ -26,17 +26,35 @@ Origin = tuple[str, str, int | None]
 
 
 def origin(url: str) -> Origin:
-    """`(scheme, host, port)`, lower-cased, with the scheme's default port filled in."""
+    """The origin of a URL, the unit a token is bound to.
+
+    Args:
+        url: any URL.
+
+    Returns:
+        `(scheme, host, port)`, lower-cased, with the scheme's default port filled in (None
+        for an unknown scheme without a port).
+    """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
 
 
 def configured_origin(key: str) -> Origin:
-    """The origin a configured key names: a bare host (`huggingface.co`, `10.0.0.5`,
-    `[fd00::1]`) is that host over https on port 443; `https://host:8443` or
-    `http://host:8080` names one explicitly, and only such a key lets a token go over plain
-    http. Raises ValueError saying what is wrong with anything else."""
+    """The origin a configured key names (`DOWNLOADER_HOST_TOKENS`).
+
+    Args:
+        key: a bare host (`huggingface.co`, `10.0.0.5`, `[fd00::1]`), which means that host
+            over https on port 443; or `https://host:8443`, `http://host:8080`, which names
+            one explicitly: only such a key lets a token go over plain http.
+
+    Returns:
+        The origin.
+
+    Raises:
+        ValueError: saying what is wrong with the key (a path, a user, a port on a bare
+            host, not a host name).
+    """
     if not key.isprintable() or any(char.isspace() for char in key):
         raise ValueError(_NOT_A_HOST)
     explicit = "://" in key
@@ -78,7 +96,14 @@ def _is_ip(host: str) -> bool:
 
 
 def shown(key: Origin) -> str:
-    """An origin as a URL prefix, for messages: `https://huggingface.co:443`."""
+    """An origin as a URL prefix, for messages.
+
+    Args:
+        key: an origin.
+
+    Returns:
+        `https://huggingface.co:443`; an IPv6 host in brackets.
+    """
     scheme, host, port = key
     return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 

@@ -55,18 +55,34 @@ _book = _Book()
 
 
 def scrub(text: str) -> str:
-    """`text` with every known token replaced by `[redacted]`."""
+    """Mask every token the process knows.
+
+    Args:
+        text: a message, a traceback, a log line.
+
+    Returns:
+        `text` with each known token, in every form a URL or header may carry it, replaced
+        by `MASK`.
+    """
     return _book.scrub(text)
 
 
 def remember(tokens: Iterable[str | None]) -> None:
-    """Know `tokens` for the life of the process (the configured host tokens)."""
+    """Know tokens for the life of the process (the configured host tokens).
+
+    Args:
+        tokens: the tokens; None and empty ones are skipped.
+    """
     _book.add(tokens)
 
 
 @contextmanager
 def holding(token: str | None) -> Iterator[None]:
-    """Know a job's token while its attempt runs, error path included."""
+    """Know a job's token while its attempt runs, error path included.
+
+    Args:
+        token: the job's token; None for none.
+    """
     _book.add([token])
     try:
         yield
@@ -95,8 +111,14 @@ class ScrubFilter(logging.Filter):
 
 
 def scrub_log_handlers(host_tokens: Iterable[str]) -> None:
-    """Mask tokens in everything this process logs from now on: called when a worker starts,
-    once its logging is set up, with the configured host tokens."""
+    """Mask tokens in everything this process logs from now on.
+
+    Called when a worker starts, once its logging is set up: every handler then gets a
+    `ScrubFilter`.
+
+    Args:
+        host_tokens: the configured host tokens, known from now on (see `remember`).
+    """
     remember(host_tokens)
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
     for logger in loggers:

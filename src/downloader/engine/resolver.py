@@ -17,6 +17,8 @@ import socket
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+from downloader.engine.errors import HostNotFoundError
+
 FINAL_ANSWERS = frozenset(
     code
     for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None))
@@ -24,22 +26,18 @@ FINAL_ANSWERS = frozenset(
 )
 
 
-class HostNotFoundError(Exception):
-    """The host's name does not resolve, by the resolver's final answer: retrying is useless.
-
-    The message is the host, so `error_type` reads `HostNotFoundError(no-such-host.invalid)`;
-    the resolver's own words stay in the traceback, as the cause."""
-
-    def __init__(self, host: str) -> None:
-        super().__init__(host)
-        self.host = host
-
-
 def host_not_found(exc: BaseException, url: str) -> HostNotFoundError | None:
-    """`exc` (a request for `url` that failed) as a HostNotFoundError when the resolver said
-    its host does not exist; None for anything else, a temporary resolver failure included.
+    """A failed request as a HostNotFoundError, when the resolver said its host does not exist.
 
-    The host named is the one looked up: a redirect's target when the redirect failed."""
+    Args:
+        exc: what the request raised.
+        url: the URL asked (a redirect's target, when the failure carries its request, is
+            the host named instead: the one looked up).
+
+    Returns:
+        The error, its cause `exc`; None for anything else, a temporary resolver failure
+        (`EAI_AGAIN`) included.
+    """
     if not any(
         isinstance(cause, socket.gaierror) and cause.errno in FINAL_ANSWERS
         for cause in _causes(exc)

@@ -30,6 +30,15 @@ _SAVE_EVERY = 0.5  # seconds between saves of the plan while segments run
 
 
 def split(total: int, count: int) -> list[Segment]:
+    """A plan: `total` bytes as at most `count` contiguous segments of (nearly) equal size.
+
+    Args:
+        total: the file's size, more than 0.
+        count: the most segments, at least 1.
+
+    Returns:
+        The segments, in order, covering every byte once.
+    """
     size = -(-total // count)
     return [Segment(start, min(start + size, total)) for start in range(0, total, size)]
 

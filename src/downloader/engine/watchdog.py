@@ -19,15 +19,20 @@ from collections.abc import Callable
 
 import requests
 
+from downloader.engine.errors import StalledTransferError
+
 CHECK_EVERY = 0.5
 
 
-class StalledTransferError(Exception):
-    """The origin sent too little for too long; a retry may find it (or a route to it) better."""
-
-
 def socket_of(response: requests.Response) -> socket.socket | None:
-    """The socket under a streamed urllib3 response, or None for other transports."""
+    """The socket under a streamed answer, for the watchdog to shut and a read to peek at.
+
+    Args:
+        response: a streamed answer.
+
+    Returns:
+        The socket of its urllib3 connection; None for other transports (a test adapter).
+    """
     connection = getattr(response.raw, "connection", None) or getattr(
         response.raw, "_connection", None
     )

@@ -4,30 +4,33 @@ A repo download must come from one commit even if someone pushes while it runs, 
 file must be checked against the hash the hub announces. So a hub source is resolved here,
 once, in the client (the service, the REST API, the CLI): the revision becomes the commit the
 hub answers, the files become `RemoteModelFile`s whose URL is the hub's `resolve` URL at that
-commit and whose `sha256` is the hub's LFS hash. From there on it is a plain job: workers need
-no hub knowledge, and every retry asks the hub again for a fresh signed CDN URL. With hub
-mirrors configured (`DOWNLOADER_HF_MIRRORS`), each file also names the same `resolve` URL on
-every mirror as its `mirrors`, which the worker uses when they match the hub's hash.
+commit and whose `sha256` is the hub's LFS hash. From there on it is a plain job, and every
+retry asks the hub again for a fresh signed CDN URL; the only hub knowledge a worker needs is
+how to read the hub's headers on those answers (see `headers`), which it hands the engine.
+With hub mirrors configured (`DOWNLOADER_HF_MIRRORS`), each file also names the same
+`resolve` URL on every mirror as its `mirrors`, which the worker uses when they match the
+hub's hash.
 
-Tokens: the hub's token (`HF_TOKEN`, else the file huggingface_hub writes) goes with requests to
-the hub's own origin only, and not past a redirect to another (its CDN). Civitai's
-(`CIVITAI_API_TOKEN`) goes to https://civitai.com (port 443). Nothing here logs or repeats a token.
+The hub's token (see `tokens`) goes with requests to the hub's own origin only, and not past a
+redirect to another (its CDN). Nothing here logs or repeats a token.
 
-Everything the hub answers is treated as hostile: commits and hashes must look like hex digests,
-paths must stay inside the destination, and pagination links must stay on the hub.
+Everything the hub answers is treated as hostile: commits and hashes must look like hex
+digests, paths must stay inside the destination, and pagination links must stay on the hub.
+That last rule, and the caller's own `requests` session, are why the listing is not
+huggingface_hub's `HfApi.list_repo_tree`: its paging sends the token to whatever host a
+`Link: next` names, and it speaks httpx.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import quote, unquote, urljoin
+from urllib.parse import quote, urljoin
 
 import requests
 from pydantic import ValidationError
@@ -35,65 +38,26 @@ from pydantic import ValidationError
 from downloader.config import Settings
 from downloader.engine.origins import BearerAuth, origin
 from downloader.engine.resolver import host_not_found
-from downloader.jobs.models import RemoteModelFile, bearer_token
+from downloader.hub.errors import HubError
+from downloader.hub.headers import error_code
+from downloader.hub.refs import HubRef, is_hub_source, parse_hf_url
+from downloader.hub.refusals import (
+    EntryNotFoundError,
+    GatedRepoError,
+    RepoNotFoundError,
+    RevisionNotFoundError,
+)
+from downloader.hub.tokens import hf_token, implicit_token_disabled
+from downloader.jobs.models import RemoteModelFile
 
-SCHEME = "hf://"
-REPO_TYPES = ("model", "dataset", "space")
 _URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _API_KIND = {"model": "models", "dataset": "datasets", "space": "spaces"}
-_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MAX_PAGES = 10_000
 """A hub whose listing never ends is broken or hostile; stop following it."""
-_CIVITAI = "civitai.com"
 _SERVED_TO_ANYONE = frozenset({"README.md", ".gitattributes"})
 """Files the hub serves even from a gated repo, so their answer says nothing of access."""
-
-
-class HubError(Exception):
-    """The hub refused or could not answer; the message says what to do."""
-
-
-class RepoNotFoundError(HubError):
-    """No such repo, or a private one this token (or no token) may not read."""
-
-
-class GatedRepoError(HubError):
-    """The repo's files need its terms accepted, by the account whose token is used."""
-
-
-class RevisionNotFoundError(HubError):
-    """The repo has no such branch, tag or commit."""
-
-
-class EntryNotFoundError(HubError):
-    """The repo has no such file at that revision."""
-
-
-@dataclass(frozen=True)
-class HubRef:
-    """A repo (and maybe one file in it) on the hub, as an `hf://` address names it."""
-
-    repo_id: str
-    repo_type: str = "model"
-    revision: str = "main"
-    path: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.repo_type not in REPO_TYPES:
-            raise ValueError(
-                f"repo_type must be one of {', '.join(REPO_TYPES)}, got {self.repo_type!r}"
-            )
-        if not _REPO_ID.fullmatch(self.repo_id) or ".." in self.repo_id:
-            raise ValueError(f"a hub repo is named owner/name, got {self.repo_id!r}")
-        if not self.revision:
-            raise ValueError("a revision must not be empty")
-
-    @property
-    def name(self) -> str:
-        """The repo's own name: the directory its files land in under `dest`."""
-        return self.repo_id.split("/")[1]
 
 
 @dataclass
@@ -104,72 +68,6 @@ class ResolvedRepo:
     commit: str
     files: list[RemoteModelFile] = field(default_factory=list)
     """Each under `<repo name>/`, with the resolve URL at `commit`, size and LFS SHA-256."""
-
-
-def is_hub_source(source: str) -> bool:
-    return source[: len(SCHEME)].lower() == SCHEME
-
-
-def parse_hf_url(url: str) -> HubRef:
-    """`hf://[datasets/|spaces/]<owner>/<repo>[@<revision>][/<path>]` as a `HubRef`.
-
-    A revision with slashes (`refs/pr/1`) is written percent-encoded, as huggingface_hub's
-    file system does: `hf://owner/repo@refs%2Fpr%2F1/file`.
-    """
-    if not is_hub_source(url):
-        raise ValueError(f"not an {SCHEME} address: {url!r}")
-    parts = url[len(SCHEME) :].split("/")
-    repo_type = "model"
-    if parts[0] in ("datasets", "spaces"):
-        repo_type = parts.pop(0)[:-1]
-    if len(parts) < 2 or not parts[0] or not parts[1]:
-        raise ValueError(f"an {SCHEME} address names owner/repo, got {url!r}")
-    name, _, revision = parts[1].partition("@")
-    path = "/".join(parts[2:]).strip("/") or None
-    return HubRef(f"{parts[0]}/{name}", repo_type, unquote(revision) or "main", path)
-
-
-# -- tokens ---------------------------------------------------------------------------------
-
-
-def hf_token() -> str | None:
-    """`HF_TOKEN`, else the token file `hf auth login` writes, as huggingface_hub finds them;
-    checked here, where it enters, so that a token a header cannot carry is named by where
-    it came from instead of failing later as an unreachable hub."""
-    for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        token = os.environ.get(variable, "").strip()
-        if token:
-            return _header_safe(token, variable)
-    path = os.environ.get("HF_TOKEN_PATH")
-    if not path:
-        cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-        home = os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")
-        path = os.path.join(home, "token")
-    try:
-        token = Path(path).expanduser().read_text().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return _header_safe(token, f"the token file {path}") if token else None
-
-
-def _header_safe(token: str, source: str) -> str | None:
-    try:
-        return bearer_token(token)
-    except ValueError as exc:
-        raise HubError(f"{source}: {exc}") from None
-
-
-def token_for(url: str, settings: Settings | None = None) -> str | None:
-    """The token a hub wants on `url`: the HF token on the hub's own origin, Civitai's on
-    civitai.com; None anywhere else, so no token ever leaves for a host it was not made for."""
-    settings = settings or Settings()
-    target = origin(url)
-    if target == origin(settings.hf_endpoint):
-        return hf_token()
-    scheme, host, port = target
-    if (scheme, port) == ("https", 443) and (host == _CIVITAI or host.endswith("." + _CIVITAI)):
-        return os.environ.get("CIVITAI_API_TOKEN", "").strip() or None
-    return None
 
 
 # -- resolving ------------------------------------------------------------------------------
@@ -245,7 +143,9 @@ class _Hub:
     def tree(
         self, commit: str, folder: str = "", recursive: bool = True
     ) -> Iterator[dict[str, Any]]:
-        """The file entries under `folder` at `commit`, following the listing's pages."""
+        """The file entries under `folder` at `commit`, following the listing's pages: each
+        through `request`, which refuses a page on any other origin, and no more than
+        `_MAX_PAGES` of them."""
         url: str | None = self.api_url("tree", commit, *([quote(folder)] if folder else []))
         params = {"recursive": "true"} if recursive else {}
         what = f"the file list of {self.ref.repo_id}"
@@ -287,33 +187,43 @@ class _Hub:
         before any job is queued, rather than in every part's worker."""
         self.request("HEAD", url, f"a file of {self.ref.repo_id}", allow_redirects=False)
 
+    def token_hint(self) -> str:
+        """What the token had to do with a refusal, for its message."""
+        if self.token:
+            return "the token in use (HF_TOKEN or the huggingface token file) does not give access"
+        if implicit_token_disabled():
+            return (
+                "HF_HUB_DISABLE_IMPLICIT_TOKEN is set, so no Hugging Face token was sent: give "
+                "one explicitly (access_token, or --token-file)"
+            )
+        return "no Hugging Face token is set: set HF_TOKEN or run `hf auth login`"
+
     def check(self, response: requests.Response, what: str) -> None:
         """Turn the hub's error answers (its `X-Error-Code`) into errors that say what to do."""
         if response.status_code < 400:
             return
-        code = response.headers.get("X-Error-Code", "")
+        code = error_code(response)
         ref, kind = self.ref, self.ref.repo_type
-        token_hint = (
-            "the token in use (HF_TOKEN or the huggingface token file) does not give access"
-            if self.token
-            else "no Hugging Face token is set: set HF_TOKEN or run `hf auth login`"
-        )
+        token_hint = self.token_hint()
         if code == "GatedRepo":
             raise GatedRepoError(
                 f"{kind} {ref.repo_id} is gated and {token_hint}: accept its terms at "
                 f"{self.repo_url} with the account the token belongs to (some repos also wait "
-                "for the authors to approve), then run the download again"
+                "for the authors to approve), then run the download again",
+                response=response,
             )
         if code == "RepoNotFound" or (response.status_code == 401 and not code):
             raise RepoNotFoundError(
                 f"{kind} {ref.repo_id} was not found on {self.endpoint}, or it is private and "
                 f"{token_hint}: check the name, and for a private repo use a token of an "
-                "account that can read it"
+                "account that can read it",
+                response=response,
             )
         if code == "RevisionNotFound":
             raise RevisionNotFoundError(
                 f"{kind} {ref.repo_id} has no revision {ref.revision!r}: name a branch, tag or "
-                "commit that exists"
+                "commit that exists",
+                response=response,
             )
         if code == "EntryNotFound" or response.status_code == 404:
             raise EntryNotFoundError(
@@ -362,10 +272,34 @@ def resolve_repo(
     settings: Settings | None = None,
     session: requests.Session | None = None,
 ) -> ResolvedRepo:
-    """Pin `repo` at `revision` to a commit and list the files to fetch (the REST API and the
-    CLI call this too). `repo` is `owner/name`, an `hf://` address (whose own kind, revision
-    and folder then apply), or a `HubRef`; `token` defaults to the HF token found in the
-    environment."""
+    """Pin a repo at a revision to a commit and list the files to fetch; nothing is queued (the
+    service, the REST API and the CLI call this, then queue the files).
+
+    Args:
+        repo: `owner/name`, an `hf://` address (whose own kind, revision and folder then
+            apply), or a `HubRef`.
+        revision: a branch, tag or commit, for an `owner/name`.
+        repo_type: `model`, `dataset` or `space`, for an `owner/name`.
+        allow_patterns: huggingface_hub's: `fnmatch` patterns on the path in the repo, a
+            file must match one; a pattern ending in `/` means everything under it.
+        ignore_patterns: likewise; a file matching one is left out.
+        token: the HF token to send; default: the one found as huggingface_hub finds it.
+        settings: the hub's endpoint, its mirrors and the timeouts; default: the environment.
+        session: the session to ask with (the caller's, e.g. with mounted test adapters);
+            default: one for this call.
+
+    Returns:
+        The repo, the commit, and each file as a `RemoteModelFile` under `<repo name>/`
+        with its `resolve` URL at the commit, its size, the hub's SHA-256 for an LFS file,
+        and the same file on every hub mirror.
+
+    Raises:
+        GatedRepoError, RepoNotFoundError, RevisionNotFoundError: the hub refused; the
+            message says what to do (one file is asked for, to find a gated repo now).
+        EntryNotFoundError: no file matches the patterns.
+        HubError: the hub cannot be reached or answered something that does not add up.
+        ValueError: `repo` is not a repo's name or an `hf://` address.
+    """
     if isinstance(repo, str):
         repo = parse_hf_url(repo) if is_hub_source(repo) else HubRef(repo, repo_type, revision)
     settings = settings or Settings()
@@ -400,8 +334,22 @@ def resolve_file(
     settings: Settings | None = None,
     session: requests.Session | None = None,
 ) -> RemoteModelFile:
-    """One `hf://owner/repo[@revision]/path` as its resolve URL at the pinned commit, with the
-    file's size and LFS SHA-256 (None for a small git file, which the hub does not hash)."""
+    """One file of a repo pinned to the commit its revision names now.
+
+    Args:
+        source: `hf://owner/repo[@revision]/path`.
+        token, settings, session: as for `resolve_repo`.
+
+    Returns:
+        The file's `resolve` URL at the commit, its size and its LFS SHA-256 (None for a
+        small git file, which the hub does not hash).
+
+    Raises:
+        EntryNotFoundError: the repo has no such file at that revision.
+        GatedRepoError, RepoNotFoundError, RevisionNotFoundError, HubError: as
+            `resolve_repo`.
+        ValueError: `source` is not an `hf://` address of a file.
+    """
     ref = parse_hf_url(source)
     if ref.path is None:
         raise ValueError(f"{source!r} names a repo, not a file: use repo_download for a repo")

@@ -10,14 +10,15 @@ cost follows the page, not the queue.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from downloader.jobs.models import DownloadJobStatus
-from downloader.store.jobs import BATCH, CANCELLED, JobStore
+from downloader.store.jobs import BATCH, CANCELLED, STATUSES, JobStore
 
 FAILED = "failed"
 """A status to page by: `error` without the cancelled jobs (the store keeps those in the
@@ -74,6 +75,54 @@ class StoreAdmin:
         duration histogram's buckets), as the end scripts keep them."""
         raw = self._redis.hgetall(self._keys.stats)
         return {key.decode(): value.decode() for key, value in raw.items()}
+
+    def queue_page(
+        self, cursor: int, limit: int, paused_key: Callable[[str], str]
+    ) -> tuple[int, list[tuple[str, dict[str, int], bool]]]:
+        """One `SSCAN` step of the queue names (about `limit` of them), with each queue's
+        counts (as `counts`) and whether its `paused_key` exists, in one pipeline.
+
+        Returns:
+            The next cursor (0: the last page), and (name, counts, paused) by name.
+        """
+        next_cursor, raw = self._redis.sscan(self._keys.queues, cursor, count=limit)
+        names = sorted({name.decode() for name in raw})
+        indexes = [*STATUSES, CANCELLED]
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            for index in indexes:
+                pipe.zcard(self._keys.queue_status(name, index))
+            pipe.zcard(self._keys.queue_jobs(name))
+            pipe.exists(paused_key(name))
+        found = pipe.execute()
+        step = len(indexes) + 2
+        page = []
+        for at, name in enumerate(names):
+            *sizes, total, paused = found[at * step : (at + 1) * step]
+            counts = {**dict(zip(indexes, sizes, strict=True)), "total": total}
+            page.append((name, counts, bool(paused)))
+        return int(next_cursor), page
+
+    def worker_beats(self) -> list[tuple[str, dict[str, Any]]]:
+        """The live workers and what their last heartbeat said (`JobStore.heartbeat`): its
+        `jobs`, `seen` and `queues`. O(workers)."""
+        names = self.store.live_workers()
+        beats = self._redis.mget([self._keys.worker(name) for name in names]) if names else []
+        return [(name, json.loads(beat)) for name, beat in zip(names, beats, strict=True) if beat]
+
+    def claimed(self, fields: Sequence[str]) -> list[tuple[int, dict[str, Any]]]:
+        """These fields of every claimed job (the set the orphan watch walks), by id: one
+        pipeline, O(running). A field a record lacks reads None; a job removed meanwhile has
+        every field None."""
+        ids = sorted(int(x) for x in self._redis.smembers(self._keys.running))
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(self._keys.job(job_id), list(fields))
+        rows = pipe.execute() if ids else []
+        return [
+            (job_id, {f: _json(v) for f, v in zip(fields, row, strict=True)})
+            for job_id, row in zip(ids, rows, strict=True)
+        ]
 
     # -- pages of ids -------------------------------------------------------------------------
 
@@ -183,3 +232,7 @@ class StoreAdmin:
         pipe.hdel(self._stopped_key, *names)
         found, _ = pipe.execute()
         return {name: int(raw) for name, raw in zip(names, found, strict=True) if raw}
+
+
+def _json(raw: bytes | None) -> Any:
+    return None if raw is None else json.loads(raw)

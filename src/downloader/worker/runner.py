@@ -23,6 +23,7 @@ from downloader.engine.netguard import public_only_session
 from downloader.engine.redact import holding, scrub
 from downloader.engine.retry import backoff, is_retriable
 from downloader.engine.transfer import TransferHooks, TransferRequest, TransferResult, fetch
+from downloader.hub.headers import explain_refusal, linked_sha256
 from downloader.jobs import events as ev
 from downloader.jobs.models import (
     DownloadJobCancelledException,
@@ -203,6 +204,9 @@ class JobRun:
             reserve=lambda path: self.reservations.try_acquire(self.job_id, path),
             release=lambda path: self.reservations.release([(self.job_id, path)]),
             mirrors=self.mirrors,
+            # What the hub says beyond HTTP; other origins never send these headers.
+            explain_refusal=explain_refusal,
+            announced_digest=linked_sha256,
         )
 
     def final_paths(self) -> list[Path]:

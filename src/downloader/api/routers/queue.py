@@ -49,10 +49,10 @@ def enqueue(ctx: Ctx, queue_id: QueueId, body: EnqueueRequest) -> EnqueueRespons
     a Hugging Face repo (`repo`), under `dest`."""
     try:
         ids = enqueueing.enqueue(ctx, queue_id, body)
+    except hub.HubError as exc:  # first: the hub's refusals are OSErrors, as huggingface_hub's
+        raise HTTPException(hub_status(exc), str(exc)) from exc
     except (ValueError, OSError) as exc:
         raise HTTPException(422, str(exc)) from exc
-    except hub.HubError as exc:
-        raise HTTPException(hub_status(exc), str(exc)) from exc
     return EnqueueResponse(items=queries.items(ctx, ids))
 
 
