@@ -27,6 +27,7 @@ from tests.children import popen
 from tests.conftest import WorkerProcess
 from tests.origin import Origin
 from tests.redis_server import Replication, free_port, tls_binary
+from tests.test_redis_access import stop_process
 
 pytestmark = pytest.mark.skipif(tls_binary() is None, reason="needs the machine's Redis 7")
 
@@ -252,8 +253,7 @@ def test_a_failover_mid_run_loses_nothing_and_everyone_follows_the_new_primary(
     finally:
         stop.set()
         for process in (api, events_cli):
-            process.terminate()
-            process.wait(15)
+            stop_process(process)
     print(
         f"failover test: promoted in {promoted:.1f} s and {promoted_again:.1f} s, "
         f"whole test {time.monotonic() - started:.1f} s"
