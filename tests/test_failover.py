@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from fastapi.testclient import TestClient
 
 from downloader import DownloadQueueService, RemoteModelFile
+from downloader.api import create_api
 from downloader.store.durability import NotReplicatedError
 from tests.children import popen
 from tests.conftest import WorkerProcess
@@ -290,6 +292,16 @@ def test_a_job_no_replica_confirms_is_refused_and_nothing_stays_queued(
         assert keys == {f"{namespace}:job:{queued.id}"}
         assert client.zcard(f"{namespace}:queue:default:status:waiting") == 1
         assert not list(client.scan_iter(f"{namespace}:path:*other*", count=1000))
+    # a REST enqueue answers 503, saying why
+    monkeypatch.setenv("DOWNLOADER_REDIS_URL", replication.url)
+    monkeypatch.delenv("DOWNLOADER_API_KEY", raising=False)
+    with TestClient(create_api()) as api:
+        answer = api.post(
+            "/api/v1/queue/default/enqueue",
+            json={"source": origin.url("/files/kept.bin"), "dest": "rest"},
+        )
+    assert answer.status_code == 503 and "only 0 of 1 Redis replica" in answer.json()["detail"]
+    assert client.zcard(f"{namespace}:queue:default:status:waiting") == 1
     # the CLI says so in one line
     env = {
         **os.environ,
