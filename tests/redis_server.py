@@ -49,12 +49,15 @@ def tls_binary() -> str | None:
     for candidate in [*candidates, "/usr/bin/redis-server", "/usr/local/bin/redis-server"]:
         if not os.access(candidate, os.X_OK):
             continue
-        probe = subprocess.run(
-            [candidate, "--port", "0", "--tls-port", "0", "--tls-cert-file", "/nonexistent"],
-            capture_output=True,
-            timeout=10,
-            check=False,
-        )
+        try:
+            probe = subprocess.run(
+                [candidate, "--port", "0", "--tls-port", "0", "--tls-cert-file", "/nonexistent"],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            continue
         if b"Bad directive" not in probe.stdout + probe.stderr:
             return candidate
     return None

@@ -22,9 +22,8 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 
-from downloader import DownloadQueueService, RemoteModelFile
+from downloader import DownloadQueueService, NotReplicatedError, RemoteModelFile
 from downloader.api import create_api
-from downloader.store.durability import NotReplicatedError
 from tests.children import popen
 from tests.conftest import WorkerProcess
 from tests.origin import Origin
