@@ -317,20 +317,25 @@ class Replication:
     def node(self, port: int) -> RedisServer:
         return next(node for node in self.nodes if node.port == port)
 
-    def primary_port(self) -> int | None:
-        """The primary the sentinels name now (the first that answers), None if none does."""
-        for sentinel in self.sentinels:
-            if not sentinel.running:
-                continue
-            with contextlib.suppress(redis.RedisError, OSError):
-                client = sentinel.client(socket_timeout=1, socket_connect_timeout=1)
-                try:
-                    answer = client.sentinel_get_master_addr_by_name(MASTER_NAME)
-                finally:
-                    client.close()
-                if answer:
-                    return int(answer[1])
-        return None
+    def primary_port(self, timeout: float = 30) -> int | None:
+        """The primary the sentinels name now (the first that answers; a loaded machine may
+        keep them from answering at once), None if none does within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for sentinel in self.sentinels:
+                if not sentinel.running:
+                    continue
+                with contextlib.suppress(redis.RedisError, OSError):
+                    client = sentinel.client(socket_timeout=5, socket_connect_timeout=5)
+                    try:
+                        answer = client.sentinel_get_master_addr_by_name(MASTER_NAME)
+                    finally:
+                        client.close()
+                    if answer:
+                        return int(answer[1])
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
 
     def primary(self) -> RedisServer:
         port = self.primary_port()
@@ -338,8 +343,8 @@ class Replication:
         return self.node(port)
 
     def replica(self) -> RedisServer:
-        primary = self.primary_port()
-        return next(node for node in self.nodes if node.port != primary)
+        primary = self.primary()
+        return next(node for node in self.nodes if node.port != primary.port)
 
     def wait_sentinels_agree(self, port: int, timeout: float = 60) -> None:
         """Until every running sentinel names `port` as the primary and knows the replica and
@@ -374,7 +379,7 @@ class Replication:
         """Until the primary reports a connected replica that has every write so far."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            port = self.primary_port() if self.sentinels[0].running else self.nodes[0].port
+            port = self.primary_port(timeout=0) if self.sentinels[0].running else None
             with contextlib.suppress(redis.RedisError, OSError, TypeError):
                 client = self.node(port or self.nodes[0].port).client(socket_timeout=1)
                 try:
@@ -396,7 +401,7 @@ class Replication:
         """Until the sentinels name another primary than `old`, and it answers as one."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            port = self.primary_port()
+            port = self.primary_port(timeout=0)
             if port is not None and port != old.port:
                 new = self.node(port)
                 with contextlib.suppress(redis.RedisError, OSError):
