@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Annotated
 
-import redis
+import redis.asyncio as aredis
 from fastapi import Depends, Request
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -20,6 +20,7 @@ from redis.retry import Retry
 from downloader.api.streams import EventStreams
 from downloader.client.service import DownloadQueueService
 from downloader.config import Settings
+from downloader.store.connection import RedisTarget
 from downloader.store.jobs import JobStore
 
 PROBE_TIMEOUT = 1.0
@@ -32,7 +33,7 @@ class ApiContext:
     def __init__(self, settings: Settings, keep_alive: float) -> None:
         self.settings = settings
         self.keep_alive = keep_alive  # seconds between keep-alive comments of the event stream
-        self.streams = EventStreams(self.redis_url, settings.api_max_event_streams)
+        self.streams = EventStreams(self.event_client, settings.api_max_event_streams)
         self._service: DownloadQueueService | None = None
         self._probe: JobStore | None = None
         self._lock = threading.Lock()
@@ -51,18 +52,24 @@ class ApiContext:
     def store(self) -> JobStore:
         return self.service.app.store
 
-    def redis_url(self) -> str:
+    @property
+    def target(self) -> RedisTarget:
         """The configured Redis, or the embedded server the service started."""
-        return self.settings.redis_url or self.service.app.redis_url
+        if self.settings.redis_url:
+            return RedisTarget(self.settings.redis_url, self.settings)
+        return self.service.app.target
+
+    def event_client(self) -> aredis.Redis:
+        """The shared event subscription's client, riding out a restart or a failover."""
+        return self.target.riding_async_client()
 
     @property
     def probe(self) -> JobStore:
         """The store `/health` asks: a client with short timeouts and no retry, made once."""
-        url = self.redis_url()
+        target = self.target
         with self._lock:
             if self._probe is None:
-                client = redis.Redis.from_url(
-                    url,
+                client = target.client(
                     socket_connect_timeout=PROBE_TIMEOUT,
                     socket_timeout=PROBE_TIMEOUT,
                     retry=Retry(NoBackoff(), 0),

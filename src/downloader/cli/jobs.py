@@ -8,6 +8,7 @@ import heapq
 import itertools
 import json
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -215,18 +216,43 @@ def cmd_clear(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from downloader.store.bus import Subscription
-
+    """Print events as they come. The subscription rides out a Redis restart or failover
+    (redis-py reconnects, to the new primary, and subscribes again); past its retries it is
+    made anew, saying so on stderr, until Redis answers again or refuses for good."""
     with open_service(args) as queue:
-        subscription = Subscription(
-            queue.app.redis, queue.app.settings.namespace, None if args.all else queue.queue_id
-        )
+        try:
+            _print_events(queue, None if args.all else queue.queue_id)
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+def _print_events(queue: DownloadQueueService, channel: str | None) -> None:
+    import redis
+
+    from downloader.store.bus import Subscription
+    from downloader.store.connection import transient
+
+    app = queue.app
+    delay = 0.2
+    while True:
+        try:
+            subscription = Subscription(app.redis, app.settings.namespace, channel)
+        except (redis.RedisError, TimeoutError) as exc:
+            if isinstance(exc, redis.RedisError) and not transient(exc):
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        delay = 0.2
         try:
             for payload in subscription:
                 if payload is not None:
                     print(json.dumps(payload), flush=True)
-        except KeyboardInterrupt:
-            return 0
+        except redis.RedisError as exc:
+            if not transient(exc):
+                raise
+            said = app.target.explain(exc)
+            print(f"downloader events: {said}; subscribing again", file=sys.stderr)
         finally:
             subscription.close()
-    return 0

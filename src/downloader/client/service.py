@@ -35,11 +35,12 @@ from downloader.jobs.models import (
     mirror_urls,
 )
 from downloader.jobs.queues import check_queue_id
+from downloader.store.durability import NotReplicatedError
 from downloader.store.embedded import EmbeddedRedis
 from downloader.store.jobs import KIND_MULTIFILE, KIND_SINGLE
 from downloader.store.reservations import Reservations
 from downloader.worker import parents
-from downloader.worker.runtime import Runtime
+from downloader.worker.runtime import Dispatch, Runtime
 
 if TYPE_CHECKING:
     from downloader.celery_app.app import DownloaderApp
@@ -380,7 +381,9 @@ class DownloadQueueService:
         self.app.store.create(queue_id, [parent_record, *part_records], access_tokens=tokens)
         self._created([job, *job.download_parts])
         reservations.confirm(owned)
-        self.app.submit_many([(part_id, queue_id, priority) for part_id in ids[1:]])
+        self._submit_replicated(
+            queue_id, ids, owned, [(part_id, queue_id, priority) for part_id in ids[1:]]
+        )
         return job
 
     def download_many(self, items: Iterable[Mapping[str, Any]]) -> list[DownloadJob]:
@@ -470,7 +473,37 @@ class DownloadQueueService:
         self.app.store.create(queue_id, records, access_tokens=tokens)
         self._created(jobs)
         reservations.confirm(owned)
-        self.app.submit_many([(job.id, queue_id, job.priority) for job in jobs])
+        self._submit_replicated(
+            queue_id,
+            [job.id for job in jobs],
+            owned,
+            [(job.id, queue_id, job.priority) for job in jobs],
+        )
+
+    def _submit_replicated(
+        self,
+        queue_id: str,
+        ids: Sequence[int],
+        owned: Sequence[tuple[int, Path]],
+        dispatches: Sequence[Dispatch],
+    ) -> None:
+        """Send written jobs to their workers once the replicas have them, and make sure the
+        replicas have the messages too (`store.durability`): a job `download()` answered
+        survives a failover. If too few replicas confirm, the jobs are taken back (records,
+        reservations, live objects; a message already sent is dropped by the claim) and
+        `NotReplicatedError` says so. Nothing is sent before the records are confirmed, so
+        with a replica down no worker starts a job that is then taken back."""
+        what = f"job {ids[0]}" if len(ids) == 1 else f"jobs {ids[0]} to {ids[-1]}"
+        durability = self.app.durability
+        try:
+            durability.confirm(what)
+            self.app.submit_many(dispatches)
+            durability.confirm(what)
+        except NotReplicatedError:
+            self.app.store.remove(queue_id, ids)
+            Reservations(self.app.store).release(owned)
+            self._live.forget(ids)
+            raise
 
     @staticmethod
     def _record(job: DownloadJob) -> dict[str, Any]:
