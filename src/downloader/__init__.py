@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         MultiFileDownloadJob,
         RemoteModelFile,
     )
+    from downloader.store.durability import NotReplicatedError
 
 _HOMES = {
     "DownloadJob": "downloader.jobs.models",
@@ -29,6 +30,7 @@ _HOMES = {
     "DownloadJobStatus": "downloader.jobs.models",
     "JobVanishedError": "downloader.jobs.models",
     "MultiFileDownloadJob": "downloader.jobs.models",
+    "NotReplicatedError": "downloader.store.durability",
     "RemoteModelFile": "downloader.jobs.models",
     "TqdmProgress": "downloader.client.progress",
     "DownloadQueueService": "downloader.client.service",
@@ -42,6 +44,7 @@ __all__ = [
     "DownloadQueueService",
     "JobVanishedError",
     "MultiFileDownloadJob",
+    "NotReplicatedError",
     "RemoteModelFile",
     "TqdmProgress",
     "UnknownJobIDException",

@@ -31,6 +31,29 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="Redis for broker, results, jobs and events; unset: embedded"
     )
+    redis_master_name: str = Field(
+        default="mymaster",
+        min_length=1,
+        description="the primary's name at the sentinels, with a sentinel:// DOWNLOADER_REDIS_URL",
+    )
+    redis_min_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="replicas that must confirm a job's creation and end (WAIT); unset: 1 when "
+        "the primary reports a connected replica, else 0",
+    )
+    redis_wait_timeout: float = Field(
+        default=1.0, gt=0, description="seconds a write waits for its replicas"
+    )
+    redis_tls_ca_file: Path | None = Field(
+        default=None, description="CA certificates that sign Redis's (and the sentinels') TLS"
+    )
+    redis_tls_cert_file: Path | None = Field(
+        default=None, description="client certificate for Redis's TLS, with its key file"
+    )
+    redis_tls_key_file: Path | None = Field(
+        default=None, description="the client certificate's private key"
+    )
     namespace: str = Field(default="downloader", description="prefix of every Redis key")
     state_dir: Path = Field(
         default_factory=_default_state_dir, description="where the embedded Redis keeps its data"

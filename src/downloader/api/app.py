@@ -18,9 +18,10 @@ from fastapi.exceptions import RequestValidationError
 from downloader.api.auth import ApiKeyMiddleware, configured_key, documented
 from downloader.api.context import ApiContext
 from downloader.api.docs import add_docs
-from downloader.api.errors import validation_error
+from downloader.api.errors import not_replicated, validation_error
 from downloader.api.routers import events, fleet, health, metrics, page, processor, queue
 from downloader.config import Settings
+from downloader.store.durability import NotReplicatedError
 
 KEEP_ALIVE_SECONDS = 15.0
 
@@ -65,6 +66,7 @@ def build_api(*, keep_alive: float = KEEP_ALIVE_SECONDS) -> FastAPI:
     app.state.redis_memory = memory
     secured = documented() if key else []
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(NotReplicatedError, not_replicated)
     for router in (queue.router, processor.router, events.router, fleet.router, metrics.router):
         app.include_router(router, dependencies=secured)
     app.include_router(health.router)

@@ -3,7 +3,8 @@
 FastAPI's own 422 puts each error's `input` in the answer, and for a body-level error the
 input is the whole body, `access_token` included; its `ctx` may hold the offending value
 too. Ours keeps `type`, `loc` and `msg` only. A hub's refusal (gated, private, missing) is
-a 4xx whose text says which and what to do; a hub that cannot answer is a 502.
+a 4xx whose text says which and what to do; a hub that cannot answer is a 502. Jobs no Redis
+replica confirmed are a 503 (nothing was queued: try again).
 """
 
 from __future__ import annotations
@@ -31,3 +32,8 @@ def hub_status(exc: hub.HubError) -> int:
     if isinstance(exc, hub.RepoNotFoundError | hub.RevisionNotFoundError | hub.EntryNotFoundError):
         return 404
     return 502
+
+
+async def not_replicated(_: Request, exc: Exception) -> JSONResponse:
+    """503: too few Redis replicas confirmed the jobs, which were taken back."""
+    return JSONResponse({"detail": str(exc)}, status_code=503)

@@ -6,8 +6,10 @@ task reads the connection and hands each message, formatted once, to every clien
 channel. A client whose backlog is full reads slower than its queue's events come: it is
 dropped (told so in its stream, which ends), so a reader that stalls never makes the process
 hold more. At most `limit` clients at once (`DOWNLOADER_API_MAX_EVENT_STREAMS`); the next
-one is refused with `StreamsFull`. If the connection breaks for good, every client is told
-and its stream ends; SSE clients reconnect by themselves.
+one is refused with `StreamsFull`. The connection rides out a Redis restart or failover for
+about half a minute (redis-py reconnects, to the new primary, and subscribes its channels
+again); if it breaks for good, every client is told and its stream ends; SSE clients
+reconnect by themselves.
 """
 
 from __future__ import annotations
@@ -76,8 +78,8 @@ class _Channel:
 class EventStreams:
     """The shared subscription and its clients; every method runs on the app's event loop."""
 
-    def __init__(self, url: Callable[[], str], limit: int) -> None:
-        self._url = url  # blocking (it may start the embedded Redis): called in a thread
+    def __init__(self, connect: Callable[[], aredis.Redis], limit: int) -> None:
+        self._connect = connect  # blocking (it may start the embedded Redis): called in a thread
         self.limit = limit
         self._followers: set[Follower] = set()
         """Every client now, each counted against the limit until it leaves."""
@@ -158,8 +160,7 @@ class EventStreams:
         assert self._starting is not None  # `_on_this_loop` made it
         async with self._starting:
             if self._pubsub is None:
-                url = await run_in_threadpool(self._url)
-                client = aredis.Redis.from_url(url)
+                client = await run_in_threadpool(self._connect)
                 pubsub = client.pubsub()
                 try:
                     await pubsub.connect()

@@ -15,41 +15,39 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from celery import Celery
+from celery.app.amqp import AMQP
 from kombu.connection import ConnectionPool
 from kombu.pools import ProducerPool
 
 from downloader.celery_app.dispatch import BrokerDispatcher, redispatch_lost
-from downloader.celery_app.transport import Transport
+from downloader.celery_app.transport import BrokerConnection
 from downloader.config import Settings
 from downloader.store.jobs import PRIORITY_LEVELS
 from downloader.worker.recovery import OrphanWatch
 from downloader.worker.runtime import Runtime
 
 
-def kombu_url(url: str) -> str:
-    """redis-py says `unix://` for a socket where kombu says `redis+socket://`."""
-    return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
+class BrokerAMQP(AMQP):
+    """Celery's messaging side, on connections that keep our transport (see
+    `transport.BrokerConnection`)."""
+
+    Connection = BrokerConnection
 
 
 class DownloaderApp(Celery):
     """The Celery app of one Redis, holding the `Runtime` its tasks run jobs with."""
 
     def __init__(self, redis_url: str, settings: Settings) -> None:
-        super().__init__("downloader", set_as_current=False)
+        super().__init__("downloader", set_as_current=False, amqp=BrokerAMQP)
         self.runtime = Runtime(redis_url, settings)
+        self.fatal_error: BaseException | None = None
+        """What stopped this app's worker, if its consumer failed for good."""
         self.broker = BrokerDispatcher(self, self.runtime)
         self.runtime.dispatchers.append(self.broker)
         keys = self.runtime.keys
-        broker = kombu_url(self.runtime.redis_url)
         prefix = keys.celery_prefix
-        self.conf.update(
-            broker_url=broker,
-            # The transport that survives a Redis restart; kombu lets a `redis+socket://`
-            # URL (the embedded server) pick its own, which is the stock one.
-            broker_transport=Transport,
-            result_backend=broker,
-            broker_connection_retry_on_startup=True,
-            broker_transport_options={
+        broker = self.runtime.target.broker(
+            {
                 "priority_steps": list(range(PRIORITY_LEVELS)),
                 "sep": ":",
                 "queue_order_strategy": "priority",
@@ -59,8 +57,20 @@ class DownloaderApp(Celery):
                 "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 3)),
                 "unacked_restore_throttle": 1,
                 "global_keyprefix": prefix,
-            },
-            result_backend_transport_options={"global_keyprefix": prefix},
+            }
+        )
+        self.conf.update(
+            broker_url=broker.url,
+            # Our transport (it survives a Redis restart), by the name it is registered under,
+            # so the configuration stays plain data (`celery inspect stats` reports it). kombu
+            # lets a `redis+socket://` URL (the embedded server) pick its own, the stock one.
+            broker_transport=broker.transport,
+            broker_use_ssl=broker.use_ssl,
+            redis_backend_use_ssl=broker.use_ssl,
+            result_backend=broker.backend_url,
+            broker_connection_retry_on_startup=True,
+            broker_transport_options=broker.transport_options,
+            result_backend_transport_options=broker.backend_options,
             task_default_queue=keys.celery_queue(settings.queue_id),
             task_serializer="json",
             result_serializer="json",

@@ -28,6 +28,16 @@ class Consumer(CeleryConsumer):
     _last_flush = 0.0
     _flush_due = False
 
+    def start(self) -> None:
+        """Celery's consumer loop; an error it cannot recover from (a command the broker's ACL
+        refuses, a broker lost past every retry) is kept on the app for `downloader worker` to
+        report, since Celery logs it and stops the worker."""
+        try:
+            super().start()
+        except Exception as exc:
+            self.app.fatal_error = exc
+            raise
+
     def _flush_events(self) -> None:
         wait = self._last_flush + EVENT_FLUSH_INTERVAL - time.monotonic()
         if wait <= 0 or self.hub is None:

@@ -15,6 +15,12 @@ ack, a fanout publish such as each task event, the unacked bookkeeping): with a
 tenth of a worker's CPU per small job. A channel here keeps one such client on its connection
 pool (redis-py clients are thread-safe; every command borrows a pooled connection), and builds
 a new one only when kombu has replaced the pool (after a fork or a reconnection).
+
+Both mendings hold for a primary found through Sentinel too (`SentinelTransport`). The
+transports are registered with kombu by name (`downloader-redis`, `downloader-sentinel`), so
+the app's configuration stays plain data, and `BrokerConnection` keeps the transport when kombu
+moves on to the next sentinel of the URL after a connection error: kombu's own `switch` takes
+the next URL's scheme for the transport, which would bring back the stock one.
 """
 
 from __future__ import annotations
@@ -24,7 +30,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from kombu import Connection
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
+
+from downloader.store.connection import SENTINEL_TRANSPORT, TRANSPORT
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +103,26 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(kombu_redis.SentinelChannel, Channel):
+    """kombu's Sentinel channel (the pool of the primary the sentinels name) with our QoS and
+    shared client."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
+TRANSPORT_ALIASES[TRANSPORT] = f"{__name__}:Transport"
+TRANSPORT_ALIASES[SENTINEL_TRANSPORT] = f"{__name__}:SentinelTransport"
+
+
+class BrokerConnection(Connection):
+    """A kombu connection that keeps the transport it was made with when it moves on to the
+    next URL of a list (the next sentinel): each names another way to the same broker."""
+
+    def switch(self, conn_str: str) -> None:
+        transport = self.transport_cls
+        super().switch(conn_str)
+        self.transport_cls = transport

@@ -13,6 +13,24 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
+def redis_failure(exc: BaseException) -> str | None:
+    """One line for a failure of Redis found in `exc` or what caused it (kombu wraps redis-py's
+    errors), naming the Redis without its password and what to check; None for anything else.
+    Imports redis only when there is an exception to look at."""
+    from downloader.store.connection import RedisTarget, is_redis_error
+    from downloader.store.durability import NotReplicatedError
+
+    seen: BaseException | None = exc
+    while seen is not None and not (is_redis_error(seen) or isinstance(seen, NotReplicatedError)):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    if isinstance(seen, NotReplicatedError):
+        return str(seen)
+    settings = load_settings()
+    return RedisTarget(settings.redis_url or "unix:///embedded", settings).explain(seen)
+
+
 def load_settings() -> Any:
     from downloader.config import Settings
 

@@ -7,6 +7,7 @@ import argparse
 import itertools
 import json
 import sys
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -159,14 +160,41 @@ def cmd_clear(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    """Print events as they come. The subscription rides out a Redis restart or failover
+    (redis-py reconnects, to the new primary, and subscribes again); past its retries it is
+    made anew, saying so on stderr, until Redis answers again or refuses for good."""
     with open_service(args) as queue:
-        subscription = queue.admin.subscribe(None if args.all else queue.queue_id)
+        try:
+            _print_events(queue, None if args.all else queue.queue_id)
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+def _print_events(queue: DownloadQueueService, channel: str | None) -> None:
+    import redis
+
+    from downloader.store.connection import transient
+
+    delay = 0.2
+    while True:
+        try:
+            subscription = queue.admin.subscribe(channel)
+        except (redis.RedisError, TimeoutError) as exc:
+            if isinstance(exc, redis.RedisError) and not transient(exc):
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        delay = 0.2
         try:
             for payload in subscription:
                 if payload is not None:
                     print(json.dumps(payload), flush=True)
-        except KeyboardInterrupt:
-            return 0
+        except redis.RedisError as exc:
+            if not transient(exc):
+                raise
+            said = queue.admin.target.explain(exc)
+            print(f"downloader events: {said}; subscribing again", file=sys.stderr)
         finally:
             subscription.close()
-    return 0

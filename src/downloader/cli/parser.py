@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from downloader.cli.common import EXIT_USAGE, load_settings
+from downloader.cli.common import EXIT_ERROR, EXIT_USAGE, load_settings, redis_failure
 from downloader.cli.get import cmd_get
 from downloader.cli.jobs import (
     STATUS_WORDS,
@@ -263,9 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.run in (cmd_flower, cmd_worker):  # what they do not know goes to Celery or Flower
         try:
             load_settings()  # here, or Celery's import of the app says it in a traceback
+            return int(args.run(args, extra))
         except ValueError as exc:
             return _refused(exc)
-        return int(args.run(args, extra))
+        except Exception as exc:
+            return _failed(exc)
     if extra:
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     try:
@@ -274,13 +276,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _refused(exc)
     except OSError as exc:  # a file named on the command line (--token-file, -i)
         if not exc.filename:
-            raise
+            return _failed(exc)
         print(f"downloader: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:
+        return _failed(exc)
     # The process ends now: keep the interpreter's last garbage collection from walking the
     # whole heap of Celery, kombu and pydantic objects (about 0.15 s after a `get`).
     gc.freeze()
     return code
+
+
+def _failed(exc: Exception) -> int:
+    """Redis cannot be reached, refused us or did not replicate: one line, exit 1. Anything
+    else is a bug, and its traceback is wanted."""
+    line = redis_failure(exc)
+    if line is None:
+        raise exc
+    print(f"downloader: error: {line}", file=sys.stderr)
+    return EXIT_ERROR
 
 
 def _refused(exc: ValueError) -> int:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from downloader.api.exposure import is_loopback
-from downloader.cli.common import EXIT_USAGE, load_settings, queue_of
+from downloader.cli.common import EXIT_ERROR, EXIT_USAGE, load_settings, queue_of, redis_failure
 
 _BAD_BASIC_AUTH = (
     "FLOWER_BASIC_AUTH (or --basic-auth) is blank or holds an entry that is not user:password "
@@ -17,9 +17,15 @@ _BAD_BASIC_AUTH = (
 
 
 def cmd_worker(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
+    """A Celery worker; it exits non-zero, with one line, when its broker fails for good (a
+    supervisor must restart it rather than take it for a clean stop)."""
     from downloader.celery_app import app
 
     runtime = app.runtime
+    # Reach Redis first: a refused login, a certificate that does not verify or a forbidden
+    # command fails here at once (a Redis still starting is waited for, about half a minute),
+    # rather than in Celery's consumer, which retries a refused login for ever.
+    runtime.remember_redis()
     argv = [
         "worker",
         f"--concurrency={args.concurrency or runtime.settings.concurrency}",
@@ -46,8 +52,11 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
         except OSError as exc:  # a port in use, an address not on this machine
             _say("worker", f"cannot serve metrics on {where}: {exc.strerror or exc}")
             return EXIT_USAGE
-    app.worker_main(argv)
-    return 0
+    code = int(app.start(argv) or 0)
+    if app.fatal_error is not None:
+        _say("worker", f"error: {redis_failure(app.fatal_error) or app.fatal_error}")
+        return code or EXIT_ERROR
+    return code
 
 
 def cmd_api(args: argparse.Namespace) -> int:

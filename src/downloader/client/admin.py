@@ -21,6 +21,7 @@ from downloader.client.enqueue import Enqueuer
 from downloader.jobs.models import DownloadJob, MultiFileDownloadJob
 from downloader.store.admin import FAILED
 from downloader.store.bus import Subscription
+from downloader.store.connection import RedisTarget
 from downloader.store.jobs import BATCH
 from downloader.worker.runtime import Runtime
 
@@ -53,9 +54,10 @@ class QueueAdmin(AnyQueueJobs):
         self._embedded = embedded
 
     @property
-    def redis_url(self) -> str:
-        """The Redis this service uses: the configured one, or the embedded server's."""
-        return self._runtime().redis_url
+    def target(self) -> RedisTarget:
+        """The Redis this service uses (the configured one, or the embedded server), with
+        how to reach it (Sentinel, TLS, a user) and how to tell its failures."""
+        return self._runtime().target
 
     @property
     def embedded(self) -> bool:

@@ -30,8 +30,9 @@ from downloader.jobs.models import (
     bearer_token,
     mirror_urls,
 )
+from downloader.store.durability import NotReplicatedError
 from downloader.store.reservations import Reservations
-from downloader.worker.runtime import Runtime
+from downloader.worker.runtime import Dispatch, Runtime
 
 Job = DownloadJob | MultiFileDownloadJob
 Callbacks = Mapping[str, DownloadEventHandler | None]
@@ -146,7 +147,9 @@ class Enqueuer:
         # The parts download, with the token; the parent never does, and holds none.
         tokens = {part.id: access_token for part in job.download_parts} if access_token else {}
         self._write(queue_id, [job, *job.download_parts], records, owned, tokens)
-        runtime.submit_many([(part_id, queue_id, priority) for part_id in ids[1:]])
+        self._submit_replicated(
+            queue_id, ids, owned, [(part_id, queue_id, priority) for part_id in ids[1:]]
+        )
         return job
 
     def repo_download(
@@ -221,7 +224,12 @@ class Enqueuer:
         ]
         tokens = {job.id: job.access_token for job in jobs if job.access_token}
         self._write(queue_id, jobs, records, owned, tokens)
-        self._runtime().submit_many([(job.id, queue_id, job.priority) for job in jobs])
+        self._submit_replicated(
+            queue_id,
+            [job.id for job in jobs],
+            owned,
+            [(job.id, queue_id, job.priority) for job in jobs],
+        )
 
     def _write(
         self,
@@ -242,6 +250,33 @@ class Enqueuer:
         if self._live is not None:
             self._live.created(jobs)  # from now on, a record gone is a job gone
         reservations.confirm(owned)
+
+    def _submit_replicated(
+        self,
+        queue_id: str,
+        ids: Sequence[int],
+        owned: Sequence[tuple[int, Path]],
+        dispatches: Sequence[Dispatch],
+    ) -> None:
+        """Send written jobs to their workers once the replicas have them, and make sure the
+        replicas have the messages too (`store.durability`): a job `download()` answered
+        survives a failover. If too few replicas confirm, the jobs are taken back (records,
+        reservations, live objects; a message already sent is dropped by the claim) and
+        `NotReplicatedError` says so. Nothing is sent before the records are confirmed, so
+        with a replica down no worker starts a job that is then taken back."""
+        what = f"job {ids[0]}" if len(ids) == 1 else f"jobs {ids[0]} to {ids[-1]}"
+        runtime = self._runtime()
+        durability = runtime.durability
+        try:
+            durability.confirm(what)
+            runtime.submit_many(dispatches)
+            durability.confirm(what)
+        except NotReplicatedError:
+            runtime.store.remove(queue_id, ids)
+            Reservations(runtime.store).release(owned)
+            if self._live is not None:
+                self._live.forget(ids)
+            raise
 
 
 def _names_a_directory(dest: str | Path) -> bool:

@@ -111,6 +111,7 @@ class DownloadQueueService(QueueControl):
         Raises:
             ValueError: a `dest` or `mirrors` that cannot be used, or a malformed token.
             DestinationTakenError: another unfinished job holds the file's path.
+            NotReplicatedError: too few Redis replicas confirmed the job; it was taken back.
             hub.HubError: the hub refused an `hf://` source (gated, missing, unreachable).
         """
         callbacks = {
@@ -171,6 +172,7 @@ class DownloadQueueService(QueueControl):
         Raises:
             ValueError: no parts, two parts with one path, or a malformed token.
             DestinationTakenError: another unfinished job holds one of the paths.
+            NotReplicatedError: too few Redis replicas confirmed the jobs; they were taken back.
         """
         return self._enqueuer.multifile_download(
             self._queue_id,
@@ -206,6 +208,7 @@ class DownloadQueueService(QueueControl):
         Raises:
             ValueError: an item that cannot be used; nothing is queued.
             DestinationTakenError: another unfinished job holds one of the paths.
+            NotReplicatedError: too few Redis replicas confirmed the jobs; they were taken back.
         """
         return self._enqueuer.download_many(self._queue_id, items)
 
@@ -253,6 +256,7 @@ class DownloadQueueService(QueueControl):
             hub.HubError: the repo is gated or private, or the hub cannot answer; it says
                 what to do, and nothing is queued.
             DestinationTakenError: another unfinished job holds one of the paths.
+            NotReplicatedError: too few Redis replicas confirmed the jobs; they were taken back.
         """
         resolved = repo
         if not isinstance(resolved, hub.ResolvedRepo):

@@ -13,11 +13,11 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from downloader.jobs.models import DownloadJobStatus
+from downloader.store.connection import RedisTarget
 from downloader.store.jobs import BATCH, CANCELLED, STATUSES, JobStore
 
 FAILED = "failed"
@@ -37,11 +37,11 @@ class StoreAdmin:
         self._keys = store.keys
 
     @classmethod
-    def probe(cls, url: str, namespace: str, timeout: float) -> StoreAdmin:
+    def probe(cls, target: RedisTarget, namespace: str, timeout: float) -> StoreAdmin:
         """A store on a client of its own that waits at most `timeout` seconds and never
         retries: a health check must hear at once that Redis is down."""
-        client = redis.Redis.from_url(
-            url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        client = target.client(
+            socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
         )
         return cls(JobStore(client, namespace))
 

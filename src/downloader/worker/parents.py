@@ -89,6 +89,7 @@ def _settle_failed(app: Runtime, parent: dict[str, Any]) -> None:
     status = DownloadJobStatus.ERROR
     if not app.store.finish_once(parent["id"], status, cancelled=not failed, **fields):
         return
+    app.durability.settle(f"end of multi-file job {parent['id']}")
     _cancel_parts(app, parent)
     if failed:
         _publish(app, ev.MULTIFILE_ERROR, parent, failed_part_id=culprit["id"], **fields)
@@ -99,6 +100,7 @@ def _settle_failed(app: Runtime, parent: dict[str, Any]) -> None:
 def _settle_completed(app: Runtime, parent: dict[str, Any]) -> None:
     if not app.store.finish_once(parent["id"], DownloadJobStatus.COMPLETED):
         return
+    app.durability.settle(f"end of multi-file job {parent['id']}")
     total = parent.get("total_bytes", 0)
     path = parent["download_path"]
     counts = _counts(parent)

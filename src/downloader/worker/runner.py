@@ -287,6 +287,7 @@ class JobRun:
             events=events,
             **fields,
         )
+        self.app.durability.settle(f"end of job {self.job_id}")
         if not recorded:
             log.warning(
                 "job %s ended %s, but its record is gone from Redis: nobody hears of its end",

@@ -17,24 +17,18 @@ from typing import Protocol
 
 import redis
 import requests
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from downloader.config import Settings
 from downloader.jobs.events import DOWNLOAD_CANCELLED
 from downloader.store.bus import EventPublisher
+from downloader.store.connection import RedisTarget
+from downloader.store.durability import Durability
 from downloader.store.jobs import CancelResult, JobStore, Keys
 from downloader.worker.leases import LeaseRenewer
 from downloader.worker.notices import RetryListeners
 
 Dispatch = tuple[int, str, int]
 """(job id, queue id, priority): a job to run."""
-
-
-def redis_py_url(url: str) -> str:
-    """kombu says `redis+socket://` for a socket where redis-py says `unix://`."""
-    prefix = "redis+socket://"
-    return "unix://" + url.removeprefix(prefix) if url.startswith(prefix) else url
 
 
 class Dispatcher(Protocol):
@@ -57,7 +51,9 @@ class Runtime:
     """One Redis seen as this project sees it, and the ways its jobs reach workers."""
 
     def __init__(self, redis_url: str, settings: Settings) -> None:
-        self.redis_url = redis_py_url(redis_url)
+        self.target = RedisTarget(redis_url, settings)
+        """How to reach this Redis: one server or the primary of a Sentinel set, TLS, ACL."""
+        self.redis_url = self.target.url
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self.session_override: requests.Session | None = None
@@ -73,13 +69,16 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        """The client of the job store and events; it rides out a Redis restart by retrying
-        each command for about half a minute before giving up."""
-        return redis.Redis.from_url(
-            self.redis_url,
-            health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=20),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        """The client of the job store and events; it rides out a Redis restart or a failover
+        by retrying each command for about half a minute before giving up."""
+        return self.target.riding_client()
+
+    @cached_property
+    def durability(self) -> Durability:
+        """The wait for replicas after the writes that make a job exist or end."""
+        settings = self.settings
+        return Durability(
+            self.redis, settings.namespace, settings.redis_min_replicas, settings.redis_wait_timeout
         )
 
     def remember_redis(self) -> None:
@@ -146,6 +145,8 @@ class Runtime:
         """Cancel jobs in pipelined batches; those that never started end at once."""
         ids = list(job_ids)
         results = self.store.cancel_many(ids)
+        if ids:
+            self.durability.settle(f"cancel of {len(ids)} job(s)")
         ended = [
             job_id
             for job_id, result in zip(ids, results, strict=True)
