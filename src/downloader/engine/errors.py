@@ -4,7 +4,7 @@ to import the transfer itself to name one.
 
 `TransferError` is the base of the engine's own refusals: a download that cannot complete as
 asked, whose message says what to do. The rest come from the network or the job: a stall, a
-host that does not exist, a cancellation. HTTP errors stay `requests.HTTPError`, the seed's.
+host that does not exist, a cancellation. HTTP errors stay `requests.HTTPError`, as in InvokeAI.
 """
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ def raise_for_status(
     response: requests.Response,
     explain: Callable[[requests.Response], str | None] = lambda response: None,
 ) -> None:
-    """Raise for an error answer, as the seed does, with the status's standard phrase.
+    """Raise for an error answer, as InvokeAI's queue does, with the status's standard phrase.
 
     The server's own wording ("File not found") would hide which status it was, and is not
     the engine's to repeat: the reason is the standard phrase, and after a `; ` what `explain`

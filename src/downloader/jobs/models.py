@@ -75,7 +75,7 @@ def mirror_urls(mirrors: Iterable[object] | None) -> list[str]:
 
 
 class DownloadJobStatus(StrEnum):
-    """Where a job is in its life; `ERROR` covers cancellation too, as in the seed."""
+    """Where a job is in its life; `ERROR` covers cancellation too, as in InvokeAI's queue."""
 
     WAITING = "waiting"
     RUNNING = "running"
@@ -114,7 +114,7 @@ class JobVanishedError(Exception):
 
     @property
     def error_type(self) -> str:
-        """The job's `error_type`, in the seed's `Class(message)` form."""
+        """The job's `error_type`, in InvokeAI's `Class(message)` form."""
         return f"{type(self).__name__}({self})"
 
 
@@ -170,7 +170,29 @@ class _CallbackMixin(BaseModel):
 
 
 class DownloadJob(_CallbackMixin):
-    """One URL to one file. Field order follows the seed so dumps read the same."""
+    """One URL to one file, as `DownloadQueueService.download` hands it out.
+
+    The object is live: the service updates it from the job's events, so its fields follow
+    the download wherever a worker runs it. Field order follows InvokeAI's, so dumps read the
+    same; the token is never dumped.
+
+    Attributes:
+        source: the URL (an `hf://` source is queued as the hub URL it resolved to).
+        dest: the directory the file is named in, or the file's own path.
+        id: unique in the Redis namespace, whatever the queue.
+        priority: lower runs first.
+        status: `waiting`, `running`, `completed` or `error` (a cancelled job is `error`
+            with `cancelled` true).
+        download_path: the file's final path, once known.
+        job_started, job_ended: when the first attempt started and when the job ended.
+        job_sequence: the order in which jobs started.
+        bytes, total_bytes: downloaded so far, and the size (0 while unknown).
+        content_type, etag, final_url: what the server answered.
+        error_type: the failure as `Class(message)` (`HTTPError(Not Found)`).
+        error: the failure's traceback or explanation.
+        attempts: how many times a worker tried: one per claim plus one per retry.
+        access_token: sent as `Authorization: Bearer` to the source's origin only.
+    """
 
     source: AnyHttpUrl
     dest: Path
@@ -202,7 +224,16 @@ class DownloadJob(_CallbackMixin):
 
 
 class RemoteModelFile(BaseModel):
-    """One part of a multi-file job: where it comes from and where under `dest` it goes."""
+    """One part of a multi-file job: where it comes from and where under `dest` it goes.
+
+    Attributes:
+        url: the part's http(s) URL.
+        path: relative to the job's `dest`, staying inside it (no `..`, not absolute, not
+            one of the downloader's own partial-file names).
+        size: the expected size in bytes, when known (counted in the job's total).
+        sha256: the expected SHA-256; the file is verified before it takes its name.
+        mirrors: other URLs of the same file.
+    """
 
     url: AnyHttpUrl
     path: Path
@@ -230,7 +261,19 @@ class RemoteModelFile(BaseModel):
 
 
 class MultiFileDownloadJob(_CallbackMixin):
-    """Several files under one root; it ends when its last part does."""
+    """Several files under one root, as `multifile_download` and `repo_download` hand it
+    out; it ends when its last part does, or fails at its first failing part.
+
+    Attributes:
+        dest: the directory the parts' paths are relative to.
+        id, priority, status, job_started, job_ended, error_type, error: as a
+            `DownloadJob`'s; the first part that fails gives its error to the job.
+        download_path: `dest/<first component>` when every part lies under one
+            directory, else `dest`.
+        bytes, total_bytes: the sums over the parts.
+        download_parts: the parts, each a live `DownloadJob`.
+        revision: for a hub repo, the commit every part comes from.
+    """
 
     dest: Path
     id: int = -1

@@ -65,7 +65,7 @@ def utcnow() -> datetime:
 
 
 def celery_priority(priority: int) -> int:
-    """Map the seed's priority (lower runs first, default 10) onto the transport's 0..9.
+    """Map InvokeAI's priority (lower runs first, default 10) onto the transport's 0..9.
 
     Steps of ten: below 10 is level 0, 10..19 level 1 (the default), ..., 90 and above level
     9. Monotonic, so a lower priority never starts after a higher one queued at the same time.

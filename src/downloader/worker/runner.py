@@ -53,7 +53,7 @@ class LeaseLost(Exception):
 
 
 def error_type(exc: BaseException) -> str:
-    """The seed's `error_type`: the exception's class and message, e.g. HTTPError(Not Found)."""
+    """InvokeAI's `error_type`: the exception's class and message, e.g. HTTPError(Not Found)."""
     if isinstance(exc, DownloadJobCancelledException):
         return CANCELLED_ERROR_TYPE
     return scrub(f"{type(exc).__name__}({exc})")

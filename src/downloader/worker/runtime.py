@@ -57,7 +57,7 @@ class Runtime:
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self.session_override: requests.Session | None = None
-        """The session in-process workers download with (the seed's `requests_session`)."""
+        """The session in-process workers download with (InvokeAI's `requests_session`)."""
         self.stopping = threading.Event()
         """Set when this process's worker shuts down: running jobs hand themselves back."""
         self.dispatchers: list[Dispatcher] = []
