@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from downloader.cli.common import EXIT_ERROR, EXIT_USAGE, load_settings, open_service
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from downloader.client.service import DownloadQueueService
     from downloader.hub import ResolvedRepo
     from downloader.jobs.models import DownloadJob, MultiFileDownloadJob
+    from downloader.jobs.record import JobRecord
 
     Job = DownloadJob | MultiFileDownloadJob
 
@@ -220,20 +221,22 @@ def _earlier_jobs(
     if not found:
         return {}
     redis.hdel(key, *(_resume_field(dest, name) for name in found))
-    records = {record["id"]: record for record in queue.app.store.records(found.values())}
+    from downloader.jobs.models import DownloadJobStatus
+
+    records = {record.id: record for record in queue.app.store.records(found.values())}
     _forget(queue, records.values())
     resumed = {}
     for name, job_id in found.items():
         record = records.get(job_id)
-        if record is None or record.get("status") != "waiting":
+        if record is None or record.status is not DownloadJobStatus.WAITING:
             continue
-        if not record.get("download_path"):
+        path = record.download_path
+        if path is None:
             continue
-        path = Path(record["download_path"])
         partial = partial_path(path)
         if not partial.exists():
             continue
-        is_part = record.get("parent_id") is not None
+        is_part = record.parent_id is not None
         label = path.relative_to(dest).as_posix() if is_part else path.name
         if restart:
             discard_partial(path, owner=None)
@@ -254,17 +257,17 @@ def _earlier_jobs(
     return resumed
 
 
-def _forget(queue: DownloadQueueService, records: Iterable[dict[str, Any]]) -> None:
+def _forget(queue: DownloadQueueService, records: Iterable[JobRecord]) -> None:
     """Remove the stopped `get`'s jobs being taken over, a repo's whole job with them (its
     parent and every part, finished ones too): nothing of it is left unfinished for ever,
     holding its files' paths."""
     store = queue.app.store
     by_queue: dict[str, set[int]] = {}
     records = list(records)
-    parents = {record["parent_id"] for record in records if record.get("parent_id") is not None}
+    parents = {record.parent_id for record in records if record.parent_id is not None}
     for record in [*records, *store.records(parents)]:
-        ids = by_queue.setdefault(record["queue_id"], set())
-        ids.update([record["id"], *record.get("part_ids", ())])
+        ids = by_queue.setdefault(record.queue_id, set())
+        ids.update([record.id, *record.part_ids])
     for queue_id, ids in by_queue.items():
         store.remove(queue_id, ids)
 

@@ -30,8 +30,9 @@ from downloader.jobs.models import (
     JobVanishedError,
     MultiFileDownloadJob,
 )
+from downloader.jobs.record import utcnow
 from downloader.store.bus import SUBSCRIBED, Subscription, event_payload
-from downloader.store.jobs import BATCH, KIND_MULTIFILE, utcnow
+from downloader.store.jobs import BATCH
 
 if TYPE_CHECKING:
     from downloader.worker.runtime import Runtime
@@ -254,12 +255,12 @@ class LiveJobs:
         since its final event may have gone out before Redis confirmed the subscription."""
         assert self.app is not None
         record = self.app.store.record(job_id)
-        if record is None or not DownloadJobStatus(record["status"]).finished:
+        if record is None or not record.status.finished:
             return
-        multi = record.get("kind") == KIND_MULTIFILE
-        if record["status"] == DownloadJobStatus.COMPLETED.value:
+        multi = record.multifile
+        if record.status is DownloadJobStatus.COMPLETED:
             event = ev.MULTIFILE_COMPLETE if multi else ev.DOWNLOAD_COMPLETE
-        elif record.get("cancelled"):
+        elif record.cancelled:
             event = ev.MULTIFILE_CANCELLED if multi else ev.DOWNLOAD_CANCELLED
         else:
             event = ev.MULTIFILE_ERROR if multi else ev.DOWNLOAD_ERROR

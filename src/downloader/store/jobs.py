@@ -27,18 +27,15 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import Enum, StrEnum
+from enum import StrEnum
 from typing import Any
 
 import redis
 
 from downloader.jobs.models import DownloadJob, DownloadJobStatus, MultiFileDownloadJob
+from downloader.jobs.record import FIELD_NAMES, JobRecord, encode_value, utcnow
 
 CANCELLED_ERROR_TYPE = "DownloadJobCancelledException"
-
-KIND_SINGLE = "download"
-KIND_MULTIFILE = "multifile"
 
 PRIORITY_LEVELS = 10
 """Celery's Redis transport serves levels 0 (first) .. 9 (last), FIFO within a level."""
@@ -52,16 +49,6 @@ DURATION_BUCKETS = (1, 5, 15, 60, 300, 1800, 3600)
 
 BATCH = 1000
 """Commands per pipeline round trip when writing or reading many jobs."""
-
-# Fields of the models that are stored as they are; the rest of a record is bookkeeping.
-_SINGLE_FIELDS = tuple(name for name in DownloadJob.model_fields if name != "access_token")
-_MULTI_FIELDS = tuple(
-    name for name in MultiFileDownloadJob.model_fields if name != "download_parts"
-)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def celery_priority(priority: int) -> int:
@@ -180,7 +167,7 @@ class Claim:
     """What a claim decided, with the job's record and token as they were then (None: none)."""
 
     result: ClaimResult
-    record: dict[str, Any] | None
+    record: JobRecord | None
     token: str | None
 
 
@@ -463,20 +450,6 @@ return 0
 """
 
 
-def _encode(value: Any) -> str:
-    if isinstance(value, Enum):
-        value = value.value
-    elif isinstance(value, datetime):
-        value = value.isoformat()
-    elif value is not None and not isinstance(value, bool | int | float | str | list | dict):
-        value = str(value)
-    return json.dumps(value)
-
-
-def _decode(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
-    return {key.decode(): json.loads(value) for key, value in raw.items()}
-
-
 def _flush_indexes(pipe: redis.client.Pipeline, indexes: dict[str, dict[str, int]]) -> None:
     for key, members in indexes.items():
         pipe.zadd(key, members)
@@ -503,7 +476,7 @@ class JobStore:
 
     def _args(self, job_id: int, *rest: Any) -> list[Any]:
         """The arguments every `_LIB` script starts with."""
-        return [self.keys.namespace, _encode(utcnow()), repr(time.time()), job_id, *rest]
+        return [self.keys.namespace, encode_value(utcnow()), repr(time.time()), job_id, *rest]
 
     # -- the Redis's own identity -----------------------------------------------------------
 
@@ -534,27 +507,32 @@ class JobStore:
     def create(
         self,
         queue_id: str,
-        records: Iterable[Mapping[str, Any]],
+        records: Iterable[JobRecord],
         access_token: str | None = None,
         access_tokens: Mapping[int, str] | None = None,
     ) -> None:
-        """Write new records (each holding its `id`) with their index entries, in pipelined
-        batches: one round trip per `BATCH` jobs. `access_token` is every job's token,
-        `access_tokens` one per job id. Each batch is one transaction that also names the
+        """Write new jobs with their index entries, in pipelined batches.
+
+        One round trip per `BATCH` jobs. Each batch is one transaction that also names the
         queue in the set of queue names: a removal that empties the queue meanwhile (and
-        retires its name, see `_RETIRE`) can never leave these jobs on an unnamed queue."""
+        retires its name, see `_RETIRE`) can never leave these jobs on an unnamed queue.
+
+        Args:
+            queue_id: the queue of every record; set on each, with its creation time.
+            records: the new jobs, each with its own `id` (see `new_ids`).
+            access_token: every job's token, or
+            access_tokens: one token per job id. A token is kept under a key of its own.
+        """
         now = utcnow()
         pipe = self.redis.pipeline(transaction=True)
-        # Index entries go out one ZADD per index and batch; a field that is None is left
-        # out (reading a missing field gives None, in Python and in the scripts alike).
+        # Index entries go out one ZADD per index and batch.
         indexes: dict[str, dict[str, int]] = {}
-        for count, fields in enumerate(records, 1):
-            job_id = int(fields["id"])
-            record = {"queue_id": queue_id, "created_at": now, "updated_at": now, "attempts": 0}
-            record.update(fields)
-            status = str(_plain(record.setdefault("status", DownloadJobStatus.WAITING)))
-            mapping = {k: _encode(v) for k, v in record.items() if v is not None}
-            pipe.hset(self.keys.job(job_id), mapping=mapping)
+        for count, record in enumerate(records, 1):
+            job_id = record.id
+            record.queue_id = queue_id
+            record.created_at = record.updated_at = now
+            pipe.hset(self.keys.job(job_id), mapping=record.to_hash())
+            status = record.status.value
             for key in (self.keys.queue_jobs(queue_id), self.keys.queue_status(queue_id, status)):
                 indexes.setdefault(key, {})[str(job_id)] = job_id
             token = access_token or (access_tokens or {}).get(job_id)
@@ -584,19 +562,20 @@ class JobStore:
 
     # -- reading --------------------------------------------------------------------------
 
-    def record(self, job_id: int) -> dict[str, Any] | None:
+    def record(self, job_id: int) -> JobRecord | None:
+        """The job's record; None when there is none (never created, removed or expired)."""
         raw = self.redis.hgetall(self.keys.job(job_id))
-        return _decode(raw) if raw else None
+        return JobRecord.from_hash(raw) if raw else None
 
-    def records(self, job_ids: Iterable[int]) -> list[dict[str, Any]]:
+    def records(self, job_ids: Iterable[int]) -> list[JobRecord]:
         """The records of these jobs that still exist, in order, in pipelined batches."""
-        found: list[dict[str, Any]] = []
+        found: list[JobRecord] = []
         ids = list(job_ids)
         for start in range(0, len(ids), BATCH):
             pipe = self.redis.pipeline(transaction=False)
             for job_id in ids[start : start + BATCH]:
                 pipe.hgetall(self.keys.job(job_id))
-            found.extend(_decode(raw) for raw in pipe.execute() if raw)
+            found.extend(JobRecord.from_hash(raw) for raw in pipe.execute() if raw)
         return found
 
     def missing(self, job_ids: Iterable[int]) -> set[int]:
@@ -630,7 +609,7 @@ class JobStore:
         status: str | None = None,
         cursor: int | None = None,
         limit: int = 50,
-    ) -> tuple[list[dict[str, Any]], int | None]:
+    ) -> tuple[list[JobRecord], int | None]:
         """Up to `limit` jobs with ids above `cursor`, oldest first, and the cursor of the
         next page (None on the last). Ids only grow, so a page never shifts when jobs are
         added or removed; `status` is one of `STATUSES` or `CANCELLED`."""
@@ -644,7 +623,7 @@ class JobStore:
         )
         return self.records(ids), (ids[-1] if more else None)
 
-    def iter_records(self, queue_id: str, status: str | None = None) -> Iterable[dict[str, Any]]:
+    def iter_records(self, queue_id: str, status: str | None = None) -> Iterable[JobRecord]:
         """Every record of the queue (or of one status), a page at a time."""
         cursor: int | None = None
         while True:
@@ -664,7 +643,7 @@ class JobStore:
         *sizes, total = pipe.execute()
         return {**dict(zip(names, sizes, strict=True)), "total": total}
 
-    def running(self, queue_id: str) -> list[dict[str, Any]]:
+    def running(self, queue_id: str) -> list[JobRecord]:
         """The queue's running jobs, in id order: O(running)."""
         key = self.keys.queue_status(queue_id, DownloadJobStatus.RUNNING.value)
         return self.records(int(x) for x in self.redis.zrange(key, 0, -1))
@@ -676,17 +655,10 @@ class JobStore:
 
     # -- turning records into models -------------------------------------------------------
 
-    def to_model(self, record: Mapping[str, Any]) -> DownloadJob | MultiFileDownloadJob:
-        if record.get("kind") == KIND_MULTIFILE:
-            parts = [self.to_model(part) for part in self.records(record.get("part_ids", []))]
-            fields = {k: record[k] for k in _MULTI_FIELDS if k in record}
-            job: DownloadJob | MultiFileDownloadJob = MultiFileDownloadJob(
-                **fields, download_parts=parts
-            )
-        else:
-            job = DownloadJob(**{k: record[k] for k in _SINGLE_FIELDS if k in record})
-        job.cancelled = bool(record.get("cancelled"))
-        return job
+    def to_model(self, record: JobRecord) -> DownloadJob | MultiFileDownloadJob:
+        """The public model of a record; a multi-file job's parts are read (one round trip
+        per `BATCH` parts)."""
+        return record.to_model(self.records(record.part_ids) if record.multifile else ())
 
     def get(self, job_id: int) -> DownloadJob | MultiFileDownloadJob | None:
         record = self.record(job_id)
@@ -698,7 +670,9 @@ class JobStore:
         """Lease the job to `owner`, mark it running and answer its record and token, in one
         round trip; the lease is taken only for `ClaimResult.CLAIMED`."""
         result, flat, token = self._claim(args=self._args(job_id, owner, int(lease_seconds * 1000)))
-        record = _decode(dict(zip(flat[::2], flat[1::2], strict=True))) if flat else None
+        record = (
+            JobRecord.from_hash(dict(zip(flat[::2], flat[1::2], strict=True))) if flat else None
+        )
         return Claim(ClaimResult(result.decode()), record, token.decode() if token else None)
 
     def renew_many(self, leases: Iterable[tuple[int, str]], lease_seconds: float) -> list[Renewal]:
@@ -730,7 +704,7 @@ class JobStore:
 
     def record_retry(self, job_id: int, reason: str) -> None:
         """Count one more attempt; like `update`, a job removed meanwhile stays gone."""
-        self._retry(args=self._args(job_id, _encode(reason)))
+        self._retry(args=self._args(job_id, encode_value(reason)))
 
     def report_progress(self, job_id: int, current: int, total: int) -> Standing:
         """Store the byte counts and answer whether the job goes on, in one round trip."""
@@ -813,7 +787,9 @@ class JobStore:
         for start in range(0, len(ids), BATCH):
             pipe = self.redis.pipeline(transaction=False)
             for job_id in ids[start : start + BATCH]:
-                self._cancel(args=self._args(job_id, _encode(CANCELLED_ERROR_TYPE)), client=pipe)
+                self._cancel(
+                    args=self._args(job_id, encode_value(CANCELLED_ERROR_TYPE)), client=pipe
+                )
             results.extend(CancelResult(raw.decode()) for raw in pipe.execute())
         return results
 
@@ -894,10 +870,6 @@ class JobStore:
         return removed
 
 
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, Enum) else value
-
-
 def _announced(events: Iterable[Announcement]) -> tuple[list[str], list[str]]:
     """The channels and texts of events for one script call: they share their channels."""
     events = list(events)
@@ -908,4 +880,8 @@ def _announced(events: Iterable[Announcement]) -> tuple[list[str], list[str]]:
 
 
 def _flat(fields: Mapping[str, Any]) -> list[str]:
-    return [item for key, value in fields.items() for item in (key, _encode(value))]
+    """Field, JSON value pairs for a script to set; a name the record lacks is a bug."""
+    unknown = fields.keys() - FIELD_NAMES
+    if unknown:
+        raise ValueError(f"a job record has no field {', '.join(sorted(unknown))}")
+    return [item for key, value in fields.items() for item in (key, encode_value(value))]

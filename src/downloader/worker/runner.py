@@ -29,6 +29,7 @@ from downloader.jobs.models import (
     DownloadJobStatus,
     JobVanishedError,
 )
+from downloader.jobs.record import JobRecord
 from downloader.store.jobs import CANCELLED_ERROR_TYPE, Announcement, ClaimResult, Standing
 from downloader.store.reservations import Reservations
 from downloader.worker import parents
@@ -57,37 +58,46 @@ def error_type(exc: BaseException) -> str:
     return scrub(f"{type(exc).__name__}({exc})")
 
 
+def attempt_owner(worker: str) -> str:
+    """A lease owner unique per attempt, so a redelivered copy on the same worker is still
+    refused: `<worker node>#<random>`."""
+    return f"{worker}#{uuid.uuid4().hex[:12]}"
+
+
 class JobRun:
-    """One attempt at one job on this worker."""
+    """One attempt at one job on this worker, from the record its claim answered."""
 
     def __init__(
         self,
         app: Runtime,
-        job_id: int,
-        record: dict[str, Any],
-        worker: str,
+        record: JobRecord,
+        owner: str,
+        token: str | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.app = app
-        self.job_id = job_id
+        self.job_id = record.id
         self.record = record
+        self.owner = owner
+        self.token = token
+        """The job's own access token, as its claim read it."""
         self.progress_listener = on_progress
         """Told of every published progress (the task forwards it to Flower)."""
         self.keeper: Lease | None = None
-        self.token: str | None = None
-        """The job's own access token, as its claim read it."""
-        self.owner = f"{worker}#{uuid.uuid4().hex[:12]}"
-        """Unique per attempt, so a redelivered copy on the same worker is still refused."""
         self.throttle = Throttle(app.settings.progress_interval)
         self.last_report = 0.0
         self.started_published = False
         self.reservations = Reservations(app.store)
-        self.mirrors: Mirrors | None = None
+        self.mirrors = Mirrors(record.source or "", record.mirrors)
         """The job's URLs and how each fared: every retry of this attempt starts elsewhere."""
 
     @property
     def queue_id(self) -> str:
-        return str(self.record["queue_id"])
+        return self.record.queue_id
+
+    @property
+    def source(self) -> str:
+        return self.record.source or ""
 
     def publish(self, event: str, **fields: Any) -> None:
         self.app.publisher.publish(event, self.queue_id, self.job_id, **fields)
@@ -100,9 +110,9 @@ class JobRun:
 
     def on_started(self, result: TransferResult) -> None:
         # A retry resumes at this path (the partial's own state says whether it still may).
-        self.record.update(download_path=str(result.download_path), etag=result.etag)
+        self.record.download_path, self.record.etag = result.download_path, result.etag
         started = self.event(
-            ev.DOWNLOAD_STARTED, source=self.record["source"], download_path=result.download_path
+            ev.DOWNLOAD_STARTED, source=self.source, download_path=result.download_path
         )
         self.app.store.update(
             self.job_id,
@@ -165,16 +175,16 @@ class JobRun:
 
     def progress_fields(self, current: int, total: int) -> dict[str, Any]:
         return {
-            "source": self.record["source"],
-            "download_path": self.record.get("download_path"),
+            "source": self.source,
+            "download_path": self.record.download_path,
             "current_bytes": current,
             "total_bytes": total,
         }
 
     def progressed(self, current: int, total: int) -> None:
         """After a progress event: the parent's summed progress, and the task's listener."""
-        if self.record.get("parent_id") is not None:
-            parents.part_progressed(self.app, self.record["parent_id"])
+        if self.record.parent_id is not None:
+            parents.part_progressed(self.app, self.record.parent_id)
         if self.progress_listener is not None:
             self.progress_listener(current, total)
 
@@ -182,17 +192,16 @@ class JobRun:
 
     def request(self) -> TransferRequest:
         settings = self.app.settings
-        known = self.record.get("download_path")
         return TransferRequest(
-            url=self.record["source"],
-            dest=Path(self.record["dest"]),
-            dest_is_dir=self.record.get("dest_is_dir"),
+            url=self.source,
+            dest=self.record.dest,
+            dest_is_dir=self.record.dest_is_dir,
             root=job_root(self.record, settings),
             access_token=self.access_token(),
-            download_path=Path(known) if known else None,
+            download_path=self.record.download_path,
             owner=self.job_id,
-            sha256=self.record.get("sha256"),
-            size=self.record.get("size"),
+            sha256=self.record.sha256,
+            size=self.record.size,
             chunk_size=settings.chunk_size,
             timeout=(settings.connect_timeout, settings.read_timeout),
             segments=settings.segments,
@@ -206,9 +215,10 @@ class JobRun:
 
     def final_paths(self) -> list[Path]:
         """The final paths this job may own: its explicit `dest`, and the name it was given."""
-        paths = [Path(self.record["download_path"])] if self.record.get("download_path") else []
-        if self.record.get("dest_is_dir") is False:
-            paths.append(Path(self.record["dest"]))
+        record = self.record
+        paths = [record.download_path] if record.download_path else []
+        if record.dest_is_dir is False:
+            paths.append(record.dest)
         return paths
 
     def release_paths(self) -> None:
@@ -217,7 +227,7 @@ class JobRun:
     def tidy_if_cancelled(self) -> None:
         """A job cancelled while no worker ran it (its own was gone) may have left a partial
         file and its reservation: remove them, here where the volume is. `record` is fresh."""
-        if self.record.get("cancelled"):
+        if self.record.cancelled:
             self.discard_partials()
             self.release_paths()
 
@@ -231,35 +241,22 @@ class JobRun:
         """The job's own token (read by the claim), else the one configured for the source's
         origin. An untrusted (REST) job gets it too, on that exact origin: the operator
         configured it for the fleet, and the caller chooses neither scheme nor port."""
-        return self.token or self.app.settings.host_token(self.record["source"])
+        return self.token or self.app.settings.host_token(self.source)
 
-    def run(self) -> str:
-        outcome = self.claim_and_attempt()
-        parent_id = self.record.get("parent_id")
-        if parent_id is not None and outcome not in ("handed back", "lease lost", "vanished"):
-            parents.settle(self.app, parent_id)
-        return outcome
-
-    def claim_and_attempt(self) -> str:
-        """Claim the job (one round trip: lease, running, record and token), run it; the
-        attempt's end releases the lease, or this does when the attempt stepped aside."""
-        store = self.app.store
-        claim = store.claim(self.job_id, self.owner, self.app.settings.lease_seconds)
-        if claim.record is None:
-            return ClaimResult.MISSING.value
-        self.record, self.token = claim.record, claim.token
-        self.mirrors = Mirrors(self.record["source"], self.record.get("mirrors") or ())
-        if claim.result is ClaimResult.CANCELLED:
+    def after_claim(self, result: ClaimResult) -> str:
+        """Act on what the claim decided: run a claimed job, end one cancelled before it
+        started, tidy after one that ended while its worker was gone."""
+        if result is ClaimResult.CANCELLED:
             self.finish_cancelled()
-            return claim.result.value
-        if claim.result is ClaimResult.FINISHED:
+            return result.value
+        if result is ClaimResult.FINISHED:
             self.tidy_if_cancelled()
-        if claim.result is not ClaimResult.CLAIMED:
-            return claim.result.value
+        if result is not ClaimResult.CLAIMED:
+            return result.value
         # The claim has just looked at the cancel flag: the next look is due an interval on.
         self.last_report = time.monotonic()
-        if self.record.get("parent_id") is not None:
-            parents.part_started(self.app, self.record["parent_id"])
+        if self.record.parent_id is not None:
+            parents.part_started(self.app, self.record.parent_id)
         self.keeper = self.app.leases.keep(self.job_id, self.owner)
         try:
             with holding(self.access_token()):  # so that its errors are scrubbed of it
@@ -267,7 +264,7 @@ class JobRun:
         finally:
             if not self.keeper.done.is_set():  # the end, which releases it, did not come
                 self.keeper.done.set()
-                store.release(self.job_id, self.owner)
+                self.app.store.release(self.job_id, self.owner)
 
     def end(self, status: DownloadJobStatus, events: list[Announcement], **fields: Any) -> None:
         """End the attempt in one round trip: the job's status and `fields`, the lease and the
@@ -304,17 +301,17 @@ class JobRun:
             )
             return "lease lost"
         except JobVanishedError:
-            known = self.record.get("download_path")
+            known = self.record.download_path
             log.warning(
                 "job %s vanished: Redis lost its data, and this job with it; stopping, and "
                 "keeping %s to resume (give Redis persistence and maxmemory-policy noeviction)",
                 self.job_id,
-                f"its partial file {partial_path(Path(known))}" if known else "no partial file",
+                f"its partial file {partial_path(known)}" if known else "no partial file",
             )
             return "vanished"
         except Exception as exc:
             failure = {"error_type": error_type(exc), "error": scrub(traceback.format_exc())}
-            failed = self.event(ev.DOWNLOAD_ERROR, source=self.record["source"], **failure)
+            failed = self.event(ev.DOWNLOAD_ERROR, source=self.source, **failure)
             self.end(DownloadJobStatus.ERROR, [failed], **failure)
             return "error"
         if not self.started_published:
@@ -327,7 +324,7 @@ class JobRun:
         events.append(
             self.event(
                 ev.DOWNLOAD_COMPLETE,
-                source=self.record["source"],
+                source=self.source,
                 download_path=result.download_path,
                 total_bytes=total,
             )
@@ -374,7 +371,7 @@ class JobRun:
 
     def finish_cancelled(self) -> None:
         self.discard_partials()
-        cancelled = self.event(ev.DOWNLOAD_CANCELLED, source=self.record["source"])
+        cancelled = self.event(ev.DOWNLOAD_CANCELLED, source=self.source)
         self.end(
             DownloadJobStatus.ERROR,
             [cancelled],
@@ -385,7 +382,7 @@ class JobRun:
     def hand_back(self) -> None:
         """Put the job back as waiting and queue it again; its partial file stays to resume."""
         self.app.store.requeue(self.job_id)
-        self.app.submit(self.job_id, self.queue_id, int(self.record.get("priority", 10)))
+        self.app.submit(self.job_id, self.queue_id, self.record.priority)
 
 
 def run_download(
@@ -396,32 +393,39 @@ def run_download(
 ) -> str:
     """Run job `job_id` if it is still to be done; answers what became of it.
 
-    `worker` names the worker node; the job record keeps it, so one can tell who ran what.
+    The claim takes the lease, marks the job running and answers its record and token in one
+    round trip; the attempt's end releases the lease. `worker` names the worker node; the job
+    record keeps it, so one can tell who ran what.
     """
-    return JobRun(app, job_id, {}, worker, on_progress).run()  # the claim reads the record
+    owner = attempt_owner(worker)
+    claim = app.store.claim(job_id, owner, app.settings.lease_seconds)
+    if claim.record is None:
+        return ClaimResult.MISSING.value
+    outcome = JobRun(app, claim.record, owner, claim.token, on_progress).after_claim(claim.result)
+    parent_id = claim.record.parent_id
+    if parent_id is not None and outcome not in ("handed back", "lease lost", "vanished"):
+        parents.settle(app, parent_id)
+    return outcome
 
 
-def job_root(record: dict[str, Any], settings: Settings) -> Path:
+def job_root(record: JobRecord, settings: Settings) -> Path:
     """The directory the job's caller chose, below which the engine follows no link on the way
     to the job's files: a multi-file job's `dest` for its parts, else the job's own directory.
     For an untrusted job (the REST API's) it is the download root when that holds the job:
     the API checked `dest` inside it when the job was queued, and a directory on the way that
     has become a link since is refused."""
-    dest = Path(record["dest"])
-    if record.get("root"):
-        own = Path(record["root"])
-    else:
-        own = dest if record.get("dest_is_dir") else dest.parent
-    if record.get("untrusted"):
+    dest = record.dest
+    own = record.root or (dest if record.dest_is_dir else dest.parent)
+    if record.untrusted:
         download_root = settings.download_root.resolve()  # as the API confined it
         if download_root == own or download_root in own.parents:
             return download_root
     return own
 
 
-def session_for(app: Runtime, record: dict[str, Any]) -> requests.Session:
+def session_for(app: Runtime, record: JobRecord) -> requests.Session:
     """The session a job downloads with: public addresses only for an untrusted job."""
-    if record.get("untrusted") and not app.settings.allow_private_networks:
+    if record.untrusted and not app.settings.allow_private_networks:
         return _thread_session(
             "public_only", lambda: public_only_session(app.settings.untrusted_proxy)
         )
@@ -432,7 +436,7 @@ def tidy_cancelled(app: Runtime, job_id: int, worker: str) -> None:
     """The `downloader.discard` task: clean up after a job cancelled while its worker was dead."""
     record = app.store.record(job_id)
     if record is not None:
-        JobRun(app, job_id, record, worker).tidy_if_cancelled()
+        JobRun(app, record, attempt_owner(worker)).tidy_if_cancelled()
 
 
 _local = threading.local()

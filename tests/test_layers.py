@@ -1,0 +1,52 @@
+"""The layers keep to their rooms: only the store package reads a job record by field name
+(everything else uses `JobRecord`'s attributes)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from downloader.jobs.record import JobRecord
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "downloader"
+STORE = SRC / "store"
+
+_RECORD_BY_NAME = re.compile(
+    r"""\b(?P<name>\w*record\w*|r|parent|culprit|part)\s*"""
+    r"""(?:\[\s*["']|\.get\(\s*["'])"""
+)
+"""`record["status"]`, `parent.get("part_ids")`, `r["id"]`: a record read as a dict."""
+
+
+def outside_the_store() -> list[Path]:
+    return sorted(p for p in SRC.rglob("*.py") if STORE not in p.parents)
+
+
+def offences(pattern: re.Pattern[str], paths: list[Path]) -> list[str]:
+    found = []
+    for path in paths:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                found.append(f"{path.relative_to(SRC)}:{number}: {line.strip()}")
+    return found
+
+
+def test_no_record_is_read_by_field_name_outside_the_store() -> None:
+    assert offences(_RECORD_BY_NAME, outside_the_store()) == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['status = record["status"]', 'ids = parent.get("part_ids", [])', 'r["id"] for r in x'],
+)
+def test_the_record_check_sees_a_dict_read(line: str) -> None:
+    assert _RECORD_BY_NAME.search(line)
+
+
+def test_a_record_cannot_be_read_as_a_dict() -> None:
+    record = JobRecord(id=1, dest=Path("/d"))
+    with pytest.raises(TypeError):
+        record["status"]  # type: ignore[index]
+    assert not hasattr(record, "get")
