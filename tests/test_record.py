@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from downloader.jobs.failure import Failure, FailureKind
 from downloader.jobs.models import DownloadJob, DownloadJobStatus, MultiFileDownloadJob
 from downloader.jobs.record import FIELD_NAMES, JobKind, JobRecord
 from downloader.store.jobs import JobStore
@@ -54,6 +55,7 @@ def full_record() -> JobRecord:
         error_type="HTTPError(Not Found)",
         error="Traceback ...",
         last_error="ConnectionError(refused)",
+        failure=Failure(FailureKind.HTTP, "Not Found", 404, "https://cdn.example/a.bin"),
         created_at=datetime(2024, 1, 2, 3, 4, 5, 6),
         updated_at=datetime(2024, 1, 2, 3, 4, 6),
         job_started=datetime(2024, 1, 2, 3, 4, 7),
@@ -68,12 +70,12 @@ def as_redis(fields: dict[str, str]) -> dict[bytes, bytes]:
 def test_every_field_survives_the_hash() -> None:
     record = full_record()
     defaults = JobRecord(id=0, dest=Path("/"))
-    changed = {
+    unchanged = {
         spec.name
         for spec in dataclasses.fields(JobRecord)
         if getattr(record, spec.name) == getattr(defaults, spec.name)
     }
-    assert changed == set()  # the test covers every field
+    assert unchanged == set()  # the test covers every field
     assert JobRecord.from_hash(as_redis(record.to_hash())) == record
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import redis
 
 from downloader.jobs import events as ev
+from downloader.jobs.failure import Failure, FailureKind
 from downloader.jobs.models import (
     DownloadJob,
     DownloadJobStatus,
@@ -352,6 +353,7 @@ class LiveJobs:
         error = JobVanishedError(job.id, redis_lost)
         job.status = DownloadJobStatus.ERROR
         job.error_type, job.error, job.job_ended = error.error_type, str(error), utcnow()
+        job.failure = Failure(FailureKind.VANISHED, str(error))
         multi = isinstance(job, MultiFileDownloadJob)
         event = ev.MULTIFILE_ERROR if multi else ev.DOWNLOAD_ERROR
         fields = {"error_type": job.error_type, "error": job.error}
@@ -395,3 +397,4 @@ def copy_state(source: Job, target: Job) -> None:
         if name not in ("access_token", "download_parts"):
             setattr(target, name, getattr(source, name))
     target.cancelled = source.cancelled
+    target.failure = source.failure

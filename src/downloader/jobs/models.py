@@ -26,6 +26,7 @@ from pydantic import (
 
 from downloader.engine.errors import DownloadJobCancelledException
 from downloader.engine.naming import ENGINE_SUFFIXES, is_engine_name
+from downloader.jobs.failure import Failure
 
 __all__ = [
     "DownloadJob",
@@ -128,6 +129,7 @@ class _CallbackMixin(BaseModel):
 
     _callbacks: dict[str, DownloadEventHandler] = PrivateAttr(default_factory=dict)
     _cancelled: bool = PrivateAttr(default=False)
+    _failure: Failure | None = PrivateAttr(default=None)
 
     def set_callbacks(self, **handlers: DownloadEventHandler | None) -> None:
         for name, handler in handlers.items():
@@ -147,6 +149,16 @@ class _CallbackMixin(BaseModel):
     @cancelled.setter
     def cancelled(self, value: bool) -> None:
         self._cancelled = bool(value)
+
+    @property
+    def failure(self) -> Failure | None:
+        """Why the job failed, as data (see `jobs.failure`); not part of its dumps, which
+        keep InvokeAI's fields."""
+        return self._failure
+
+    @failure.setter
+    def failure(self, value: Failure | None) -> None:
+        self._failure = value
 
     @property
     def in_terminal_state(self) -> bool:

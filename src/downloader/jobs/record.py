@@ -22,6 +22,7 @@ from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
+from downloader.jobs.failure import Failure
 from downloader.jobs.models import DownloadJob, DownloadJobStatus, MultiFileDownloadJob
 
 __all__ = ["FIELD_NAMES", "JobKind", "JobRecord", "encode_value", "utcnow"]
@@ -96,6 +97,8 @@ class JobRecord:
     error: str | None = None
     last_error: str | None = None
     """The `error_type` of the latest retried failure."""
+    failure: Failure | None = None
+    """Why it failed, as data, beside `error_type` (see `jobs.failure`)."""
 
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -155,6 +158,7 @@ class JobRecord:
         else:
             job = DownloadJob(source=self.source, **values)
         job.cancelled = self.cancelled
+        job.failure = self.failure
         return job
 
 
@@ -162,6 +166,8 @@ def encode_value(value: Any) -> str:
     """A field's value as the JSON text a hash field holds."""
     if isinstance(value, Enum):
         value = value.value
+    elif isinstance(value, Failure):
+        value = value.to_json()
     elif isinstance(value, datetime):
         value = value.isoformat()
     elif value is not None and not isinstance(value, bool | int | float | str | list | dict):
@@ -183,6 +189,7 @@ _READ: dict[str, Callable[[Any], Any]] = {
     "updated_at": datetime.fromisoformat,
     "job_started": datetime.fromisoformat,
     "job_ended": datetime.fromisoformat,
+    "failure": Failure.from_json,
 }
 """How a JSON value becomes a field's type, for the fields JSON does not give as they are."""
 

@@ -32,10 +32,9 @@ from typing import Any
 
 import redis
 
+from downloader.jobs.failure import CANCELLED_ERROR_TYPE, cancellation
 from downloader.jobs.models import DownloadJob, DownloadJobStatus, MultiFileDownloadJob
 from downloader.jobs.record import FIELD_NAMES, JobRecord, encode_value, utcnow
-
-CANCELLED_ERROR_TYPE = "DownloadJobCancelledException"
 
 PRIORITY_LEVELS = 10
 """Celery's Redis transport serves levels 0 (first) .. 9 (last), FIFO within a level."""
@@ -339,7 +338,8 @@ if not status then return 'missing' end
 if TERMINAL[status] then return 'finished' end
 redis.call('HSET', jk, 'cancel_requested', 'true', 'updated_at', NOW)
 if status == 'running' and redis.call('EXISTS', jk .. ':lease') == 1 then return 'requested' end
-redis.call('HSET', jk, 'cancelled', 'true', 'error_type', ARGV[5], 'job_ended', NOW)
+redis.call('HSET', jk, 'cancelled', 'true', 'error_type', ARGV[5], 'failure', ARGV[6],
+           'job_ended', NOW)
 move(id, 'error', true)
 return 'cancelled'
 """
@@ -787,9 +787,10 @@ class JobStore:
         for start in range(0, len(ids), BATCH):
             pipe = self.redis.pipeline(transaction=False)
             for job_id in ids[start : start + BATCH]:
-                self._cancel(
-                    args=self._args(job_id, encode_value(CANCELLED_ERROR_TYPE)), client=pipe
+                args = self._args(
+                    job_id, encode_value(CANCELLED_ERROR_TYPE), encode_value(cancellation(job_id))
                 )
+                self._cancel(args=args, client=pipe)
             results.extend(CancelResult(raw.decode()) for raw in pipe.execute())
         return results
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from downloader.jobs import events as ev
+from downloader.jobs.failure import CANCELLED_ERROR_TYPE, cancellation
 from downloader.jobs.models import DownloadJobStatus
 from downloader.jobs.record import JobRecord
-from downloader.store.jobs import CANCELLED_ERROR_TYPE
 
 if TYPE_CHECKING:
     from downloader.worker.runtime import Runtime
@@ -81,12 +81,15 @@ def _settle_failed(app: Runtime, parent: JobRecord) -> None:
     failed = culprit is None or not culprit.cancelled
     error_type = culprit.error_type if culprit is not None else None
     error = culprit.error if culprit is not None else None
+    failure = culprit.failure if culprit is not None else None
     if failed:
         source = culprit.source if culprit is not None else None
         error = f"part {culprit_id} ({source}) failed:\n{error}"
+    else:
+        failure = cancellation(parent.id)
     status = DownloadJobStatus.ERROR
     if not app.store.finish_once(
-        parent.id, status, cancelled=not failed, error_type=error_type, error=error
+        parent.id, status, cancelled=not failed, error_type=error_type, error=error, failure=failure
     ):
         return
     _cancel_parts(app, parent)
@@ -124,7 +127,11 @@ def _settle_completed(app: Runtime, parent: JobRecord) -> None:
 def cancel(app: Runtime, parent: JobRecord) -> None:
     """Cancel a parent: it ends at once, its unfinished parts stop as single jobs do."""
     if app.store.finish_once(
-        parent.id, DownloadJobStatus.ERROR, cancelled=True, error_type=CANCELLED_ERROR_TYPE
+        parent.id,
+        DownloadJobStatus.ERROR,
+        cancelled=True,
+        error_type=CANCELLED_ERROR_TYPE,
+        failure=cancellation(parent.id),
     ):
         _publish(app, ev.MULTIFILE_CANCELLED, parent)
     _cancel_parts(app, parent)

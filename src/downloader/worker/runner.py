@@ -24,16 +24,18 @@ from downloader.engine.redact import holding, scrub
 from downloader.engine.retry import backoff, is_retriable
 from downloader.engine.transfer import TransferHooks, TransferRequest, TransferResult, fetch
 from downloader.jobs import events as ev
+from downloader.jobs.failure import CANCELLED_ERROR_TYPE, cancellation
 from downloader.jobs.models import (
     DownloadJobCancelledException,
     DownloadJobStatus,
     JobVanishedError,
 )
 from downloader.jobs.record import JobRecord
-from downloader.store.jobs import CANCELLED_ERROR_TYPE, Announcement, ClaimResult, Standing
+from downloader.store.jobs import Announcement, ClaimResult, Standing
 from downloader.store.reservations import Reservations
 from downloader.worker import parents
 from downloader.worker.leases import Lease
+from downloader.worker.outcome import Outcome, error_type, failure_of
 from downloader.worker.throttle import Throttle
 
 if TYPE_CHECKING:
@@ -49,13 +51,6 @@ class WorkerStopping(Exception):
 
 class LeaseLost(Exception):
     """Another attempt owns the job now (this one could not renew its lease): step aside."""
-
-
-def error_type(exc: BaseException) -> str:
-    """The seed's `error_type`: the exception's class and message, e.g. HTTPError(Not Found)."""
-    if isinstance(exc, DownloadJobCancelledException):
-        return CANCELLED_ERROR_TYPE
-    return scrub(f"{type(exc).__name__}({exc})")
 
 
 def attempt_owner(worker: str) -> str:
@@ -243,16 +238,16 @@ class JobRun:
         configured it for the fleet, and the caller chooses neither scheme nor port."""
         return self.token or self.app.settings.host_token(self.source)
 
-    def after_claim(self, result: ClaimResult) -> str:
+    def after_claim(self, result: ClaimResult) -> Outcome:
         """Act on what the claim decided: run a claimed job, end one cancelled before it
         started, tidy after one that ended while its worker was gone."""
         if result is ClaimResult.CANCELLED:
             self.finish_cancelled()
-            return result.value
+            return Outcome.CANCELLED
         if result is ClaimResult.FINISHED:
             self.tidy_if_cancelled()
         if result is not ClaimResult.CLAIMED:
-            return result.value
+            return Outcome(result.value)
         # The claim has just looked at the cancel flag: the next look is due an interval on.
         self.last_report = time.monotonic()
         if self.record.parent_id is not None:
@@ -286,20 +281,20 @@ class JobRun:
                 status.value,
             )
 
-    def attempt(self, session: requests.Session) -> str:
+    def attempt(self, session: requests.Session) -> Outcome:
         try:
             result = self.fetch_with_retries(session)
         except DownloadJobCancelledException:
             self.finish_cancelled()
-            return "cancelled"
+            return Outcome.CANCELLED
         except WorkerStopping:
             self.hand_back()
-            return "handed back"
+            return Outcome.HANDED_BACK
         except LeaseLost:
             log.warning(
                 "job %s: lease lost; leaving the job to the attempt that holds it", self.job_id
             )
-            return "lease lost"
+            return Outcome.LEASE_LOST
         except JobVanishedError:
             known = self.record.download_path
             log.warning(
@@ -308,12 +303,12 @@ class JobRun:
                 self.job_id,
                 f"its partial file {partial_path(known)}" if known else "no partial file",
             )
-            return "vanished"
+            return Outcome.VANISHED
         except Exception as exc:
-            failure = {"error_type": error_type(exc), "error": scrub(traceback.format_exc())}
-            failed = self.event(ev.DOWNLOAD_ERROR, source=self.source, **failure)
-            self.end(DownloadJobStatus.ERROR, [failed], **failure)
-            return "error"
+            said = {"error_type": error_type(exc), "error": scrub(traceback.format_exc())}
+            failed = self.event(ev.DOWNLOAD_ERROR, source=self.source, **said)
+            self.end(DownloadJobStatus.ERROR, [failed], failure=failure_of(exc), **said)
+            return Outcome.ERROR
         if not self.started_published:
             self.on_started(result)
         current, total = result.bytes, result.total_bytes
@@ -332,7 +327,7 @@ class JobRun:
         self.end(DownloadJobStatus.COMPLETED, events, bytes=current, total_bytes=total)
         if last_progress:
             self.progressed(current, total)
-        return "completed"
+        return Outcome.COMPLETED
 
     def fetch_with_retries(self, session: requests.Session) -> TransferResult:
         """Fetch, retrying transient failures; each retry resumes from the partial file."""
@@ -377,6 +372,7 @@ class JobRun:
             [cancelled],
             cancelled=True,
             error_type=CANCELLED_ERROR_TYPE,
+            failure=cancellation(self.job_id),
         )
 
     def hand_back(self) -> None:
@@ -390,7 +386,7 @@ def run_download(
     job_id: int,
     worker: str,
     on_progress: Callable[[int, int], None] | None = None,
-) -> str:
+) -> Outcome:
     """Run job `job_id` if it is still to be done; answers what became of it.
 
     The claim takes the lease, marks the job running and answers its record and token in one
@@ -400,10 +396,10 @@ def run_download(
     owner = attempt_owner(worker)
     claim = app.store.claim(job_id, owner, app.settings.lease_seconds)
     if claim.record is None:
-        return ClaimResult.MISSING.value
+        return Outcome.MISSING
     outcome = JobRun(app, claim.record, owner, claim.token, on_progress).after_claim(claim.result)
     parent_id = claim.record.parent_id
-    if parent_id is not None and outcome not in ("handed back", "lease lost", "vanished"):
+    if parent_id is not None and outcome.ends_the_job:
         parents.settle(app, parent_id)
     return outcome
 
@@ -432,11 +428,12 @@ def session_for(app: Runtime, record: JobRecord) -> requests.Session:
     return app.session_override or _thread_session("plain", requests.Session)
 
 
-def tidy_cancelled(app: Runtime, job_id: int, worker: str) -> None:
+def tidy_cancelled(app: Runtime, job_id: int, worker: str) -> Outcome:
     """The `downloader.discard` task: clean up after a job cancelled while its worker was dead."""
     record = app.store.record(job_id)
     if record is not None:
         JobRun(app, record, attempt_owner(worker)).tidy_if_cancelled()
+    return Outcome.TIDIED
 
 
 _local = threading.local()
