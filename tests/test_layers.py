@@ -1,5 +1,6 @@
-"""The layers keep to their rooms: only the store package reads a job record by field name
-(everything else uses `JobRecord`'s attributes)."""
+"""The layers keep to their rooms: only the store package spells a Redis key (everything else
+asks `store.keys.Keys`) or reads a job record by field name (everything else uses
+`JobRecord`'s attributes)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,19 @@ _RECORD_BY_NAME = re.compile(
 """`record["status"]`, `parent.get("part_ids")`, `r["id"]`: a record read as a dict."""
 
 
+_SEGMENTS = (
+    "job|job-events|queue|path|paused|client|worker|workers|queues|stats|running|dispatched"
+    "|events|sweep|next_id|job_sequence|redis-marker|cli|celery"
+)
+_KEY_SPELLED = re.compile(
+    r"\{[^{}]*namespace[^{}]*\}[:.]"  # f"{keys.namespace}:queue:..." or f"{namespace}.q"
+    r"|namespace\s*\+"  # namespace + ":..."
+    rf"|[\"'](?:[^\"'\s]*:)?(?:{_SEGMENTS}):[^\s\"']"  # "cli:resumable", ":job:"
+    r"|\.\.\s*':|redis\.call\("  # Lua: script text belongs in store/lua
+)
+"""A key (or script) spelled outside the store."""
+
+
 def outside_the_store() -> list[Path]:
     return sorted(p for p in SRC.rglob("*.py") if STORE not in p.parents)
 
@@ -31,6 +45,24 @@ def offences(pattern: re.Pattern[str], paths: list[Path]) -> list[str]:
             if pattern.search(line):
                 found.append(f"{path.relative_to(SRC)}:{number}: {line.strip()}")
     return found
+
+
+def test_no_redis_key_or_script_is_spelled_outside_the_store() -> None:
+    assert offences(_KEY_SPELLED, outside_the_store()) == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'return f"{runtime.keys.namespace}:queue:{queue_id}:paused"',
+        'RESUME_KEY = "cli:resumable"',
+        'prefix = f"{app.runtime.keys.namespace}."',
+        "local key = NS .. ':job:' .. id",
+        "redis.call('DEL', key)",
+    ],
+)
+def test_the_key_check_sees_a_spelled_key(line: str) -> None:
+    assert _KEY_SPELLED.search(line)
 
 
 def test_no_record_is_read_by_field_name_outside_the_store() -> None:

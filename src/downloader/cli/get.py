@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
-RESUME_KEY = "cli:resumable"
-"""Under the namespace: a hash from `<dest>\\n<url>` (a repo's file: `<dest>\\n<its final path>`)
-to the job a stopped `get` left waiting."""
 HF_HOSTS = ("huggingface.co", "hf.co")
 NO_WORKER_WAIT = 1.5
 """Seconds to wait for workers to answer before saying that none consumes the queue."""
@@ -211,7 +208,7 @@ def _earlier_jobs(
     few round trips whatever the number of files."""
     from downloader.engine.filestate import PartialState, discard_partial, partial_path, state_path
 
-    redis, key = queue.app.redis, f"{queue.app.keys.namespace}:{RESUME_KEY}"
+    redis, key = queue.app.redis, queue.app.keys.resumable
     fields = [_resume_field(dest, name) for name in wanted]
     if not fields:
         return {}
@@ -535,6 +532,6 @@ def _stopped(
             if not part.in_terminal_state:
                 resumable[_resume_field(dest, str(part.download_path))] = part.id
     if resumable:
-        queue.app.redis.hset(f"{queue.app.keys.namespace}:{RESUME_KEY}", mapping=resumable)
+        queue.app.redis.hset(queue.app.keys.resumable, mapping=resumable)
     console.say("interrupted: partial files are kept; run the same command again to resume")
     return code

@@ -37,6 +37,7 @@ from downloader.jobs.models import (
 from downloader.jobs.queues import check_queue_id
 from downloader.jobs.record import JobRecord
 from downloader.store.embedded import EmbeddedRedis
+from downloader.store.keys import Keys
 from downloader.store.reservations import Reservations
 from downloader.worker import parents
 from downloader.worker.runtime import Runtime
@@ -119,7 +120,7 @@ class DownloadQueueService:
         self._live = LiveJobs(
             self._settings.namespace,
             queue_id,
-            f"{self._settings.namespace}:client:{uuid.uuid4().hex}",
+            Keys(self._settings.namespace).client_channel(uuid.uuid4().hex),
             event_bus,
         )
         self._app: Runtime | None = None

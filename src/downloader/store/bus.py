@@ -25,7 +25,8 @@ from typing import Any
 
 import redis
 
-from downloader.store.jobs import BATCH, Announcement, Keys
+from downloader.store.jobs import BATCH, Announcement
+from downloader.store.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class Subscription:
             self.pubsub.psubscribe(keys.events("*"))
         else:
             self.pubsub.subscribe(keys.events(queue_id))
-        self._job_prefix = keys.job_events(0)[:-1]
+        self._job_prefix = keys.job_events_prefix
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             message = self.pubsub.get_message(timeout=0.5)

@@ -35,9 +35,7 @@ import redis
 from downloader.jobs.failure import CANCELLED_ERROR_TYPE, cancellation
 from downloader.jobs.models import DownloadJob, DownloadJobStatus, MultiFileDownloadJob
 from downloader.jobs.record import FIELD_NAMES, JobRecord, encode_value, utcnow
-
-PRIORITY_LEVELS = 10
-"""Celery's Redis transport serves levels 0 (first) .. 9 (last), FIFO within a level."""
+from downloader.store.keys import PRIORITY_LEVELS, Keys, celery_priority
 
 STATUSES = tuple(status.value for status in DownloadJobStatus)
 CANCELLED = "cancelled"
@@ -48,109 +46,6 @@ DURATION_BUCKETS = (1, 5, 15, 60, 300, 1800, 3600)
 
 BATCH = 1000
 """Commands per pipeline round trip when writing or reading many jobs."""
-
-
-def celery_priority(priority: int) -> int:
-    """Map the seed's priority (lower runs first, default 10) onto the transport's 0..9.
-
-    Steps of ten: below 10 is level 0, 10..19 level 1 (the default), ..., 90 and above level
-    9. Monotonic, so a lower priority never starts after a higher one queued at the same time.
-    (`_LIB` computes the same in Lua.)
-    """
-    return min(max(priority // 10, 0), PRIORITY_LEVELS - 1)
-
-
-@dataclass(frozen=True)
-class Keys:
-    """Every Redis key and channel the project uses, under one namespace."""
-
-    namespace: str
-
-    def job(self, job_id: int) -> str:
-        return f"{self.namespace}:job:{job_id}"
-
-    def secret(self, job_id: int) -> str:
-        return f"{self.namespace}:job:{job_id}:secret"
-
-    def lease(self, job_id: int) -> str:
-        return f"{self.namespace}:job:{job_id}:lease"
-
-    def progress_gate(self, job_id: int) -> str:
-        return f"{self.namespace}:job:{job_id}:gate"
-
-    @property
-    def sweep_gate(self) -> str:
-        return f"{self.namespace}:sweep:gate"
-
-    def queue_jobs(self, queue_id: str) -> str:
-        """Every job of the queue, by id."""
-        return f"{self.namespace}:queue:{queue_id}:jobs"
-
-    def queue_status(self, queue_id: str, status: str) -> str:
-        """The queue's jobs in one status (or `cancelled`), by id."""
-        return f"{self.namespace}:queue:{queue_id}:status:{status}"
-
-    def queue_ended(self, queue_id: str) -> str:
-        """The queue's finished jobs, scored by when they ended (epoch seconds)."""
-        return f"{self.namespace}:queue:{queue_id}:ended"
-
-    def dispatched(self, queue_id: str, level: int) -> str:
-        """Waiting jobs of a queue and priority level, scored by when they were last sent."""
-        return f"{self.namespace}:dispatched:{queue_id}:{level}"
-
-    def events(self, queue_id: str) -> str:
-        return f"{self.namespace}:events:{queue_id}"
-
-    def job_events(self, job_id: int) -> str:
-        """The events of one job, beside its queue's channel: what a client listens to."""
-        return f"{self.namespace}:job-events:{job_id}"
-
-    def celery_queue(self, queue_id: str) -> str:
-        """The Celery queue of a job queue."""
-        return f"{self.namespace}.{queue_id}"
-
-    @property
-    def celery_prefix(self) -> str:
-        """What kombu puts before every key of the broker and the result backend."""
-        return f"{self.namespace}:celery:"
-
-    def broker_list(self, queue_id: str, level: int) -> str:
-        """The Redis list kombu keeps a queue's messages of one priority level in."""
-        name = f"{self.celery_prefix}{self.celery_queue(queue_id)}"
-        return f"{name}:{level}" if level else name
-
-    def worker(self, name: str) -> str:
-        return f"{self.namespace}:worker:{name}"
-
-    @property
-    def workers(self) -> str:
-        """Worker names scored by when their heartbeat expires."""
-        return f"{self.namespace}:workers"
-
-    @property
-    def queues(self) -> str:
-        return f"{self.namespace}:queues"
-
-    @property
-    def stats(self) -> str:
-        return f"{self.namespace}:stats"
-
-    @property
-    def next_id(self) -> str:
-        return f"{self.namespace}:next_id"
-
-    @property
-    def job_sequence(self) -> str:
-        return f"{self.namespace}:job_sequence"
-
-    @property
-    def running(self) -> str:
-        return f"{self.namespace}:running"
-
-    @property
-    def marker(self) -> str:
-        """A random value the first process of the namespace writes (see `JobStore.mark`)."""
-        return f"{self.namespace}:redis-marker"
 
 
 @dataclass(frozen=True)

@@ -79,13 +79,13 @@ def path_key(path: Path) -> str:
 class Reservations:
     def __init__(self, store: JobStore) -> None:
         self.redis: redis.Redis = store.redis
-        self.namespace = store.keys.namespace
-        self.job_prefix = store.keys.job(0)[:-1]
+        self.keys = store.keys
+        self.job_prefix = store.keys.job("")
         self._acquire = self.redis.register_script(_ACQUIRE)
         self._release = self.redis.register_script(_RELEASE)
 
     def key(self, path: Path) -> str:
-        return f"{self.namespace}:path:{path_key(path)}"
+        return self.keys.path(path_key(path))
 
     def acquire(self, owners: Iterable[tuple[int, Path]], pending: bool = False) -> None:
         """Reserve each path for its job, or none: raises DestinationTakenError otherwise.
