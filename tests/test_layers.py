@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from downloader.jobs.record import JobRecord
+from downloader.store.scripts import key_templates
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "downloader"
 STORE = SRC / "store"
@@ -63,6 +64,14 @@ def test_no_redis_key_or_script_is_spelled_outside_the_store() -> None:
 )
 def test_the_key_check_sees_a_spelled_key(line: str) -> None:
     assert _KEY_SPELLED.search(line)
+
+
+def test_the_scripts_build_keys_only_from_the_python_definitions() -> None:
+    scripts = sorted((STORE / "lua").glob("*.lua"))
+    used = {name for path in scripts for name in re.findall(r"\bkey\('(\w+)'", path.read_text())}
+    assert used and used <= set(key_templates())
+    spelled = re.compile(rf"['\"][^'\"]*:(?:{_SEGMENTS})\b|NS\s*\.\.")
+    assert [p.name for p in scripts if spelled.search(p.read_text())] == []
 
 
 def test_no_record_is_read_by_field_name_outside_the_store() -> None:

@@ -25,6 +25,7 @@ def full_record() -> JobRecord:
         kind=JobKind.MULTIFILE,
         status=DownloadJobStatus.ERROR,
         priority=3,
+        level=0,
         source="https://example.com/a.bin",
         dest_is_dir=True,
         download_path=Path("/data/models/a.bin"),

@@ -51,6 +51,9 @@ class JobRecord:
     status: DownloadJobStatus = DownloadJobStatus.WAITING
     priority: int = 10
     """The caller's priority: lower runs first (see `store.keys.celery_priority`)."""
+    level: int | None = None
+    """The broker's priority level its messages go to, written with the job so that the
+    scripts need not know how priorities map onto levels (None: a parent, never sent)."""
 
     # What a single job (or a part) fetches, and how.
     source: str | None = None

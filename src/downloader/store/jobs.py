@@ -7,7 +7,7 @@ own so that reading a job never reads the token.
 
 Every read a client or the API makes must cost O(page) or O(1) however long the queue, so
 beside the records the store keeps indexes that the same scripts change together with a
-job's status (see `_LIB`): per queue and status a sorted set of ids (counts are their
+job's status (see `lua/library.lua`): per queue and status a sorted set of ids (counts are their
 cardinalities, pages are ranges by id), the finish times that retention sweeps, the dispatch
 times that the orphan watch uses to find lost messages, and counters (per multi-file parent:
 its parts' outcomes and summed bytes; per namespace: the figures `metrics` exports).
@@ -36,13 +36,11 @@ from downloader.jobs.failure import CANCELLED_ERROR_TYPE, cancellation
 from downloader.jobs.models import DownloadJob, DownloadJobStatus, MultiFileDownloadJob
 from downloader.jobs.record import FIELD_NAMES, JobRecord, encode_value, utcnow
 from downloader.store.keys import PRIORITY_LEVELS, Keys, celery_priority
+from downloader.store.scripts import load
 
 STATUSES = tuple(status.value for status in DownloadJobStatus)
 CANCELLED = "cancelled"
 """Not a status (a cancelled job is an `error` with `cancelled` set) but counted apart too."""
-
-DURATION_BUCKETS = (1, 5, 15, 60, 300, 1800, 3600)
-"""Upper bounds (seconds) of the job-duration histogram the store keeps for `metrics`."""
 
 BATCH = 1000
 """Commands per pipeline round trip when writing or reading many jobs."""
@@ -96,253 +94,8 @@ class CancelResult(StrEnum):
     MISSING = "missing"
 
 
-# Every script below starts with this library. ARGV[1..3] are the namespace, the time as a
-# JSON ISO string and as epoch seconds; ARGV[4] is the job id. Keys are derived from the
-# namespace inside the script (one Redis, not a cluster), so one call updates a job, its
-# indexes, its parent and the stats together.
-_LIB = """
-local NS, NOW, EPOCH = ARGV[1], ARGV[2], tonumber(ARGV[3])
--- Publish the `count` events at ARGV[at + 1 ..] to every channel in KEYS; answers the index
--- of the first ARGV after them. An event follows the writes it reports (called last).
-local function announce(at, count)
-  for i = at + 1, at + count do
-    for _, channel in ipairs(KEYS) do redis.call('PUBLISH', channel, ARGV[i]) end
-  end
-  return at + count + 1
-end
-local TERMINAL = {completed = true, error = true}
-local function jkey(id) return NS .. ':job:' .. id end
-local function qkey(q, suffix) return NS .. ':queue:' .. q .. ':' .. suffix end
-local function field(jk, name)
-  local raw = redis.call('HGET', jk, name)
-  if not raw then return nil end
-  local value = cjson.decode(raw)
-  if value == cjson.null then return nil end
-  return value
-end
-local function dispatched_key(jk, q)
-  local p = tonumber(field(jk, 'priority') or 10) or 10
-  return NS .. ':dispatched:' .. q .. ':' .. math.min(math.max(math.floor(p / 10), 0), 9)
-end
--- A part's byte counts are summed into its parent's by applying each change's difference.
-local function set_count(jk, parent, name, value)
-  if parent then
-    local old = tonumber(redis.call('HGET', jk, name) or '0') or 0
-    local delta = (tonumber(value) or 0) - old
-    if delta ~= 0 then redis.call('HINCRBY', jkey(parent), name, delta) end
-  end
-  redis.call('HSET', jk, name, value)
-end
-local function set_fields(jk, first)
-  local parent = field(jk, 'parent_id')
-  for i = first, #ARGV, 2 do
-    local name, value = ARGV[i], ARGV[i + 1]
-    if name == 'bytes' or name == 'total_bytes' then
-      set_count(jk, parent, name, value)
-    else
-      redis.call('HSET', jk, name, value)
-    end
-  end
-end
--- Move job `id` to status `new` with every index, its parent's counters and the stats.
-local function move(id, new, cancelled)
-  local jk = jkey(id)
-  local old = field(jk, 'status')
-  local q = field(jk, 'queue_id')
-  if old ~= new then
-    redis.call('ZREM', qkey(q, 'status:' .. old), id)
-    redis.call('ZADD', qkey(q, 'status:' .. new), id, id)
-    redis.call('HSET', jk, 'status', cjson.encode(new))
-  end
-  if new ~= 'running' then redis.call('SREM', NS .. ':running', id) end
-  -- A job's token is kept only while the job may still run (a handed-back job resumes).
-  if TERMINAL[new] then redis.call('DEL', jk .. ':secret') end
-  if not TERMINAL[new] or TERMINAL[old] then return old end
-  local outcome = new
-  if cancelled then
-    outcome = 'cancelled'
-    redis.call('ZADD', qkey(q, 'status:cancelled'), id, id)
-  end
-  redis.call('ZADD', qkey(q, 'ended'), EPOCH, id)
-  redis.call('ZREM', dispatched_key(jk, q), id)
-  local stats = NS .. ':stats'
-  redis.call('HINCRBY', stats, 'ended:' .. q .. ':' .. outcome, 1)
-  if new == 'completed' then
-    redis.call('HINCRBY', stats, 'bytes', tonumber(redis.call('HGET', jk, 'bytes') or '0') or 0)
-  end
-  local started = tonumber(redis.call('HGET', jk, 'started_epoch') or '')
-  if started and field(jk, 'kind') ~= 'multifile' then
-    local seconds = math.max(EPOCH - started, 0)
-    local bucket = '+Inf'
-    for _, le in ipairs(BUCKETS) do
-      if seconds <= le then bucket = tostring(le) break end
-    end
-    redis.call('HINCRBY', stats, 'duration_le:' .. bucket, 1)
-    redis.call('HINCRBYFLOAT', stats, 'duration_sum', seconds)
-  end
-  local parent = field(jk, 'parent_id')
-  if parent then
-    local pk = jkey(parent)
-    local counter = {completed = 'parts_done', error = 'parts_failed',
-                     cancelled = 'parts_cancelled'}
-    redis.call('HINCRBY', pk, counter[outcome], 1)
-    if outcome ~= 'completed' then redis.call('HSETNX', pk, 'culprit', id) end
-  end
-  return old
-end
-"""
-_LIB = f"local BUCKETS = {{{', '.join(str(b) for b in DURATION_BUCKETS)}}}\n" + _LIB
-
-_CLAIM = """
-local id, owner = ARGV[4], ARGV[5]
-local jk = jkey(id)
-local status = field(jk, 'status')
-if not status then return 'missing' end
-if TERMINAL[status] then return 'finished' end
-if redis.call('HGET', jk, 'cancel_requested') == 'true' then return 'cancelled' end
-local holder = redis.call('GET', jk .. ':lease')
-if holder and holder ~= owner then return 'leased' end
-redis.call('SET', jk .. ':lease', owner, 'PX', ARGV[6])
-local seq = redis.call('INCR', NS .. ':job_sequence') - 1
-move(id, 'running')
-redis.call('HSET', jk, 'job_sequence', tostring(seq), 'worker', cjson.encode(owner),
-           'updated_at', NOW)
-redis.call('HSETNX', jk, 'started_epoch', ARGV[3])
-if not field(jk, 'job_started') then redis.call('HSET', jk, 'job_started', NOW) end
-redis.call('HINCRBY', jk, 'attempts', 1)
-redis.call('SADD', NS .. ':running', id)
-redis.call('ZREM', dispatched_key(jk, field(jk, 'queue_id')), id)
-return 'claimed'
-"""
-# The claim answers the job's record and token with its decision: no second round trip.
-_CLAIM = (
-    "local function decide()\n"
-    + _CLAIM
-    + """end
-local decision = decide()
-local jk = jkey(ARGV[4])
-return {decision, redis.call('HGETALL', jk), redis.call('GET', jk .. ':secret')}
-"""
-)
-
-_CANCEL = """
-local id = ARGV[4]
-local jk = jkey(id)
-local status = field(jk, 'status')
-if not status then return 'missing' end
-if TERMINAL[status] then return 'finished' end
-redis.call('HSET', jk, 'cancel_requested', 'true', 'updated_at', NOW)
-if status == 'running' and redis.call('EXISTS', jk .. ':lease') == 1 then return 'requested' end
-redis.call('HSET', jk, 'cancelled', 'true', 'error_type', ARGV[5], 'failure', ARGV[6],
-           'job_ended', NOW)
-move(id, 'error', true)
-return 'cancelled'
-"""
-
-_RECOVER = """
-local id = ARGV[4]
-local jk = jkey(id)
-if field(jk, 'status') ~= 'running' then
-  redis.call('SREM', NS .. ':running', id)
-  return 0
-end
-if redis.call('EXISTS', jk .. ':lease') == 1 then return 0 end
-move(id, 'waiting')
-redis.call('HSET', jk, 'updated_at', NOW)
-return 1
-"""
-
-# ARGV[5] the new status; ARGV[6] when it applies: 'any' job that exists, 'once' a job not
-# finished yet, 'waiting' a waiting job; ARGV[7] the lease owner to release ('' none);
-# ARGV[8] a count n of path reservation keys to release (those the job holds) and the n keys;
-# then a count m of events and the m events (to KEYS); then field, JSON value pairs to set.
-_TRANSITION = """
-local id, new, mode, owner = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local jk = jkey(id)
-local status = field(jk, 'status')
-if not status then return 0 end
-if mode == 'once' and TERMINAL[status] then return 0 end
-if mode == 'waiting' and status ~= 'waiting' then return 0 end
-local paths = tonumber(ARGV[8])
-local events_at = 9 + paths
-local events = tonumber(ARGV[events_at])
-set_fields(jk, events_at + events + 1)
-move(id, new, TERMINAL[new] and redis.call('HGET', jk, 'cancelled') == 'true')
-if owner ~= '' and redis.call('GET', jk .. ':lease') == owner then
-  redis.call('DEL', jk .. ':lease')
-end
-for i = 9, 8 + paths do
-  if redis.call('GET', ARGV[i]) == id then redis.call('DEL', ARGV[i]) end
-end
-announce(events_at, events)
-return 1
-"""
-
-# ARGV[5] a count m of events and the m events (to KEYS); then field, JSON value pairs.
-_UPDATE = """
-local jk = jkey(ARGV[4])
-if redis.call('EXISTS', jk) == 0 then return 0 end
-local events = tonumber(ARGV[5])
-set_fields(jk, 6 + events)
-announce(5, events)
-return 1
-"""
-
-_RETRY = """
-local jk = jkey(ARGV[4])
-if redis.call('EXISTS', jk) == 0 then return 0 end
-redis.call('HINCRBY', jk, 'attempts', 1)
-redis.call('HSET', jk, 'last_error', ARGV[5], 'updated_at', NOW)
-redis.call('HINCRBY', NS .. ':stats', 'retries', 1)
-return 1
-"""
-
-_PROGRESS = """
-local jk = jkey(ARGV[4])
-if redis.call('EXISTS', jk) == 0 then return 2 end
-local parent = field(jk, 'parent_id')
-set_count(jk, parent, 'bytes', ARGV[5])
-set_count(jk, parent, 'total_bytes', ARGV[6])
-redis.call('HSET', jk, 'updated_at', NOW)
-if redis.call('HGET', jk, 'cancel_requested') == 'true' then return 1 end
-return 0
-"""
-
-# ARGV[1] the namespace, ARGV[2] the queue id. A queue's name leaves the set of queue names
-# (which the orphan watch walks every few seconds) once the queue holds no job, so the set
-# does not grow with every `get` ever run on its own queue. One script, so a job created
-# meanwhile is either seen here (the name stays) or creates after it (and adds the name back:
-# `create` adds it in the same transaction as the job). The dispatch notes of a queue without
-# jobs are of removed jobs: they go too, and so do the queue's ended-jobs counters (its
-# series in /metrics end with it, rather than the stats hash growing with every get).
-_RETIRE = f"""
-local NS, q = ARGV[1], ARGV[2]
-if redis.call('EXISTS', NS .. ':queue:' .. q .. ':jobs') == 1 then return 0 end
-redis.call('SREM', NS .. ':queues', q)
-for level = 0, {PRIORITY_LEVELS - 1} do
-  redis.call('DEL', NS .. ':dispatched:' .. q .. ':' .. level)
-end
-local ended = 'ended:' .. q .. ':'
-redis.call('HDEL', NS .. ':stats', ended .. 'completed', ended .. 'error', ended .. 'cancelled')
-return 1
-"""
-
-# KEYS[1] the lease, KEYS[2] the job's record: 1 renewed, 0 taken or run out, 2 record gone.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-if redis.call('EXISTS', KEYS[2]) == 0 then return 2 end
-return 0
-"""
-
 _RENEWALS = {1: Renewal.HELD, 0: Renewal.TAKEN, 2: Renewal.GONE}
 _STANDINGS = {0: Standing.GO_ON, 1: Standing.CANCELLED, 2: Standing.GONE}
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def _flush_indexes(pipe: redis.client.Pipeline, indexes: dict[str, dict[str, int]]) -> None:
@@ -357,20 +110,19 @@ class JobStore:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.redis = client
         self.keys = Keys(namespace)
-        script = client.register_script
-        self._claim = script(_LIB + _CLAIM)
-        self._cancel = script(_LIB + _CANCEL)
-        self._recover = script(_LIB + _RECOVER)
-        self._transition = script(_LIB + _TRANSITION)
-        self._update = script(_LIB + _UPDATE)
-        self._progress = script(_LIB + _PROGRESS)
-        self._retry = script(_LIB + _RETRY)
-        self._renew = script(_RENEW)
-        self._retire = script(_RETIRE)
-        self._release = script(_RELEASE)
+        self._claim = load(client, "claim", library=True)
+        self._cancel = load(client, "cancel", library=True)
+        self._recover = load(client, "recover", library=True)
+        self._transition = load(client, "transition", library=True)
+        self._update = load(client, "update", library=True)
+        self._progress = load(client, "progress", library=True)
+        self._retry = load(client, "retry", library=True)
+        self._renew = load(client, "renew")
+        self._retire = load(client, "retire")
+        self._release = load(client, "release")
 
     def _args(self, job_id: int, *rest: Any) -> list[Any]:
-        """The arguments every `_LIB` script starts with."""
+        """The arguments every job script starts with (see `lua/library.lua`)."""
         return [self.keys.namespace, encode_value(utcnow()), repr(time.time()), job_id, *rest]
 
     # -- the Redis's own identity -----------------------------------------------------------
@@ -426,6 +178,8 @@ class JobStore:
             job_id = record.id
             record.queue_id = queue_id
             record.created_at = record.updated_at = now
+            if not record.multifile:  # a parent is never sent
+                record.level = celery_priority(record.priority)
             pipe.hset(self.keys.job(job_id), mapping=record.to_hash())
             status = record.status.value
             for key in (self.keys.queue_jobs(queue_id), self.keys.queue_status(queue_id, status)):
@@ -705,7 +459,13 @@ class JobStore:
             pipe.srem(self.keys.running, job_id)
             if count % BATCH == 0:
                 pipe.execute()
-        self._retire(args=[self.keys.namespace, queue_id], client=pipe)
+        retiring = [
+            self.keys.queue_jobs(queue_id),
+            self.keys.queues,
+            self.keys.stats,
+            *(self.keys.dispatched(queue_id, level) for level in range(PRIORITY_LEVELS)),
+        ]
+        self._retire(keys=retiring, args=[queue_id], client=pipe)
         pipe.execute()
 
     # -- workers ------------------------------------------------------------------------------

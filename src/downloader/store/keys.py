@@ -15,11 +15,17 @@ PRIORITY_LEVELS = 10
 """Celery's Redis transport serves levels 0 (first) .. 9 (last), FIFO within a level."""
 
 
+DURATION_BUCKETS = (1, 5, 15, 60, 300, 1800, 3600)
+"""Upper bounds (seconds) of the job-duration histogram in the stats hash (`Keys.stats`:
+a field `duration_le:<bound>` per bound and `+Inf`, as `metrics` exports them)."""
+
+
 def celery_priority(priority: int) -> int:
     """Map the seed's priority (lower runs first, default 10) onto the transport's 0..9.
 
     Steps of ten: below 10 is level 0, 10..19 level 1 (the default), ..., 90 and above level
     9. Monotonic, so a lower priority never starts after a higher one queued at the same time.
+    The store writes each job's level into its record, so the scripts never compute it.
     """
     return min(max(priority // 10, 0), PRIORITY_LEVELS - 1)
 

@@ -18,42 +18,10 @@ from pathlib import Path
 import redis
 
 from downloader.store.jobs import JobStore
-
-# KEYS: the path keys; ARGV[1]: the job key prefix; ARGV[2]: a time to live in ms for a
-# reservation made before its job's record exists (0: none); ARGV[2 + i]: the job for KEYS[i].
-# Answers 0 when every path was reserved for its job, else {index of a path, its holder}.
-# A holder is live while its job waits or runs, or while its reservation still counts down
-# (its enqueue has not written the record yet); anything else is stale and taken over.
-_ACQUIRE = """
-for i, key in ipairs(KEYS) do
-  local holder = redis.call('GET', key)
-  if holder and holder ~= ARGV[i + 2] then
-    local status = redis.call('HGET', ARGV[1] .. holder, 'status')
-    if status == '"waiting"' or status == '"running"' or
-       (not status and redis.call('PTTL', key) > 0) then
-      return {i, tonumber(holder)}
-    end
-  end
-end
-for i, key in ipairs(KEYS) do
-  if ARGV[2] ~= '0' then
-    redis.call('SET', key, ARGV[i + 2], 'PX', ARGV[2])
-  else
-    redis.call('SET', key, ARGV[i + 2])
-  end
-end
-return 0
-"""
+from downloader.store.scripts import load
 
 _PENDING_MS = 60_000
 """How long a reservation made at enqueue waits for its job's record before it is stale."""
-
-_RELEASE = """
-for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[i] then redis.call('DEL', key) end
-end
-return 0
-"""
 
 _BATCH = 1000
 """Paths per script call: a 10,000-part job is reserved in ten round trips, not one huge call."""
@@ -81,8 +49,8 @@ class Reservations:
         self.redis: redis.Redis = store.redis
         self.keys = store.keys
         self.job_prefix = store.keys.job("")
-        self._acquire = self.redis.register_script(_ACQUIRE)
-        self._release = self.redis.register_script(_RELEASE)
+        self._acquire = load(self.redis, "reserve_paths")
+        self._release = load(self.redis, "release_paths")
 
     def key(self, path: Path) -> str:
         return self.keys.path(path_key(path))
