@@ -19,7 +19,8 @@ from downloader.config import Settings
 from downloader.jobs.events import DOWNLOAD_COMPLETE, DOWNLOAD_PROGRESS
 from downloader.jobs.record import JobRecord
 from downloader.store.bus import EventPublisher
-from downloader.store.jobs import Claim, ClaimResult, JobStore
+from downloader.store.jobs import JobStore
+from downloader.store.lifecycle import Claim, ClaimResult
 from downloader.store.reservations import Reservations
 from tests.conftest import WorkerProcess
 from tests.origin import Origin

@@ -21,7 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from downloader import DownloadJobStatus, DownloadQueueService, RemoteModelFile
 from downloader.api.metrics import render
 from downloader.jobs.record import JobRecord
-from downloader.store.jobs import BATCH, CANCELLED, STATUSES, JobStore
+from downloader.store.base import BATCH
+from downloader.store.jobs import JobStore
+from downloader.store.keys import CANCELLED, STATUSES
 from downloader.worker import recovery
 from tests.conftest import WorkerProcess, keys_matching
 from tests.origin import Origin

@@ -21,8 +21,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from downloader.store.jobs import CANCELLED, STATUSES, JobStore
-from downloader.store.keys import DURATION_BUCKETS
+from downloader.store.jobs import JobStore
+from downloader.store.keys import CANCELLED, DURATION_BUCKETS, STATUSES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

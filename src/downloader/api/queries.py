@@ -28,7 +28,9 @@ from downloader.api.schemas import (
 from downloader.celery_app import control
 from downloader.jobs.models import DownloadJobStatus
 from downloader.jobs.record import JobRecord
-from downloader.store.jobs import BATCH, CANCELLED, JobStore
+from downloader.store.base import BATCH
+from downloader.store.jobs import JobStore
+from downloader.store.keys import CANCELLED
 
 INDEX: dict[ApiStatus, str] = {
     "pending": DownloadJobStatus.WAITING.value,

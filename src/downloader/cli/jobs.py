@@ -51,7 +51,7 @@ def _status_word(record: JobRecord) -> str:
 
 def _index_ids(redis: Any, key: str, newest_first: bool) -> Iterator[int]:
     """The job ids of one index (scored by id), a page at a time."""
-    from downloader.store.jobs import BATCH
+    from downloader.store.base import BATCH
 
     bound: str | None = None
     while True:
@@ -71,7 +71,7 @@ def _listed_records(
 ) -> Iterator[JobRecord]:
     """The records `list` shows, read a page at a time from the per-queue (and per-status)
     indexes, in id order; memory and round trips follow the page, not the queue."""
-    from downloader.store.jobs import BATCH
+    from downloader.store.base import BATCH
 
     store = queue.app.store
     keys = store.keys

@@ -32,8 +32,8 @@ from downloader.jobs.models import (
     MultiFileDownloadJob,
 )
 from downloader.jobs.record import utcnow
+from downloader.store.base import BATCH
 from downloader.store.bus import SUBSCRIBED, Subscription, event_payload
-from downloader.store.jobs import BATCH
 
 if TYPE_CHECKING:
     from downloader.worker.runtime import Runtime

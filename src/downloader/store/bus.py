@@ -20,15 +20,24 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
-from downloader.store.jobs import BATCH, Announcement
+from downloader.store.base import BATCH
 from downloader.store.keys import Keys
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """An event ready to go out: its JSON text and the channels it goes to."""
+
+    channels: tuple[str, ...]
+    data: str
 
 
 class EventPublisher:

@@ -11,6 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from downloader.jobs.models import DownloadJobStatus
+
+STATUSES = tuple(status.value for status in DownloadJobStatus)
+"""The statuses a queue keeps an index of (`Keys.queue_status`)."""
+CANCELLED = "cancelled"
+"""Not a status (a cancelled job is an `error` with `cancelled` set) but indexed apart too."""
+
 PRIORITY_LEVELS = 10
 """Celery's Redis transport serves levels 0 (first) .. 9 (last), FIFO within a level."""
 

@@ -23,8 +23,9 @@ from redis.retry import Retry
 from downloader.config import Settings
 from downloader.jobs.events import DOWNLOAD_CANCELLED
 from downloader.store.bus import EventPublisher
-from downloader.store.jobs import CancelResult, JobStore
+from downloader.store.jobs import JobStore
 from downloader.store.keys import Keys
+from downloader.store.lifecycle import CancelResult
 from downloader.worker.leases import LeaseRenewer
 
 Dispatch = tuple[int, str, int]
