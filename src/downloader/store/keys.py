@@ -1,7 +1,9 @@
 """The Redis schema: every key and channel name the project uses, defined once.
 
 Every name starts with the namespace (`DOWNLOADER_NAMESPACE`), so several deployments share a
-Redis. Code gets a name from `Keys`; nothing else spells a key.
+Redis. Python code gets a name from `Keys`; the Lua scripts get theirs from the same methods
+(`store.scripts.key_templates` renders them with `%s` in place of the namespace and the
+arguments). Nothing else spells a key.
 
 Priorities live here too: the broker's lists and the dispatch notes are per priority level,
 and `celery_priority` is the one mapping from a job's priority onto those levels.

@@ -45,6 +45,9 @@ def path_key(path: Path) -> str:
 
 
 class Reservations:
+    """The path reservations of one store (`Keys.path`), taken and released by its scripts
+    (`lua/reserve_paths.lua`, `lua/release_paths.lua`) a batch at a time."""
+
     def __init__(self, store: JobStore) -> None:
         self.redis: redis.Redis = store.redis
         self.keys = store.keys
@@ -53,12 +56,23 @@ class Reservations:
         self._release = load(self.redis, "release_paths")
 
     def key(self, path: Path) -> str:
+        """The key of a path's reservation (the job's end releases it by this key)."""
         return self.keys.path(path_key(path))
 
     def acquire(self, owners: Iterable[tuple[int, Path]], pending: bool = False) -> None:
-        """Reserve each path for its job, or none: raises DestinationTakenError otherwise.
+        """Reserve each path for its job, or none.
 
-        `pending` for jobs whose records are not written yet: call `confirm` once they are.
+        A path held by another unfinished job is refused; one whose holder finished or
+        vanished is stale and taken over.
+
+        Args:
+            owners: (job id, final path) pairs.
+            pending: for jobs whose records are not written yet: their reservations expire
+                unless `confirm` follows (an enqueue that died leaves nothing for good).
+
+        Raises:
+            DestinationTakenError: a path is another unfinished job's (it names the holder);
+                then no path of `owners` is reserved.
         """
         wanted = list(owners)
         ttl = _PENDING_MS if pending else 0
@@ -81,6 +95,8 @@ class Reservations:
         pipe.execute()
 
     def try_acquire(self, job_id: int, path: Path) -> bool:
+        """Reserve one path a server chose for job `job_id`; False when another job holds it
+        (the engine then tries `name (1).ext`)."""
         try:
             self.acquire([(job_id, path)])
         except DestinationTakenError:
@@ -88,6 +104,7 @@ class Reservations:
         return True
 
     def holder(self, path: Path) -> int | None:
+        """The job holding `path` (live or stale); None when nobody does."""
         raw = self.redis.get(self.key(path))
         return int(raw) if raw is not None else None
 
