@@ -19,13 +19,10 @@ from pydantic import BaseModel, Field
 from downloader.api import queries
 from downloader.api.context import ApiContext
 from downloader.api.schemas import QueueCounts
-from downloader.celery_app import control
-from downloader.store.jobs import CANCELLED, STATUSES
+from downloader.store.keys import CANCELLED, STATUSES
 
 MAX_QUEUES_PAGE = 1000
 """Queue names one page of `/api/v1/queues` asks Redis for."""
-
-_RUNNING_FIELDS = ("worker", "queue_id", "source", "download_path", "bytes", "total_bytes")
 
 
 class QueueSummary(QueueCounts):
@@ -64,7 +61,7 @@ def queue_page(ctx: ApiContext, cursor: int, limit: int) -> QueueList:
     few more, and all of them at once while the set is small), with their counts and pause
     flags in one pipeline. A name can come twice across pages if the set is resized while a
     caller pages; every queue that holds jobs throughout is listed at least once."""
-    store, runtime = ctx.store, ctx.service.app
+    store = ctx.store
     next_cursor, raw = store.redis.sscan(store.keys.queues, cursor, count=limit)
     names = sorted({name.decode() for name in raw})
     indexes = [*STATUSES, CANCELLED]
@@ -73,7 +70,7 @@ def queue_page(ctx: ApiContext, cursor: int, limit: int) -> QueueList:
         for index in indexes:
             pipe.zcard(store.keys.queue_status(name, index))
         pipe.zcard(store.keys.queue_jobs(name))
-        pipe.exists(control.paused_key(runtime, name))
+        pipe.exists(store.keys.paused(name))
     found = pipe.execute()
     step = len(indexes) + 2
     queues = []
@@ -94,18 +91,20 @@ def workers(ctx: ApiContext) -> WorkerList:
     names = store.live_workers()
     beats = store.redis.mget([store.keys.worker(name) for name in names]) if names else []
     ids = sorted(int(x) for x in store.redis.smembers(store.keys.running))
-    pipe = store.redis.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.hmget(store.keys.job(job_id), _RUNNING_FIELDS)
     running: dict[str, list[RunningJob]] = {}
-    for job_id, values in zip(ids, pipe.execute() if ids else [], strict=True):
-        record = dict(zip(_RUNNING_FIELDS, (_json(v) for v in values), strict=True))
-        if record["worker"] is None or record["queue_id"] is None:
-            continue  # removed meanwhile
-        node = str(record.pop("worker")).partition("#")[0]
-        record = {k: v for k, v in record.items() if v is not None}
-        running.setdefault(node, []).append(RunningJob(item_id=job_id, **record))
-    prefix = f"{store.keys.namespace}."
+    for record in store.records(ids):
+        if record.worker is None:
+            continue  # not claimed, or removed meanwhile
+        running.setdefault(record.worker.partition("#")[0], []).append(
+            RunningJob(
+                item_id=record.id,
+                queue_id=record.queue_id,
+                source=record.source,
+                download_path=None if record.download_path is None else str(record.download_path),
+                bytes=record.bytes,
+                total_bytes=record.total_bytes,
+            )
+        )
     found = []
     for name, beat in zip(names, beats, strict=True):
         if beat is None:
@@ -114,14 +113,10 @@ def workers(ctx: ApiContext) -> WorkerList:
         found.append(
             Worker(
                 name=name,
-                queues=[q.removeprefix(prefix) for q in info.get("queues", ())],
+                queues=[store.keys.queue_of_celery(q) or q for q in info.get("queues", ())],
                 jobs=int(info.get("jobs", 0)),
                 seen=datetime.fromtimestamp(float(info.get("seen", 0)), UTC),
                 running=running.get(name, []),
             )
         )
     return WorkerList(workers=found)
-
-
-def _json(raw: bytes | None) -> object:
-    return None if raw is None else json.loads(raw)

@@ -21,7 +21,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from downloader.store.jobs import CANCELLED, DURATION_BUCKETS, STATUSES, JobStore
+from downloader.store.jobs import JobStore
+from downloader.store.keys import CANCELLED, DURATION_BUCKETS, STATUSES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

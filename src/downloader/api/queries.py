@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from datetime import datetime
 
 from fastapi import HTTPException
 
@@ -27,7 +27,10 @@ from downloader.api.schemas import (
 )
 from downloader.celery_app import control
 from downloader.jobs.models import DownloadJobStatus
-from downloader.store.jobs import BATCH, CANCELLED, JobStore
+from downloader.jobs.record import JobRecord
+from downloader.store.base import BATCH
+from downloader.store.jobs import JobStore
+from downloader.store.keys import CANCELLED
 
 INDEX: dict[ApiStatus, str] = {
     "pending": DownloadJobStatus.WAITING.value,
@@ -39,7 +42,7 @@ INDEX: dict[ApiStatus, str] = {
 """The store's index behind each API status."""
 
 
-def to_item(record: dict[str, Any]) -> Item:
+def to_item(record: JobRecord) -> Item:
     return Item.from_record(record)
 
 
@@ -48,9 +51,9 @@ def items(ctx: ApiContext, ids: Iterable[int]) -> list[Item]:
     return [to_item(record) for record in ctx.store.records(ids)]
 
 
-def record_or_404(ctx: ApiContext, queue_id: str, item_id: int) -> dict[str, Any]:
+def record_or_404(ctx: ApiContext, queue_id: str, item_id: int) -> JobRecord:
     record = ctx.store.record(item_id)
-    if record is None or record.get("queue_id") != queue_id:
+    if record is None or record.queue_id != queue_id:
         raise HTTPException(404, f"no item {item_id} in queue {queue_id!r}")
     return record
 
@@ -129,7 +132,12 @@ def current(ctx: ApiContext, queue_id: str) -> Item | None:
     running = ctx.store.running(queue_id)
     if not running:
         return None
-    return to_item(min(running, key=lambda r: (r.get("job_started") or "~", r["id"])))
+    return to_item(min(running, key=_started_first))
+
+
+def _started_first(record: JobRecord) -> tuple[datetime, int]:
+    """Started first, then lowest id; a record not yet marked started sorts last."""
+    return (record.job_started or datetime.max, record.id)
 
 
 def unfinished_ids(ctx: ApiContext, queue_id: str) -> list[int]:
@@ -152,7 +160,7 @@ def prunable_ids(ctx: ApiContext, queue_id: str) -> list[int]:
         for status in ("completed", "failed")
         for record in store.iter_records(queue_id, INDEX[status])
     ]
-    parents = sorted({r["parent_id"] for r in finished if r.get("parent_id") is not None})
+    parents = sorted({r.parent_id for r in finished if r.parent_id is not None})
     pipe = store.redis.pipeline(transaction=False)
     for parent_id in parents:
         pipe.hget(store.keys.job(parent_id), "status")
@@ -162,4 +170,4 @@ def prunable_ids(ctx: ApiContext, queue_id: str) -> list[int]:
         for parent_id, raw in zip(parents, pipe.execute(), strict=True)
         if raw is not None and json.loads(raw) not in ended
     }
-    return [r["id"] for r in finished if r.get("parent_id") not in running_parents]
+    return [r.id for r in finished if r.parent_id not in running_parents]

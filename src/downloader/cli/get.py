@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from downloader.cli.common import EXIT_ERROR, EXIT_USAGE, load_settings, open_service
 
@@ -22,15 +22,13 @@ if TYPE_CHECKING:
     from downloader.client.service import DownloadQueueService
     from downloader.hub import ResolvedRepo
     from downloader.jobs.models import DownloadJob, MultiFileDownloadJob
+    from downloader.jobs.record import JobRecord
 
     Job = DownloadJob | MultiFileDownloadJob
 
 
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
-RESUME_KEY = "cli:resumable"
-"""Under the namespace: a hash from `<dest>\\n<url>` (a repo's file: `<dest>\\n<its final path>`)
-to the job a stopped `get` left waiting."""
 HF_HOSTS = ("huggingface.co", "hf.co")
 NO_WORKER_WAIT = 1.5
 """Seconds to wait for workers to answer before saying that none consumes the queue."""
@@ -210,7 +208,7 @@ def _earlier_jobs(
     few round trips whatever the number of files."""
     from downloader.engine.filestate import PartialState, discard_partial, partial_path, state_path
 
-    redis, key = queue.app.redis, f"{queue.app.keys.namespace}:{RESUME_KEY}"
+    redis, key = queue.app.redis, queue.app.keys.resumable
     fields = [_resume_field(dest, name) for name in wanted]
     if not fields:
         return {}
@@ -220,20 +218,22 @@ def _earlier_jobs(
     if not found:
         return {}
     redis.hdel(key, *(_resume_field(dest, name) for name in found))
-    records = {record["id"]: record for record in queue.app.store.records(found.values())}
+    from downloader.jobs.models import DownloadJobStatus
+
+    records = {record.id: record for record in queue.app.store.records(found.values())}
     _forget(queue, records.values())
     resumed = {}
     for name, job_id in found.items():
         record = records.get(job_id)
-        if record is None or record.get("status") != "waiting":
+        if record is None or record.status is not DownloadJobStatus.WAITING:
             continue
-        if not record.get("download_path"):
+        path = record.download_path
+        if path is None:
             continue
-        path = Path(record["download_path"])
         partial = partial_path(path)
         if not partial.exists():
             continue
-        is_part = record.get("parent_id") is not None
+        is_part = record.parent_id is not None
         label = path.relative_to(dest).as_posix() if is_part else path.name
         if restart:
             discard_partial(path, owner=None)
@@ -254,17 +254,17 @@ def _earlier_jobs(
     return resumed
 
 
-def _forget(queue: DownloadQueueService, records: Iterable[dict[str, Any]]) -> None:
+def _forget(queue: DownloadQueueService, records: Iterable[JobRecord]) -> None:
     """Remove the stopped `get`'s jobs being taken over, a repo's whole job with them (its
     parent and every part, finished ones too): nothing of it is left unfinished for ever,
     holding its files' paths."""
     store = queue.app.store
     by_queue: dict[str, set[int]] = {}
     records = list(records)
-    parents = {record["parent_id"] for record in records if record.get("parent_id") is not None}
+    parents = {record.parent_id for record in records if record.parent_id is not None}
     for record in [*records, *store.records(parents)]:
-        ids = by_queue.setdefault(record["queue_id"], set())
-        ids.update([record["id"], *record.get("part_ids", ())])
+        ids = by_queue.setdefault(record.queue_id, set())
+        ids.update([record.id, *record.part_ids])
     for queue_id, ids in by_queue.items():
         store.remove(queue_id, ids)
 
@@ -532,6 +532,6 @@ def _stopped(
             if not part.in_terminal_state:
                 resumable[_resume_field(dest, str(part.download_path))] = part.id
     if resumable:
-        queue.app.redis.hset(f"{queue.app.keys.namespace}:{RESUME_KEY}", mapping=resumable)
+        queue.app.redis.hset(queue.app.keys.resumable, mapping=resumable)
     console.say("interrupted: partial files are kept; run the same command again to resume")
     return code

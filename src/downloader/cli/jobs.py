@@ -17,6 +17,7 @@ from downloader.cli.common import EXIT_ERROR, open_service
 if TYPE_CHECKING:
     from downloader.client.service import DownloadQueueService
     from downloader.jobs.models import DownloadJob, MultiFileDownloadJob
+    from downloader.jobs.record import JobRecord
 
     Job = DownloadJob | MultiFileDownloadJob
 
@@ -45,13 +46,13 @@ def _print_table(jobs: Iterable[Job]) -> None:
 STATUS_WORDS = ("waiting", "running", "completed", "error", "cancelled")
 
 
-def _status_word(record: dict[str, Any]) -> str:
-    return "cancelled" if record.get("cancelled") else str(record["status"])
+def _status_word(record: JobRecord) -> str:
+    return "cancelled" if record.cancelled else record.status.value
 
 
 def _index_ids(redis: Any, key: str, newest_first: bool) -> Iterator[int]:
     """The job ids of one index (scored by id), a page at a time."""
-    from downloader.store.jobs import BATCH
+    from downloader.store.base import BATCH
 
     bound: str | None = None
     while True:
@@ -68,10 +69,10 @@ def _index_ids(redis: Any, key: str, newest_first: bool) -> Iterator[int]:
 
 def _listed_records(
     queue: DownloadQueueService, args: argparse.Namespace, newest_first: bool
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[JobRecord]:
     """The records `list` shows, read a page at a time from the per-queue (and per-status)
     indexes, in id order; memory and round trips follow the page, not the queue."""
-    from downloader.store.jobs import BATCH
+    from downloader.store.base import BATCH
 
     store = queue.app.store
     keys = store.keys
@@ -89,7 +90,7 @@ def _listed_records(
         for record in store.records(page):
             if args.status and _status_word(record) not in args.status:
                 continue  # a cancelled job is in the error index too
-            if record.get("parent_id") is not None and not args.parts:
+            if record.parent_id is not None and not args.parts:
                 continue
             yield record
 
@@ -113,7 +114,7 @@ def _find_job(queue: DownloadQueueService, args: argparse.Namespace, job_id: int
     """Job `job_id` in whichever queue holds it (ids are unique in a namespace: `list --all`
     shows the gets' own queues too), or only in `--queue` when one is given."""
     record = queue.app.store.record(job_id)
-    if record is None or (args.queue and record.get("queue_id") != args.queue):
+    if record is None or (args.queue and record.queue_id != args.queue):
         where = f" in queue {args.queue!r}" if args.queue else ""
         print(f"error: no job {job_id}{where}", file=sys.stderr)
         return None
@@ -138,7 +139,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_table(shown)  # one table, one header
         for job in shown:
             if job.errored:
-                print(f"  {job.id}: {describe_error(job.error_type)}")
+                print(f"  {job.id}: {describe_error(job.error_type, job.failure)}")
     return code
 
 

@@ -24,14 +24,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import redis
 
 from downloader.jobs import events as ev
+from downloader.jobs.failure import Failure, FailureKind
 from downloader.jobs.models import (
     DownloadJob,
     DownloadJobStatus,
     JobVanishedError,
     MultiFileDownloadJob,
 )
+from downloader.jobs.record import utcnow
+from downloader.store.base import BATCH
 from downloader.store.bus import SUBSCRIBED, Subscription, event_payload
-from downloader.store.jobs import BATCH, KIND_MULTIFILE, utcnow
 
 if TYPE_CHECKING:
     from downloader.worker.runtime import Runtime
@@ -254,12 +256,12 @@ class LiveJobs:
         since its final event may have gone out before Redis confirmed the subscription."""
         assert self.app is not None
         record = self.app.store.record(job_id)
-        if record is None or not DownloadJobStatus(record["status"]).finished:
+        if record is None or not record.status.finished:
             return
-        multi = record.get("kind") == KIND_MULTIFILE
-        if record["status"] == DownloadJobStatus.COMPLETED.value:
+        multi = record.multifile
+        if record.status is DownloadJobStatus.COMPLETED:
             event = ev.MULTIFILE_COMPLETE if multi else ev.DOWNLOAD_COMPLETE
-        elif record.get("cancelled"):
+        elif record.cancelled:
             event = ev.MULTIFILE_CANCELLED if multi else ev.DOWNLOAD_CANCELLED
         else:
             event = ev.MULTIFILE_ERROR if multi else ev.DOWNLOAD_ERROR
@@ -351,6 +353,7 @@ class LiveJobs:
         error = JobVanishedError(job.id, redis_lost)
         job.status = DownloadJobStatus.ERROR
         job.error_type, job.error, job.job_ended = error.error_type, str(error), utcnow()
+        job.failure = Failure(FailureKind.VANISHED, str(error))
         multi = isinstance(job, MultiFileDownloadJob)
         event = ev.MULTIFILE_ERROR if multi else ev.DOWNLOAD_ERROR
         fields = {"error_type": job.error_type, "error": job.error}
@@ -394,3 +397,4 @@ def copy_state(source: Job, target: Job) -> None:
         if name not in ("access_token", "download_parts"):
             setattr(target, name, getattr(source, name))
     target.cancelled = source.cancelled
+    target.failure = source.failure

@@ -35,9 +35,10 @@ from downloader.jobs.models import (
     mirror_urls,
 )
 from downloader.jobs.queues import check_queue_id
+from downloader.jobs.record import JobRecord
 from downloader.store.durability import NotReplicatedError
 from downloader.store.embedded import EmbeddedRedis
-from downloader.store.jobs import KIND_MULTIFILE, KIND_SINGLE
+from downloader.store.keys import Keys
 from downloader.store.reservations import Reservations
 from downloader.worker import parents
 from downloader.worker.runtime import Dispatch, Runtime
@@ -120,7 +121,7 @@ class DownloadQueueService:
         self._live = LiveJobs(
             self._settings.namespace,
             queue_id,
-            f"{self._settings.namespace}:client:{uuid.uuid4().hex}",
+            Keys(self._settings.namespace).client_channel(uuid.uuid4().hex),
             event_bus,
         )
         self._app: Runtime | None = None
@@ -352,24 +353,23 @@ class DownloadQueueService:
                     access_token=access_token,
                 )
             )
-        parent_record = {
-            "kind": KIND_MULTIFILE,
-            "part_ids": ids[1:],
-            "parts_total": len(parts),
-            **job.model_dump(mode="json", exclude={"download_parts"}),
-            "total_bytes": sum(part.size or 0 for part in parts),
-        }
+        parent_record = JobRecord.for_job(
+            job,
+            part_ids=ids[1:],
+            parts_total=len(parts),
+            total_bytes=sum(part.size or 0 for part in parts),
+        )
         part_records = [
-            {
-                **self._record(part_job),
-                "parent_id": job.id,
-                "sha256": part.sha256,
-                "size": part.size,
-                "untrusted": untrusted,
-                "dest_is_dir": False,
-                "mirrors": mirror_urls(part.mirrors),
-                "root": str(dest),
-            }
+            JobRecord.for_job(
+                part_job,
+                parent_id=job.id,
+                sha256=part.sha256,
+                size=part.size,
+                untrusted=untrusted,
+                dest_is_dir=False,
+                mirrors=mirror_urls(part.mirrors),
+                root=dest,
+            )
             for part_job, part in zip(job.download_parts, parts, strict=True)
         ]
         owned = [(part.id, part.dest) for part in job.download_parts]
@@ -431,7 +431,7 @@ class DownloadQueueService:
         untrusted: bool,
         download_path: Path | None = None,
         mirrors: list[str] | None = None,
-    ) -> tuple[DownloadJob, dict[str, Any]]:
+    ) -> tuple[DownloadJob, JobRecord]:
         """A single job and its record, with `dest` read as a directory or a file path."""
         dest_is_dir = _names_a_directory(dest)
         if not dest_is_dir and is_engine_name(Path(dest).name):
@@ -446,24 +446,20 @@ class DownloadQueueService:
             access_token=access_token,
             download_path=None if download_path is None else download_path.absolute(),
         )
-        record = {
-            **cls._record(job),
-            "sha256": sha256,
-            "untrusted": untrusted,
-            "dest_is_dir": dest_is_dir,
-            "mirrors": mirrors or [],
-        }
+        record = JobRecord.for_job(
+            job, sha256=sha256, untrusted=untrusted, dest_is_dir=dest_is_dir, mirrors=mirrors or []
+        )
         return job, record
 
     def _enqueue(
-        self, queue_id: str, jobs: Sequence[DownloadJob], records: Sequence[dict[str, Any]]
+        self, queue_id: str, jobs: Sequence[DownloadJob], records: Sequence[JobRecord]
     ) -> None:
         """Reserve the explicit file paths (refusing all if another job holds one), write the
         records in batches, then queue the jobs on `queue_id`."""
         owned = [
             (job.id, path)
             for job, record in zip(jobs, records, strict=True)
-            for path in (None if record["dest_is_dir"] else job.dest, job.download_path)
+            for path in (None if record.dest_is_dir else job.dest, job.download_path)
             if path is not None
         ]
         reservations = Reservations(self.app.store)
@@ -505,10 +501,6 @@ class DownloadQueueService:
             self._live.forget(ids)
             raise
 
-    @staticmethod
-    def _record(job: DownloadJob) -> dict[str, Any]:
-        return {"kind": KIND_SINGLE, **job.model_dump(mode="json")}
-
     def _track(self, jobs: Sequence[Job]) -> None:
         """Hand out these jobs as live objects (see `LiveJobs.track`); only then are they
         queued, so not one of their events is missed."""
@@ -538,7 +530,7 @@ class DownloadQueueService:
 
     def id_to_job(self, id: int) -> Job:
         record = self.app.store.record(id)
-        if record is None or record.get("queue_id") != self._queue_id:
+        if record is None or record.queue_id != self._queue_id:
             raise UnknownJobIDException(f"no job {id} in queue {self._queue_id!r}")
         return self._live.live(self.app.store.to_model(record))
 
@@ -559,12 +551,12 @@ class DownloadQueueService:
         record = self.app.store.record(job.id)
         if record is None:
             raise UnknownJobIDException(f"no job {job.id} in queue {self._queue_id!r}")
-        if record.get("kind") == KIND_MULTIFILE:
+        if record.multifile:
             parents.cancel(self.app, record)
             return
-        self.app.cancel(job.id, record.get("queue_id", self._queue_id))
-        if record.get("parent_id") is not None:
-            parents.settle(self.app, record["parent_id"])  # a cancelled part ends its parent
+        self.app.cancel(job.id, record.queue_id)
+        if record.parent_id is not None:
+            parents.settle(self.app, record.parent_id)  # a cancelled part ends its parent
 
     def cancel_all_jobs(self) -> None:
         """Cancel every unfinished job of this queue, paging through the status indexes:
@@ -580,9 +572,9 @@ class DownloadQueueService:
             for record in store.iter_records(queue_id, status.value)
         ]
         for record in unfinished:
-            if record.get("kind") == KIND_MULTIFILE:
+            if record.multifile:
                 parents.cancel(self.app, record)
-        singles = [r["id"] for r in unfinished if r.get("kind") != KIND_MULTIFILE]
+        singles = [record.id for record in unfinished if not record.multifile]
         self.app.cancel_many(singles, queue_id)
 
     def prune_jobs(self) -> None:
