@@ -10,9 +10,11 @@ import os
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import redis
 
+from downloader.jobs.record import JobRecord
 from downloader.store.jobs import JobStore
 
 
@@ -53,7 +55,7 @@ def measure(client: redis.Redis, store: JobStore, size: int) -> None:
     ids = store.new_ids(size)
     store.create(
         "q",
-        ({"id": i, "kind": "download", "source": f"http://h/{i}", "dest": "/d"} for i in ids),
+        (JobRecord(id=i, source=f"http://h/{i}", dest=Path("/d")) for i in ids),
     )
     enqueue = time.perf_counter() - start
     memory = client.info("memory")["used_memory"] - before

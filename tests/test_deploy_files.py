@@ -21,7 +21,7 @@ import yaml
 from downloader.api.auth import OPEN_PATHS
 from downloader.cli import build_parser
 from downloader.config import Settings
-from downloader.store.jobs import PRIORITY_LEVELS, Keys
+from downloader.store.keys import PRIORITY_LEVELS, Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

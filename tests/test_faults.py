@@ -21,7 +21,7 @@ from downloader.client.progress import describe_error
 from downloader.engine.netguard import ForbiddenAddressError, public_address
 from downloader.engine.resolver import host_not_found
 from downloader.engine.retry import is_retriable
-from downloader.store.jobs import PRIORITY_LEVELS
+from downloader.store.keys import PRIORITY_LEVELS
 from tests.children import popen
 from tests.conftest import WorkerProcess
 from tests.origin import Origin

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from downloader import DownloadJobStatus, DownloadQueueService
-from downloader.store.jobs import Keys
+from downloader.store.keys import Keys
 from tests.conftest import WorkerProcess, cli_env
 from tests.origin import Origin
 from tests.test_queue import wait_until

@@ -110,9 +110,9 @@ def test_repo_download_fetches_the_selected_files_of_the_pinned_commit(
     for path in wanted:
         record = enqueuer.app.store.record(parts[root / path].id)
         assert record is not None
-        assert f"/{REPO}/resolve/{commit}/{path}" in record["source"]
+        assert f"/{REPO}/resolve/{commit}/{path}" in record.source
         lfs = path.endswith(".safetensors")
-        assert record.get("sha256") == (digest(files[path]) if lfs else None)
+        assert record.sha256 == (digest(files[path]) if lfs else None)
     # The listing came in pages (two entries a page): all were followed.
     assert len([s for s in hub.hub_seen("hub") if "/tree/" in s.path]) > 3
 
@@ -135,7 +135,7 @@ def test_an_hf_source_downloads_one_file_pinned_and_verified(
     assert model.download_path == tmp_path / "diffusion_pytorch_model.safetensors"
     assert sha256(model.download_path) == digest(files["vae/diffusion_pytorch_model.safetensors"])
     assert f"/resolve/{commit}/" in str(model.source)
-    assert service.app.store.record(model.id)["sha256"] == digest(
+    assert service.app.store.record(model.id).sha256 == digest(
         files["vae/diffusion_pytorch_model.safetensors"]
     )
     assert sha256(tmp_path / "t.pq") == digest(dataset["data/train.parquet"])

@@ -17,8 +17,10 @@ from downloader import DownloadJobStatus, DownloadQueueService
 from downloader.celery_app import create_app
 from downloader.config import Settings
 from downloader.jobs.events import DOWNLOAD_COMPLETE, DOWNLOAD_PROGRESS
+from downloader.jobs.record import JobRecord
 from downloader.store.bus import EventPublisher
-from downloader.store.jobs import Claim, ClaimResult, JobStore
+from downloader.store.jobs import JobStore
+from downloader.store.lifecycle import Claim, ClaimResult
 from downloader.store.reservations import Reservations
 from tests.conftest import WorkerProcess
 from tests.origin import Origin
@@ -32,7 +34,7 @@ def store(namespace: str, redis_url: str) -> JobStore:
 
 def add_job(store: JobStore, token: str | None = None) -> int:
     (job_id,) = store.new_ids(1)
-    record = {"id": job_id, "kind": "download", "source": "http://x/f", "dest": "/tmp/d"}
+    record = JobRecord(id=job_id, source="http://x/f", dest=Path("/tmp/d"))
     store.create("q", [record], access_token=token)
     return job_id
 
@@ -43,12 +45,12 @@ def test_a_claim_answers_the_record_and_token_with_its_decision(store: JobStore)
     assert claim.result is ClaimResult.CLAIMED
     assert claim.token == "s3cret-token"
     assert claim.record is not None
-    assert claim.record["status"] == "running" and claim.record["worker"] == "w1#a"
-    assert "s3cret-token" not in json.dumps(claim.record)
+    assert claim.record.status == "running" and claim.record.worker == "w1#a"
+    assert "s3cret-token" not in json.dumps(claim.record.to_hash())
 
     again = store.claim(job_id, "w2#b", 30)
     assert again.result is ClaimResult.LEASED
-    assert again.record is not None and again.record["worker"] == "w1#a"
+    assert again.record is not None and again.record.worker == "w1#a"
     assert store.claim(10**9, "w1#a", 30) == Claim(ClaimResult.MISSING, None, None)
 
 
@@ -91,7 +93,7 @@ def test_the_end_releases_lease_and_paths_then_publishes_its_events_in_order(
     wait_until(two_events, 10)
     assert [e["event"] for e in heard] == [DOWNLOAD_PROGRESS, DOWNLOAD_COMPLETE]
     record = store.record(job_id)
-    assert record is not None and record["status"] == "completed" and record["bytes"] == 5
+    assert record is not None and record.status == "completed" and record.bytes == 5
     assert not store.redis.exists(store.keys.lease(job_id))
     assert reservations.holder(mine) is None
     assert reservations.holder(theirs) == other  # another job's path is left to it

@@ -14,7 +14,7 @@ from pathlib import Path
 import redis
 
 from downloader import DownloadJobStatus, DownloadQueueService, RemoteModelFile
-from downloader.store.jobs import Keys
+from downloader.store.keys import Keys
 from tests.origin import Origin
 from tests.test_queue import wait_until
 

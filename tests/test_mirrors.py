@@ -74,8 +74,8 @@ def test_a_source_that_always_fails_hands_over_to_a_mirror_without_its_token(
     assert all(r.headers.get("Authorization") for r in origin.gets("/files/"))
     assert not any("Authorization" in r.headers for r in mirror.requests)
     record = queue.app.store.record(job.id)
-    assert record is not None and record["mirrors"] == [mirror.url("/files/model.bin")]
-    assert "job-token-123" not in json.dumps(record)
+    assert record is not None and record.mirrors == [mirror.url("/files/model.bin")]
+    assert "job-token-123" not in json.dumps(record.to_hash())
 
 
 def test_a_source_or_a_mirror_whose_host_does_not_exist_leaves_the_file_to_the_other(

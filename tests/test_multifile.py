@@ -124,9 +124,7 @@ def test_ten_parts_spread_over_two_worker_processes(
     assert job.status == DownloadJobStatus.COMPLETED
     for name, digest in digests.items():
         assert sha256(tmp_path / "sharded" / name) == digest
-    workers = {
-        client.app.store.record(part.id)["worker"].split("@")[0] for part in job.download_parts
-    }
+    workers = {client.app.store.record(part.id).worker.split("@")[0] for part in job.download_parts}
     assert workers == {"alpha", "beta"}
     assert len(origin.gets("/files/shard-")) == 10  # each part fetched exactly once
 

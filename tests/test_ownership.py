@@ -127,7 +127,7 @@ def test_a_relative_dest_is_the_callers_and_is_owned_under_its_absolute_path(
     monkeypatch.chdir(tmp_path)
     first = client.download(origin.url("/files/a.bin"), "models/a.bin")
     assert first.dest == tmp_path / "models" / "a.bin"
-    assert client.app.store.record(first.id)["dest"] == str(tmp_path / "models" / "a.bin")
+    assert client.app.store.record(first.id).dest == tmp_path / "models" / "a.bin"
     with pytest.raises(DestinationTakenError, match=f"job {first.id}"):
         client.download(origin.url("/files/a.bin"), tmp_path / "models" / "a.bin")
     parts = client.multifile_download(

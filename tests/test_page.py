@@ -27,6 +27,7 @@ import requests
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
 
+from downloader.jobs.record import JobRecord
 from downloader.store.jobs import JobStore
 from tests.conftest import WorkerProcess
 from tests.hub_origin import HubOrigin
@@ -408,7 +409,7 @@ def test_cancel_from_the_page_cancels_the_job(page: Page, fleet: Fleet) -> None:
     expect(row(page, job).locator(".status")).to_have_text("canceled")
     expect(page.locator("#queue-message")).to_have_text(f"cancel #{job}: done")
     record = fleet.store.record(job)
-    assert record is not None and record["cancelled"] is True and record["status"] == "error"
+    assert record is not None and record.cancelled is True and record.status == "error"
     assert fleet.rest("GET", f"/api/v1/queue/default/i/{job}")["status"] == "canceled"
 
 
@@ -693,7 +694,7 @@ def test_the_queue_list_pages_through_every_queue_in_bounded_steps(
     store = JobStore(redis.Redis.from_url(redis_url), namespace)
     names = [f"q{i:03d}" for i in range(300)]
     for name, job_id in zip(names, store.new_ids(len(names)), strict=True):
-        store.create(name, [{"id": job_id, "source": "http://x/y", "dest": "/d", "priority": 10}])
+        store.create(name, [JobRecord(id=job_id, source="http://x/y", dest=Path("/d"))])
     assert api.post("/api/v1/queue/q007/processor/pause").status_code == 200
     listed: dict[str, dict[str, Any]] = {}
     cursor, pages = 0, 0

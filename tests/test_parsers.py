@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from downloader.engine.naming import (
@@ -45,6 +45,7 @@ HOSTILE = st.text(
 
 
 @given(HOSTILE)
+@example(". .:")  # spaces and dots alternating in front: it kept a leading dot
 def test_a_safe_name_is_one_component_that_stays_inside_dest(name: str) -> None:
     safe = safe_filename(name)
     if safe is None:

@@ -63,7 +63,7 @@ def test_three_workers_share_300_jobs_each_file_fetched_once(
     def claimed_by_the_first_worker() -> bool:
         # A durable fact (the record keeps its worker), not a state that may already be past.
         records = client.app.store.records(ids)
-        return any(str(r.get("worker") or "").startswith("w1@") for r in records)
+        return any((r.worker or "").startswith("w1@") for r in records)
 
     wait_until(claimed_by_the_first_worker, timeout=60)
     stopped.process.send_signal(signal.SIGTERM)  # mid-run: it hands its downloads back
@@ -80,7 +80,7 @@ def test_three_workers_share_300_jobs_each_file_fetched_once(
         assert hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == digest
     for i in range(300):
         assert len(origin.gets(f"/files/f{i:03}.bin")) == 1  # fetched exactly once
-    ran_by = {client.app.store.record(i)["worker"].split("@")[0] for i in ids}
+    ran_by = {client.app.store.record(i).worker.split("@")[0] for i in ids}
     assert ran_by == {"w1", "w2", "w3"}
     assert not list(tmp_path.glob("*.downloading"))
 

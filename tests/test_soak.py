@@ -67,7 +67,7 @@ class Crew:
 def ended(client: DownloadQueueService, jobs: list[DownloadJob]) -> bool:
     """Whether every one of `jobs` has ended, as the store says (one pipelined read)."""
     records = client.app.store.records([job.id for job in jobs])
-    return all(record["status"] in FINISHED for record in records)
+    return all(record.status in FINISHED for record in records)
 
 
 @pytest.mark.timeout(SECONDS + SETTLE + 180)

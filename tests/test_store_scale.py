@@ -20,7 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from downloader import DownloadJobStatus, DownloadQueueService, RemoteModelFile
 from downloader.api.metrics import render
-from downloader.store.jobs import BATCH, CANCELLED, STATUSES, JobStore
+from downloader.jobs.record import JobRecord
+from downloader.store.base import BATCH
+from downloader.store.jobs import JobStore
+from downloader.store.keys import CANCELLED, STATUSES
 from downloader.worker import recovery
 from tests.conftest import WorkerProcess, keys_matching
 from tests.origin import Origin
@@ -36,7 +39,7 @@ def add_jobs(store: JobStore, queue_id: str, count: int) -> list[int]:
     ids = store.new_ids(count)
     store.create(
         queue_id,
-        [{"id": i, "kind": "download", "source": f"http://x/{i}", "dest": "/tmp"} for i in ids],
+        [JobRecord(id=i, source=f"http://x/{i}", dest=Path("/tmp")) for i in ids],
     )
     return ids
 
@@ -47,8 +50,8 @@ def full_scan(store: JobStore, queue_id: str) -> dict[str, int]:
     for raw in store.redis.zrange(store.keys.queue_jobs(queue_id), 0, -1):
         record = store.record(int(raw))
         assert record is not None, "an index entry without its record"
-        counted[record["status"]] += 1
-        counted[CANCELLED] += bool(record.get("cancelled"))
+        counted[record.status.value] += 1
+        counted[CANCELLED] += record.cancelled
         counted["total"] += 1
     return {name: counted[name] for name in (*STATUSES, CANCELLED, "total")}
 
@@ -89,12 +92,12 @@ def test_counts_equal_a_full_scan_after_any_mix_of_operations(
             store.cancel(pick)
         elif op == "prune":
             finished = [
-                r["id"] for s in ("completed", "error") for r in store.iter_records(queue_id, s)
+                r.id for s in ("completed", "error") for r in store.iter_records(queue_id, s)
             ]
             store.remove(queue_id, finished)
         elif op == "clear":
             unfinished = [
-                r["id"] for s in ("waiting", "running") for r in store.iter_records(queue_id, s)
+                r.id for s in ("waiting", "running") for r in store.iter_records(queue_id, s)
             ]
             store.cancel_many(unfinished)
             store.remove(queue_id, unfinished)
@@ -104,22 +107,22 @@ def test_counts_equal_a_full_scan_after_any_mix_of_operations(
     # A queue is named exactly while it holds a job.
     assert (queue_id in store.queue_names()) == (store.counts(queue_id)["total"] > 0)
     for status in STATUSES:
-        by_index = [r["id"] for r in store.iter_records(queue_id, status)]
-        by_scan = [r["id"] for r in store.iter_records(queue_id) if r["status"] == status]
+        by_index = [r.id for r in store.iter_records(queue_id, status)]
+        by_scan = [r.id for r in store.iter_records(queue_id) if r.status == status]
         assert by_index == by_scan
 
 
 def test_pages_by_cursor_stay_stable_while_jobs_come_and_go(store: JobStore) -> None:
     ids = add_jobs(store, "q", 130)
     first, cursor = store.page("q", limit=50)
-    assert [r["id"] for r in first] == ids[:50] and cursor == ids[49]
+    assert [r.id for r in first] == ids[:50] and cursor == ids[49]
     # Meanwhile: jobs of the first page and of later pages go, new jobs come.
     store.remove("q", ids[:10] + ids[60:65])
     newer = add_jobs(store, "q", 5)
-    seen, pages = [r["id"] for r in first], 1
+    seen, pages = [r.id for r in first], 1
     while cursor is not None:
         page, cursor = store.page("q", cursor=cursor, limit=50)
-        seen += [r["id"] for r in page]
+        seen += [r.id for r in page]
         pages += 1
     assert seen == ids[:60] + ids[65:] + newer  # nothing twice, nothing skipped
     assert pages == 3
@@ -182,13 +185,13 @@ def test_queue_names_go_with_their_last_job_and_come_back_with_the_next(
 def test_a_queue_emptied_between_two_batches_of_a_create_keeps_its_name(store: JobStore) -> None:
     ids = store.new_ids(BATCH + 1)
 
-    def records() -> Iterator[dict]:
+    def records() -> Iterator[JobRecord]:
         for n, job_id in enumerate(ids):
             if n == BATCH:  # the first batch is in Redis: empty the queue, as `clear` would
                 store.cancel_many(ids[:BATCH])
                 store.remove("q", ids[:BATCH])
                 assert store.queue_names() == []
-            yield {"id": job_id, "kind": "download", "source": "http://x/", "dest": "/tmp"}
+            yield JobRecord(id=job_id, source="http://x/", dest=Path("/tmp"))
 
     store.create("q", records())
     assert store.queue_names() == ["q"] and store.counts("q")["total"] == 1
@@ -269,7 +272,7 @@ def test_a_message_lost_with_a_frozen_worker_runs_on_another_within_the_visibili
     wait_until(lambda: not any(client.app.redis.llen(key) for key in broker_lists))
     frozen.process.send_signal(signal.SIGKILL)
     frozen.process.wait(10)
-    assert client.app.store.record(job.id)["status"] == "waiting"
+    assert client.app.store.record(job.id).status == "waiting"
     spawn_worker("rescuer", concurrency=1, env={"DOWNLOADER_VISIBILITY_TIMEOUT": "10"})
     client.wait_for_job(job, timeout=60)
     assert job.status == DownloadJobStatus.COMPLETED
@@ -298,10 +301,10 @@ def test_a_2000_part_job_over_two_workers_completes_once_with_every_byte(
     assert job.status == DownloadJobStatus.COMPLETED
     assert events.count("multifile_download_complete") == 1
     record = client.app.store.record(job.id)
-    assert record["parts_done"] == 2000 and record["bytes"] == 2000 * 1024
+    assert record.parts_done == 2000 and record.bytes == 2000 * 1024
     fetched = Counter(r.path for r in origin.gets("/files/"))
     for name, digest in digests.items():
         assert hashlib.sha256((tmp_path / "m" / name).read_bytes()).hexdigest() == digest
         assert fetched[f"/files/{name}"] == 1
     records = client.app.store.records(p.id for p in job.download_parts)
-    assert {r["worker"].split("@")[0] for r in records} == {"w1", "w2"}
+    assert {r.worker.split("@")[0] for r in records} == {"w1", "w2"}

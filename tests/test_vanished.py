@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from downloader import DownloadJob, DownloadJobStatus, DownloadQueueService
 from downloader.api import create_api
-from downloader.store.jobs import Keys
+from downloader.store.keys import Keys
 from tests.conftest import WorkerProcess, cli_env
 from tests.origin import Origin
 from tests.redis_server import RedisServer

@@ -22,8 +22,6 @@ from downloader.api.schemas import QueueCounts
 MAX_QUEUES_PAGE = 1000
 """Queue names one page of `/api/v1/queues` asks Redis for."""
 
-_RUNNING_FIELDS = ("worker", "queue_id", "source", "download_path", "bytes", "total_bytes")
-
 
 class QueueSummary(QueueCounts):
     paused: bool = Field(description="workers do not take this queue's jobs")
@@ -74,17 +72,23 @@ def queue_page(ctx: ApiContext, cursor: int, limit: int) -> QueueList:
 def workers(ctx: ApiContext) -> WorkerList:
     """The live workers, each with the claimed jobs whose record names it."""
     running: dict[str, list[RunningJob]] = {}
-    for job_id, record in ctx.admin.claimed(_RUNNING_FIELDS):
-        if record["worker"] is None or record["queue_id"] is None:
-            continue  # removed meanwhile
-        node = str(record.pop("worker")).partition("#")[0]
-        record = {k: v for k, v in record.items() if v is not None}
-        running.setdefault(node, []).append(RunningJob(item_id=job_id, **record))
-    prefix = f"{ctx.settings.namespace}."
+    for record in ctx.admin.claimed():
+        if record.worker is None:
+            continue  # not claimed, or removed meanwhile
+        running.setdefault(record.worker.partition("#")[0], []).append(
+            RunningJob(
+                item_id=record.id,
+                queue_id=record.queue_id,
+                source=record.source,
+                download_path=None if record.download_path is None else str(record.download_path),
+                bytes=record.bytes,
+                total_bytes=record.total_bytes,
+            )
+        )
     found = [
         Worker(
             name=name,
-            queues=[q.removeprefix(prefix) for q in info.get("queues", ())],
+            queues=list(info.get("queues", ())),
             jobs=int(info.get("jobs", 0)),
             seen=datetime.fromtimestamp(float(info.get("seen", 0)), UTC),
             running=running.get(name, []),

@@ -22,7 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from downloader.store.jobs import CANCELLED, DURATION_BUCKETS, STATUSES
+from downloader.store.keys import CANCELLED, DURATION_BUCKETS, STATUSES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

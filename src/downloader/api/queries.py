@@ -12,7 +12,7 @@ job-queue words) map onto the store's statuses; `failed` is the store's `error` 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from datetime import datetime
 
 from fastapi import HTTPException
 
@@ -20,7 +20,8 @@ from downloader.api.context import ApiContext
 from downloader.api.schemas import ApiStatus, Item, ItemPage, ProcessorStatus, QueueCounts
 from downloader.client.admin import FAILED
 from downloader.jobs.models import DownloadJobStatus
-from downloader.store.jobs import CANCELLED
+from downloader.jobs.record import JobRecord
+from downloader.store.keys import CANCELLED
 
 INDEX: dict[ApiStatus, str] = {
     "pending": DownloadJobStatus.WAITING.value,
@@ -32,7 +33,7 @@ INDEX: dict[ApiStatus, str] = {
 """The status the store pages by behind each API status."""
 
 
-def to_item(record: dict[str, Any]) -> Item:
+def to_item(record: JobRecord) -> Item:
     return Item.from_record(record)
 
 
@@ -41,9 +42,9 @@ def items(ctx: ApiContext, ids: Iterable[int]) -> list[Item]:
     return [to_item(record) for record in ctx.admin.records(ids)]
 
 
-def record_or_404(ctx: ApiContext, queue_id: str, item_id: int) -> dict[str, Any]:
+def record_or_404(ctx: ApiContext, queue_id: str, item_id: int) -> JobRecord:
     record = ctx.admin.record(item_id)
-    if record is None or record.get("queue_id") != queue_id:
+    if record is None or record.queue_id != queue_id:
         raise HTTPException(404, f"no item {item_id} in queue {queue_id!r}")
     return record
 
@@ -97,4 +98,9 @@ def current(ctx: ApiContext, queue_id: str) -> Item | None:
     running = ctx.admin.running(queue_id)
     if not running:
         return None
-    return to_item(min(running, key=lambda r: (r.get("job_started") or "~", r["id"])))
+    return to_item(min(running, key=_started_first))
+
+
+def _started_first(record: JobRecord) -> tuple[datetime, int]:
+    """Started first, then lowest id; a record not yet marked started sorts last."""
+    return (record.job_started or datetime.max, record.id)

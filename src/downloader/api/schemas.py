@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import Path as PathParam
 from pydantic import (
@@ -23,7 +23,7 @@ from pydantic import (
 
 from downloader.jobs.models import DownloadJobStatus
 from downloader.jobs.queues import MAX_QUEUE_ID, QUEUE_ID_PATTERN, QUEUE_ID_RULE, check_queue_id
-from downloader.store.jobs import KIND_MULTIFILE
+from downloader.jobs.record import JobRecord
 
 ApiStatus = Literal["pending", "in_progress", "completed", "failed", "canceled"]
 UNFINISHED: tuple[ApiStatus, ...] = ("pending", "in_progress")
@@ -54,16 +54,16 @@ ItemId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="an item's `item_
 Priority = Annotated[int, Field(ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="lower runs first")]
 
 
-def api_status(record: dict[str, Any]) -> ApiStatus:
+def api_status(record: JobRecord) -> ApiStatus:
     """The API's word for a job record's state."""
-    status = DownloadJobStatus(record["status"])
+    status = record.status
     if status == DownloadJobStatus.WAITING:
         return "pending"
     if status == DownloadJobStatus.RUNNING:
         return "in_progress"
     if status == DownloadJobStatus.COMPLETED:
         return "completed"
-    return "canceled" if record.get("cancelled") else "failed"
+    return "canceled" if record.cancelled else "failed"
 
 
 class Item(BaseModel):
@@ -99,33 +99,35 @@ class Item(BaseModel):
     )
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Item:
-        """The item of a record; a multi-file job's byte counts are its parts' sums already
-        (the store adds every change of a part to its parent)."""
-        multifile = record.get("kind") == KIND_MULTIFILE
-        error = record.get("error")
+    def from_record(cls, record: JobRecord) -> Item:
+        """The item of a record (the one place that builds one); a multi-file job's byte
+        counts are its parts' sums already (the store adds every change of a part to its
+        parent)."""
+        multifile = record.multifile
+        error = record.error
+        path = record.download_path
         return cls(
-            item_id=record["id"],
+            item_id=record.id,
             status=api_status(record),
-            priority=record.get("priority", 10),
-            batch_id=record["id"] if multifile else record.get("parent_id"),
-            queue_id=record["queue_id"],
+            priority=record.priority,
+            batch_id=record.id if multifile else record.parent_id,
+            queue_id=record.queue_id,
             kind="multifile" if multifile else "download",
-            created_at=record.get("created_at"),
-            updated_at=record.get("updated_at"),
-            started_at=record.get("job_started"),
-            completed_at=record.get("job_ended"),
-            error_type=record.get("error_type"),
-            error_message=_last_line(error) or record.get("error_type"),
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            started_at=record.job_started,
+            completed_at=record.job_ended,
+            error_type=record.error_type,
+            error_message=_last_line(error) or record.error_type,
             error_traceback=error,
-            source=record.get("source"),
-            dest=str(record.get("dest", "")),
-            download_path=record.get("download_path"),
-            bytes=record.get("bytes") or 0,
-            total_bytes=record.get("total_bytes") or 0,
-            attempts=record.get("attempts") or 0,
-            part_ids=record.get("part_ids") if multifile else None,
-            revision=record.get("revision") if multifile else None,
+            source=record.source,
+            dest=str(record.dest),
+            download_path=None if path is None else str(path),
+            bytes=record.bytes,
+            total_bytes=record.total_bytes,
+            attempts=record.attempts,
+            part_ids=record.part_ids if multifile else None,
+            revision=record.revision if multifile else None,
         )
 
 

@@ -22,7 +22,7 @@ from kombu.pools import ProducerPool
 from downloader.celery_app.dispatch import BrokerDispatcher, redispatch_lost
 from downloader.celery_app.transport import BrokerConnection
 from downloader.config import Settings
-from downloader.store.jobs import PRIORITY_LEVELS
+from downloader.store.keys import PRIORITY_LEVELS
 from downloader.worker.recovery import OrphanWatch
 from downloader.worker.runtime import Runtime
 

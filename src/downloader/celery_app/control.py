@@ -1,6 +1,6 @@
 """Pausing and resuming a queue's processing: workers stop and start taking its jobs.
 
-A pause is a Redis flag (`<namespace>:queue:<queue_id>:paused`) plus a broadcast that tells
+A pause is a Redis flag (`Keys.paused`) plus a broadcast that tells
 every worker to stop consuming the queue's Celery queue; running downloads go on. The flag
 outlives the broadcast: every worker runs the consumer step `KeepPaused`, after its task
 consumer is set up and before its event loop takes the first message, so a worker that
@@ -40,44 +40,35 @@ class TooManyPaused(ValueError):
     """`MAX_PAUSED` queues are paused already."""
 
 
-def paused_key(runtime: Runtime, queue_id: str) -> str:
-    return f"{runtime.keys.namespace}:queue:{queue_id}:paused"
-
-
-def paused_set(runtime: Runtime) -> str:
-    """The ids of the paused queues, to count them."""
-    return f"{runtime.keys.namespace}:paused"
-
-
 def is_paused(runtime: Runtime, queue_id: str) -> bool:
-    return bool(runtime.redis.exists(paused_key(runtime, queue_id)))
+    return bool(runtime.redis.exists(runtime.keys.paused(queue_id)))
 
 
 def pause(app: DownloaderApp, queue_id: str) -> None:
     """Workers stop taking the queue's jobs; the ones they run go on. Raises `TooManyPaused`
     when `MAX_PAUSED` other queues are paused (concurrent pauses may pass it by a few)."""
-    runtime = app.runtime
+    runtime, keys = app.runtime, app.runtime.keys
     pipe = runtime.redis.pipeline(transaction=False)
-    pipe.sismember(paused_set(runtime), queue_id)
-    pipe.scard(paused_set(runtime))
+    pipe.sismember(keys.paused_queues, queue_id)
+    pipe.scard(keys.paused_queues)
     already, paused = pipe.execute()
     if not already and paused >= MAX_PAUSED:
         raise TooManyPaused(
             f"{paused} queues are paused, the most there may be at once: resume one first"
         )
     pipe = runtime.redis.pipeline(transaction=True)
-    pipe.sadd(paused_set(runtime), queue_id)
-    pipe.set(paused_key(runtime, queue_id), 1)
+    pipe.sadd(keys.paused_queues, queue_id)
+    pipe.set(keys.paused(queue_id), 1)
     pipe.execute()
     app.control.cancel_consumer(runtime.keys.celery_queue(queue_id))
 
 
 def resume(app: DownloaderApp, queue_id: str) -> None:
     """The workers started with this queue take its jobs again."""
-    runtime = app.runtime
+    runtime, keys = app.runtime, app.runtime.keys
     pipe = runtime.redis.pipeline(transaction=True)
-    pipe.delete(paused_key(runtime, queue_id))
-    pipe.srem(paused_set(runtime), queue_id)
+    pipe.delete(keys.paused(queue_id))
+    pipe.srem(keys.paused_queues, queue_id)
     pipe.execute()
     app.control.broadcast(RESUME_COMMAND, arguments={"queue": runtime.keys.celery_queue(queue_id)})
 
@@ -108,11 +99,6 @@ def control_connection(app: DownloaderApp) -> Any:
     return app.connection_for_write(transport_options={"polling_interval": 0.1})
 
 
-def _queue_id(app: DownloaderApp, celery_queue: str) -> str | None:
-    prefix = f"{app.runtime.keys.namespace}."
-    return celery_queue[len(prefix) :] if celery_queue.startswith(prefix) else None
-
-
 class KeepPaused(bootsteps.StartStopStep):
     """Consumer step: consume exactly the worker's own queues that are not paused.
 
@@ -135,7 +121,7 @@ class KeepPaused(bootsteps.StartStopStep):
         if not isinstance(app, DownloaderApp):
             return
         for name in sorted(c.downloader_queues):
-            queue_id = _queue_id(app, name)
+            queue_id = app.runtime.keys.queue_of_celery(name)
             if queue_id is None:
                 continue
             try:

@@ -21,7 +21,8 @@ from kombu import Queue
 from kombu.common import maybe_declare
 
 from downloader.jobs.models import DownloadJobStatus
-from downloader.store.jobs import BATCH, PRIORITY_LEVELS, celery_priority
+from downloader.store.base import BATCH
+from downloader.store.keys import PRIORITY_LEVELS, celery_priority
 from downloader.worker.runtime import Dispatch, Runtime
 
 log = logging.getLogger(__name__)

@@ -34,14 +34,14 @@ def download(self: Task, job_id: int) -> dict[str, object]:
             )
 
     outcome = run_download(self.app.runtime, job_id, self.request.hostname or "worker", tell_flower)
-    return {"job_id": job_id, "outcome": outcome}
+    return {"job_id": job_id, "outcome": outcome.value}
 
 
 @shared_task(bind=True, name="downloader.discard")
 def discard(self: Task, job_id: int) -> dict[str, object]:
     """Remove the partial file of a job cancelled after its worker died."""
-    tidy_cancelled(self.app.runtime, job_id, self.request.hostname or "worker")
-    return {"job_id": job_id, "outcome": "tidied"}
+    outcome = tidy_cancelled(self.app.runtime, job_id, self.request.hostname or "worker")
+    return {"job_id": job_id, "outcome": outcome.value}
 
 
 @worker_shutting_down.connect

@@ -91,7 +91,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_table(shown)  # one table, one header
         for job in shown:
             if job.errored:
-                print(f"  {job.id}: {describe_error(job.error_type)}")
+                print(f"  {job.id}: {describe_error(job.error_type, job.failure)}")
     return code
 
 

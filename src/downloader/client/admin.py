@@ -19,17 +19,18 @@ from downloader.client import resume
 from downloader.client.anyqueue import AnyQueueJobs
 from downloader.client.enqueue import Enqueuer
 from downloader.jobs.models import DownloadJob, MultiFileDownloadJob
+from downloader.jobs.record import JobRecord
 from downloader.store.admin import FAILED
+from downloader.store.base import BATCH
 from downloader.store.bus import Subscription
 from downloader.store.connection import RedisTarget
-from downloader.store.jobs import BATCH
 from downloader.worker.runtime import Runtime
 
 if TYPE_CHECKING:
     from downloader.celery_app.app import DownloaderApp
 
 Job = DownloadJob | MultiFileDownloadJob
-Record = dict[str, Any]
+Record = JobRecord
 
 __all__ = ["FAILED", "QueueAdmin"]
 
@@ -95,18 +96,16 @@ class QueueAdmin(AnyQueueJobs):
         Returns:
             The next page's cursor (0: this was the last) and (name, counts, paused).
         """
-        from downloader.celery_app import control
-
-        runtime = self._runtime()
-        return self._store.queue_page(cursor, limit, lambda q: control.paused_key(runtime, q))
+        return self._store.queue_page(cursor, limit)
 
     def worker_beats(self) -> list[tuple[str, dict[str, Any]]]:
-        """The live workers, each with its last heartbeat (`jobs`, `seen`, `queues`)."""
+        """The live workers, each with its last heartbeat (`jobs`, `seen`, and `queues` as
+        queue ids)."""
         return self._store.worker_beats()
 
-    def claimed(self, fields: Sequence[str]) -> list[tuple[int, dict[str, Any]]]:
-        """These record fields of every job claimed by a worker now, by id: O(running)."""
-        return self._store.claimed(fields)
+    def claimed(self) -> list[JobRecord]:
+        """The records of every job a worker holds now, by id: O(running)."""
+        return self._store.claimed()
 
     def consuming_workers(self, queue_id: str, timeout: float) -> list[str]:
         """The workers that consume the queue right now, asked over the broker: answers at
@@ -127,7 +126,7 @@ class QueueAdmin(AnyQueueJobs):
         """The records of these jobs that still exist, in order: a round trip per thousand."""
         return self._runtime().store.records(job_ids)
 
-    def to_job(self, record: Mapping[str, Any]) -> Job:
+    def to_job(self, record: JobRecord) -> Job:
         """The job model of a record (a multi-file job's with its parts)."""
         return self._runtime().store.to_model(record)
 
@@ -135,7 +134,7 @@ class QueueAdmin(AnyQueueJobs):
         """Job `job_id` (ids are unique in a namespace), or None when there is none, or
         none in `queue_id` when that is given."""
         record = self.record(job_id)
-        if record is None or (queue_id is not None and record.get("queue_id") != queue_id):
+        if record is None or (queue_id is not None and record.queue_id != queue_id):
             return None
         return self.to_job(record)
 
@@ -198,7 +197,7 @@ class QueueAdmin(AnyQueueJobs):
             for record in store.store.records(page):
                 if statuses and _status_word(record) not in statuses:
                     continue  # it changed since its index was read
-                if record.get("parent_id") is not None and not parts:
+                if record.parent_id is not None and not parts:
                     continue
                 yield store.store.to_model(record)
 
@@ -314,5 +313,5 @@ class QueueAdmin(AnyQueueJobs):
         return resume.take_over(self._store, dest, wanted, restart)
 
 
-def _status_word(record: Mapping[str, Any]) -> str:
-    return "cancelled" if record.get("cancelled") else str(record["status"])
+def _status_word(record: JobRecord) -> str:
+    return "cancelled" if record.cancelled else record.status.value

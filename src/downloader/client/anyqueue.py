@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from downloader.client.enqueue import Enqueuer
 from downloader.jobs.models import DownloadJob, MultiFileDownloadJob, RemoteModelFile
 from downloader.store.admin import StoreAdmin
-from downloader.store.jobs import KIND_MULTIFILE
 from downloader.worker import parents
 from downloader.worker.runtime import Runtime
 
@@ -106,12 +105,12 @@ class AnyQueueJobs:
         record = runtime.store.record(job_id)
         if record is None:
             return False
-        if record.get("kind") == KIND_MULTIFILE:
+        if record.multifile:
             parents.cancel(runtime, record)
             return True
-        runtime.cancel(job_id, record["queue_id"])
-        if record.get("parent_id") is not None:
-            parents.settle(runtime, record["parent_id"])  # a cancelled part ends its parent
+        runtime.cancel(job_id, record.queue_id)
+        if record.parent_id is not None:
+            parents.settle(runtime, record.parent_id)  # a cancelled part ends its parent
         return True
 
     def cancel_all_jobs(self, queue_id: str) -> None:
@@ -121,9 +120,9 @@ class AnyQueueJobs:
         store = self._store
         unfinished = runtime.store.records(store.unfinished_ids(queue_id))
         for record in unfinished:
-            if record.get("kind") == KIND_MULTIFILE:
+            if record.multifile:
                 parents.cancel(runtime, record)
-        singles = [r["id"] for r in unfinished if r.get("kind") != KIND_MULTIFILE]
+        singles = [record.id for record in unfinished if not record.multifile]
         runtime.cancel_many(singles, queue_id)
 
     def tidy_cancelled(self, job_id: int) -> None:

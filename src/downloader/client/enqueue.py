@@ -19,7 +19,7 @@ import requests
 
 from downloader import hub
 from downloader.client.livejobs import LiveJobs
-from downloader.client.multifile import build_multifile, check_part_paths, single_record
+from downloader.client.multifile import build_multifile, check_part_paths
 from downloader.config import Settings
 from downloader.engine.naming import is_engine_name
 from downloader.jobs.models import (
@@ -30,6 +30,7 @@ from downloader.jobs.models import (
     bearer_token,
     mirror_urls,
 )
+from downloader.jobs.record import JobRecord
 from downloader.store.durability import NotReplicatedError
 from downloader.store.reservations import Reservations
 from downloader.worker.runtime import Dispatch, Runtime
@@ -188,7 +189,7 @@ class Enqueuer:
         untrusted: bool,
         download_path: Path | None = None,
         mirrors: list[str] | None = None,
-    ) -> tuple[DownloadJob, dict[str, Any]]:
+    ) -> tuple[DownloadJob, JobRecord]:
         """A single job and its record, with `dest` read as a directory or a file path."""
         dest_is_dir = _names_a_directory(dest)
         if not dest_is_dir and is_engine_name(Path(dest).name):
@@ -203,23 +204,19 @@ class Enqueuer:
             access_token=access_token,
             download_path=None if download_path is None else download_path.absolute(),
         )
-        record = {
-            **single_record(job),
-            "sha256": sha256,
-            "untrusted": untrusted,
-            "dest_is_dir": dest_is_dir,
-            "mirrors": mirrors or [],
-        }
+        record = JobRecord.for_job(
+            job, sha256=sha256, untrusted=untrusted, dest_is_dir=dest_is_dir, mirrors=mirrors or []
+        )
         return job, record
 
     def _enqueue(
-        self, queue_id: str, jobs: Sequence[DownloadJob], records: Sequence[dict[str, Any]]
+        self, queue_id: str, jobs: Sequence[DownloadJob], records: Sequence[JobRecord]
     ) -> None:
         """Write single jobs, holding their explicit file paths, then queue them."""
         owned = [
             (job.id, path)
             for job, record in zip(jobs, records, strict=True)
-            for path in (None if record["dest_is_dir"] else job.dest, job.download_path)
+            for path in (None if record.dest_is_dir else job.dest, job.download_path)
             if path is not None
         ]
         tokens = {job.id: job.access_token for job in jobs if job.access_token}
@@ -235,7 +232,7 @@ class Enqueuer:
         self,
         queue_id: str,
         jobs: Sequence[Job],
-        records: Sequence[dict[str, Any]],
+        records: Sequence[JobRecord],
         owned: list[tuple[int, Path]],
         tokens: Mapping[int, str],
     ) -> None:

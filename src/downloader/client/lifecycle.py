@@ -24,6 +24,7 @@ from downloader.client.livejobs import EventBus, LiveJobs
 from downloader.config import Settings
 from downloader.jobs.queues import check_queue_id
 from downloader.store.embedded import EmbeddedRedis
+from downloader.store.keys import Keys
 from downloader.worker.notices import RetryListener
 from downloader.worker.runtime import Runtime
 
@@ -93,7 +94,7 @@ class ServiceLifecycle:
         self._live = LiveJobs(
             self._settings.namespace,
             queue_id,
-            f"{self._settings.namespace}:client:{uuid.uuid4().hex}",
+            Keys(self._settings.namespace).client_channel(uuid.uuid4().hex),
             event_bus,
         )
         self._app: Runtime | None = None

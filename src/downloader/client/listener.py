@@ -18,14 +18,16 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from downloader.jobs import events as ev
+from downloader.jobs.failure import Failure, FailureKind
 from downloader.jobs.models import (
     DownloadJob,
     DownloadJobStatus,
     JobVanishedError,
     MultiFileDownloadJob,
 )
+from downloader.jobs.record import utcnow
+from downloader.store.base import BATCH
 from downloader.store.bus import SUBSCRIBED, Subscription, event_payload
-from downloader.store.jobs import BATCH, KIND_MULTIFILE, utcnow
 
 if TYPE_CHECKING:
     from downloader.client.livejobs import LiveJobs
@@ -115,12 +117,12 @@ class Listener:
         """Once per job and subscription: finish it here if the store says it has ended,
         since its final event may have gone out before Redis confirmed the subscription."""
         record = self.app.store.record(job_id)
-        if record is None or not DownloadJobStatus(record["status"]).finished:
+        if record is None or not record.status.finished:
             return
-        multi = record.get("kind") == KIND_MULTIFILE
-        if record["status"] == DownloadJobStatus.COMPLETED.value:
+        multi = record.multifile
+        if record.status is DownloadJobStatus.COMPLETED:
             event = ev.MULTIFILE_COMPLETE if multi else ev.DOWNLOAD_COMPLETE
-        elif record.get("cancelled"):
+        elif record.cancelled:
             event = ev.MULTIFILE_CANCELLED if multi else ev.DOWNLOAD_CANCELLED
         else:
             event = ev.MULTIFILE_ERROR if multi else ev.DOWNLOAD_ERROR
@@ -212,6 +214,7 @@ class Listener:
         error = JobVanishedError(job.id, redis_lost)
         job.status = DownloadJobStatus.ERROR
         job.error_type, job.error, job.job_ended = error.error_type, str(error), utcnow()
+        job.failure = Failure(FailureKind.VANISHED, str(error))
         multi = isinstance(job, MultiFileDownloadJob)
         event = ev.MULTIFILE_ERROR if multi else ev.DOWNLOAD_ERROR
         fields = {"error_type": job.error_type, "error": job.error}
@@ -254,3 +257,4 @@ def copy_state(source: Job, target: Job) -> None:
         if name not in ("access_token", "download_parts"):
             setattr(target, name, getattr(source, name))
     target.cancelled = source.cancelled
+    target.failure = source.failure

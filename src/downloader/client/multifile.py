@@ -7,15 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from downloader.jobs.models import DownloadJob, MultiFileDownloadJob, RemoteModelFile, mirror_urls
-from downloader.store.jobs import KIND_MULTIFILE, KIND_SINGLE
-
-
-def single_record(job: DownloadJob) -> dict[str, Any]:
-    """The fields every single-file record starts with: the job's own, and its kind."""
-    return {"kind": KIND_SINGLE, **job.model_dump(mode="json")}
+from downloader.jobs.record import JobRecord
 
 
 def build_multifile(
@@ -27,7 +21,7 @@ def build_multifile(
     priority: int,
     untrusted: bool,
     revision: str | None,
-) -> tuple[MultiFileDownloadJob, list[dict[str, Any]]]:
+) -> tuple[MultiFileDownloadJob, list[JobRecord]]:
     """The job (its parts as `download_parts`) and its records, parent first.
 
     `ids` holds the parent's id, then one per part; `dest` is absolute; `parts` were checked
@@ -52,24 +46,23 @@ def build_multifile(
                 access_token=access_token,
             )
         )
-    parent_record = {
-        "kind": KIND_MULTIFILE,
-        "part_ids": list(ids[1:]),
-        "parts_total": len(parts),
-        **job.model_dump(mode="json", exclude={"download_parts"}),
-        "total_bytes": sum(part.size or 0 for part in parts),
-    }
+    parent_record = JobRecord.for_job(
+        job,
+        part_ids=list(ids[1:]),
+        parts_total=len(parts),
+        total_bytes=sum(part.size or 0 for part in parts),
+    )
     part_records = [
-        {
-            **single_record(part_job),
-            "parent_id": job.id,
-            "sha256": part.sha256,
-            "size": part.size,
-            "untrusted": untrusted,
-            "dest_is_dir": False,
-            "mirrors": mirror_urls(part.mirrors),
-            "root": str(dest),
-        }
+        JobRecord.for_job(
+            part_job,
+            parent_id=job.id,
+            sha256=part.sha256,
+            size=part.size,
+            untrusted=untrusted,
+            dest_is_dir=False,
+            mirrors=mirror_urls(part.mirrors),
+            root=dest,
+        )
         for part_job, part in zip(job.download_parts, parts, strict=True)
     ]
     return job, [parent_record, *part_records]

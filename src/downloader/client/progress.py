@@ -10,16 +10,16 @@ Found`, `connection refused`), not as exception reprs.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import threading
 import time
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from tqdm import tqdm
+
+from downloader.jobs.failure import Failure, describe
 
 if TYPE_CHECKING:
     from downloader.jobs.models import DownloadJob, MultiFileDownloadJob
@@ -27,42 +27,11 @@ if TYPE_CHECKING:
 
     Job = DownloadJob | MultiFileDownloadJob
 
-_PHRASES = {status.phrase.lower(): status for status in HTTPStatus}
-_REASONS = (
-    ("connection refused", "connection refused"),
-    ("name or service not known", "host not found"),
-    ("nodename nor servname", "host not found"),
-    ("temporary failure in name resolution", "name lookup failed (temporary)"),
-    ("failed to resolve", "host not found"),
-    ("timed out", "timed out"),
-    ("connection reset", "connection reset"),
-    ("remotedisconnected", "connection closed by the server"),
-    ("connection aborted", "connection closed by the server"),
-)
 
-
-def describe_error(error_type: str | None) -> str:
-    """A job's `error_type` (`HTTPError(Not Found)`, `ConnectionError(...)`) said shortly."""
-    text = error_type or "unknown error"
-    match = re.fullmatch(r"HTTPError\((.*)\)", text, re.DOTALL)
-    if match:
-        reason, _, meaning = match.group(1).partition("; ")
-        status = _PHRASES.get(reason.lower())
-        said = f"{status.value} {status.phrase}" if status else f"HTTP {reason}"
-        return f"{said}: {meaning}" if meaning else said
-    match = re.fullmatch(r"HostNotFoundError\((.*)\)", text, re.DOTALL)
-    if match:
-        return f"host not found: {match.group(1)}"
-    match = re.fullmatch(r"JobVanishedError\((.*)\)", text, re.DOTALL)
-    if match:
-        return match.group(1)  # says what happened and what to check: as it is
-    lowered = text.lower()
-    for needle, said in _REASONS:
-        if needle in lowered:
-            return said
-    if text == "DownloadJobCancelledException":
-        return "cancelled"
-    return text if len(text) <= 300 else text[:297] + "..."  # room for both hashes
+def describe_error(error_type: str | None, failure: Failure | None = None) -> str:
+    """A job's failure said shortly (`404 Not Found`, `connection refused`): from its
+    structured `failure` when it has one, else from its `error_type` (see `jobs.failure`)."""
+    return describe(failure, error_type)
 
 
 def job_label(job: Job) -> str:
@@ -223,7 +192,7 @@ class Console:
         """`on_retry`: `retry 2/5 in 4 s: https://host/file: connection refused`."""
         self.say(
             f"retry {notice.attempt}/{notice.of} in {notice.delay:.0f} s: {notice.url}: "
-            f"{describe_error(notice.error_type)}"
+            f"{describe_error(notice.error_type, notice.failure)}"
         )
 
     def error(self, job: Job) -> None:
@@ -235,7 +204,7 @@ class Console:
         if self._bars is not None:
             self._bars.update(job)
         source = getattr(job, "source", job.dest)
-        self._write(f"error: {source}: {describe_error(job.error_type)}", sys.stderr)
+        self._write(f"error: {source}: {describe_error(job.error_type, job.failure)}", sys.stderr)
 
     def finish(self, jobs: list[Job]) -> None:
         """The end of the run: tell the end of every job not told yet (its callbacks may have

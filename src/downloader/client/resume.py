@@ -16,10 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from downloader.engine.filestate import PartialState, discard_partial, partial_path, state_path
 from downloader.jobs.models import DownloadJob, DownloadJobStatus, MultiFileDownloadJob
+from downloader.jobs.record import JobRecord
 from downloader.store.admin import StoreAdmin
 
 Job = DownloadJob | MultiFileDownloadJob
@@ -85,19 +85,19 @@ def take_over(
         return []
     names = {entry(dest, name): name for name in wanted}
     store = admin.store
-    records = {r["id"]: r for r in store.records(found.values())}
+    records = {r.id: r for r in store.records(found.values())}
     _remove_jobs(admin, records.values())
     taken = []
     for field, job_id in found.items():
         record = records.get(job_id)
-        if record is None or record.get("status") != DownloadJobStatus.WAITING.value:
+        if record is None or record.status is not DownloadJobStatus.WAITING:
             continue
-        if not record.get("download_path"):
+        path = record.download_path
+        if path is None:
             continue
-        path = Path(record["download_path"])
         if partial_path(path).exists():
             name = names[field]
-            is_part = record.get("parent_id") is not None
+            is_part = record.parent_id is not None
             taken.append(_take(name, path, is_part, wanted[name], restart))
     return taken
 
@@ -121,15 +121,15 @@ def _take(name: str, path: Path, is_part: bool, url: str, restart: bool) -> Take
     return TakenOver(name, path, is_part, how, done)
 
 
-def _remove_jobs(admin: StoreAdmin, records: Iterable[Mapping[str, Any]]) -> None:
+def _remove_jobs(admin: StoreAdmin, records: Iterable[JobRecord]) -> None:
     """Remove the stopped jobs taken over, a repo's whole job with them (its parent and every
     part, finished ones too)."""
     store = admin.store
     records = list(records)
-    parents = {record["parent_id"] for record in records if record.get("parent_id") is not None}
+    parents = {record.parent_id for record in records if record.parent_id is not None}
     by_queue: dict[str, set[int]] = {}
     for record in [*records, *store.records(parents)]:
-        ids = by_queue.setdefault(record["queue_id"], set())
-        ids.update([record["id"], *record.get("part_ids", ())])
+        ids = by_queue.setdefault(record.queue_id, set())
+        ids.update([record.id, *record.part_ids])
     for queue_id, ids in by_queue.items():
         store.remove(queue_id, ids)

@@ -61,6 +61,14 @@ def _drop_invisible(name: str) -> str:
     return "".join(c for c in name if unicodedata.category(c) != "Cf")
 
 
+def _trim(name: str) -> str:
+    """Without leading or trailing spaces and dots, however they alternate (`. .:` would
+    otherwise keep a dot in front and name a hidden file)."""
+    while (trimmed := name.strip().strip(".")) != name:
+        name = trimmed
+    return name
+
+
 def safe_filename(name: str | None) -> str | None:
     """One safe path component from an untrusted name.
 
@@ -76,7 +84,7 @@ def safe_filename(name: str | None) -> str | None:
         return None
     name = _drop_invisible(unicodedata.normalize("NFC", name)).replace("\\", "/")
     name = name.rsplit("/", 1)[-1]
-    name = name.strip().strip(".").strip()
+    name = _trim(name)
     if not name:
         return None
     if _is_device(name):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import (
     AnyHttpUrl,
@@ -26,6 +26,7 @@ from pydantic import (
 
 from downloader.engine.errors import DownloadJobCancelledException
 from downloader.engine.naming import ENGINE_SUFFIXES, is_engine_name
+from downloader.jobs.failure import Failure
 
 __all__ = [
     "DownloadJob",
@@ -128,6 +129,7 @@ class _CallbackMixin(BaseModel):
 
     _callbacks: dict[str, DownloadEventHandler] = PrivateAttr(default_factory=dict)
     _cancelled: bool = PrivateAttr(default=False)
+    _failure: Failure | None = PrivateAttr(default=None)
 
     def set_callbacks(self, **handlers: DownloadEventHandler | None) -> None:
         for name, handler in handlers.items():
@@ -147,6 +149,16 @@ class _CallbackMixin(BaseModel):
     @cancelled.setter
     def cancelled(self, value: bool) -> None:
         self._cancelled = bool(value)
+
+    @property
+    def failure(self) -> Failure | None:
+        """Why the job failed, as data (see `jobs.failure`); not part of its dumps, which
+        keep InvokeAI's fields."""
+        return self._failure
+
+    @failure.setter
+    def failure(self, value: Failure | None) -> None:
+        self._failure = value
 
     @property
     def in_terminal_state(self) -> bool:
@@ -169,7 +181,42 @@ class _CallbackMixin(BaseModel):
         return self.status == DownloadJobStatus.ERROR  # type: ignore[attr-defined]
 
 
-class DownloadJob(_CallbackMixin):
+class _JobFields(_CallbackMixin):
+    """The fields both job models hold, declared once.
+
+    Each model lists its dump order in `_field_order` (InvokeAI's, which callers' JSON follows):
+    pydantic puts a base's fields first, and a single job's `source` comes before them.
+    """
+
+    dest: Path
+    id: int = -1
+    priority: int = 10
+    status: DownloadJobStatus = DownloadJobStatus.WAITING
+    download_path: Path | None = None
+    job_started: datetime | None = None
+    job_ended: datetime | None = None
+    bytes: int = 0
+    total_bytes: int = 0
+    error_type: str | None = None
+    error: str | None = None
+
+    _field_order: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Put the fields in the model's `_field_order` (a check that it names every field)."""
+        super().__pydantic_init_subclass__(**kwargs)
+        order = cls.__dict__.get("_field_order")
+        if not order:
+            return
+        fields = cls.__pydantic_fields__
+        if sorted(order) != sorted(fields):
+            raise TypeError(f"{cls.__name__}._field_order must name each field once")
+        cls.__pydantic_fields__ = {name: fields[name] for name in order}
+        cls.model_rebuild(force=True)
+
+
+class DownloadJob(_JobFields):
     """One URL to one file, as `DownloadQueueService.download` hands it out.
 
     The object is live: the service updates it from the job's events, so its fields follow
@@ -194,22 +241,32 @@ class DownloadJob(_CallbackMixin):
         access_token: sent as `Authorization: Bearer` to the source's origin only.
     """
 
+    _field_order = (
+        "source",
+        "dest",
+        "id",
+        "priority",
+        "status",
+        "download_path",
+        "job_started",
+        "job_ended",
+        "job_sequence",
+        "bytes",
+        "total_bytes",
+        "content_type",
+        "etag",
+        "final_url",
+        "error_type",
+        "error",
+        "attempts",
+        "access_token",
+    )
+
     source: AnyHttpUrl
-    dest: Path
-    id: int = -1
-    priority: int = 10
-    status: DownloadJobStatus = DownloadJobStatus.WAITING
-    download_path: Path | None = None
-    job_started: datetime | None = None
-    job_ended: datetime | None = None
     job_sequence: int | None = None
-    bytes: int = 0
-    total_bytes: int = 0
     content_type: str | None = None
     etag: str | None = None
     final_url: str | None = None
-    error_type: str | None = None
-    error: str | None = None
     attempts: int = 0
     """How many times a worker tried: one per claim plus one per retry."""
     access_token: str | None = Field(default=None, exclude=True, repr=False)
@@ -260,7 +317,7 @@ class RemoteModelFile(BaseModel):
         return path
 
 
-class MultiFileDownloadJob(_CallbackMixin):
+class MultiFileDownloadJob(_JobFields):
     """Several files under one root, as `multifile_download` and `repo_download` hand it
     out; it ends when its last part does, or fails at its first failing part.
 
@@ -275,17 +332,6 @@ class MultiFileDownloadJob(_CallbackMixin):
         revision: for a hub repo, the commit every part comes from.
     """
 
-    dest: Path
-    id: int = -1
-    priority: int = 10
-    status: DownloadJobStatus = DownloadJobStatus.WAITING
-    download_path: Path | None = None
-    job_started: datetime | None = None
-    job_ended: datetime | None = None
-    bytes: int = 0
-    total_bytes: int = 0
-    error_type: str | None = None
-    error: str | None = None
     download_parts: list[DownloadJob] = Field(default_factory=list)
     revision: str | None = None
     """For a hub repo: the commit every part comes from."""

@@ -10,15 +10,18 @@ cost follows the page, not the queue.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from downloader.jobs.models import DownloadJobStatus
+from downloader.jobs.record import JobRecord
+from downloader.store.base import BATCH
 from downloader.store.connection import RedisTarget
-from downloader.store.jobs import BATCH, CANCELLED, STATUSES, JobStore
+from downloader.store.jobs import JobStore
+from downloader.store.keys import CANCELLED, STATUSES
 
 FAILED = "failed"
 """A status to page by: `error` without the cancelled jobs (the store keeps those in the
@@ -77,10 +80,10 @@ class StoreAdmin:
         return {key.decode(): value.decode() for key, value in raw.items()}
 
     def queue_page(
-        self, cursor: int, limit: int, paused_key: Callable[[str], str]
+        self, cursor: int, limit: int
     ) -> tuple[int, list[tuple[str, dict[str, int], bool]]]:
         """One `SSCAN` step of the queue names (about `limit` of them), with each queue's
-        counts (as `counts`) and whether its `paused_key` exists, in one pipeline.
+        counts (as `counts`) and whether it is paused, in one pipeline.
 
         Returns:
             The next cursor (0: the last page), and (name, counts, paused) by name.
@@ -93,7 +96,7 @@ class StoreAdmin:
             for index in indexes:
                 pipe.zcard(self._keys.queue_status(name, index))
             pipe.zcard(self._keys.queue_jobs(name))
-            pipe.exists(paused_key(name))
+            pipe.exists(self._keys.paused(name))
         found = pipe.execute()
         step = len(indexes) + 2
         page = []
@@ -104,25 +107,25 @@ class StoreAdmin:
         return int(next_cursor), page
 
     def worker_beats(self) -> list[tuple[str, dict[str, Any]]]:
-        """The live workers and what their last heartbeat said (`JobStore.heartbeat`): its
-        `jobs`, `seen` and `queues`. O(workers)."""
+        """The live workers and what their last heartbeat said (`WorkerBeats.heartbeat`): its
+        `jobs`, `seen`, and `queues` as queue ids. O(workers); a heartbeat that ran out
+        between the two reads is left out."""
         names = self.store.live_workers()
         beats = self._redis.mget([self._keys.worker(name) for name in names]) if names else []
-        return [(name, json.loads(beat)) for name, beat in zip(names, beats, strict=True) if beat]
+        found = []
+        for name, beat in zip(names, beats, strict=True):
+            if beat is not None:
+                info = json.loads(beat)
+                queues = info.get("queues", ())
+                info["queues"] = [self._keys.queue_of_celery(q) or q for q in queues]
+                found.append((name, info))
+        return found
 
-    def claimed(self, fields: Sequence[str]) -> list[tuple[int, dict[str, Any]]]:
-        """These fields of every claimed job (the set the orphan watch walks), by id: one
-        pipeline, O(running). A field a record lacks reads None; a job removed meanwhile has
-        every field None."""
+    def claimed(self) -> list[JobRecord]:
+        """The records of the jobs claimed now (the set the orphan watch walks), by id: a
+        round trip per thousand, O(running)."""
         ids = sorted(int(x) for x in self._redis.smembers(self._keys.running))
-        pipe = self._redis.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hmget(self._keys.job(job_id), list(fields))
-        rows = pipe.execute() if ids else []
-        return [
-            (job_id, {f: _json(v) for f, v in zip(fields, row, strict=True)})
-            for job_id, row in zip(ids, rows, strict=True)
-        ]
+        return self.store.records(ids)
 
     # -- pages of ids -------------------------------------------------------------------------
 
@@ -198,7 +201,7 @@ class StoreAdmin:
         finished = [
             record for status in _ENDED for record in self.store.iter_records(queue_id, status)
         ]
-        parents = sorted({r["parent_id"] for r in finished if r.get("parent_id") is not None})
+        parents = sorted({r.parent_id for r in finished if r.parent_id is not None})
         pipe = self._redis.pipeline(transaction=False)
         for parent_id in parents:
             pipe.hget(self._keys.job(parent_id), "status")
@@ -207,20 +210,14 @@ class StoreAdmin:
             for parent_id, raw in zip(parents, pipe.execute(), strict=True)
             if raw is not None and json.loads(raw) not in _ENDED
         }
-        return [r["id"] for r in finished if r.get("parent_id") not in running_parents]
+        return [r.id for r in finished if r.parent_id not in running_parents]
 
     # -- the stopped gets' registry -----------------------------------------------------------
-
-    @property
-    def _stopped_key(self) -> str:
-        """A hash from what a stopped `get` was asked for (see `client.resume`) to the job it
-        left waiting."""
-        return f"{self._keys.namespace}:cli:resumable"
 
     def remember_stopped(self, entries: Mapping[str, int]) -> None:
         """Note the jobs a stopped `get` left, each under the name a later `get` asks for."""
         if entries:
-            self._redis.hset(self._stopped_key, mapping=dict(entries))
+            self._redis.hset(self._keys.resumable, mapping=dict(entries))
 
     def take_stopped(self, names: Sequence[str]) -> dict[str, int]:
         """The jobs noted under these names, which are forgotten at once (one transaction:
@@ -228,11 +225,7 @@ class StoreAdmin:
         if not names:
             return {}
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hmget(self._stopped_key, list(names))
-        pipe.hdel(self._stopped_key, *names)
+        pipe.hmget(self._keys.resumable, list(names))
+        pipe.hdel(self._keys.resumable, *names)
         found, _ = pipe.execute()
         return {name: int(raw) for name, raw in zip(names, found, strict=True) if raw}
-
-
-def _json(raw: bytes | None) -> Any:
-    return None if raw is None else json.loads(raw)

@@ -20,14 +20,24 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
-from downloader.store.jobs import BATCH, Announcement, Keys
+from downloader.store.base import BATCH
+from downloader.store.keys import Keys
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """An event ready to go out: its JSON text and the channels it goes to."""
+
+    channels: tuple[str, ...]
+    data: str
 
 
 class EventPublisher:
@@ -120,7 +130,7 @@ class Subscription:
             self.pubsub.psubscribe(keys.events("*"))
         else:
             self.pubsub.subscribe(keys.events(queue_id))
-        self._job_prefix = keys.job_events(0)[:-1]
+        self._job_prefix = keys.job_events_prefix
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             message = self.pubsub.get_message(timeout=0.5)

@@ -18,42 +18,10 @@ from pathlib import Path
 import redis
 
 from downloader.store.jobs import JobStore
-
-# KEYS: the path keys; ARGV[1]: the job key prefix; ARGV[2]: a time to live in ms for a
-# reservation made before its job's record exists (0: none); ARGV[2 + i]: the job for KEYS[i].
-# Answers 0 when every path was reserved for its job, else {index of a path, its holder}.
-# A holder is live while its job waits or runs, or while its reservation still counts down
-# (its enqueue has not written the record yet); anything else is stale and taken over.
-_ACQUIRE = """
-for i, key in ipairs(KEYS) do
-  local holder = redis.call('GET', key)
-  if holder and holder ~= ARGV[i + 2] then
-    local status = redis.call('HGET', ARGV[1] .. holder, 'status')
-    if status == '"waiting"' or status == '"running"' or
-       (not status and redis.call('PTTL', key) > 0) then
-      return {i, tonumber(holder)}
-    end
-  end
-end
-for i, key in ipairs(KEYS) do
-  if ARGV[2] ~= '0' then
-    redis.call('SET', key, ARGV[i + 2], 'PX', ARGV[2])
-  else
-    redis.call('SET', key, ARGV[i + 2])
-  end
-end
-return 0
-"""
+from downloader.store.scripts import load
 
 _PENDING_MS = 60_000
 """How long a reservation made at enqueue waits for its job's record before it is stale."""
-
-_RELEASE = """
-for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[i] then redis.call('DEL', key) end
-end
-return 0
-"""
 
 _BATCH = 1000
 """Paths per script call: a 10,000-part job is reserved in ten round trips, not one huge call."""
@@ -77,20 +45,34 @@ def path_key(path: Path) -> str:
 
 
 class Reservations:
+    """The path reservations of one store (`Keys.path`), taken and released by its scripts
+    (`lua/reserve_paths.lua`, `lua/release_paths.lua`) a batch at a time."""
+
     def __init__(self, store: JobStore) -> None:
         self.redis: redis.Redis = store.redis
-        self.namespace = store.keys.namespace
-        self.job_prefix = store.keys.job(0)[:-1]
-        self._acquire = self.redis.register_script(_ACQUIRE)
-        self._release = self.redis.register_script(_RELEASE)
+        self.keys = store.keys
+        self.job_prefix = store.keys.job("")
+        self._acquire = load(self.redis, "reserve_paths")
+        self._release = load(self.redis, "release_paths")
 
     def key(self, path: Path) -> str:
-        return f"{self.namespace}:path:{path_key(path)}"
+        """The key of a path's reservation (the job's end releases it by this key)."""
+        return self.keys.path(path_key(path))
 
     def acquire(self, owners: Iterable[tuple[int, Path]], pending: bool = False) -> None:
-        """Reserve each path for its job, or none: raises DestinationTakenError otherwise.
+        """Reserve each path for its job, or none.
 
-        `pending` for jobs whose records are not written yet: call `confirm` once they are.
+        A path held by another unfinished job is refused; one whose holder finished or
+        vanished is stale and taken over.
+
+        Args:
+            owners: (job id, final path) pairs.
+            pending: for jobs whose records are not written yet: their reservations expire
+                unless `confirm` follows (an enqueue that died leaves nothing for good).
+
+        Raises:
+            DestinationTakenError: a path is another unfinished job's (it names the holder);
+                then no path of `owners` is reserved.
         """
         wanted = list(owners)
         ttl = _PENDING_MS if pending else 0
@@ -113,6 +95,8 @@ class Reservations:
         pipe.execute()
 
     def try_acquire(self, job_id: int, path: Path) -> bool:
+        """Reserve one path a server chose for job `job_id`; False when another job holds it
+        (the engine then tries `name (1).ext`)."""
         try:
             self.acquire([(job_id, path)])
         except DestinationTakenError:
@@ -120,6 +104,7 @@ class Reservations:
         return True
 
     def holder(self, path: Path) -> int | None:
+        """The job holding `path` (live or stale); None when nobody does."""
         raw = self.redis.get(self.key(path))
         return int(raw) if raw is not None else None
 

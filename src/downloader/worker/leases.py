@@ -14,7 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from downloader.store.jobs import Renewal
+from downloader.store.lifecycle import Renewal
 
 if TYPE_CHECKING:
     from downloader.store.jobs import JobStore

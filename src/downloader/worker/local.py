@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from downloader.store.jobs import celery_priority
+from downloader.store.keys import celery_priority
 from downloader.worker.recovery import sweep_expired
 from downloader.worker.runner import run_download, tidy_cancelled
 

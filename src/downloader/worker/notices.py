@@ -8,6 +8,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from downloader.jobs.failure import Failure
+
 log = logging.getLogger(__name__)
 
 
@@ -26,6 +28,8 @@ class RetryNotice:
     """Seconds before the retry."""
     error_type: str
     """The failure, as a job's `error_type` says it (`ConnectionError(...)`), tokens masked."""
+    failure: Failure | None = None
+    """The same failure as data (its kind, HTTP status, URL), to tell without parsing."""
 
 
 RetryListener = Callable[[RetryNotice], None]

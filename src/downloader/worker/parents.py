@@ -15,23 +15,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from downloader.jobs import events as ev
+from downloader.jobs.failure import CANCELLED_ERROR_TYPE, cancellation
 from downloader.jobs.models import DownloadJobStatus
-from downloader.store.jobs import CANCELLED_ERROR_TYPE
+from downloader.jobs.record import JobRecord
 
 if TYPE_CHECKING:
     from downloader.worker.runtime import Runtime
 
 
-def _publish(app: Runtime, event: str, parent: dict[str, Any], **fields: Any) -> None:
-    app.publisher.publish(event, parent["queue_id"], parent["id"], **fields)
+def _publish(app: Runtime, event: str, parent: JobRecord, **fields: Any) -> None:
+    app.publisher.publish(event, parent.queue_id, parent.id, **fields)
 
 
-def _counts(parent: dict[str, Any]) -> dict[str, int]:
+def _counts(parent: JobRecord) -> dict[str, int]:
     """What a parent's events say of its parts: how many ended well, of how many."""
-    return {
-        "parts_done": int(parent.get("parts_done", 0)),
-        "parts_total": int(parent.get("parts_total", len(parent.get("part_ids", [])))),
-    }
+    return {"parts_done": parent.parts_done, "parts_total": parent.parts_total}
 
 
 def part_started(app: Runtime, parent_id: int) -> None:
@@ -42,8 +40,8 @@ def part_started(app: Runtime, parent_id: int) -> None:
                 app,
                 ev.MULTIFILE_STARTED,
                 parent,
-                part_ids=parent.get("part_ids", []),
-                download_path=parent["download_path"],
+                part_ids=parent.part_ids,
+                download_path=parent.download_path,
             )
 
 
@@ -57,9 +55,9 @@ def part_progressed(app: Runtime, parent_id: int) -> None:
             app,
             ev.MULTIFILE_PROGRESS,
             parent,
-            download_path=parent["download_path"],
-            current_bytes=parent.get("bytes", 0),
-            total_bytes=parent.get("total_bytes", 0),
+            download_path=parent.download_path,
+            current_bytes=parent.bytes,
+            total_bytes=parent.total_bytes,
             **_counts(parent),
         )
 
@@ -69,40 +67,52 @@ def settle(app: Runtime, parent_id: int) -> str:
     parent = app.store.record(parent_id)
     if parent is None:
         return "missing"
-    counts = _counts(parent)
-    if int(parent.get("parts_failed", 0)) or int(parent.get("parts_cancelled", 0)):
+    if parent.parts_failed or parent.parts_cancelled:
         _settle_failed(app, parent)
-    elif counts["parts_done"] >= counts["parts_total"]:
+    elif parent.parts_done >= parent.parts_total:
         _settle_completed(app, parent)
     record = app.store.record(parent_id) or parent
-    return str(record["status"])
+    return record.status.value
 
 
-def _settle_failed(app: Runtime, parent: dict[str, Any]) -> None:
-    culprit = app.store.record(int(parent["culprit"])) or {"id": parent["culprit"]}
-    failed = not culprit.get("cancelled")
-    fields = {"error_type": culprit.get("error_type"), "error": culprit.get("error")}
+def _settle_failed(app: Runtime, parent: JobRecord) -> None:
+    culprit_id = parent.culprit  # set by the script that counted the first failure
+    culprit = app.store.record(culprit_id) if culprit_id is not None else None
+    failed = culprit is None or not culprit.cancelled
+    error_type = culprit.error_type if culprit is not None else None
+    error = culprit.error if culprit is not None else None
+    failure = culprit.failure if culprit is not None else None
     if failed:
-        fields["error"] = (
-            f"part {culprit['id']} ({culprit.get('source')}) failed:\n{fields['error']}"
-        )
+        source = culprit.source if culprit is not None else None
+        error = f"part {culprit_id} ({source}) failed:\n{error}"
+    else:
+        failure = cancellation(parent.id)
     status = DownloadJobStatus.ERROR
-    if not app.store.finish_once(parent["id"], status, cancelled=not failed, **fields):
+    if not app.store.finish_once(
+        parent.id, status, cancelled=not failed, error_type=error_type, error=error, failure=failure
+    ):
         return
-    app.durability.settle(f"end of multi-file job {parent['id']}")
+    app.durability.settle(f"end of multi-file job {parent.id}")
     _cancel_parts(app, parent)
     if failed:
-        _publish(app, ev.MULTIFILE_ERROR, parent, failed_part_id=culprit["id"], **fields)
+        _publish(
+            app,
+            ev.MULTIFILE_ERROR,
+            parent,
+            failed_part_id=culprit_id,
+            error_type=error_type,
+            error=error,
+        )
     else:
         _publish(app, ev.MULTIFILE_CANCELLED, parent)
 
 
-def _settle_completed(app: Runtime, parent: dict[str, Any]) -> None:
-    if not app.store.finish_once(parent["id"], DownloadJobStatus.COMPLETED):
+def _settle_completed(app: Runtime, parent: JobRecord) -> None:
+    if not app.store.finish_once(parent.id, DownloadJobStatus.COMPLETED):
         return
-    app.durability.settle(f"end of multi-file job {parent['id']}")
-    total = parent.get("total_bytes", 0)
-    path = parent["download_path"]
+    app.durability.settle(f"end of multi-file job {parent.id}")
+    total = parent.total_bytes
+    path = parent.download_path
     counts = _counts(parent)
     _publish(
         app,
@@ -116,15 +126,19 @@ def _settle_completed(app: Runtime, parent: dict[str, Any]) -> None:
     _publish(app, ev.MULTIFILE_COMPLETE, parent, download_path=path, total_bytes=total, **counts)
 
 
-def cancel(app: Runtime, parent: dict[str, Any]) -> None:
+def cancel(app: Runtime, parent: JobRecord) -> None:
     """Cancel a parent: it ends at once, its unfinished parts stop as single jobs do."""
     if app.store.finish_once(
-        parent["id"], DownloadJobStatus.ERROR, cancelled=True, error_type=CANCELLED_ERROR_TYPE
+        parent.id,
+        DownloadJobStatus.ERROR,
+        cancelled=True,
+        error_type=CANCELLED_ERROR_TYPE,
+        failure=cancellation(parent.id),
     ):
         _publish(app, ev.MULTIFILE_CANCELLED, parent)
     _cancel_parts(app, parent)
 
 
-def _cancel_parts(app: Runtime, parent: dict[str, Any]) -> None:
+def _cancel_parts(app: Runtime, parent: JobRecord) -> None:
     """Cancel every part in pipelined batches: O(parts) in all, one round trip a batch."""
-    app.cancel_many(parent.get("part_ids", []), parent["queue_id"])
+    app.cancel_many(parent.part_ids, parent.queue_id)

@@ -41,8 +41,8 @@ def requeue_orphans(app: Runtime) -> list[int]:
     requeued = app.store.orphans()
     records = app.store.records(requeued)
     for record in records:
-        log.warning("job %s lost its worker; queued again to resume", record["id"])
-    app.submit_many([(r["id"], r["queue_id"], int(r.get("priority", 10))) for r in records])
+        log.warning("job %s lost its worker; queued again to resume", record.id)
+    app.submit_many([(record.id, record.queue_id, record.priority) for record in records])
     return requeued
 
 

@@ -23,7 +23,9 @@ from downloader.jobs.events import DOWNLOAD_CANCELLED
 from downloader.store.bus import EventPublisher
 from downloader.store.connection import RedisTarget
 from downloader.store.durability import Durability
-from downloader.store.jobs import CancelResult, JobStore, Keys
+from downloader.store.jobs import JobStore
+from downloader.store.keys import Keys
+from downloader.store.lifecycle import CancelResult
 from downloader.worker.leases import LeaseRenewer
 from downloader.worker.notices import RetryListeners
 
@@ -152,15 +154,16 @@ class Runtime:
             for job_id, result in zip(ids, results, strict=True)
             if result is CancelResult.CANCELLED
         ]
-        records = {record["id"]: record for record in self.store.records(ended)}
+        records = {record.id: record for record in self.store.records(ended)}
+        sources = {job_id: record.source for job_id, record in records.items()}
         self.publisher.publish_many(
             DOWNLOAD_CANCELLED,
             queue_id,
             ended,
-            {job_id: {"source": records.get(job_id, {}).get("source")} for job_id in ended},
+            {job_id: {"source": sources.get(job_id)} for job_id in ended},
         )
-        for job_id in ended:
-            if records.get(job_id, {}).get("job_started"):
+        for job_id, record in records.items():
+            if record.job_started:
                 # It ran once and its worker is gone: a worker (which, unlike this client,
                 # surely sees the download volume) removes what it left behind. A job that
                 # never ran is tidied by the claim of its own message.

@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 from downloader.api.context import Ctx
 from downloader.api.schemas import QueueId
 from downloader.api.streams import EventStreams, Follower, StreamsFull, SubscribeError, frame
-from downloader.store.jobs import Keys
+from downloader.store.keys import Keys
 
 router = APIRouter(prefix="/api/v1/queue/{queue_id}", tags=["events"])
 

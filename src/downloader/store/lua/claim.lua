@@ -1,0 +1,28 @@
+-- Claim job ARGV[4] for the attempt ARGV[5], with a lease of ARGV[6] ms: refuse a finished,
+-- cancelled or leased job; else take the lease and mark it running. Answers the decision
+-- with the job's record and token as they are then (no second round trip).
+local function decide(id, owner, lease_ms)
+  local jk = key('job', id)
+  local status = field(jk, 'status')
+  if not status then return 'missing' end
+  if TERMINAL[status] then return 'finished' end
+  if redis.call('HGET', jk, 'cancel_requested') == 'true' then return 'cancelled' end
+  local lease = key('lease', id)
+  local holder = redis.call('GET', lease)
+  if holder and holder ~= owner then return 'leased' end
+  redis.call('SET', lease, owner, 'PX', lease_ms)
+  local seq = redis.call('INCR', key('job_sequence')) - 1
+  move(id, 'running')
+  redis.call('HSET', jk, 'job_sequence', tostring(seq), 'worker', cjson.encode(owner),
+             'updated_at', NOW)
+  redis.call('HSETNX', jk, 'started_epoch', ARGV[3])
+  if not field(jk, 'job_started') then redis.call('HSET', jk, 'job_started', NOW) end
+  redis.call('HINCRBY', jk, 'attempts', 1)
+  redis.call('SADD', key('running'), id)
+  forget_dispatch(jk, id, field(jk, 'queue_id'))
+  return 'claimed'
+end
+
+local id = ARGV[4]
+local decision = decide(id, ARGV[5], ARGV[6])
+return {decision, redis.call('HGETALL', key('job', id)), redis.call('GET', key('secret', id))}

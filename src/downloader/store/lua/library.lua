@@ -1,0 +1,108 @@
+-- The library every job script starts with (store/scripts.py prepends it, after the key
+-- templates KEY and the histogram's BUCKETS it generates from store/keys.py and the store).
+-- ARGV[1..3] are the namespace, the time as a JSON ISO string and as epoch seconds; ARGV[4]
+-- is the job id. A script finds a job's other keys from its record (its queue, its parent),
+-- so it cannot name them all in KEYS beforehand: it builds them with `key`, from the
+-- templates, and one call updates a job, its indexes, its parent and the stats together.
+local NS, NOW, EPOCH = ARGV[1], ARGV[2], tonumber(ARGV[3])
+
+-- The key `KEY[name]` of this namespace, for the template's arguments.
+local function key(name, ...)
+  return string.format(KEY[name], NS, ...)
+end
+
+-- Publish the `count` events at ARGV[at + 1 ..] to every channel in KEYS; answers the index
+-- of the first ARGV after them. An event follows the writes it reports (called last).
+local function announce(at, count)
+  for i = at + 1, at + count do
+    for _, channel in ipairs(KEYS) do redis.call('PUBLISH', channel, ARGV[i]) end
+  end
+  return at + count + 1
+end
+
+local TERMINAL = {completed = true, error = true}
+
+-- A field of a job's record (a JSON value); nil when missing or null.
+local function field(jk, name)
+  local raw = redis.call('HGET', jk, name)
+  if not raw then return nil end
+  local value = cjson.decode(raw)
+  if value == cjson.null then return nil end
+  return value
+end
+
+-- The job's dispatch note leaves its level's set (the store wrote the level with the job).
+local function forget_dispatch(jk, id, q)
+  local level = field(jk, 'level')
+  if level then redis.call('ZREM', key('dispatched', q, level), id) end
+end
+
+-- A part's byte counts are summed into its parent's by applying each change's difference.
+local function set_count(jk, parent, name, value)
+  if parent then
+    local old = tonumber(redis.call('HGET', jk, name) or '0') or 0
+    local delta = (tonumber(value) or 0) - old
+    if delta ~= 0 then redis.call('HINCRBY', key('job', parent), name, delta) end
+  end
+  redis.call('HSET', jk, name, value)
+end
+
+-- Set the field, JSON value pairs at ARGV[first ..].
+local function set_fields(jk, first)
+  local parent = field(jk, 'parent_id')
+  for i = first, #ARGV, 2 do
+    local name, value = ARGV[i], ARGV[i + 1]
+    if name == 'bytes' or name == 'total_bytes' then
+      set_count(jk, parent, name, value)
+    else
+      redis.call('HSET', jk, name, value)
+    end
+  end
+end
+
+-- Move job `id` to status `new` with every index, its parent's counters and the stats.
+local function move(id, new, cancelled)
+  local jk = key('job', id)
+  local old = field(jk, 'status')
+  local q = field(jk, 'queue_id')
+  if old ~= new then
+    redis.call('ZREM', key('queue_status', q, old), id)
+    redis.call('ZADD', key('queue_status', q, new), id, id)
+    redis.call('HSET', jk, 'status', cjson.encode(new))
+  end
+  if new ~= 'running' then redis.call('SREM', key('running'), id) end
+  -- A job's token is kept only while the job may still run (a handed-back job resumes).
+  if TERMINAL[new] then redis.call('DEL', key('secret', id)) end
+  if not TERMINAL[new] or TERMINAL[old] then return old end
+  local outcome = new
+  if cancelled then
+    outcome = 'cancelled'
+    redis.call('ZADD', key('queue_status', q, 'cancelled'), id, id)
+  end
+  redis.call('ZADD', key('queue_ended', q), EPOCH, id)
+  forget_dispatch(jk, id, q)
+  local stats = key('stats')
+  redis.call('HINCRBY', stats, 'ended:' .. q .. ':' .. outcome, 1)
+  if new == 'completed' then
+    redis.call('HINCRBY', stats, 'bytes', tonumber(redis.call('HGET', jk, 'bytes') or '0') or 0)
+  end
+  local started = tonumber(redis.call('HGET', jk, 'started_epoch') or '')
+  if started and field(jk, 'kind') ~= 'multifile' then
+    local seconds = math.max(EPOCH - started, 0)
+    local bucket = '+Inf'
+    for _, le in ipairs(BUCKETS) do
+      if seconds <= le then bucket = tostring(le) break end
+    end
+    redis.call('HINCRBY', stats, 'duration_le:' .. bucket, 1)
+    redis.call('HINCRBYFLOAT', stats, 'duration_sum', seconds)
+  end
+  local parent = field(jk, 'parent_id')
+  if parent then
+    local pk = key('job', parent)
+    local counter = {completed = 'parts_done', error = 'parts_failed',
+                     cancelled = 'parts_cancelled'}
+    redis.call('HINCRBY', pk, counter[outcome], 1)
+    if outcome ~= 'completed' then redis.call('HSETNX', pk, 'culprit', id) end
+  end
+  return old
+end

@@ -1,0 +1,25 @@
+-- Move job ARGV[4] to status ARGV[5]. ARGV[6] says when it applies: 'any' job that exists,
+-- 'once' a job not finished yet, 'waiting' a waiting job; ARGV[7] the lease owner to release
+-- ('' none); ARGV[8] a count n of path reservation keys to release (those the job holds)
+-- and the n keys; then a count m of events and the m events (to KEYS); then field, JSON
+-- value pairs to set. Answers 1 when it moved the job, 0 when it did nothing.
+local id, new, mode, owner = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local jk = key('job', id)
+local status = field(jk, 'status')
+if not status then return 0 end
+if mode == 'once' and TERMINAL[status] then return 0 end
+if mode == 'waiting' and status ~= 'waiting' then return 0 end
+local paths = tonumber(ARGV[8])
+local events_at = 9 + paths
+local events = tonumber(ARGV[events_at])
+set_fields(jk, events_at + events + 1)
+move(id, new, TERMINAL[new] and redis.call('HGET', jk, 'cancelled') == 'true')
+local lease = key('lease', id)
+if owner ~= '' and redis.call('GET', lease) == owner then
+  redis.call('DEL', lease)
+end
+for i = 9, 8 + paths do
+  if redis.call('GET', ARGV[i]) == id then redis.call('DEL', ARGV[i]) end
+end
+announce(events_at, events)
+return 1

@@ -1,0 +1,147 @@
+"""The transfer engine's view of a running job: where its bytes are reported, and where it
+hears that it must stop (a cancel, a removal, a lost lease, the worker's shutdown).
+
+The engine calls `started` once the first answer names the file, `progress` as bytes come in
+and `check` every half second from its watchdog, whatever the origin's pace; a stop is an
+exception raised into the transfer, which the runner turns into the attempt's end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from downloader.engine.errors import DownloadJobCancelledException
+from downloader.engine.transfer import TransferHooks, TransferResult
+from downloader.jobs import events as ev
+from downloader.jobs.models import JobVanishedError
+from downloader.store.lifecycle import Standing
+from downloader.worker import parents
+from downloader.worker.attempt import Attempt, LeaseLost, WorkerStopping
+from downloader.worker.throttle import Throttle
+
+
+class JobHooks:
+    """Reports an attempt's progress and tells it when to stop."""
+
+    def __init__(
+        self, attempt: Attempt, listener: Callable[[int, int], None] | None = None
+    ) -> None:
+        self.attempt = attempt
+        self.listener = listener
+        """Told of every published progress (the task forwards it to Flower)."""
+        self.throttle = Throttle(attempt.app.settings.progress_interval)
+        self.last_report = 0.0
+        """When the store was last asked whether the job goes on (monotonic seconds)."""
+        self.started_published = False
+
+    def for_transfer(self) -> TransferHooks:
+        return TransferHooks(started=self.started, progress=self.progress, check=self.check)
+
+    def started(self, result: TransferResult) -> None:
+        """Store the path and headers the first answer gave, and publish download_started
+        (one script: the event goes out after the write)."""
+        attempt = self.attempt
+        # A retry resumes at this path (the partial's own state says whether it still may).
+        attempt.record.download_path, attempt.record.etag = result.download_path, result.etag
+        started = attempt.event(
+            ev.DOWNLOAD_STARTED, source=attempt.source, download_path=result.download_path
+        )
+        attempt.app.store.update(
+            attempt.job_id,
+            events=[started],
+            download_path=result.download_path,
+            bytes=result.bytes,
+            total_bytes=result.total_bytes,
+            content_type=result.content_type,
+            etag=result.etag,
+            final_url=result.final_url,
+        )
+        self.started_published = True
+
+    def check(self, current: int, total: int) -> None:
+        """Whether the job must stop; the transfer's watchdog asks every half second (and the
+        transfer once more before the rename), so a cancel, a removal or the worker's shutdown
+        is heard whatever the origin's pace.
+
+        Raises:
+            DownloadJobCancelledException: the job was cancelled, or removed.
+            JobVanishedError: its record went with Redis's data.
+            WorkerStopping: the worker shuts down (unless the last byte is in).
+            LeaseLost: another attempt holds the job now.
+        """
+        self.last_report = time.monotonic()
+        attempt = self.attempt
+        store = attempt.app.store
+        if self.started_published:
+            self.heed(store.report_progress(attempt.job_id, current, total))
+        else:
+            self.heed(store.standing(attempt.job_id))
+        if attempt.app.stopping.is_set() and not (total and current >= total):
+            raise WorkerStopping  # a download whose last byte is in finishes instead
+        keeper = attempt.keeper
+        if keeper is not None and keeper.lost.is_set():
+            if keeper.gone:
+                self.gone()
+            raise LeaseLost
+
+    def heed(self, standing: Standing) -> None:
+        """Stop the attempt if its job was cancelled or is gone from Redis."""
+        if standing is Standing.CANCELLED:
+            raise DownloadJobCancelledException(f"job {self.attempt.job_id} was cancelled")
+        if standing is Standing.GONE:
+            self.gone()
+
+    def gone(self) -> NoReturn:
+        """The job's record is no longer in Redis. When Redis lost its data, the job vanished
+        with everything else: the attempt stops and keeps its partial file (the file queued
+        again resumes it). Otherwise someone removed the job (`downloader clear` cancels and
+        forgets): as for a cancel, the partial file goes."""
+        job_id = self.attempt.job_id
+        if self.attempt.app.redis_lost():
+            raise JobVanishedError(job_id, redis_lost=True)
+        raise DownloadJobCancelledException(f"job {job_id} was removed from its queue")
+
+    def progress(self, current: int, total: int) -> None:
+        """Bytes came in: publish progress through the throttle (1% or the interval)."""
+        # Bytes that arrive are a chance to look too: a small file may be over before the
+        # watchdog's first look.
+        if time.monotonic() - self.last_report >= self.attempt.app.settings.progress_interval:
+            self.check(current, total)
+        if total and current >= total:
+            return  # the last byte's progress goes out with the job's end, in the same call
+        if self.throttle.ready(current, total):
+            self.attempt.publish(ev.DOWNLOAD_PROGRESS, **self.progress_fields(current, total))
+            self.progressed(current, total)
+
+    def progress_fields(self, current: int, total: int) -> dict[str, Any]:
+        """A download_progress event's own fields."""
+        return {
+            "source": self.attempt.source,
+            "download_path": self.attempt.record.download_path,
+            "current_bytes": current,
+            "total_bytes": total,
+        }
+
+    def progressed(self, current: int, total: int) -> None:
+        """After a progress event: the parent's summed progress, and the task's listener."""
+        parent_id = self.attempt.record.parent_id
+        if parent_id is not None:
+            parents.part_progressed(self.attempt.app, parent_id)
+        if self.listener is not None:
+            self.listener(current, total)
+
+    def pause(self, seconds: float) -> None:
+        """Sleep (before a retry), still answering a cancel or a worker shutdown.
+
+        Raises:
+            DownloadJobCancelledException, JobVanishedError, WorkerStopping: as `check`.
+        """
+        app = self.attempt.app
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, app.settings.progress_interval or 0.25))
+            self.heed(app.store.standing(self.attempt.job_id))
+            if app.stopping.is_set():
+                raise WorkerStopping
