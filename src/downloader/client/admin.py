@@ -243,50 +243,6 @@ class QueueAdmin(AnyQueueJobs):
 
         control.resume(self._celery(), queue_id)
 
-    # -- removing -----------------------------------------------------------------------------
-
-    def remove(self, queue_id: str, job_ids: Iterable[int]) -> None:
-        """Forget these jobs of `queue_id`: records, secrets, leases and index entries."""
-        self._runtime().store.remove(queue_id, job_ids)
-
-    def prune(self, queue_id: str, *, keep_unsettled_parts: bool = False) -> list[int]:
-        """Remove the queue's finished jobs (completed, failed, cancelled).
-
-        Args:
-            queue_id: the queue.
-            keep_unsettled_parts: keep a finished part of a multi-file job that still runs
-                until its job ends (the REST API's `/prune`); else every finished job goes
-                (`prune_jobs`, `downloader prune`).
-
-        Returns:
-            The ids removed.
-        """
-        if not keep_unsettled_parts:
-            return self._runtime().store.prune(queue_id)
-        ids = self._store.settled_ids(queue_id)
-        self.remove(queue_id, ids)
-        return ids
-
-    def clear(self, queue_id: str, *, unfinished_only: bool = False) -> int:
-        """Cancel every unfinished job of the queue, then remove jobs of it.
-
-        Args:
-            queue_id: the queue.
-            unfinished_only: remove only the jobs that were unfinished (the REST API's
-                `/clear`); else every job of the queue (`downloader clear`).
-
-        Returns:
-            How many jobs were removed.
-        """
-        if unfinished_only:
-            ids = self._store.unfinished_ids(queue_id)
-            self.cancel_all_jobs(queue_id)
-        else:
-            self.cancel_all_jobs(queue_id)
-            ids = self._runtime().store.queue_ids(queue_id)
-        self.remove(queue_id, ids)
-        return len(ids)
-
     # -- stopped gets -------------------------------------------------------------------------
 
     def remember_stopped(self, dest: Path, jobs: Iterable[Job]) -> None:

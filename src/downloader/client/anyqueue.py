@@ -1,5 +1,5 @@
-"""Queueing and cancelling in any queue of a service's Redis, by its id: what a front end
-that serves every queue with one service needs (the REST API; see `admin.QueueAdmin`).
+"""Queueing, cancelling and removing in any queue of a service's Redis, by its id: what a
+front end that serves every queue with one service needs (the REST API; `admin.QueueAdmin`).
 
 `DownloadQueueService`'s own methods work on its queue; these name the queue, and never
 hand out live objects when the service does not follow its jobs.
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 class AnyQueueJobs:
-    """Jobs queued into and cancelled in the queue each call names."""
+    """Jobs queued into, cancelled in and removed from the queue each call names."""
 
     def __init__(self, runtime: Callable[[], Runtime], enqueuer: Enqueuer) -> None:
         self._runtime = runtime  # raises RuntimeError once the service is closed
@@ -131,3 +131,47 @@ class AnyQueueJobs:
         from downloader.worker.runner import tidy_cancelled
 
         tidy_cancelled(self._runtime(), job_id, "cli")
+
+    # -- removing -----------------------------------------------------------------------------
+
+    def remove(self, queue_id: str, job_ids: Iterable[int]) -> None:
+        """Forget these jobs of `queue_id`: records, secrets, leases and index entries."""
+        self._runtime().store.remove(queue_id, job_ids)
+
+    def prune(self, queue_id: str, *, keep_unsettled_parts: bool = False) -> list[int]:
+        """Remove the queue's finished jobs (completed, failed, cancelled).
+
+        Args:
+            queue_id: the queue.
+            keep_unsettled_parts: keep a finished part of a multi-file job that still runs
+                until its job ends (the REST API's `/prune`); else every finished job goes
+                (`prune_jobs`, `downloader prune`).
+
+        Returns:
+            The ids removed.
+        """
+        if not keep_unsettled_parts:
+            return self._runtime().store.prune(queue_id)
+        ids = self._store.settled_ids(queue_id)
+        self.remove(queue_id, ids)
+        return ids
+
+    def clear(self, queue_id: str, *, unfinished_only: bool = False) -> int:
+        """Cancel every unfinished job of the queue, then remove jobs of it.
+
+        Args:
+            queue_id: the queue.
+            unfinished_only: remove only the jobs that were unfinished (the REST API's
+                `/clear`); else every job of the queue (`downloader clear`).
+
+        Returns:
+            How many jobs were removed.
+        """
+        if unfinished_only:
+            ids = self._store.unfinished_ids(queue_id)
+            self.cancel_all_jobs(queue_id)
+        else:
+            self.cancel_all_jobs(queue_id)
+            ids = self._runtime().store.queue_ids(queue_id)
+        self.remove(queue_id, ids)
+        return len(ids)
