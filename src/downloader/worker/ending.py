@@ -82,6 +82,21 @@ class JobEnd:
         )
         return Outcome.CANCELLED
 
+    def paused(self) -> Outcome:
+        """A caller paused the job: it is marked paused, its lease released and its partial
+        file, state and path kept for the resume, in one round trip. A resume that came
+        while the transfer stopped withdrew the pause: the job goes back to the queue."""
+        attempt = self.attempt
+        if attempt.keeper is not None:
+            attempt.keeper.done.set()  # before the lease goes, so the renewer does not miss it
+        paused = attempt.event(
+            ev.DOWNLOAD_PAUSED, source=attempt.source, download_path=attempt.record.download_path
+        )
+        if attempt.app.store.pause_stopped(attempt.job_id, attempt.owner, [paused]):
+            return Outcome.PAUSED
+        attempt.app.store.release(attempt.job_id, attempt.owner)
+        return self.hand_back()
+
     def hand_back(self) -> Outcome:
         """Put the job back as waiting and queue it again; its partial file stays to resume."""
         attempt = self.attempt

@@ -18,7 +18,7 @@ from downloader.jobs import events as ev
 from downloader.jobs.models import JobVanishedError
 from downloader.store.lifecycle import Standing
 from downloader.worker import parents
-from downloader.worker.attempt import Attempt, LeaseLost, WorkerStopping
+from downloader.worker.attempt import Attempt, JobPaused, LeaseLost, WorkerStopping
 from downloader.worker.throttle import Throttle
 
 
@@ -67,6 +67,7 @@ class JobHooks:
 
         Raises:
             DownloadJobCancelledException: the job was cancelled, or removed.
+            JobPaused: a caller paused the job.
             JobVanishedError: its record went with Redis's data.
             WorkerStopping: the worker shuts down (unless the last byte is in).
             LeaseLost: another attempt holds the job now.
@@ -87,9 +88,11 @@ class JobHooks:
             raise LeaseLost
 
     def heed(self, standing: Standing) -> None:
-        """Stop the attempt if its job was cancelled or is gone from Redis."""
+        """Stop the attempt if its job was cancelled or paused, or is gone from Redis."""
         if standing is Standing.CANCELLED:
             raise DownloadJobCancelledException(f"job {self.attempt.job_id} was cancelled")
+        if standing is Standing.PAUSED:
+            raise JobPaused(f"job {self.attempt.job_id} was paused")
         if standing is Standing.GONE:
             self.gone()
 
@@ -136,7 +139,8 @@ class JobHooks:
         """Sleep (before a retry), still answering a cancel or a worker shutdown.
 
         Raises:
-            DownloadJobCancelledException, JobVanishedError, WorkerStopping: as `check`.
+            DownloadJobCancelledException, JobPaused, JobVanishedError, WorkerStopping: as
+                `check`.
         """
         app = self.attempt.app
         deadline = time.monotonic() + seconds
