@@ -123,19 +123,19 @@ class AnyQueueJobs:
     # -- steering one job (see `client.steering`; each answers the record after the change,
     # None when there is no such job, and raises `InvalidTransitionError` for a refusal) ----
 
-    def pause(self, job_id: int, wait: float = STOP_WAIT) -> JobRecord | None:
+    def pause_job(self, job_id: int, wait: float = STOP_WAIT) -> JobRecord | None:
         """Pause job `job_id`, waiting up to `wait` s for a running one's worker to stop."""
         return self._steering.pause(job_id, wait)
 
-    def resume(self, job_id: int) -> JobRecord | None:
+    def resume_job(self, job_id: int) -> JobRecord | None:
         """Queue paused job `job_id` again, to continue from its partial file."""
         return self._steering.resume(job_id)
 
-    def retry(self, job_id: int) -> JobRecord | None:
+    def retry_job(self, job_id: int) -> JobRecord | None:
         """Queue failed or cancelled job `job_id` again."""
         return self._steering.retry(job_id)
 
-    def set_priority(self, job_id: int, priority: int) -> JobRecord | None:
+    def set_job_priority(self, job_id: int, priority: int) -> JobRecord | None:
         """Give job `job_id` a new priority; a waiting job moves in its queue."""
         return self._steering.set_priority(job_id, priority)
 

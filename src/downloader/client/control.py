@@ -127,7 +127,7 @@ class QueueControl(ServiceLifecycle):
             UnknownJobIDException: no such job in this service's queue.
             InvalidTransitionError: it has ended, or is being cancelled.
         """
-        return self._steered(job, lambda job_id: self.admin.pause(job_id, wait))
+        return self._steered(job, lambda job_id: self.admin.pause_job(job_id, wait))
 
     def resume_job(self, job: Job | int) -> Job:
         """Queue paused `job` again: it continues from its partial file with a Range request
@@ -141,7 +141,7 @@ class QueueControl(ServiceLifecycle):
             UnknownJobIDException: no such job in this service's queue.
             InvalidTransitionError: it has ended, or is being cancelled.
         """
-        return self._steered(job, self.admin.resume)
+        return self._steered(job, self.admin.resume_job)
 
     def retry_job(self, job: Job | int) -> Job:
         """Queue failed or cancelled `job` again. A failed job's partial file is resumed when
@@ -161,7 +161,7 @@ class QueueControl(ServiceLifecycle):
         self._find(job)
         self._live.revive(self._job_id(job))
         try:
-            return self._steered(job, self.admin.retry)
+            return self._steered(job, self.admin.retry_job)
         except Exception:
             self._live.settle(self._job_id(job))
             raise
@@ -178,7 +178,7 @@ class QueueControl(ServiceLifecycle):
             UnknownJobIDException: no such job in this service's queue.
             InvalidTransitionError: it has ended.
         """
-        return self._steered(job, lambda job_id: self.admin.set_priority(job_id, priority))
+        return self._steered(job, lambda job_id: self.admin.set_job_priority(job_id, priority))
 
     def _job_id(self, job: Job | int) -> int:
         return job if isinstance(job, int) else job.id
