@@ -5,7 +5,7 @@
 import { call } from "./api.js";
 import { bytes, duration, el, rate } from "./format.js";
 
-export const COUNTS = ["pending", "in_progress", "completed", "failed", "canceled"];
+export const COUNTS = ["pending", "in_progress", "paused", "completed", "failed", "canceled"];
 
 export class QueueList {
   constructor(list, more, hooks) {
