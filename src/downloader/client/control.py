@@ -40,7 +40,7 @@ class QueueControl(ServiceLifecycle):
         Finished jobs older than `DOWNLOADER_RESULT_TTL` are swept away first.
 
         Args:
-            status: only the jobs in this status (`waiting`, `running`, `completed` or
+            status: only the jobs in this status (`waiting`, `running`, `paused`, `completed` or
                 `error`, cancelled ones included); None for all.
 
         Yields:
