@@ -75,7 +75,7 @@ export class QueueList {
             "data-queue": queue.queue_id,
             text: queue.queue_id,
           }),
-          queue.paused ? el("span", { class: "badge paused", text: "paused" }) : null,
+          queue.is_paused ? el("span", { class: "badge paused", text: "paused" }) : null,
           el("span", {
             class: "muted",
             text: queue.empty
