@@ -231,3 +231,36 @@ def test_invalid_transitions_are_refused_with_a_typed_error(
         service.pause_job(running)
     with pytest.raises(KeyError):
         service.pause_job(10**12)
+
+
+def test_retry_a_failed_multifile_job_runs_only_the_parts_that_did_not_complete(
+    make_service: Callable[..., DownloadQueueService], origin: Origin, tmp_path: Path
+) -> None:
+    service = make_service(max_parallel_dl=3)
+    files = {"ok.bin": os.urandom(1000), "bad.bin": os.urandom(2000), "slow.bin": os.urandom(MiB)}
+    for name, data in files.items():
+        origin.add(name, data)
+    routes = {"ok.bin": "", "bad.bin": "?hold=bad&fail=1&code=404", "slow.bin": "?rate=300000"}
+    parts = [
+        RemoteModelFile(url=origin.url(f"/files/{name}{query}"), path=Path("r") / name)
+        for name, query in routes.items()
+    ]
+    job = service.multifile_download(parts, tmp_path)
+    ok, bad, slow = job.download_parts
+    wait_until(lambda: ok.complete and slow.bytes > 0)
+    origin.release("bad")
+    service.wait_for_job(job, timeout=20)
+    service.wait_for_job(slow, timeout=20)  # its worker stops it within a second
+    assert job.errored and not job.cancelled and bad.errored and slow.cancelled
+    with pytest.raises(InvalidTransitionError, match=f"retry job {job.id}"):
+        service.retry_job(bad)
+
+    service.retry_job(job)
+    assert job.status is not DownloadJobStatus.ERROR and ok.complete
+    service.wait_for_job(job, timeout=30)
+    assert job.complete and job.error_type is None
+    assert {part.status for part in job.download_parts} == {DownloadJobStatus.COMPLETED}
+    for name, data in files.items():
+        assert (tmp_path / "r" / name).read_bytes() == data
+    assert len(origin.gets("/files/ok.bin")) == 1  # the part that completed stayed as it was
+    assert len(origin.gets("/files/bad.bin")) == 2

@@ -67,7 +67,7 @@ class JobHooks:
 
         Raises:
             DownloadJobCancelledException: the job was cancelled, or removed.
-            JobPaused: a caller paused the job.
+            JobPaused: a caller paused the job (unless the last byte is in).
             JobVanishedError: its record went with Redis's data.
             WorkerStopping: the worker shuts down (unless the last byte is in).
             LeaseLost: another attempt holds the job now.
@@ -76,10 +76,13 @@ class JobHooks:
         attempt = self.attempt
         store = attempt.app.store
         if self.started_published:
-            self.heed(store.report_progress(attempt.job_id, current, total))
+            standing = store.report_progress(attempt.job_id, current, total)
         else:
-            self.heed(store.standing(attempt.job_id))
-        if attempt.app.stopping.is_set() and not (total and current >= total):
+            standing = store.standing(attempt.job_id)
+        whole = bool(total) and current >= total
+        if not (whole and standing is Standing.PAUSED):  # a whole file is finished instead
+            self.heed(standing)
+        if attempt.app.stopping.is_set() and not whole:
             raise WorkerStopping  # a download whose last byte is in finishes instead
         keeper = attempt.keeper
         if keeper is not None and keeper.lost.is_set():
