@@ -264,3 +264,21 @@ def test_retry_a_failed_multifile_job_runs_only_the_parts_that_did_not_complete(
         assert (tmp_path / "r" / name).read_bytes() == data
     assert len(origin.gets("/files/ok.bin")) == 1  # the part that completed stayed as it was
     assert len(origin.gets("/files/bad.bin")) == 2
+
+
+def test_a_multifile_jobs_priority_and_pause_go_to_its_parts(
+    make_service: Callable[..., DownloadQueueService], origin: Origin, tmp_path: Path
+) -> None:
+    service = make_service(start_worker=False)  # nothing runs: every job stays waiting
+    parts = [
+        RemoteModelFile(url=origin.url(f"/files/{n}.bin"), path=Path(f"{n}.bin")) for n in "xy"
+    ]
+    job = service.multifile_download(parts, tmp_path)
+    service.set_priority(job, 3)
+    assert job.priority == 3 and [part.priority for part in job.download_parts] == [3, 3]
+    assert [p.priority for p in service.id_to_job(job.id).download_parts] == [3, 3]
+    service.pause_job(job)
+    assert {part.status for part in job.download_parts} == {DownloadJobStatus.PAUSED}
+    service.resume_job(job)
+    assert job.status is DownloadJobStatus.WAITING
+    assert {part.status for part in job.download_parts} == {DownloadJobStatus.WAITING}

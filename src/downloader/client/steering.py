@@ -176,7 +176,7 @@ class Steering:
         self._refuse(record, "priority", result)
         if record.multifile:
             parts = store.records(record.part_ids)
-            results = [store.reprioritize(part.id, priority, False) for part in parts]
+            results = store.reprioritize_many([part.id for part in parts], priority)
             self._submit(parts, results, SteerResult.MOVED, priority)
         else:
             self._submit([record], [result], SteerResult.MOVED, priority)

@@ -82,6 +82,18 @@ class JobSteering(StoreBase):
         args = self._args(job_id, encode_value(priority), level)
         return SteerResult(self._steering_scripts["reprioritize"](args=args).decode())
 
+    def reprioritize_many(self, job_ids: Sequence[int], priority: int) -> list[SteerResult]:
+        """`reprioritize` several single jobs (a multi-file job's parts) in pipelined batches."""
+        level = str(celery_priority(priority))
+        script = self._steering_scripts["reprioritize"]
+        results: list[SteerResult] = []
+        for start in range(0, len(job_ids), BATCH):
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in job_ids[start : start + BATCH]:
+                script(args=self._args(job_id, encode_value(priority), level), client=pipe)
+            results.extend(SteerResult(raw.decode()) for raw in pipe.execute())
+        return results
+
     def steer_many(
         self, action: str, jobs: Sequence[tuple[int, Announcement | None]]
     ) -> list[SteerResult]:
