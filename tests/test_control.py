@@ -93,8 +93,11 @@ def test_pause_a_waiting_job_then_resume_it(
     wait_until(lambda: len(origin.gets("/files/held.bin")) == 1)
     waiting = service.download(origin.url("/files/later.bin"), tmp_path)
     assert service.pause_job(waiting).status is DownloadJobStatus.PAUSED
+    origin.add("probe.bin", b"p" * 10)
+    probe = service.download(origin.url("/files/probe.bin"), tmp_path)  # sent after it
     origin.release("slot")
     service.wait_for_job(holder, timeout=10)
+    service.wait_for_job(probe, timeout=10)
     assert origin.gets("/files/later.bin") == []  # its message was dropped: it stays paused
     assert service.id_to_job(waiting.id).status is DownloadJobStatus.PAUSED
     service.resume_job(waiting)
