@@ -29,7 +29,7 @@ def test_rest_pause_resume_answer_the_state_after_and_the_file_is_whole(
 ) -> None:
     data = os.urandom(2 * MiB)
     origin.add("big.bin", data)
-    (item,) = enqueue(api, {"source": origin.url("/files/big.bin?rate=1000000"), "dest": "d"})
+    (item,) = enqueue(api, {"source": origin.url("/files/big.bin?rate=500000"), "dest": "d"})
     wait_until(lambda: _item(api, item["item_id"])["bytes"] > 0)
 
     paused = api.post(f"{Q}/i/{item['item_id']}/pause")
@@ -64,7 +64,7 @@ def test_rest_cancel_answers_canceled_and_retry_runs_it_again(
 ) -> None:
     data = os.urandom(2 * MiB)
     origin.add("big.bin", data)
-    (item,) = enqueue(api, {"source": origin.url("/files/big.bin?rate=1000000"), "dest": "d"})
+    (item,) = enqueue(api, {"source": origin.url("/files/big.bin?rate=500000"), "dest": "d"})
     item_id = item["item_id"]
     wait_until(lambda: _item(api, item_id)["bytes"] > 0)
     cancelled = api.post(f"{Q}/i/{item_id}/cancel")

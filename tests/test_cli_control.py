@@ -27,9 +27,11 @@ def test_cli_pause_resume_retry_and_priority(
 ) -> None:
     env = cli_env(namespace, redis_url)
     service = make_service(max_parallel_dl=1)
-    data = os.urandom(2 * MiB)
+    data = os.urandom(3 * MiB)
     origin.add("big.bin", data)
-    job = service.download(origin.url("/files/big.bin?rate=1000000"), tmp_path)
+    # Ten seconds of transfer: time enough for a CLI process to start, pause it, and still
+    # find it running on a loaded machine.
+    job = service.download(origin.url("/files/big.bin?rate=300000"), tmp_path)
     wait_until(lambda: job.bytes > 0)
 
     paused = run_cli("pause", str(job.id), env=env)
@@ -44,7 +46,7 @@ def test_cli_pause_resume_retry_and_priority(
     resumed = run_cli("resume", str(job.id), env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.startswith(f"resumed {job.id}: ")
-    service.wait_for_job(job, timeout=30)
+    service.wait_for_job(job, timeout=60)
     assert job.complete and job.priority == 3
     assert sha256(job.download_path) == hashlib.sha256(data).hexdigest()
     assert origin.gets("/files/big.bin")[-1].headers.get("Range") is not None

@@ -113,8 +113,8 @@ def test_pause_and_resume_a_multifile_job(
     origin.add("one.bin", one)
     origin.add("two.bin", two)
     parts = [
-        RemoteModelFile(url=origin.url("/files/one.bin?rate=800000"), path=Path("m/one.bin")),
-        RemoteModelFile(url=origin.url("/files/two.bin?rate=800000"), path=Path("m/two.bin")),
+        RemoteModelFile(url=origin.url("/files/one.bin?rate=400000"), path=Path("m/one.bin")),
+        RemoteModelFile(url=origin.url("/files/two.bin?rate=400000"), path=Path("m/two.bin")),
     ]
     job = service.multifile_download(parts, tmp_path)
     wait_until(lambda: all(part.bytes > 0 for part in job.download_parts))
@@ -176,7 +176,7 @@ def test_retry_a_cancelled_job_starts_over(
 ) -> None:
     data = os.urandom(2 * MiB)
     origin.add("big.bin", data)
-    job = service.download(origin.url("/files/big.bin?rate=1000000"), tmp_path)
+    job = service.download(origin.url("/files/big.bin?rate=500000"), tmp_path)
     wait_until(lambda: job.bytes > 0)
     service.cancel_job(job)
     service.wait_for_job(job, timeout=10)
@@ -285,3 +285,22 @@ def test_a_multifile_jobs_priority_and_pause_go_to_its_parts(
     service.resume_job(job)
     assert job.status is DownloadJobStatus.WAITING
     assert {part.status for part in job.download_parts} == {DownloadJobStatus.WAITING}
+
+
+def test_a_retry_is_refused_when_another_job_took_its_path_meanwhile(
+    service: DownloadQueueService, origin: Origin, tmp_path: Path
+) -> None:
+    origin.add("model.bin", b"m" * 3000)
+    target = tmp_path / "model.bin"
+    failed = service.download(origin.url("/files/model.bin?fail=1&code=404"), target)
+    assert service.wait_for_job(failed, timeout=10).errored
+    holder = service.download(origin.url("/files/model.bin?hold=taken"), target)
+    wait_until(lambda: len(origin.gets("/files/model.bin")) == 2)  # it runs, holding the path
+    with pytest.raises(InvalidTransitionError, match=f"job {holder.id} holds its path"):
+        service.retry_job(failed)
+    assert service.id_to_job(failed.id).errored and failed.errored  # still over, as it was
+    service.wait_for_job(failed, timeout=1)  # `wait_for_job` still sees its end
+    origin.release("taken")
+    assert service.wait_for_job(holder, timeout=10).complete
+    service.retry_job(failed.id)  # the holder is done: the path is free again
+    assert service.wait_for_job(failed, timeout=10).complete

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from downloader.jobs import events as ev
 from downloader.jobs.models import DownloadJobStatus
 from downloader.jobs.record import JobRecord
 from downloader.jobs.transitions import InvalidTransitionError
 from downloader.store.bus import Announcement
+from downloader.store.reservations import DestinationTakenError, Reservations
 from downloader.store.steering import SteerResult
+from downloader.worker.ending import final_paths
 from downloader.worker.runtime import Runtime
 
 STOP_WAIT = 10.0
@@ -139,11 +142,14 @@ class Steering:
                 raise InvalidTransitionError(
                     job_id, "retry", _state(record), "its parts are still stopping; try again"
                 )
+        failed = [part for part in parts if part.status is DownloadJobStatus.ERROR]
+        owned = self._reserve(record, failed if record.multifile else [record])
         kind = ev.MULTIFILE_RESUMED if record.multifile else ev.DOWNLOAD_RESUMED
         result = store.requeue_failed(job_id, [self._event(kind, record, retried=True)])
+        if result is not SteerResult.RETRIED:
+            Reservations(store).release(owned)
         self._refuse(record, "retry", result)
         if record.multifile:
-            failed = [part for part in parts if part.status is DownloadJobStatus.ERROR]
             results = store.steer_many(
                 "requeue",
                 [(p.id, self._event(ev.DOWNLOAD_RESUMED, p, retried=True)) for p in failed],
@@ -153,6 +159,23 @@ class Steering:
             self._submit([record], [result], SteerResult.RETRIED)
         self._runtime().durability.settle(f"retry of job {job_id}")
         return self._record(job_id)
+
+    def _reserve(self, record: JobRecord, jobs: Sequence[JobRecord]) -> list[tuple[int, Path]]:
+        """Take back the final paths of the jobs a retry queues again (their end released
+        them), so that a path another job has taken since is refused now, not by a worker.
+
+        Raises:
+            InvalidTransitionError: another unfinished job holds one of the paths.
+        """
+        if record.status is not DownloadJobStatus.ERROR:
+            return []  # the script refuses it
+        owned = [(job.id, path) for job in jobs for path in final_paths(job)]
+        try:
+            Reservations(self._runtime().store).acquire(owned)
+        except DestinationTakenError as exc:
+            why = f"job {exc.holder} holds its path {exc.path} now"
+            raise InvalidTransitionError(record.id, "retry", _state(record), why) from exc
+        return owned
 
     # -- priority -----------------------------------------------------------------------------
 

@@ -18,11 +18,20 @@ from downloader.engine.transfer import TransferResult
 from downloader.jobs import events as ev
 from downloader.jobs.failure import CANCELLED_ERROR_TYPE, cancellation
 from downloader.jobs.models import DownloadJobStatus
+from downloader.jobs.record import JobRecord
 from downloader.store.bus import Announcement
 from downloader.store.reservations import Reservations
 from downloader.worker.attempt import Attempt, job_root, log
 from downloader.worker.hooks import JobHooks
 from downloader.worker.outcome import Outcome, error_type, failure_of
+
+
+def final_paths(record: JobRecord) -> list[Path]:
+    """The final paths a job may own: its explicit `dest`, and the name it was given."""
+    paths = [record.download_path] if record.download_path else []
+    if record.dest_is_dir is False:
+        paths.append(record.dest)
+    return paths
 
 
 class JobEnd:
@@ -149,11 +158,7 @@ class JobEnd:
 
     def final_paths(self) -> list[Path]:
         """The final paths this job may own: its explicit `dest`, and the name it was given."""
-        record = self.attempt.record
-        paths = [record.download_path] if record.download_path else []
-        if record.dest_is_dir is False:
-            paths.append(record.dest)
-        return paths
+        return final_paths(self.attempt.record)
 
     def tidy_if_cancelled(self) -> None:
         """A job cancelled while no worker ran it (its own was gone) may have left a partial
