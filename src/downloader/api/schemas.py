@@ -2,7 +2,7 @@
 
 Callers are untrusted: every request model validates its input completely (URLs, digests,
 one of `source` or `parts`), and no answer model has a field that could carry a token.
-Statuses use the job-queue words: pending, in_progress, completed, failed, canceled.
+Statuses use the job-queue words: pending, in_progress, paused, completed, failed, canceled.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pydantic import (
     AfterValidator,
     AnyHttpUrl,
     BaseModel,
+    ConfigDict,
     Field,
     field_validator,
     model_validator,
@@ -25,8 +26,8 @@ from downloader.jobs.models import DownloadJobStatus
 from downloader.jobs.queues import MAX_QUEUE_ID, QUEUE_ID_PATTERN, QUEUE_ID_RULE, check_queue_id
 from downloader.jobs.record import JobRecord
 
-ApiStatus = Literal["pending", "in_progress", "completed", "failed", "canceled"]
-UNFINISHED: tuple[ApiStatus, ...] = ("pending", "in_progress")
+ApiStatus = Literal["pending", "in_progress", "paused", "completed", "failed", "canceled"]
+UNFINISHED: tuple[ApiStatus, ...] = ("pending", "in_progress", "paused")
 FINISHED: tuple[ApiStatus, ...] = ("completed", "failed", "canceled")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 MAX_BATCH = 10_000
@@ -61,6 +62,8 @@ def api_status(record: JobRecord) -> ApiStatus:
         return "pending"
     if status == DownloadJobStatus.RUNNING:
         return "in_progress"
+    if status == DownloadJobStatus.PAUSED:
+        return "paused"
     if status == DownloadJobStatus.COMPLETED:
         return "completed"
     return "canceled" if record.cancelled else "failed"
@@ -142,10 +145,19 @@ class ItemPage(BaseModel):
     next_cursor: int | None = Field(description="pass as `cursor` for the next page; null: last")
 
 
+class PriorityChange(BaseModel):
+    """`PATCH .../i/{item_id}`: the item's new priority."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    priority: Priority
+
+
 class QueueCounts(BaseModel):
     queue_id: str
     pending: int = 0
     in_progress: int = 0
+    paused: int = 0
     completed: int = 0
     failed: int = 0
     canceled: int = 0

@@ -38,7 +38,16 @@ def download(self: Task, job_id: int) -> dict[str, object]:
                     "task-progress", job_id=job_id, current_bytes=current, total_bytes=total
                 )
 
-    outcome = run_download(self.app.runtime, job_id, self.request.hostname or "worker", tell_flower)
+    # The level the message came at: a job whose priority moved it since is sent again at its
+    # new level, and this copy is dropped (`JobStore.claim`).
+    level = (self.request.delivery_info or {}).get("priority")
+    outcome = run_download(
+        self.app.runtime,
+        job_id,
+        self.request.hostname or "worker",
+        tell_flower,
+        level if isinstance(level, int) else None,
+    )
     return {"job_id": job_id, "outcome": outcome.value}
 
 

@@ -23,6 +23,7 @@ from downloader.cli.jobs import (
     cmd_status,
 )
 from downloader.cli.serve import cmd_api, cmd_flower, cmd_worker
+from downloader.cli.steering import cmd_priority, cmd_retry
 from downloader.jobs.queues import check_queue_id
 
 EVERY_QUEUE = (
@@ -215,12 +216,37 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("ids", nargs="+", type=int, metavar="ID")
     cancel.set_defaults(run=cmd_cancel)
 
-    for name, run, text in (
-        ("pause", cmd_pause, "workers stop taking the queue's jobs; running ones go on"),
-        ("resume", cmd_resume, "workers take the queue's jobs again"),
-        ("clear", cmd_clear, "cancel and remove every job of the queue"),
+    for name, run, text, with_ids in (
+        (
+            "pause",
+            cmd_pause,
+            "pause jobs by id (their partial files kept, their workers freed); with no id, "
+            "workers stop taking the queue's jobs and running ones go on",
+            "the jobs to pause",
+        ),
+        (
+            "resume",
+            cmd_resume,
+            "resume paused jobs by id (they continue where they stopped); with no id, workers "
+            "take the queue's jobs again",
+            "the jobs to resume",
+        ),
     ):
-        command(name, text).set_defaults(run=run)
+        steer = command(name, text)
+        steer.add_argument("ids", nargs="*", type=int, metavar="ID", help=with_ids)
+        steer.set_defaults(run=run)
+    command("clear", "cancel and remove every job of the queue").set_defaults(run=cmd_clear)
+
+    retry = command(
+        "retry", "queue failed or cancelled jobs again (a failed one resumes its partial file)"
+    )
+    retry.add_argument("ids", nargs="+", type=int, metavar="ID")
+    retry.set_defaults(run=cmd_retry)
+
+    priority = command("priority", "give a job a new priority; a waiting job moves in its queue")
+    priority.add_argument("id", type=int, metavar="ID")
+    priority.add_argument("priority", type=int, metavar="N", help="lower runs first")
+    priority.set_defaults(run=cmd_priority)
     prune = command("prune", "remove the finished jobs of the queue (of every queue: see --all)")
     prune.add_argument("--all", action="store_true", help=EVERY_QUEUE)
     prune.set_defaults(run=cmd_prune)

@@ -50,6 +50,8 @@ TERMINAL_CALLBACK = {
 }
 _STARTED = (ev.DOWNLOAD_STARTED, ev.MULTIFILE_STARTED)
 _PROGRESS = (ev.DOWNLOAD_PROGRESS, ev.MULTIFILE_PROGRESS)
+_STEERED = (ev.DOWNLOAD_PAUSED, ev.MULTIFILE_PAUSED, ev.DOWNLOAD_RESUMED, ev.MULTIFILE_RESUMED)
+"""A caller paused, resumed or retried the job: its record says how it stands now."""
 
 
 class Listener:
@@ -152,6 +154,8 @@ class Listener:
             self.refresh(job)
             job.status = DownloadJobStatus.RUNNING
             self.callback(job, "on_start")
+        elif event in _STEERED:
+            self.refresh(job)
         elif event in _PROGRESS:
             job.status = DownloadJobStatus.RUNNING
             job.bytes = payload["current_bytes"]

@@ -6,7 +6,8 @@ anywhere else on the same Redis) do the work and report through the store and pu
 `livejobs.LiveJobs` turns into updates of the job objects this service handed out.
 
 The class is built from three rooms: `lifecycle.ServiceLifecycle` (connecting, the
-in-process worker, closing), `control.QueueControl` (listing, waiting, cancelling) and the
+in-process worker, closing), `control.QueueControl` (listing, waiting, pausing, resuming,
+retrying, reprioritising, cancelling) and the
 queueing methods here, whose work `enqueue.Enqueuer` does. `admin` is the interface for
 operators and front ends that serve every queue (see `admin.QueueAdmin`).
 """

@@ -76,10 +76,13 @@ def mirror_urls(mirrors: Iterable[object] | None) -> list[str]:
 
 
 class DownloadJobStatus(StrEnum):
-    """Where a job is in its life; `ERROR` covers cancellation too, as in InvokeAI's queue."""
+    """Where a job is in its life; `ERROR` covers cancellation too, as in InvokeAI's queue.
+    `PAUSED` is InvokeAI's too (its `pause_job`): stopped by a caller, its partial file kept,
+    no worker slot taken, until `resume_job` queues it again."""
 
     WAITING = "waiting"
     RUNNING = "running"
+    PAUSED = "paused"
     COMPLETED = "completed"
     ERROR = "error"
 
@@ -177,6 +180,10 @@ class _CallbackMixin(BaseModel):
         return self.status == DownloadJobStatus.RUNNING  # type: ignore[attr-defined]
 
     @property
+    def paused(self) -> bool:
+        return self.status == DownloadJobStatus.PAUSED  # type: ignore[attr-defined]
+
+    @property
     def errored(self) -> bool:
         return self.status == DownloadJobStatus.ERROR  # type: ignore[attr-defined]
 
@@ -228,8 +235,8 @@ class DownloadJob(_JobFields):
         dest: the directory the file is named in, or the file's own path.
         id: unique in the Redis namespace, whatever the queue.
         priority: lower runs first.
-        status: `waiting`, `running`, `completed` or `error` (a cancelled job is `error`
-            with `cancelled` true).
+        status: `waiting`, `running`, `paused`, `completed` or `error` (a cancelled job is
+            `error` with `cancelled` true).
         download_path: the file's final path, once known.
         job_started, job_ended: when the first attempt started and when the job ended.
         job_sequence: the order in which jobs started.

@@ -93,6 +93,8 @@ class JobRecord:
     job_sequence: int | None = None
     started_epoch: float | None = None
     cancel_requested: bool = False
+    pause_requested: bool = False
+    """A caller paused the job while it ran: its worker stops and marks it paused."""
     cancelled: bool = False
 
     # How it ended.

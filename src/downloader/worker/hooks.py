@@ -20,7 +20,7 @@ from downloader.jobs.models import JobVanishedError
 from downloader.store.connection import is_redis_error, transient
 from downloader.store.lifecycle import Standing
 from downloader.worker import parents
-from downloader.worker.attempt import Attempt, LeaseLost, WorkerStopping
+from downloader.worker.attempt import Attempt, JobPaused, LeaseLost, WorkerStopping
 from downloader.worker.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class JobHooks:
 
         Raises:
             DownloadJobCancelledException: the job was cancelled, or removed.
+            JobPaused: a caller paused the job (unless the last byte is in).
             JobVanishedError: its record went with Redis's data.
             WorkerStopping: the worker shuts down (unless the last byte is in).
             LeaseLost: another attempt holds the job now.
@@ -84,10 +85,13 @@ class JobHooks:
         attempt = self.attempt
         store = attempt.app.store
         if self.started_published:
-            self.heed(self.look(lambda: store.report_progress(attempt.job_id, current, total)))
+            standing = self.look(lambda: store.report_progress(attempt.job_id, current, total))
         else:
-            self.heed(self.look(lambda: store.standing(attempt.job_id)))
-        if attempt.app.stopping.is_set() and not (total and current >= total):
+            standing = self.look(lambda: store.standing(attempt.job_id))
+        whole = bool(total) and current >= total
+        if not (whole and standing is Standing.PAUSED):  # a whole file is finished instead
+            self.heed(standing)
+        if attempt.app.stopping.is_set() and not whole:
             raise WorkerStopping  # a download whose last byte is in finishes instead
         keeper = attempt.keeper
         if keeper is not None and keeper.lost.is_set():
@@ -109,9 +113,11 @@ class JobHooks:
             return Standing.GO_ON
 
     def heed(self, standing: Standing) -> None:
-        """Stop the attempt if its job was cancelled or is gone from Redis."""
+        """Stop the attempt if its job was cancelled or paused, or is gone from Redis."""
         if standing is Standing.CANCELLED:
             raise DownloadJobCancelledException(f"job {self.attempt.job_id} was cancelled")
+        if standing is Standing.PAUSED:
+            raise JobPaused(f"job {self.attempt.job_id} was paused")
         if standing is Standing.GONE:
             self.gone()
 
@@ -160,7 +166,8 @@ class JobHooks:
         """Sleep (before a retry), still answering a cancel or a worker shutdown.
 
         Raises:
-            DownloadJobCancelledException, JobVanishedError, WorkerStopping: as `check`.
+            DownloadJobCancelledException, JobPaused, JobVanishedError, WorkerStopping: as
+                `check`.
         """
         app = self.attempt.app
         deadline = time.monotonic() + seconds
