@@ -98,6 +98,7 @@ class Enqueuer:
         """Many URLs, each item holding `download`'s arguments by name; in pipelined batches."""
         items = list(items)
         ids = self._runtime().store.new_ids(len(items))
+        directories: dict[str, bool] = {}  # many items share a dest: one stat each
         made = [
             self._new_job(
                 job_id,
@@ -108,6 +109,7 @@ class Enqueuer:
                 item.get("sha256"),
                 bool(item.get("untrusted")),
                 mirrors=mirror_urls(item.get("mirrors")),
+                directories=directories,
             )
             for job_id, item in zip(ids, items, strict=True)
         ]
@@ -189,9 +191,15 @@ class Enqueuer:
         untrusted: bool,
         download_path: Path | None = None,
         mirrors: list[str] | None = None,
+        directories: dict[str, bool] | None = None,
     ) -> tuple[DownloadJob, JobRecord]:
-        """A single job and its record, with `dest` read as a directory or a file path."""
-        dest_is_dir = _names_a_directory(dest)
+        """A single job and its record, with `dest` read as a directory or a file path
+        (`directories`: what earlier jobs of the same call found, by dest)."""
+        text = os.fspath(dest)
+        if directories is None:
+            dest_is_dir = _names_a_directory(text)
+        elif (dest_is_dir := directories.get(text)) is None:
+            dest_is_dir = directories[text] = _names_a_directory(text)
         if not dest_is_dir and is_engine_name(Path(dest).name):
             raise ValueError(
                 f"dest {dest} ends like the downloader's own partial files; choose another name"

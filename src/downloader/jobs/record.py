@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,13 @@ class JobRecord:
 
 def encode_value(value: Any) -> str:
     """A field's value as the JSON text a hash field holds."""
+    kind = type(value)
+    if kind is str:  # the common cases first, as json.dumps writes them: enqueueing many
+        return encode_basestring_ascii(value)  # jobs writes a few dozen fields each
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
     if isinstance(value, Enum):
         value = value.value
     elif isinstance(value, Failure):
