@@ -15,6 +15,7 @@ not stored: a missing field reads as its default, here and in the scripts alike.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -132,12 +133,11 @@ class JobRecord:
     def to_hash(self) -> dict[str, str]:
         """The hash fields that differ from their defaults, as JSON (see `encode_value`);
         the fields the scripts look up a job by are always written."""
-        stored = {}
-        for spec in _FIELDS:
-            value = getattr(self, spec.name)
-            if spec.name in _ALWAYS or value != _DEFAULTS[spec.name]:
-                stored[spec.name] = encode_value(value)
-        return stored
+        return {
+            name: encode_value(value)
+            for (name, default, always), value in zip(_SHAPE, _VALUES(self), strict=True)
+            if always or value != default
+        }
 
     @classmethod
     def for_job(cls, job: DownloadJob | MultiFileDownloadJob, **extra: Any) -> JobRecord:
@@ -210,6 +210,10 @@ _ALWAYS = frozenset({"id", "queue_id", "dest", "status"})
 _DEFAULTS: dict[str, Any] = {
     spec.name: [] if spec.name in ("mirrors", "part_ids") else spec.default for spec in _FIELDS
 }
+_SHAPE = tuple((spec.name, _DEFAULTS[spec.name], spec.name in _ALWAYS) for spec in _FIELDS)
+"""(name, default, always written) of every field, in order, for `to_hash`."""
+_VALUES = operator.attrgetter(*(spec.name for spec in _FIELDS))
+"""Every field's value, in that order, in one call."""
 _MODEL_FIELDS: dict[type, tuple[str, ...]] = {
     model: tuple(
         name
