@@ -3,7 +3,10 @@ hears that it must stop (a cancel, a removal, a lost lease, the worker's shutdow
 
 The engine calls `started` once the first answer names the file, `progress` as bytes come in
 and `check` every half second from its watchdog, whatever the origin's pace; a stop is an
-exception raised into the transfer, which the runner turns into the attempt's end.
+exception raised into the transfer, which the runner turns into the attempt's end. A file
+whose announced size is at most one read (`chunk_size`) publishes no progress before its end,
+which carries the last one: for small files that was a round trip, a Flower event and an
+event for every follower per job. One without a size reports as any other.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ class JobHooks:
         self.last_report = 0.0
         """When the store was last asked whether the job goes on (monotonic seconds)."""
         self.started_published = False
+        self.small = attempt.app.settings.chunk_size
+        """A file of at most this many bytes (announced) has no progress event of its own
+        before its end: it is one read, and its end carries its progress."""
 
     def for_transfer(self) -> TransferHooks:
         return TransferHooks(started=self.started, progress=self.progress, check=self.check)
@@ -109,8 +115,10 @@ class JobHooks:
         # watchdog's first look.
         if time.monotonic() - self.last_report >= self.attempt.app.settings.progress_interval:
             self.check(current, total)
-        if total and current >= total:
-            return  # the last byte's progress goes out with the job's end, in the same call
+        if total and (current >= total or total <= self.small):
+            # The last byte's progress goes out with the job's end, in the same call; a file
+            # no longer than one read (the lean path of small files) reports nothing before.
+            return
         if self.throttle.ready(current, total):
             self.attempt.publish(ev.DOWNLOAD_PROGRESS, **self.progress_fields(current, total))
             self.progressed(current, total)
