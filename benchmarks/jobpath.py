@@ -64,6 +64,7 @@ PROFILE_GROUPS = (
     ("stamps", ("(downloader/engine/versions.py", "(downloader/engine/filestate.py")),
     ("transfer (engine)", ("(downloader/engine/",)),
     ("custom consumer", ("_flush_events (", "_flush_now (")),
+    ("kombu: ack (Celery's late ack)", ("QoS.ack (",)),
     ("downloader other", ("(downloader/",)),
     ("redis-py", ("(redis/",)),
     ("kombu", ("(kombu/",)),

@@ -70,7 +70,7 @@ class BrokerDispatcher:
         is stored: clients follow the job store, and Flower reads task events.
         """
         now = time.time()
-        self._declare({queue_id for _, queue_id, _ in jobs})
+        self.declare({queue_id for _, queue_id, _ in jobs})
         for start in range(0, len(jobs), BATCH):
             pipe = self.runtime.redis.pipeline(transaction=False)
             self.push(pipe, jobs[start : start + BATCH], now)
@@ -95,7 +95,7 @@ class BrokerDispatcher:
         for key, values in lists.items():
             pipe.lpush(key, *values)
 
-    def _declare(self, queue_ids: set[str]) -> None:
+    def declare(self, queue_ids: set[str]) -> None:
         """Declare the queues as kombu would before publishing (remembered per connection,
         so once per queue and connection in practice)."""
         with self.app.producer_or_acquire() as producer:
