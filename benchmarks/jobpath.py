@@ -217,6 +217,13 @@ def floor_run(args: argparse.Namespace, procs: Processes, work: Path) -> None:
         f" CPU {get['cpu_ms']:.2f} ms per file",
         flush=True,
     )
+    sync = floor.fsync_cost(ctx.dest_root / "fsync", min(args.jobs, 300), 64 * KiB)
+    print(
+        "durability, 64 KiB written and renamed, ms per file: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in sync.items()),
+        flush=True,
+    )
+    shutil.rmtree(ctx.dest_root / "fsync")
     floor_ms = celery["cpu_ms"] + get["cpu_ms"]
     with workers(ctx, "jp", count=2) as worker:
         pids = [p.pid for p in worker.processes]

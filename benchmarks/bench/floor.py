@@ -238,3 +238,25 @@ def requests_floor(get: Callable[[int], str], dest: Path, jobs: int) -> dict[str
         (dest / f"f{i}").write_bytes(answer.content)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "cpu_ms": (time.process_time() - cpu0) / jobs * 1000}
+
+
+def fsync_cost(folder: Path, files: int, size: int) -> dict[str, float]:
+    """What the engine's durability costs a small file: write, fsync and rename `files` files
+    of `size` bytes, against the same without the fsync. Wall and CPU ms per file of each."""
+    folder.mkdir(exist_ok=True)
+    data = os.urandom(size)
+    figures = {}
+    for sync in (False, True):
+        cpu0, started = time.process_time(), time.perf_counter()
+        for i in range(files):
+            partial = folder / f"f{i}.part"
+            with partial.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                if sync:
+                    os.fsync(handle.fileno())
+            partial.replace(folder / f"f{i}-{sync}")
+        label = "with fsync" if sync else "without"
+        figures[f"{label}, wall"] = (time.perf_counter() - started) / files * 1000
+        figures[f"{label}, CPU"] = (time.process_time() - cpu0) / files * 1000
+    return figures
