@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import os
 import re
 import socket
@@ -188,14 +189,21 @@ def cpu_of(pids: list[int]) -> float:
 
 
 def celery_floor(
-    procs: Processes, work: Path, url: str, jobs: int, count: int = 2
+    procs: Processes,
+    work: Path,
+    url: str,
+    jobs: int,
+    count: int = 2,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`jobs` no-op tasks through `count` bare `celery worker -P threads -c 8 -E`: CPU of the
-    workers per task, and the Redis commands per task."""
+    """`jobs` no-op tasks through `count` bare `celery worker -P threads -c 8 -E` (with kombu
+    transport `options`): CPU of the workers per task, and the Redis commands per task."""
     env = {**os.environ, "FLOOR_BROKER_URL": url, "PYTHONPATH": str(Path(__file__).parents[2])}
+    env["FLOOR_TRANSPORT_OPTIONS"] = json.dumps(options or {})
     workers = []
+    run = len(list((work / "logs").glob("floor-*")))  # each run logs anew
     for i in range(count):
-        log = work / "logs" / f"floor-{i}.log"
+        log = work / "logs" / f"floor-{run + i}.log"
         command = [sys.executable, "-m", "celery", "-A", "benchmarks.bench.floor_app", "worker"]
         command += ["-P", "threads", "-c", "8", "-E", "-n", f"floor{i}@%h", "-l", "info"]
         process = procs.start(command, log, env)
@@ -204,10 +212,13 @@ def celery_floor(
     from benchmarks.bench.floor_app import app, noop
 
     app.conf.broker_url = url
+    app.conf.broker_transport_options = options or {}
     client = redis.Redis.from_url(url)
+    prefix = (options or {}).get("global_keyprefix", "")
 
     def drained() -> bool:
-        return client.llen("floor") == 0 and client.hlen("unacked") == 0
+        waiting = sum(client.llen(k) for k in client.keys(f"{prefix}floor*"))
+        return waiting == 0 and client.hlen(f"{prefix}unacked") == 0
 
     def send(n: int) -> None:
         with app.producer_or_acquire() as producer:

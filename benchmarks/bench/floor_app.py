@@ -8,11 +8,14 @@ its own, with task events on as the project's workers have them.
 
 from __future__ import annotations
 
+import json
 import os
 
 from celery import Celery
 
 app = Celery("floor", broker=os.environ.get("FLOOR_BROKER_URL", "redis://127.0.0.1:6379/0"))
+app.conf.broker_transport_options = json.loads(os.environ.get("FLOOR_TRANSPORT_OPTIONS", "{}"))
+"""kombu's options, to measure what one of the project's own costs on the bare task."""
 app.conf.update(
     task_ignore_result=True,
     task_acks_late=True,
