@@ -208,6 +208,16 @@ def floor_run(args: argparse.Namespace, procs: Processes, work: Path) -> None:
         f" {per_job(celery['calls'], args.jobs)}",
         flush=True,
     )
+    dest = work / "floor-tasks"
+    dest.mkdir()
+    pairs = [(ctx.origin.url(s.name), str(dest / f"f{i}")) for i, s in enumerate(ctx.files.small)]
+    both = floor.celery_floor(procs, work, REDIS_URL, args.jobs, fetches=pairs)
+    shutil.rmtree(dest)
+    print(
+        f"both floors in one Celery task (GET + write in the task): {both['cpu_ms']:.2f} ms per"
+        " task",
+        flush=True,
+    )
     get = floor.requests_floor(
         lambda i: ctx.origin.url(ctx.files.small[i].name), work / "floor-dest", args.jobs
     )

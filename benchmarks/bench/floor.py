@@ -195,9 +195,11 @@ def celery_floor(
     jobs: int,
     count: int = 2,
     options: dict[str, Any] | None = None,
+    fetches: list[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """`jobs` no-op tasks through `count` bare `celery worker -P threads -c 8 -E` (with kombu
-    transport `options`): CPU of the workers per task, and the Redis commands per task."""
+    transport `options`): CPU of the workers per task, and the Redis commands per task. With
+    `fetches` ((url, file) pairs), `fetch` tasks instead, one per pair."""
     env = {**os.environ, "FLOOR_BROKER_URL": url, "PYTHONPATH": str(Path(__file__).parents[2])}
     env["FLOOR_TRANSPORT_OPTIONS"] = json.dumps(options or {})
     workers = []
@@ -209,7 +211,7 @@ def celery_floor(
         process = procs.start(command, log, env)
         workers.append(process)
         wait_until(lambda lg=log: " ready." in lg.read_text(errors="replace"), 60, "celery floor")
-    from benchmarks.bench.floor_app import app, noop
+    from benchmarks.bench.floor_app import app, fetch, noop
 
     app.conf.broker_url = url
     app.conf.broker_transport_options = options or {}
@@ -217,19 +219,25 @@ def celery_floor(
     prefix = (options or {}).get("global_keyprefix", "")
 
     def drained() -> bool:
-        waiting = sum(client.llen(k) for k in client.keys(f"{prefix}floor*"))
+        lists = [k for k in client.keys(f"{prefix}floor*") if client.type(k) == b"list"]
+        waiting = sum(client.llen(k) for k in lists)
         return waiting == 0 and client.hlen(f"{prefix}unacked") == 0
 
     def send(n: int) -> None:
-        with app.producer_or_acquire() as producer:
+        # A connection of its own: the app's pool keeps the options it was first made with.
+        connection = app.connection_for_write(transport_options=options or {})
+        with connection, app.amqp.Producer(connection) as producer:
             for i in range(n):
-                noop.apply_async((i,), producer=producer)
+                if fetches:
+                    fetch.apply_async(fetches[i % len(fetches)], producer=producer)
+                else:
+                    noop.apply_async((i,), producer=producer)
 
     send(count * 4)  # warm-up
     wait_until(drained, 60, "floor warm-up")
     pids = [p.pid for p in workers]
     calls0, cpu0, started = command_calls(url), cpu_of(pids), time.perf_counter()
-    send(jobs)
+    send(len(fetches) if fetches else jobs)
     wait_until(drained, 600, "floor tasks")
     seconds = time.perf_counter() - started
     cpu, calls = cpu_of(pids) - cpu0, calls_between(calls0, command_calls(url))
