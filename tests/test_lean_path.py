@@ -28,6 +28,7 @@ WORKER_ENV = {
     # A message a killed worker had taken comes back this soon.
     "DOWNLOADER_VISIBILITY_TIMEOUT": "10",
 }
+SLOW = "?rate=200000"
 ENDS = ("download_complete", "download_error", "download_cancelled")
 
 
@@ -81,8 +82,15 @@ def test_small_jobs_over_two_workers_one_killed_end_once_in_order(
     heard = Heard(service, namespace)
     out = tmp_path / "out"
     try:
+        # Every tenth file comes slowly, so the killed worker is likely to die mid-job.
         jobs = service.download_many(
-            [{"source": origin.url(f"/files/{name}"), "dest": out / name} for name in digests]
+            [
+                {
+                    "source": origin.url(f"/files/{name}{SLOW if i % 10 == 0 else ''}"),
+                    "dest": out / name,
+                }
+                for i, name in enumerate(digests)
+            ]
         )
         wait_until(lambda: heard.ended() >= JOBS // 3, 60, "a third of the jobs")
         workers[0].process.send_signal(signal.SIGKILL)
