@@ -51,8 +51,21 @@ class JobHooks:
         attempt = self.attempt
         # A retry resumes at this path (the partial's own state says whether it still may).
         attempt.record.download_path, attempt.record.etag = result.download_path, result.etag
+        record = attempt.record
         started = attempt.event(
-            ev.DOWNLOAD_STARTED, source=attempt.source, download_path=result.download_path
+            ev.DOWNLOAD_STARTED,
+            source=attempt.source,
+            download_path=result.download_path,
+            # The job as it starts (the claim's record and this answer), so that a client
+            # follows it from the event without reading the record.
+            job_started=record.job_started.isoformat() if record.job_started else None,
+            current_bytes=result.bytes,
+            total_bytes=result.total_bytes,
+            content_type=result.content_type,
+            etag=result.etag,
+            final_url=result.final_url,
+            job_sequence=record.job_sequence,
+            attempts=record.attempts,
         )
         attempt.app.store.update(
             attempt.job_id,
