@@ -14,6 +14,8 @@ consumes them and Flower shows them; `tests/test_batch_messages.py` compares one
 `apply_async`'s field by field. What `apply_async` does besides building the message is not
 done: the `before_task_publish`/`after_task_publish` signals (this project connects none)
 and a `task-sent` event (off unless `task_send_sent_event`, which this project leaves off).
+The `reply_to` is the app's `thread_oid` of the thread that built the template: `apply_async`
+would put the sending thread's, and no reply is ever sent to either (no result is kept).
 """
 
 from __future__ import annotations
