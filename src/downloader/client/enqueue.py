@@ -11,11 +11,13 @@ the queue id, so that one service can queue into any queue of its Redis (the RES
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import requests
+from redis.client import Pipeline
 
 from downloader import hub
 from downloader.client.livejobs import LiveJobs
@@ -98,6 +100,7 @@ class Enqueuer:
         """Many URLs, each item holding `download`'s arguments by name; in pipelined batches."""
         items = list(items)
         ids = self._runtime().store.new_ids(len(items))
+        directories: dict[str, bool] = {}  # many items share a dest: one stat each
         made = [
             self._new_job(
                 job_id,
@@ -108,6 +111,7 @@ class Enqueuer:
                 item.get("sha256"),
                 bool(item.get("untrusted")),
                 mirrors=mirror_urls(item.get("mirrors")),
+                directories=directories,
             )
             for job_id, item in zip(ids, items, strict=True)
         ]
@@ -189,9 +193,15 @@ class Enqueuer:
         untrusted: bool,
         download_path: Path | None = None,
         mirrors: list[str] | None = None,
+        directories: dict[str, bool] | None = None,
     ) -> tuple[DownloadJob, JobRecord]:
-        """A single job and its record, with `dest` read as a directory or a file path."""
-        dest_is_dir = _names_a_directory(dest)
+        """A single job and its record, with `dest` read as a directory or a file path
+        (`directories`: what earlier jobs of the same call found, by dest)."""
+        text = os.fspath(dest)
+        if directories is None:
+            dest_is_dir = _names_a_directory(text)
+        elif (dest_is_dir := directories.get(text)) is None:
+            dest_is_dir = directories[text] = _names_a_directory(text)
         if not dest_is_dir and is_engine_name(Path(dest).name):
             raise ValueError(
                 f"dest {dest} ends like the downloader's own partial files; choose another name"
@@ -220,6 +230,8 @@ class Enqueuer:
             if path is not None
         ]
         tokens = {job.id: job.access_token for job in jobs if job.access_token}
+        if not owned and self._write_with_messages(queue_id, jobs, records, tokens):
+            return
         self._write(queue_id, jobs, records, owned, tokens)
         self._submit_replicated(
             queue_id,
@@ -247,6 +259,37 @@ class Enqueuer:
         if self._live is not None:
             self._live.created(jobs)  # from now on, a record gone is a job gone
         reservations.confirm(owned)
+
+    def _write_with_messages(
+        self,
+        queue_id: str,
+        jobs: Sequence[Job],
+        records: Sequence[JobRecord],
+        tokens: Mapping[int, str],
+    ) -> bool:
+        """Write the records and their broker messages in the same transactions, a batch at
+        a time, when nothing has to come between them: no path to reserve first, no replica
+        to confirm the records before a worker may start. Answers whether it did.
+
+        A job then never exists without its message, nor a message without its job, and a
+        batch costs one round trip.
+        """
+        runtime = self._runtime()
+        dispatcher = runtime.pipelined(queue_id)
+        if dispatcher is None:
+            return False
+        dispatcher.declare({queue_id})
+        now = time.time()
+
+        def send(pipe: Pipeline, batch: list[JobRecord]) -> None:
+            dispatcher.push(pipe, [(r.id, queue_id, r.priority) for r in batch], now)
+
+        if self._live is not None:
+            self._live.track(jobs)  # followed before they can start: no event is missed
+        runtime.store.create(queue_id, records, access_tokens=tokens, then=send)
+        if self._live is not None:
+            self._live.created(jobs)
+        return True
 
     def _submit_replicated(
         self,

@@ -80,6 +80,10 @@ def _reuse_stamped(ctx: FetchContext, spot: Spot, response: requests.Response) -
         if ctx.versions.stamp_of(final) is None:
             raise StartOver
         assert final is not None
+        if spot.folder.stat(spot.partial) is None:
+            # A state without its partial file: a worker died between the rename and the
+            # state's removal (`Spot.put_in_place`); the file it left stands, this goes.
+            spot.folder.remove(spot.state)
         return _reused(spot, response, os.fstat(final.fileno()).st_size)
 
 

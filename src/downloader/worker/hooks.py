@@ -3,7 +3,10 @@ hears that it must stop (a cancel, a removal, a lost lease, the worker's shutdow
 
 The engine calls `started` once the first answer names the file, `progress` as bytes come in
 and `check` every half second from its watchdog, whatever the origin's pace; a stop is an
-exception raised into the transfer, which the runner turns into the attempt's end.
+exception raised into the transfer, which the runner turns into the attempt's end. A file
+whose announced size is at most one read (`chunk_size`) publishes no progress before its end,
+which carries the last one: for small files that was a round trip, a Flower event and an
+event for every follower per job. One without a size reports as any other.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ class JobHooks:
         self.last_report = 0.0
         """When the store was last asked whether the job goes on (monotonic seconds)."""
         self.started_published = False
+        self.small = attempt.app.settings.chunk_size
+        """A file of at most this many bytes (announced) has no progress event of its own
+        before its end: it is one read, and its end carries its progress."""
 
     def for_transfer(self) -> TransferHooks:
         return TransferHooks(started=self.starting, progress=self.progress, check=self.check)
@@ -54,8 +60,21 @@ class JobHooks:
         attempt = self.attempt
         # A retry resumes at this path (the partial's own state says whether it still may).
         attempt.record.download_path, attempt.record.etag = result.download_path, result.etag
+        record = attempt.record
         started = attempt.event(
-            ev.DOWNLOAD_STARTED, source=attempt.source, download_path=result.download_path
+            ev.DOWNLOAD_STARTED,
+            source=attempt.source,
+            download_path=result.download_path,
+            # The job as it starts (the claim's record and this answer), so that a client
+            # follows it from the event without reading the record.
+            job_started=record.job_started.isoformat() if record.job_started else None,
+            current_bytes=result.bytes,
+            total_bytes=result.total_bytes,
+            content_type=result.content_type,
+            etag=result.etag,
+            final_url=result.final_url,
+            job_sequence=record.job_sequence,
+            attempts=record.attempts,
         )
         attempt.app.store.update(
             attempt.job_id,
@@ -137,9 +156,10 @@ class JobHooks:
         # watchdog's first look.
         if time.monotonic() - self.last_report >= self.attempt.app.settings.progress_interval:
             self.check(current, total)
-        if (total and current >= total) or not self.started_published:
-            # The last byte's progress goes out with the job's end, in the same call; none
-            # goes out before the start is stored.
+        if not self.started_published or (total and (current >= total or total <= self.small)):
+            # The last byte's progress goes out with the job's end, in the same call; a file
+            # no longer than one read (the lean path of small files) reports nothing before,
+            # and none goes out before the start is stored.
             return
         if self.throttle.ready(current, total):
             self.attempt.publish(ev.DOWNLOAD_PROGRESS, **self.progress_fields(current, total))

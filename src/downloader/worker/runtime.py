@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from functools import cached_property
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import redis
 import requests
@@ -46,6 +46,20 @@ class Dispatcher(Protocol):
 
     def discard(self, job_id: int, queue_id: str) -> None:
         """Have a worker that sees the download volume remove what a cancelled job left."""
+        ...
+
+
+@runtime_checkable
+class PipelineDispatcher(Protocol):
+    """A dispatcher whose messages are Redis commands of the job store's own Redis, so a
+    batch's records and messages can go in one transaction (`JobStore.create`'s `then`)."""
+
+    def declare(self, queue_ids: set[str]) -> None:
+        """Make ready, once, whatever the queues' messages need besides themselves."""
+        ...
+
+    def push(self, pipe: redis.client.Pipeline, jobs: Sequence[Dispatch], now: float) -> None:
+        """Add the commands that send `jobs` (and note them sent at `now`) to `pipe`."""
         ...
 
 
@@ -124,6 +138,14 @@ class Runtime:
             f"jobs of queue {queue_id!r} need a worker this process cannot reach: it runs "
             "only its own jobs and has no broker to send others with"
         )
+
+    def pipelined(self, queue_id: str) -> PipelineDispatcher | None:
+        """The dispatcher of `queue_id` if its messages can share the records' transaction,
+        and no replica must confirm the records first (see `Enqueuer`)."""
+        dispatcher = self.dispatcher_for(queue_id)
+        if not isinstance(dispatcher, PipelineDispatcher) or self.durability.needed():
+            return None
+        return dispatcher
 
     def submit(self, job_id: int, queue_id: str, priority: int) -> None:
         """Queue job `job_id` for a worker of its queue, at its mapped priority."""
