@@ -4,9 +4,10 @@ hears that it must stop (a cancel, a removal, a lost lease, the worker's shutdow
 The engine calls `started` once the first answer names the file, `progress` as bytes come in
 and `check` every half second from its watchdog, whatever the origin's pace; a stop is an
 exception raised into the transfer, which the runner turns into the attempt's end. A file
-whose announced size is at most one read (`chunk_size`) publishes no progress before its end,
-which carries the last one: for small files that was a round trip, a Flower event and an
-event for every follower per job. One without a size reports as any other.
+whose announced size is at most one read (`chunk_size`, and no more than `LEAN_BYTES`, which
+even a slow link brings in well within a progress interval) publishes no progress before its
+end, which carries the last one: for small files that was a round trip, a Flower event and
+an event for every follower per job. One without a size reports as any other.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from downloader.worker.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
+LEAN_BYTES = 256 << 10
+"""The largest announced size that has no progress event before its end."""
+
 
 class JobHooks:
     """Reports an attempt's progress and tells it when to stop."""
@@ -42,7 +46,7 @@ class JobHooks:
         self.last_report = 0.0
         """When the store was last asked whether the job goes on (monotonic seconds)."""
         self.started_published = False
-        self.small = attempt.app.settings.chunk_size
+        self.small = min(attempt.app.settings.chunk_size, LEAN_BYTES)
         """A file of at most this many bytes (announced) has no progress event of its own
         before its end: it is one read, and its end carries its progress."""
 
