@@ -319,8 +319,10 @@ def _said(exc: ValueError) -> str:
 
 
 def _field_name(loc: Sequence[object], setting: bool) -> str:
-    name = "_".join(map(str, loc))
-    return f"DOWNLOADER_{name.upper()}" if setting else name
+    if not setting:
+        return "_".join(map(str, loc))
+    inner = "".join(f"[{part!r}]" for part in loc[1:])  # a key or field inside a JSON value
+    return f"DOWNLOADER_{str(loc[0]).upper()}{inner}"
 
 
 if __name__ == "__main__":
