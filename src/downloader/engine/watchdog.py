@@ -7,6 +7,8 @@ transfer asks every half second whether the job must stop (`check`) and whether 
 stayed below the lowest acceptable speed for a whole window (like aria2's
 `--lowest-speed-limit`). When either says stop, it remembers why and shuts the transfer's
 sockets down, which ends any blocked read at once; the reading thread then raises the reason.
+Time spent waiting for the fleet's limits (a connection slot, bandwidth; see `waiting`) is not
+the origin's slowness: the speed window leaves it out.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import requests
 
@@ -55,6 +57,23 @@ class Watchdog(threading.Thread):
         self.done = threading.Event()
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._waiting = 0
+        """Threads of the transfer waiting for a limit now."""
+        self._waited = 0.0
+        """Seconds such waits took since the speed window began."""
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Around a wait for the fleet's limits: it does not count against the speed."""
+        began = time.monotonic()
+        with self._lock:
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting -= 1
+                self._waited += time.monotonic() - began
 
     def watch(self, response: requests.Response) -> None:
         sock = socket_of(response)
@@ -77,6 +96,12 @@ class Watchdog(threading.Thread):
                 self.stop(exc)
                 return
             now = time.monotonic()
+            with self._lock:
+                waiting, waited, self._waited = self._waiting, self._waited, 0.0
+            if waiting:  # a limit holds the transfer back, not the origin: start again
+                window_start, window_bytes = now, self.current
+                continue
+            window_start += waited  # waits that ended do not count either
             if self.lowest_speed and now - window_start >= self.window:
                 speed = (self.current - window_bytes) / (now - window_start)
                 if speed < self.lowest_speed:

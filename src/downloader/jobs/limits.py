@@ -72,7 +72,7 @@ def check_host(host: str) -> str:
         ValueError: not a bare host name.
     """
     name = host.strip().lower()
-    if not _HOST.fullmatch(name):
+    if not _HOST.fullmatch(name) or name == "fleet":
         raise ValueError(f"not a host name: {host!r} (a bare host such as huggingface.co)")
     return name
 

@@ -28,6 +28,7 @@ from downloader.store.keys import Keys
 from downloader.store.lifecycle import CancelResult
 from downloader.worker.leases import LeaseRenewer
 from downloader.worker.notices import RetryListeners
+from downloader.worker.pacing import ProcessPacing
 
 Dispatch = tuple[int, str, int]
 """(job id, queue id, priority): a job to run."""
@@ -111,6 +112,11 @@ class Runtime:
     def leases(self) -> LeaseRenewer:
         """The one thread of this process that renews the leases of all its running jobs."""
         return LeaseRenewer(self.store, self.settings.lease_seconds)
+
+    @cached_property
+    def pacing(self) -> ProcessPacing:
+        """The fleet's limits as this process's transfers live them (see `worker.pacing`)."""
+        return ProcessPacing(self.redis, self.settings)
 
     def live_workers(self) -> list[str]:
         """The workers whose heartbeat in Redis is current (see `recovery.OrphanWatch`)."""
