@@ -205,6 +205,7 @@ def _enqueue(
                 "sha256": s.sha256,
                 "access_token": s.token,
                 "mirrors": args.mirror,
+                "bandwidth": args.limit_rate,
             }
             for s in batch
         )
@@ -262,6 +263,7 @@ def _enqueue_in_order(
                 sha256=source.sha256,
                 download_path=resumed[source.url],
                 mirrors=args.mirror,
+                bandwidth=args.limit_rate,
             )
         else:
             job = by_source[id(source)]

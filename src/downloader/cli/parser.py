@@ -22,6 +22,7 @@ from downloader.cli.jobs import (
     cmd_resume,
     cmd_status,
 )
+from downloader.cli.limits import add_limits_command
 from downloader.cli.serve import cmd_api, cmd_flower, cmd_worker
 from downloader.jobs.queues import check_queue_id
 
@@ -88,6 +89,34 @@ def _queue_id(text: str) -> str:
         return check_queue_id(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rate(text: str) -> int:
+    from downloader.jobs.limits import parse_rate
+
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _host(text: str) -> str:
+    from downloader.jobs.limits import check_host
+
+    try:
+        return check_host(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _per_second(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number per second: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 def _sha256(text: str) -> str:
@@ -164,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--parallel", type=_at_least(1), default=5, help="parallel downloads in this process"
     )
     get.add_argument(
+        "--limit-rate",
+        type=_rate,
+        metavar="RATE",
+        help="bandwidth of each of these downloads, within the fleet's limits: 500K, 20M, 1G, "
+        "100MiB (powers of 1024, as curl)",
+    )
+    get.add_argument(
         "--restart", action="store_true", help="start over instead of resuming partial files"
     )
     get.add_argument(
@@ -228,6 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
     events = command("events", "print every event as one JSON line")
     events.add_argument("--all", action="store_true", help="events of every queue")
     events.set_defaults(run=cmd_events)
+
+    add_limits_command(
+        commands,
+        {
+            "host": _host,
+            "connections": _at_least(1),
+            "rate": _rate,
+            "rate_per_second": _per_second,
+        },
+    )
 
     api = command("api", "serve the REST API and the event stream (OpenAPI at /docs)")
     api.add_argument("--host", default="127.0.0.1", help="address (default: %(default)s)")

@@ -22,6 +22,7 @@ from downloader.client.livejobs import LiveJobs
 from downloader.client.multifile import build_multifile, check_part_paths
 from downloader.config import Settings
 from downloader.engine.naming import is_engine_name
+from downloader.jobs.limits import parse_rate
 from downloader.jobs.models import (
     DownloadEventHandler,
     DownloadJob,
@@ -67,11 +68,13 @@ class Enqueuer:
         untrusted: bool,
         download_path: Path | None,
         mirrors: Sequence[str] | None,
+        bandwidth: str | int | None = None,
         callbacks: Callbacks | None = None,
     ) -> DownloadJob:
         """One URL (an `hf://` source resolved here, once), queued on `queue_id`."""
         source = str(source)  # InvokeAI's callers pass pydantic URLs too
         mirrors = mirror_urls(mirrors)
+        rate = parse_rate(bandwidth) or None
         if hub.is_hub_source(source):
             part = hub.resolve_file(
                 source, token=access_token, settings=self._settings, session=self._session
@@ -89,6 +92,7 @@ class Enqueuer:
             untrusted,
             download_path,
             mirrors,
+            rate,
         )
         job.set_callbacks(**(callbacks or {}))
         self._enqueue(queue_id, [job], [record])
@@ -108,6 +112,7 @@ class Enqueuer:
                 item.get("sha256"),
                 bool(item.get("untrusted")),
                 mirrors=mirror_urls(item.get("mirrors")),
+                bandwidth=parse_rate(item.get("bandwidth")) or None,
             )
             for job_id, item in zip(ids, items, strict=True)
         ]
@@ -189,6 +194,7 @@ class Enqueuer:
         untrusted: bool,
         download_path: Path | None = None,
         mirrors: list[str] | None = None,
+        bandwidth: int | None = None,
     ) -> tuple[DownloadJob, JobRecord]:
         """A single job and its record, with `dest` read as a directory or a file path."""
         dest_is_dir = _names_a_directory(dest)
@@ -205,7 +211,12 @@ class Enqueuer:
             download_path=None if download_path is None else download_path.absolute(),
         )
         record = JobRecord.for_job(
-            job, sha256=sha256, untrusted=untrusted, dest_is_dir=dest_is_dir, mirrors=mirrors or []
+            job,
+            sha256=sha256,
+            untrusted=untrusted,
+            dest_is_dir=dest_is_dir,
+            mirrors=mirrors or [],
+            bandwidth=bandwidth,
         )
         return job, record
 

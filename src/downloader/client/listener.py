@@ -155,6 +155,9 @@ class Listener:
             self.refresh(job)
             job.status = DownloadJobStatus.RUNNING
             self.callback(job, "on_start")
+        elif event == ev.DOWNLOAD_WAITING:
+            job.waiting_for = payload.get("reason")
+            self.callback(job, "on_progress")
         elif event in _PROGRESS:
             job.status = DownloadJobStatus.RUNNING
             job.bytes = payload["current_bytes"]

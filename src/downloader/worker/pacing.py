@@ -260,7 +260,7 @@ class ConnectionSlot:
 def _reason(host: str, answer: SlotAnswer, cap: int) -> str:
     """Why a connection waits, as the job's record and the CLI line say it."""
     if answer.outcome is SlotOutcome.PAUSED:
-        return f"{host} asked the fleet to wait ({answer.wait:.0f} s more)"
+        return f"waiting: {host} asked the fleet to pause (429/503)"
     if answer.outcome is SlotOutcome.RATED:
         return f"waiting for {host}'s request rate"
     return f"waiting for a connection to {host} ({answer.in_use} of {cap} in use)"
