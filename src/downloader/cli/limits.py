@@ -79,7 +79,7 @@ def add_limits_command(commands: Any, types: dict[str, Any]) -> None:
     )
     limits = commands.add_parser("limits", help=text, description=text)
     limits.add_argument("--json", action="store_true", help="one JSON object")
-    limits.set_defaults(run=cmd_limits, action=None, host=None)
+    limits.set_defaults(run=cmd_limits, action=None, host=None, queue=None)
     actions = limits.add_subparsers(dest="action")
     change = actions.add_parser(
         "set",
