@@ -189,6 +189,7 @@ def test_two_workers_and_an_embedded_get_share_a_host_cap_segments_included(
     for name in ("w1", "w2"):
         spawn_worker(name, concurrency=3, env=segmented)
     client = make_service(start_worker=False)
+    (tmp_path / "w").mkdir()
     jobs = [
         client.download(origin.url(f"/files/f{i}.bin?rate={MiB}"), tmp_path / "w") for i in range(4)
     ]
