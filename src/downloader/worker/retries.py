@@ -4,10 +4,12 @@ the next try resumes with `Range`/`If-Range`. Not Celery retries: those would re
 retry is told to the process's retry listeners (`notices.RetryNotice`; a `get` prints it).
 
 A 429 or 503 is the host asking to be left alone: the host is paused for the whole fleet (see
-`worker.pacing`) until its `Retry-After`, or a capped exponential backoff, and the job tries
-again without spending a retry, its next connection waiting out the pause like every other
-one of the fleet. Only `FREE_PAUSES` pauses are free per attempt; past them a pause counts as a
-retry, so a host that never stops refusing still fails its jobs."""
+`worker.pacing`) until its `Retry-After`, or a capped exponential backoff when it names none,
+and the job tries again without spending a retry, its next connection waiting out the pause
+like every other one of the fleet (the try still counts in its `attempts`). `Retry-After: 0`
+asks for no pause: that is an ordinary retry. Only `FREE_PAUSES` pauses are free per attempt;
+past them a pause counts as a retry, so a host that never stops refusing still fails its
+jobs."""
 
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ def fetch_with_retries(
         except Exception as exc:
             if pauses < FREE_PAUSES and pause_host(hooks, exc):
                 pauses += 1
+                attempt.app.store.record_retry(attempt.job_id, error_type(exc))
                 continue  # the next connection waits for the pause, as the fleet's do
             if not is_retriable(exc) or retries >= settings.max_retries:
                 raise
@@ -76,15 +79,17 @@ def fetch_with_retries(
 
 def pause_host(hooks: JobHooks, exc: Exception) -> bool:
     """Pause the host that answered 429 or 503 for the fleet, and say so in a `host_paused`
-    event when the pause is new; answers whether `exc` was such an answer."""
+    event when the pause is new; answers whether `exc` was such an answer (not one that
+    asked for no pause, `Retry-After: 0`)."""
     response = getattr(exc, "response", None)
     if not isinstance(exc, requests.HTTPError) or response is None:
         return False
-    if response.status_code not in PAUSING_STATUS:
+    wait = retry_after(exc)
+    if response.status_code not in PAUSING_STATUS or wait == 0:
         return False
     asked = (response.history[0] if response.history else response).url
     attempt = hooks.attempt
-    host, started, seconds = attempt.app.pacing.pause(asked, retry_after(exc))
+    host, started, seconds = attempt.app.pacing.pause(asked, wait)
     if started:
         attempt.publish(ev.HOST_PAUSED, source=attempt.source, host=host, seconds=seconds)
     return True
