@@ -3,7 +3,7 @@ segments a file, the test origin (`tests/origin.py`) on 127.0.0.1 and 127.0.0.2 
 GETs it answers at once and the bytes it sends. Not a test: prints figures (the numbers in
 benchmarks/README.md).
 
-    python benchmarks/limits.py [--size-mib 128]
+    python benchmarks/limits.py [--size-mib 256]
 
 1. fleet bandwidth 100 MiB/s: the aggregate the origin sends, then 40 MiB/s set while the
    downloads run, and how long the rate takes to follow;
@@ -63,16 +63,17 @@ def finish(service: DownloadQueueService, jobs: list[DownloadJob], cancel: bool 
 
 def bandwidth_case(service: DownloadQueueService, origin: Origin, dest: Path) -> None:
     service.limits.set(bandwidth="100MiB")
+    time.sleep(2)
     jobs = [service.download(origin.url(f"/files/big{i}.bin"), dest / "bw") for i in range(4)]
-    time.sleep(2)  # warm-up: the workers take the jobs, the buckets settle
-    first = rate_over((origin,), 5)
+    time.sleep(1.5)  # warm-up: the workers take the jobs, the buckets settle
+    first = rate_over((origin,), 4)
     service.limits.set(bandwidth="40MiB")
     changed = time.monotonic()
     followed = None
-    while time.monotonic() - changed < 6:
+    while time.monotonic() - changed < 3:
         if rate_over((origin,), 0.5) <= 44 and followed is None:
             followed = time.monotonic() - changed
-    second = rate_over((origin,), 4)
+    second = rate_over((origin,), 3)
     finish(service, jobs, cancel=True)
     print(f"fleet 100 MiB/s: measured {first:.1f} MiB/s ({first / 100:.2f}x)")
     print(f"fleet 40 MiB/s set while running: measured {second:.1f} MiB/s ({second / 40:.2f}x), ")
@@ -82,6 +83,7 @@ def bandwidth_case(service: DownloadQueueService, origin: Origin, dest: Path) ->
 
 def cap_case(service: DownloadQueueService, one: Origin, two: Origin, dest: Path) -> None:
     service.limits.set(host="127.0.0.1", connections=4)
+    time.sleep(2)  # what a change is given to reach every worker
     one.peak = two.peak = 0
     began = time.monotonic()
     jobs = [service.download(one.url(f"/files/big{i}.bin"), dest / "cap") for i in range(4)]
@@ -133,6 +135,7 @@ def overhead_case(service: DownloadQueueService, origin: Origin, dest: Path) -> 
     plain = run("plain")
     service.limits.set(bandwidth="100GiB", connections=1000)
     service.limits.set(host="127.0.0.1", bandwidth="50GiB", connections=1000)
+    time.sleep(2)
     limited = run("limited")
     service.limits.unset("127.0.0.1")
     service.limits.unset()
@@ -141,7 +144,7 @@ def overhead_case(service: DownloadQueueService, origin: Origin, dest: Path) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--size-mib", type=int, default=128)
+    parser.add_argument("--size-mib", type=int, default=256)
     args = parser.parse_args()
     namespace = f"dlbench-limits-{uuid.uuid4().hex[:8]}"
     os.environ.update(DOWNLOADER_NAMESPACE=namespace, DOWNLOADER_REDIS_URL=REDIS_URL)

@@ -154,6 +154,15 @@ class Keys:
         """Set while the fleet leaves a host alone (a 429 or 503), with the pause's length."""
         return f"{self.namespace}:limits:pause:{host}"
 
+    def host_probe(self, host: str) -> str:
+        """Set from a host's pause until one connection after it got an answer: until then
+        connections to it go one at a time (the requests resume gradually)."""
+        return f"{self.namespace}:limits:probe:{host}"
+
+    def host_prober(self, host: str) -> str:
+        """The holder of the one connection probing a host after its pause, with a TTL."""
+        return f"{self.namespace}:limits:prober:{host}"
+
     def host_strikes(self, host: str) -> str:
         """How many pauses a host asked for lately: the next backoff's exponent."""
         return f"{self.namespace}:limits:strikes:{host}"

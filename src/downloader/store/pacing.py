@@ -52,6 +52,8 @@ class SlotAnswer:
     outcome: SlotOutcome
     in_use: int
     wait: float
+    probe: bool = False
+    """The slot taken is the one connection that probes the host after its pause."""
 
 
 @dataclass(frozen=True)
@@ -91,13 +93,15 @@ class FleetPacing(StoreBase):
             patience: seconds a waiter keeps its place without trying again.
         """
         keys = self.keys
-        outcome, in_use, wait_ms = self._take(
+        outcome, in_use, wait_ms, probe = self._take(
             keys=[
                 keys.host_slots(slot.host),
                 keys.host_pause(slot.host),
                 keys.host_requests(slot.host),
                 keys.host_waiters(slot.host),
                 keys.host_waiters_until(slot.host),
+                keys.host_probe(slot.host),
+                keys.host_prober(slot.host),
             ],
             args=[
                 slot.holder,
@@ -108,7 +112,9 @@ class FleetPacing(StoreBase):
                 int(patience * 1000),
             ],
         )
-        return SlotAnswer(SlotOutcome(int(outcome)), int(in_use), int(wait_ms) / 1000)
+        return SlotAnswer(
+            SlotOutcome(int(outcome)), int(in_use), int(wait_ms) / 1000, bool(int(probe))
+        )
 
     def renew_and_report(
         self,
@@ -153,6 +159,10 @@ class FleetPacing(StoreBase):
         """Give a slot back at once (a connection that closed)."""
         self.redis.zrem(self.keys.host_slots(slot.host), slot.holder)
 
+    def end_probe(self, host: str) -> None:
+        """The probe after `host`'s pause got an answer: every connection may go again."""
+        self.redis.delete(self.keys.host_probe(host), self.keys.host_prober(host))
+
     def take_bandwidth(self, buckets: Mapping[str, int], slice_bytes: int) -> float:
         """Take `slice_bytes` from every bucket (scope -> rate in bytes/s), or nothing.
 
@@ -182,7 +192,12 @@ class FleetPacing(StoreBase):
         """
         keys = self.keys
         started, ms = self._pause(
-            keys=[keys.host_pause(host), keys.host_strikes(host)],
+            keys=[
+                keys.host_pause(host),
+                keys.host_strikes(host),
+                keys.host_probe(host),
+                keys.host_prober(host),
+            ],
             args=[-1 if asked is None else int(asked * 1000), int(first * 1000), int(cap * 1000)],
         )
         return bool(int(started)), int(ms) / 1000

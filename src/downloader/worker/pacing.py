@@ -200,7 +200,7 @@ class JobPacing:
         finally:
             self.waits(id(slot), None)
         process.hold(slot)
-        return ConnectionSlot(self, slot, stop)
+        return ConnectionSlot(self, slot, stop, probe=answer.probe)
 
     def waits(self, key: int, reason: str | None) -> None:
         """Note why one connection of the job waits (None: it does not); the job is told
@@ -247,13 +247,21 @@ class JobPacing:
 class ConnectionSlot:
     """A held slot of one host: the engine's `Slot`."""
 
-    def __init__(self, job: JobPacing, slot: Held, stop: Callable[[], None]) -> None:
+    def __init__(
+        self, job: JobPacing, slot: Held, stop: Callable[[], None], probe: bool = False
+    ) -> None:
         self.job, self.slot, self.stop = job, slot, stop
+        self.probe = probe
+        """The connection that probes its host after a pause: its first bytes end the probe
+        (a refusal has no body: it pauses the host again instead)."""
 
     def release(self) -> None:
         self.job.process.release(self.slot)
 
     def spend(self, count: int) -> None:
+        if self.probe:
+            self.probe = False
+            self.job.process.fleet.end_probe(self.slot.host)
         self.job.spend(self.slot.host, count, self.stop)
 
 
