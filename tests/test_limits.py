@@ -347,3 +347,35 @@ def test_a_429_storm_pauses_the_host_for_the_fleet_and_costs_no_retry(
     env = cli_env(namespace, redis_url)
     wait_until(lambda: client.limits.counters().get("pauses:other", 0) >= 1, 10)
     assert limits(env)["usage"][0]["host"] == "127.0.0.1"
+
+
+def test_a_lower_priority_number_gets_the_next_slot_and_a_waiting_job_says_why(
+    namespace: str,
+    redis_url: str,
+    origin: Origin,
+    make_service: Callable[..., DownloadQueueService],
+    spawn_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    client = make_service(start_worker=False)
+    client.limits.set(host="127.0.0.1", connections=1)
+    spawn_worker("w1", concurrency=3)
+    origin.add("first.bin", b"1" * 1000)
+    late = origin.add("late.bin", b"2" * 1000)
+    urgent = origin.add("urgent.bin", b"3" * 1000)
+    holder = client.download(origin.url("/files/first.bin?hold=slot"), tmp_path)
+    wait_until(lambda: origin.active == 1, 30)
+    low = client.download(origin.url("/files/late.bin"), tmp_path, priority=50)
+    reason = "waiting for a connection to 127.0.0.1 (1 of 1 in use)"
+    wait_until(lambda: low.waiting_for == reason, 30)
+    high = client.download(origin.url("/files/urgent.bin"), tmp_path, priority=0)
+    wait_until(lambda: high.waiting_for == reason, 30)
+    assert client.admin.record(low.id).waiting_for == reason  # in its record too
+    origin.release("slot")
+    for job in (holder, low, high):
+        client.wait_for_job(job, timeout=30)
+        assert job.status == DownloadJobStatus.COMPLETED, job.error
+    assert _sha(tmp_path / "late.bin") == late and _sha(tmp_path / "urgent.bin") == urgent
+    order = [r.path for r in origin.gets("/files/") if r.path != "/files/first.bin"]
+    assert order == ["/files/urgent.bin", "/files/late.bin"]
+    assert low.waiting_for is None and high.waiting_for is None
