@@ -36,6 +36,8 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -293,9 +295,25 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
                     origin.count(self.logged, len(payload[offset : offset + piece]))
                     if offset + piece >= len(payload):
                         self.done()  # before the pause: the client has it all
-                    time.sleep(piece / rate)
+                    if self.client_gone(piece / rate):
+                        self.done()  # it hung up: the connection no longer counts
+                        return
             except OSError:
                 pass
+
+        def client_gone(self, seconds: float) -> bool:
+            """Wait `seconds` (the pace of a slow answer), or less when the client hangs up:
+            answers whether it did."""
+            readable, _, _ = select.select([self.connection], [], [], seconds)
+            if not readable:
+                return False
+            try:
+                if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+            except OSError:
+                return True
+            time.sleep(seconds)  # it sent more (a next request): keep the pace
+            return False
 
         def send_gzip(self, data: bytes, query: dict[str, str], body: bool) -> None:
             payload = gzip.compress(data, mtime=0)

@@ -215,6 +215,9 @@ def test_two_workers_and_an_embedded_get_share_a_host_cap_segments_included(
     assert 1 <= origin.peak <= 3, origin.peak  # the fleet's, the get's connections included
     assert second_host.peak == 4  # its segments were not held back by the other host's cap
     assert "waiting for a connection to 127.0.0.1 (" in err, err
+    # Metrics by host: the named one, the other under `other`; the get's last bytes too.
+    wait_until(lambda: client.limits.counters().get("bytes:127.0.0.1", 0) >= 7 * 2 * MiB, 20)
+    wait_until(lambda: client.limits.counters().get("bytes:other", 0) >= 2 * MiB, 20)
     assert len(origin.gets("/files/")) >= 7 * 4  # every segment asked on its own connection
 
 
@@ -346,6 +349,10 @@ def test_a_429_storm_pauses_the_host_for_the_fleet_and_costs_no_retry(
     assert any(job.attempts >= 2 for job in jobs)  # tried again, though it had no retry
     env = cli_env(namespace, redis_url)
     wait_until(lambda: client.limits.counters().get("pauses:other", 0) >= 1, 10)
+    with TestClient(create_api()) as api:
+        text = api.get("/metrics").text
+    assert 'downloader_host_pauses_total{host="other"}' in text
+    assert 'downloader_host_connections{host="other"} 0.0' in text
     assert limits(env)["usage"][0]["host"] == "127.0.0.1"
 
 

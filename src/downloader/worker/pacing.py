@@ -147,6 +147,13 @@ class ProcessPacing:
             except Exception:  # Redis may be restarting; the next round tries again
                 log.exception("could not renew the connection slots")
 
+    def flush(self) -> None:
+        """A last report before the process lets go of Redis (nothing raised: it is ending)."""
+        try:
+            self.report()
+        except redis.RedisError:
+            log.warning("could not report the last bytes read per host")
+
     def report(self) -> None:
         """One round: renew the slots held, report bytes and counters."""
         with self._lock:

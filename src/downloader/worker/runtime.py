@@ -177,5 +177,8 @@ class Runtime:
         return results
 
     def disconnect(self) -> None:
-        """Close every connection, so an embedded Redis sees its last client go."""
+        """Close every connection, so an embedded Redis sees its last client go; what this
+        process's transfers read since the last report is reported first."""
+        if "pacing" in self.__dict__:
+            self.pacing.flush()
         self.redis.connection_pool.disconnect()
