@@ -65,6 +65,8 @@ Refusal = tuple[int, dict[str, str]]
 """A status and headers to answer instead of the file."""
 
 
+MiB = 1 << 20
+
 DIGEST_HEADERS = {"repr": "Repr-Digest", "legacy": "Digest", "amz": "x-amz-checksum-sha256"}
 
 
@@ -285,8 +287,11 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
                     self.connection.shutdown(2)
                     return
                 if not rate:
-                    self.wfile.write(payload)
-                    origin.count(self.logged, len(payload))
+                    for offset in range(0, len(payload), MiB):  # a hang-up is seen at once
+                        if offset and self.client_gone(0):
+                            return
+                        self.wfile.write(payload[offset : offset + MiB])
+                        origin.count(self.logged, len(payload[offset : offset + MiB]))
                     return
                 piece = max(1, rate // 20)
                 for offset in range(0, len(payload), piece):
