@@ -157,6 +157,9 @@ def render(store: Figures, hosts: HostFigures | None = None) -> bytes:
     return generate_latest(registry_for(store, hosts))
 
 
-def serve(store: Figures, port: int, addr: str = "0.0.0.0") -> None:
-    """Serve `/metrics` on `port` from a daemon thread of this process."""
-    start_http_server(port, addr=addr, registry=registry_for(store))
+def serve(
+    store: Figures, port: int, addr: str = "0.0.0.0", hosts: HostFigures | None = None
+) -> None:
+    """Serve `/metrics` on `port` from a daemon thread of this process (per host too when
+    `hosts` is given)."""
+    start_http_server(port, addr=addr, registry=registry_for(store, hosts))
