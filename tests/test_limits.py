@@ -386,3 +386,24 @@ def test_a_lower_priority_number_gets_the_next_slot_and_a_waiting_job_says_why(
     order = [r.path for r in origin.gets("/files/") if r.path != "/files/first.bin"]
     assert order == ["/files/urgent.bin", "/files/late.bin"]
     assert low.waiting_for is None and high.waiting_for is None
+
+
+def test_a_jobs_own_rate_is_kept_in_its_record_and_each_parts(
+    make_service: Callable[..., DownloadQueueService], origin: Origin, tmp_path: Path
+) -> None:
+    from downloader import RemoteModelFile
+
+    client = make_service(start_worker=False)
+    single = client.download(origin.url("/files/a.bin"), tmp_path / "a", bandwidth="500K")
+    many = client.download_many(
+        [{"source": origin.url("/files/b.bin"), "dest": tmp_path / "b", "bandwidth": "1M"}]
+    )
+    parts = [RemoteModelFile(url=origin.url(f"/files/{n}"), path=n) for n in ("c", "d")]
+    multi = client.multifile_download(parts, tmp_path / "m", bandwidth="2MiB")
+    rates = {
+        job.id: client.admin.record(job.id).bandwidth
+        for job in (single, *many, *multi.download_parts)
+    }
+    assert list(rates.values()) == [500 * KiB, MiB, 2 * MiB, 2 * MiB]
+    with pytest.raises(ValueError, match="not a rate: 'quick'"):
+        client.download(origin.url("/files/e.bin"), tmp_path / "e", bandwidth="quick")

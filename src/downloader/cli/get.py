@@ -251,6 +251,7 @@ def _enqueue_in_order(
                 source.token or hub.token_for(str(repo.files[0].url)),
                 priority=args.priority,
                 revision=repo.commit,
+                bandwidth=args.limit_rate,
             )
             for part in job.download_parts:
                 console.name(part, part.dest.relative_to(dest).as_posix())

@@ -196,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit-rate",
         type=_rate,
         metavar="RATE",
-        help="bandwidth of each of these downloads, within the fleet's limits: 500K, 20M, 1G, "
-        "100MiB (powers of 1024, as curl)",
+        help="bandwidth of each of these downloads (each file of a repo), within the fleet's "
+        "limits: 500K, 20M, 1G, 100MiB (powers of 1024, as curl)",
     )
     get.add_argument(
         "--restart", action="store_true", help="start over instead of resuming partial files"

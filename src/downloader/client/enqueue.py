@@ -130,9 +130,11 @@ class Enqueuer:
         priority: int,
         untrusted: bool,
         revision: str | None,
+        bandwidth: str | int | None = None,
         callbacks: Callbacks | None = None,
     ) -> MultiFileDownloadJob:
-        """Several files under `dest` as one job, queued on `queue_id`."""
+        """Several files under `dest` as one job, queued on `queue_id`; `bandwidth` is each
+        part's own rate."""
         access_token = bearer_token(access_token)
         dest = Path(dest).absolute()
         parts = [RemoteModelFile.model_validate(part) for part in parts]
@@ -147,6 +149,7 @@ class Enqueuer:
             priority=priority,
             untrusted=untrusted,
             revision=revision,
+            bandwidth=parse_rate(bandwidth) or None,
         )
         job.set_callbacks(**(callbacks or {}))
         owned = [(part.id, part.dest) for part in job.download_parts]

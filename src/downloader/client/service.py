@@ -153,6 +153,7 @@ class DownloadQueueService(QueueControl):
         priority: int = 10,
         untrusted: bool = False,
         revision: str | None = None,
+        bandwidth: str | int | None = None,
     ) -> MultiFileDownloadJob:
         """Queue several files under `dest` as one job that ends when its last part does.
 
@@ -170,6 +171,7 @@ class DownloadQueueService(QueueControl):
             untrusted: as in `download`.
             revision: the commit the parts come from, kept on the job (`repo_download`
                 sets it).
+            bandwidth: each part's own rate, as in `download`.
 
         Returns:
             The job, a live object; its parts are live too.
@@ -187,6 +189,7 @@ class DownloadQueueService(QueueControl):
             priority=priority,
             untrusted=untrusted,
             revision=revision,
+            bandwidth=bandwidth,
             callbacks={
                 "on_start": on_start,
                 "on_progress": on_progress,
