@@ -49,6 +49,7 @@ class JobPacing:
     ) -> None:
         self.process, self.job_id, self.bandwidth = process, job_id, bandwidth
         self.rank = min(max(priority, 0), 99) * 1e13
+        """Priority first (0..99; beyond ranks as the bound), then arrival in ms (below 1e13)."""
         self.on_wait = on_wait
         self._lock = threading.Lock()
         """Held while the job's connections take bandwidth, one at a time."""
@@ -60,6 +61,13 @@ class JobPacing:
         """Bytes taken from the buckets and not read yet (below 0: read and not yet taken)."""
 
     def connect(self, url: str, stop: Callable[[], None]) -> ConnectionSlot:
+        """Take a slot of `url`'s host for one connection, trying every `POLL` seconds while
+        the host is full, paused or out of requests (and saying why); the cap and rate are
+        read again at each try, so a change applies to waiting connections too.
+
+        Raises:
+            BaseException: whatever `stop` raises (the transfer must end).
+        """
         process = self.process
         host = host_of(url)
         slot = Held(host, process.holder())
@@ -143,9 +151,11 @@ class ConnectionSlot:
         (a refusal has no body: it pauses the host again instead)."""
 
     def release(self) -> None:
+        """Give the slot back (a second call does nothing)."""
         self.job.process.release(self.slot)
 
     def spend(self, count: int) -> None:
+        """`count` bytes were read on this connection (see `JobPacing.spend`)."""
         if self.probe:
             self.probe = False
             self.job.process.fleet.end_probe(self.slot.host)

@@ -74,16 +74,22 @@ class ProcessPacing:
     def for_job(
         self, job_id: int, priority: int, bandwidth: int | None, on_wait: OnWait
     ) -> JobPacing:
+        """The limits of one job's attempt: its priority ranks its connections, `bandwidth`
+        is its own rate (None: none), `on_wait` is told why it waits."""
         return JobPacing(self, job_id, priority, bandwidth or 0, on_wait)
 
     def holder(self) -> str:
+        """A new holder name, unique to this process and connection."""
         return f"{self._prefix}:{next(self._names)}"
 
     def count(self, name: str) -> None:
+        """Add one to counter `name`; reported with the next round."""
         with self._lock:
             self._counts[name] += 1
 
     def hold(self, slot: Held) -> None:
+        """Renew `slot` from now on (the thread starts with the first); note its host as
+        used, at most every 10 s per host."""
         with self._lock:
             self._held[slot.holder] = slot
             last = self._seen.get(slot.host, 0.0)
@@ -99,6 +105,7 @@ class ProcessPacing:
             self.fleet.seen(slot.host)
 
     def release(self, slot: Held) -> None:
+        """Give `slot` back at once (a second call does nothing)."""
         with self._lock:
             if self._held.pop(slot.holder, None) is None:
                 return
@@ -108,6 +115,7 @@ class ProcessPacing:
             log.warning("could not give back a connection slot of %s", slot.host)
 
     def read(self, host: str, count: int) -> None:
+        """`count` bytes came from `host`; reported with the next round."""
         with self._lock:
             self._read[host] += count
 
