@@ -407,3 +407,27 @@ def test_a_jobs_own_rate_is_kept_in_its_record_and_each_parts(
     assert list(rates.values()) == [500 * KiB, MiB, 2 * MiB, 2 * MiB]
     with pytest.raises(ValueError, match="not a rate: 'quick'"):
         client.download(origin.url("/files/e.bin"), tmp_path / "e", bandwidth="quick")
+
+
+def test_a_hosts_requests_per_second_spread_its_requests(
+    origin: Origin,
+    make_service: Callable[..., DownloadQueueService],
+    spawn_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    client = make_service(start_worker=False)
+    client.limits.set(host="127.0.0.1", requests_per_second=2)
+    spawn_worker("w1", concurrency=6)
+    files = {f"q{i}.bin": origin.add(f"q{i}.bin", os.urandom(KiB)) for i in range(6)}
+    jobs = [client.download(origin.url(f"/files/{name}"), tmp_path) for name in files]
+    for job in jobs:
+        client.wait_for_job(job, timeout=60)
+        assert job.status == DownloadJobStatus.COMPLETED, job.error
+    assert all(_sha(tmp_path / name) == digest for name, digest in files.items())
+    began = sorted(r.began for r in origin.gets("/files/q"))
+    assert len(began) == 6
+    # A bucket of two tokens refilled at 2/s: the last 4 requests wait 2 s between them at
+    # least (a lower bound only: a loaded machine is slower, never faster).
+    assert began[-1] - began[0] >= 1.5, began
+    for first, later in zip(began, began[4:], strict=False):
+        assert later - first >= 1.0, began  # any five span 1.5 s when granted; jitter aside
