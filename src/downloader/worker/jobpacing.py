@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import redis
 
+from downloader.jobs.limits import Limits
 from downloader.store.pacing import Held, SlotAnswer, SlotOutcome, bucket_scopes
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class JobPacing:
         """Held while why the job waits is noted and told."""
         self._waiting: dict[int, str] = {}
         self._said: str | None = None
+        self._buckets: dict[str, tuple[Limits, dict[str, int]]] = {}
+        """Per host: the limits the buckets were worked out from, and the buckets."""
         self._allowance = 0
         """Bytes taken from the buckets and not read yet (below 0: read and not yet taken)."""
 
@@ -115,11 +118,17 @@ class JobPacing:
                 log.warning("job %s: could not note why it waits", self.job_id)
 
     def buckets(self, host: str) -> dict[str, int]:
-        """The bandwidth buckets a byte from `host` is taken from, with their rates."""
+        """The bandwidth buckets a byte from `host` is taken from, with their rates (worked
+        out again only when the limits in force were read again: this runs for every read)."""
         limits = self.process.limits()
+        known = self._buckets.get(host)
+        if known is not None and known[0] is limits:
+            return known[1]
         rates = (limits.bandwidth, limits.for_host(host).bandwidth or 0, self.bandwidth)
         scopes = bucket_scopes(host, self.job_id)
-        return {scope: rate for scope, rate in zip(scopes, rates, strict=True) if rate}
+        found = {scope: rate for scope, rate in zip(scopes, rates, strict=True) if rate}
+        self._buckets[host] = (limits, found)
+        return found
 
     def spend(self, host: str, count: int, stop: Callable[[], None]) -> None:
         """`count` bytes came from `host`: block until every bucket that applies gave them."""
