@@ -3,8 +3,8 @@
 
 The settings (`DOWNLOADER_BANDWIDTH`, `DOWNLOADER_HOST_LIMITS`, `DOWNLOADER_HOST_CONNECTIONS`)
 are each process's defaults; a limit set here (`Keys.limits`) wins over them, field by field,
-in every process of the namespace until it is unset. Workers read this hash at most once a
-second (`worker.pacing`), so a change reaches the fleet within that.
+in every process of the namespace until it is unset. Workers read this hash every half second
+at most (`worker.pacing`), so a change reaches the fleet within that.
 """
 
 from __future__ import annotations

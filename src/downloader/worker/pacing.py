@@ -1,7 +1,8 @@
 """The fleet's limits as one process lives them: the engine's `Pacing` seam, kept in Redis.
 
 A process (a worker, or a `get` running its own jobs) has one `ProcessPacing`: the limits in
-force (the settings' defaults with the run-time overrides on top, read again every second),
+force (the settings' defaults with the run-time overrides on top, read again every half
+second),
 the connection slots its transfers hold, and what they read. One thread renews every slot of
 the process and reports the bytes read per host in one pipeline a second (`FleetPacing`), so
 a dead process's slots run out with their lease. Each job gets a `jobpacing.JobPacing`,
@@ -28,8 +29,11 @@ from downloader.worker.jobpacing import JobPacing, OnWait, host_of
 
 log = logging.getLogger(__name__)
 
-REFRESH = 1.0
-"""Seconds between reads of the limits in force, and between renewals and reports."""
+LIMITS_AGE = 0.5
+"""Seconds the limits in force are kept before they are read again (a change reaches every
+process within this, and a job within a slice more)."""
+REPORT_EVERY = 1.0
+"""Seconds between renewals of the slots and reports of bytes and counters."""
 PAUSE_FIRST, PAUSE_CAP = 1.0, 60.0
 """The first fleet-wide backoff of a host that refused without `Retry-After`, and the longest
 pause (a `Retry-After` beyond it is cut to it)."""
@@ -55,10 +59,10 @@ class ProcessPacing:
         self._thread: threading.Thread | None = None
 
     def limits(self) -> Limits:
-        """The limits in force, at most `REFRESH` seconds old (the settings' when Redis
+        """The limits in force, at most `LIMITS_AGE` seconds old (the settings' when Redis
         cannot be read: a transfer does not stop for that)."""
         now = time.monotonic()
-        if self._limits is None or now - self._read_at >= REFRESH:
+        if self._limits is None or now - self._read_at >= LIMITS_AGE:
             try:
                 self._limits = self.store.in_force(self.defaults)
             except redis.RedisError:
@@ -133,7 +137,7 @@ class ProcessPacing:
 
     def _run(self) -> None:
         while True:  # as long as the process: slots come and go
-            time.sleep(REFRESH)
+            time.sleep(REPORT_EVERY)
             try:
                 self.report()
             except Exception:  # Redis may be restarting; the next round tries again
