@@ -79,6 +79,7 @@ COMMANDS = [
     "priority",
     "prune",
     "clear",
+    "limits",
 ]
 
 

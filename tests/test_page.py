@@ -769,3 +769,33 @@ def test_screenshots(page: Page, fleet: Fleet, spawn_worker: Callable[..., Worke
     row(page, 1).locator("button[data-action=details]").click()
     expect(page.locator("#job-dialog")).to_be_visible()
     page.locator("#job-dialog").screenshot(path=out / "page-job.png")
+
+
+# -- the fleet's limits ------------------------------------------------------------------------
+
+
+def test_the_limits_panel_shows_and_sets_the_fleets_limits(page: Page, bare: Fleet) -> None:
+    open_page(page, bare)
+    expect(page.locator("#limits-fleet")).to_have_text(
+        "fleet bandwidth unlimited; 16 connections per host not named"
+    )
+    page.fill("#limits-host", "huggingface.co")
+    page.fill("#limits-connections", "8")
+    page.fill("#limits-bandwidth", "100MiB")
+    page.click("#limits-form button[type=submit]")
+    row = page.locator("#limits tr[data-host='huggingface.co']")
+    expect(row.locator(".connections")).to_have_text("8")
+    expect(row.locator(".bandwidth")).to_have_text("100.0 MiB/s")
+    expect(row.locator(".in-use")).to_have_text("0")
+    hosts = bare.rest("GET", "/api/v1/limits")["limits"]["hosts"]
+    assert hosts["huggingface.co"] == {
+        "connections": 8,
+        "bandwidth": 100 * MiB,
+        "requests_per_second": None,
+    }
+    page.fill("#limits-host", "")
+    page.fill("#limits-connections", "")
+    page.fill("#limits-bandwidth", "fast")
+    page.click("#limits-form button[type=submit]")
+    expect(page.locator("#limits-message")).to_contain_text("not a rate: 'fast'")
+    assert bare.rest("GET", "/api/v1/limits")["limits"]["bandwidth"] == 0

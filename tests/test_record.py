@@ -42,6 +42,8 @@ def full_record() -> JobRecord:
         parts_cancelled=1,
         culprit=9,
         revision="abc",
+        bandwidth=512 << 10,
+        waiting_for="waiting for a connection to cdn.example (8 of 8 in use)",
         bytes=5,
         total_bytes=12,
         content_type="application/octet-stream",

@@ -10,8 +10,9 @@ server (for `downloader worker --metrics-port`, from a `store.admin.StoreAdmin`)
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import (
@@ -24,7 +25,17 @@ from prometheus_client.registry import Collector
 
 from downloader.store.keys import CANCELLED, DURATION_BUCKETS, STATUSES
 
+if TYPE_CHECKING:
+    from downloader.client.limits import LimitsReport
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OTHER = "other"
+"""The label of every host the limits do not name: the label set stays bounded."""
+_HOST_COUNTERS = (
+    ("bytes", "downloader_host_bytes", "Bytes read from each host"),
+    ("waits", "downloader_host_slot_waits", "Connections that waited for a host's slot"),
+    ("pauses", "downloader_host_pauses", "Fleet-wide pauses of a host after a 429 or 503"),
+)
 
 
 class Figures(Protocol):
@@ -91,17 +102,64 @@ class StoreCollector(Collector):
         )
 
 
-def registry_for(store: Figures) -> CollectorRegistry:
+class HostFigures(Protocol):
+    """Where the per-host figures come from: a service's `limits` (`client.limits`)."""
+
+    def counters(self) -> dict[str, int]: ...
+    def report(self) -> LimitsReport: ...
+
+
+class HostCollector(Collector):
+    """Per host, labelled by the hosts the limits name plus `other`: bytes, slot waits and
+    pauses (counters), connections in use and the pause left (gauges)."""
+
+    def __init__(self, limits: HostFigures) -> None:
+        self.limits = limits
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self.limits.counters()
+        report = self.limits.report()
+        named = sorted(report.limits.hosts)
+        for what, name, text in _HOST_COUNTERS:
+            family = CounterMetricFamily(name, text, labels=["host"])
+            for label in (*named, OTHER):
+                family.add_metric([label], counters.get(f"{what}:{label}", 0))
+            yield family
+        held: Counter[str] = Counter()
+        paused = GaugeMetricFamily(
+            "downloader_host_paused_seconds", "Seconds a host's pause lasts still", labels=["host"]
+        )
+        for use in report.usage:
+            label = use.host if use.host in report.limits.hosts else OTHER
+            held[label] += use.connections
+            if label != OTHER:
+                paused.add_metric([label], use.paused_for)
+        connections = GaugeMetricFamily(
+            "downloader_host_connections", "Connection slots held per host", labels=["host"]
+        )
+        for label in (*named, OTHER):
+            connections.add_metric([label], held[label])
+        yield connections
+        yield paused
+
+
+def registry_for(store: Figures, hosts: HostFigures | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store))
+    if hosts is not None:
+        registry.register(HostCollector(hosts))
     return registry
 
 
-def render(store: Figures) -> bytes:
-    """The metrics in Prometheus' text format (`CONTENT_TYPE`)."""
-    return generate_latest(registry_for(store))
+def render(store: Figures, hosts: HostFigures | None = None) -> bytes:
+    """The metrics in Prometheus' text format (`CONTENT_TYPE`), per host too when `hosts`
+    is given."""
+    return generate_latest(registry_for(store, hosts))
 
 
-def serve(store: Figures, port: int, addr: str = "0.0.0.0") -> None:
-    """Serve `/metrics` on `port` from a daemon thread of this process."""
-    start_http_server(port, addr=addr, registry=registry_for(store))
+def serve(
+    store: Figures, port: int, addr: str = "0.0.0.0", hosts: HostFigures | None = None
+) -> None:
+    """Serve `/metrics` on `port` from a daemon thread of this process (per host too when
+    `hosts` is given)."""
+    start_http_server(port, addr=addr, registry=registry_for(store, hosts))

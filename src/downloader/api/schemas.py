@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from downloader.jobs.limits import Rate
 from downloader.jobs.models import DownloadJobStatus
 from downloader.jobs.queues import MAX_QUEUE_ID, QUEUE_ID_PATTERN, QUEUE_ID_RULE, check_queue_id
 from downloader.jobs.record import JobRecord
@@ -213,6 +214,9 @@ class BatchItem(BaseModel):
     )
     sha256: str | None = Field(default=None, description="of the file")
     mirrors: MirrorUrls = []
+    bandwidth: Rate | None = Field(
+        default=None, description="the job's own bytes per second (or `500K`, `20M`)"
+    )
 
     @field_validator("sha256")
     @classmethod
@@ -234,7 +238,8 @@ class EnqueueRequest(BaseModel):
         default=None,
         max_length=MAX_BATCH,
         description=f"up to {MAX_BATCH} single files, queued in one go; each has its own "
-        "`dest`, `priority`, `access_token`, `sha256` and `mirrors`, so no other field goes "
+        "`dest`, `priority`, `access_token`, `sha256`, `mirrors` and `bandwidth`, so no other "
+        "field goes "
         "with `items`",
     )
     repo: str | None = Field(
@@ -254,6 +259,11 @@ class EnqueueRequest(BaseModel):
     )
     sha256: str | None = Field(default=None, description="of the one file of `source`")
     mirrors: MirrorUrls = []  # with `source`; parts and items have their own
+    bandwidth: Rate | None = Field(
+        default=None,
+        description="with `source`: the job's own bytes per second (or `500K`, `20M`, "
+        "`100MiB`), within the fleet's limits",
+    )
     revision: str = Field(default="main", description="with `repo`: a branch, tag or commit")
     repo_type: Literal["model", "dataset", "space"] = Field(default="model")
     allow_patterns: list[str] | None = Field(
@@ -282,6 +292,8 @@ class EnqueueRequest(BaseModel):
             raise ValueError(f"`dest` is required with `{form}`")
         if form != "source" and self.sha256 is not None:
             raise ValueError("`sha256` goes with `source`; give each part or item its own")
+        if form != "source" and self.bandwidth is not None:
+            raise ValueError("`bandwidth` goes with `source`; give each item its own")
         if form != "source" and self.mirrors:
             raise ValueError("`mirrors` goes with `source`; give each part or item its own")
         if form != "repo" and fields & set(_HUB_FIELDS):

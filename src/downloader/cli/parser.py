@@ -22,6 +22,7 @@ from downloader.cli.jobs import (
     cmd_resume,
     cmd_status,
 )
+from downloader.cli.limits import add_limits_command
 from downloader.cli.serve import cmd_api, cmd_flower, cmd_worker
 from downloader.cli.steering import cmd_priority, cmd_retry
 from downloader.jobs.queues import check_queue_id
@@ -89,6 +90,34 @@ def _queue_id(text: str) -> str:
         return check_queue_id(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rate(text: str) -> int:
+    from downloader.jobs.limits import parse_rate
+
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _host(text: str) -> str:
+    from downloader.jobs.limits import check_host
+
+    try:
+        return check_host(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _per_second(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number per second: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 def _sha256(text: str) -> str:
@@ -163,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--connections", type=_at_least(1), help="connections for one large file (8)")
     get.add_argument(
         "--parallel", type=_at_least(1), default=5, help="parallel downloads in this process"
+    )
+    get.add_argument(
+        "--limit-rate",
+        type=_rate,
+        metavar="RATE",
+        help="bandwidth of each of these downloads (each file of a repo), within the fleet's "
+        "limits: 500K, 20M, 1G, 100MiB (powers of 1024, as curl)",
     )
     get.add_argument(
         "--restart", action="store_true", help="start over instead of resuming partial files"
@@ -255,6 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--all", action="store_true", help="events of every queue")
     events.set_defaults(run=cmd_events)
 
+    add_limits_command(
+        commands,
+        {
+            "host": _host,
+            "connections": _at_least(1),
+            "rate": _rate,
+            "rate_per_second": _per_second,
+        },
+    )
+
     api = command("api", "serve the REST API and the event stream (OpenAPI at /docs)")
     api.add_argument("--host", default="127.0.0.1", help="address (default: %(default)s)")
     api.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s)")
@@ -345,8 +391,10 @@ def _said(exc: ValueError) -> str:
 
 
 def _field_name(loc: Sequence[object], setting: bool) -> str:
-    name = "_".join(map(str, loc))
-    return f"DOWNLOADER_{name.upper()}" if setting else name
+    if not setting:
+        return "_".join(map(str, loc))
+    inner = "".join(f"[{part!r}]" for part in loc[1:])  # a key or field inside a JSON value
+    return f"DOWNLOADER_{str(loc[0]).upper()}{inner}"
 
 
 if __name__ == "__main__":

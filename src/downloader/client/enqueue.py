@@ -24,6 +24,7 @@ from downloader.client.livejobs import LiveJobs
 from downloader.client.multifile import build_multifile, check_part_paths
 from downloader.config import Settings
 from downloader.engine.naming import is_engine_name
+from downloader.jobs.limits import parse_rate
 from downloader.jobs.models import (
     DownloadEventHandler,
     DownloadJob,
@@ -69,11 +70,13 @@ class Enqueuer:
         untrusted: bool,
         download_path: Path | None,
         mirrors: Sequence[str] | None,
+        bandwidth: str | int | None = None,
         callbacks: Callbacks | None = None,
     ) -> DownloadJob:
         """One URL (an `hf://` source resolved here, once), queued on `queue_id`."""
         source = str(source)  # InvokeAI's callers pass pydantic URLs too
         mirrors = mirror_urls(mirrors)
+        rate = parse_rate(bandwidth) or None
         if hub.is_hub_source(source):
             part = hub.resolve_file(
                 source, token=access_token, settings=self._settings, session=self._session
@@ -91,6 +94,7 @@ class Enqueuer:
             untrusted,
             download_path,
             mirrors,
+            rate,
         )
         job.set_callbacks(**(callbacks or {}))
         self._enqueue(queue_id, [job], [record])
@@ -112,6 +116,7 @@ class Enqueuer:
                 bool(item.get("untrusted")),
                 mirrors=mirror_urls(item.get("mirrors")),
                 directories=directories,
+                bandwidth=parse_rate(item.get("bandwidth")) or None,
             )
             for job_id, item in zip(ids, items, strict=True)
         ]
@@ -129,9 +134,11 @@ class Enqueuer:
         priority: int,
         untrusted: bool,
         revision: str | None,
+        bandwidth: str | int | None = None,
         callbacks: Callbacks | None = None,
     ) -> MultiFileDownloadJob:
-        """Several files under `dest` as one job, queued on `queue_id`."""
+        """Several files under `dest` as one job, queued on `queue_id`; `bandwidth` is each
+        part's own rate."""
         access_token = bearer_token(access_token)
         dest = Path(dest).absolute()
         parts = [RemoteModelFile.model_validate(part) for part in parts]
@@ -146,6 +153,7 @@ class Enqueuer:
             priority=priority,
             untrusted=untrusted,
             revision=revision,
+            bandwidth=parse_rate(bandwidth) or None,
         )
         job.set_callbacks(**(callbacks or {}))
         owned = [(part.id, part.dest) for part in job.download_parts]
@@ -194,6 +202,7 @@ class Enqueuer:
         download_path: Path | None = None,
         mirrors: list[str] | None = None,
         directories: dict[str, bool] | None = None,
+        bandwidth: int | None = None,
     ) -> tuple[DownloadJob, JobRecord]:
         """A single job and its record, with `dest` read as a directory or a file path
         (`directories`: what earlier jobs of the same call found, by dest)."""
@@ -215,7 +224,12 @@ class Enqueuer:
             download_path=None if download_path is None else download_path.absolute(),
         )
         record = JobRecord.for_job(
-            job, sha256=sha256, untrusted=untrusted, dest_is_dir=dest_is_dir, mirrors=mirrors or []
+            job,
+            sha256=sha256,
+            untrusted=untrusted,
+            dest_is_dir=dest_is_dir,
+            mirrors=mirrors or [],
+            bandwidth=bandwidth,
         )
         return job, record
 

@@ -162,6 +162,9 @@ class Listener:
             self.callback(job, "on_start")
         elif event in _STEERED:
             self.refresh(job)
+        elif event == ev.DOWNLOAD_WAITING:
+            job.waiting_for = payload.get("reason")
+            self.callback(job, "on_progress")
         elif event in _PROGRESS:
             job.status = DownloadJobStatus.RUNNING
             job.bytes = payload["current_bytes"]

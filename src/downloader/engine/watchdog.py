@@ -12,6 +12,8 @@ The watchdogs of a process share one thread (`_Ticker`), started when first need
 per transfer cost a small file more than its bytes did (a `clone3` and the GIL handed around
 per job), and a transfer over within half a second is never looked at by it at all (the
 transfer itself asks once before its rename). The checks of one tick run one after another.
+Time spent waiting for the fleet's limits (a connection slot, bandwidth; see `waiting`) is not
+the origin's slowness: the speed window leaves it out.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import requests
 
@@ -105,6 +107,10 @@ class Watchdog:
         """When the current speed window began, and the bytes counted then."""
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._waiting = 0
+        """Threads of the transfer waiting for a limit now."""
+        self._waited = 0.0
+        """Seconds such waits took since the speed window began."""
 
     def watch(self, response: requests.Response) -> None:
         sock = socket_of(response)
@@ -138,6 +144,13 @@ class Watchdog:
             return False
         now = time.monotonic()
         window_start, window_bytes = self._window
+        with self._lock:
+            waiting, waited, self._waited = self._waiting, self._waited, 0.0
+        if waiting:  # a limit holds the transfer back, not the origin: start again
+            self._window = (now, self.current)
+            return not self.done.is_set()
+        window_start += waited  # waits that ended do not count either
+        self._window = (window_start, window_bytes)
         if self.lowest_speed and now - window_start >= self.window:
             speed = (self.current - window_bytes) / (now - window_start)
             if speed < self.lowest_speed:
@@ -150,6 +163,19 @@ class Watchdog:
                 return False
             self._window = (now, self.current)
         return not self.done.is_set()
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Around a wait for the fleet's limits: it does not count against the speed."""
+        began = time.monotonic()
+        with self._lock:
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting -= 1
+                self._waited += time.monotonic() - began
 
     def stop(self, reason: BaseException) -> None:
         with self._lock:

@@ -133,6 +133,7 @@ class _CallbackMixin(BaseModel):
     _callbacks: dict[str, DownloadEventHandler] = PrivateAttr(default_factory=dict)
     _cancelled: bool = PrivateAttr(default=False)
     _failure: Failure | None = PrivateAttr(default=None)
+    _waiting_for: str | None = PrivateAttr(default=None)
 
     def set_callbacks(self, **handlers: DownloadEventHandler | None) -> None:
         for name, handler in handlers.items():
@@ -162,6 +163,16 @@ class _CallbackMixin(BaseModel):
     @failure.setter
     def failure(self, value: Failure | None) -> None:
         self._failure = value
+
+    @property
+    def waiting_for(self) -> str | None:
+        """Why the running job waits now ("waiting for a connection to huggingface.co (8 of
+        8 in use)"), None while it downloads; not part of its dumps."""
+        return self._waiting_for
+
+    @waiting_for.setter
+    def waiting_for(self, value: str | None) -> None:
+        self._waiting_for = value
 
     @property
     def in_terminal_state(self) -> bool:

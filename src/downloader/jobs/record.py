@@ -69,6 +69,12 @@ class JobRecord:
     mirrors: list[str] = field(default_factory=list)
     untrusted: bool = False
     """Queued by an untrusted caller (the REST API): public addresses only."""
+    bandwidth: int | None = None
+    """The job's own bandwidth, bytes per second, within the fleet's (None: no limit of its
+    own; see `jobs.limits`)."""
+    waiting_for: str | None = None
+    """Why the running job waits now (a host's connections all in use, a host's pause);
+    None while it downloads."""
 
     # Multi-file jobs: a part's parent, a parent's parts and what they did.
     parent_id: int | None = None
@@ -165,6 +171,7 @@ class JobRecord:
             job = DownloadJob(source=self.source, **values)
         job.cancelled = self.cancelled
         job.failure = self.failure
+        job.waiting_for = self.waiting_for
         return job
 
 

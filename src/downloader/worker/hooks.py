@@ -169,6 +169,14 @@ class JobHooks:
             self.attempt.publish(ev.DOWNLOAD_PROGRESS, **self.progress_fields(current, total))
             self.progressed(current, total)
 
+    def waiting(self, reason: str | None) -> None:
+        """The job waits for the fleet's limits (None: no longer): its record says why, and
+        a download_waiting event tells its followers (one script: the event after the
+        write)."""
+        attempt = self.attempt
+        waiting = attempt.event(ev.DOWNLOAD_WAITING, source=attempt.source, reason=reason)
+        attempt.app.store.update(attempt.job_id, events=[waiting], waiting_for=reason)
+
     def progress_fields(self, current: int, total: int) -> dict[str, Any]:
         """A download_progress event's own fields."""
         return {

@@ -65,6 +65,10 @@ class JobRun:
         self.ending = JobEnd(self.attempt, self.hooks, self.reservations)
         self.mirrors = Mirrors(self.source, record.mirrors)
         """The job's URLs and how each fared: every retry of this attempt starts elsewhere."""
+        self.pacing = app.pacing.for_job(
+            self.job_id, record.priority, record.bandwidth, self.hooks.waiting
+        )
+        """Its connections' slots and bandwidth, from the fleet's limits."""
 
     def request(self) -> TransferRequest:
         settings = self.app.settings
@@ -87,6 +91,7 @@ class JobRun:
             reserve=lambda path: self.reservations.try_acquire(self.job_id, path),
             release=lambda path: self.reservations.release([(self.job_id, path)]),
             mirrors=self.mirrors,
+            pacing=self.pacing,
             # What the hub says beyond HTTP; other origins never send these headers.
             explain_refusal=explain_refusal,
             announced_digest=linked_sha256,

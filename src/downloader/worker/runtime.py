@@ -28,6 +28,7 @@ from downloader.store.keys import Keys
 from downloader.store.lifecycle import CancelResult
 from downloader.worker.leases import LeaseRenewer
 from downloader.worker.notices import RetryListeners
+from downloader.worker.pacing import ProcessPacing
 
 Dispatch = tuple[int, str, int]
 """(job id, queue id, priority): a job to run."""
@@ -126,6 +127,11 @@ class Runtime:
         """The one thread of this process that renews the leases of all its running jobs."""
         return LeaseRenewer(self.store, self.settings.lease_seconds)
 
+    @cached_property
+    def pacing(self) -> ProcessPacing:
+        """The fleet's limits as this process's transfers live them (see `worker.pacing`)."""
+        return ProcessPacing(self.redis, self.settings)
+
     def live_workers(self) -> list[str]:
         """The workers whose heartbeat in Redis is current (see `recovery.OrphanWatch`)."""
         return self.store.live_workers()
@@ -193,5 +199,8 @@ class Runtime:
         return results
 
     def disconnect(self) -> None:
-        """Close every connection, so an embedded Redis sees its last client go."""
+        """Close every connection, so an embedded Redis sees its last client go; what this
+        process's transfers read since the last report is reported first."""
+        if "pacing" in self.__dict__:
+            self.pacing.flush()
         self.redis.connection_pool.disconnect()

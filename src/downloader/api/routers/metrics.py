@@ -19,5 +19,6 @@ router = APIRouter(tags=["metrics"])
 )
 def prometheus(ctx: Ctx) -> Response:
     """Jobs by queue and status, jobs ended by outcome, bytes downloaded, retries, job
-    durations and live workers, in Prometheus' text format."""
-    return Response(metrics.render(ctx.admin), media_type=metrics.CONTENT_TYPE)
+    durations and live workers, and per host (those the limits name, and `other`) bytes,
+    connections, slot waits and pauses, in Prometheus' text format."""
+    return Response(metrics.render(ctx.admin, ctx.service.limits), media_type=metrics.CONTENT_TYPE)
