@@ -843,8 +843,12 @@ def test_a_hub_repo_is_queued_pinned_and_verified_and_hub_refusals_are_4xx(
         "allow_patterns": ["*.safetensors", "*.json"],
         "ignore_patterns": ["text_encoder/"],
         "access_token": hub.token,
-        "endpoint": "http://127.0.0.1:9",  # not a field: the hub is the server's setting
     }
+    elsewhere = {**body, "endpoint": "http://127.0.0.1:9"}  # the hub is the server's setting
+    refused = api.post(f"{Q}/enqueue", json=elsewhere)
+    assert refused.status_code == 422, refused.text
+    (error,) = refused.json()["errors"]
+    assert error["type"] == "extra_forbidden" and error["loc"] == ["body", "repo", "endpoint"]
     parent, *parts = enqueue(api, body)
     assert parent["kind"] == "multifile" and parent["revision"] == commit
     assert parent["part_ids"] == [part["item_id"] for part in parts] and len(parts) == 4

@@ -1,7 +1,9 @@
 """The REST API tried with what its own OpenAPI document allows and does not: schemathesis
 generates requests for every operation (valid ones and broken ones, a bounded number each,
 the same ones every run) and sends them, with the key, to a real server on a real Redis and a
-local hub. Whatever a caller sends, the answer is never a 5xx."""
+local hub. Whatever a caller sends, the answer is never a 5xx, its status is one the document
+declares for that operation, and its body and content type are the declared ones: the
+document is the API."""
 
 from __future__ import annotations
 
@@ -10,10 +12,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from downloader import DownloadQueueService
 from downloader.api import build_api
@@ -64,6 +72,14 @@ def _document() -> dict:
 schema = schemathesis.openapi.from_dict(_document())
 
 
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
 @schema.parametrize()
 @settings(
     max_examples=25,
@@ -72,9 +88,32 @@ schema = schemathesis.openapi.from_dict(_document())
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
-def test_no_request_gets_a_server_error(served: str, case: schemathesis.Case) -> None:
-    # An event stream never ends: what it sent within the timeout is its answer.
-    timeout = 0.3 if case.path.endswith("/events") else 30
-    case.call_and_validate(
-        base_url=served, headers=HEADERS, checks=[not_a_server_error], timeout=timeout
+def test_every_answer_is_declared_and_never_a_server_error(
+    served: str, case: schemathesis.Case
+) -> None:
+    if case.path.endswith("/events"):
+        case.validate_response(_stream_start(case, served), checks=CHECKS, headers=HEADERS)
+    else:
+        case.call_and_validate(base_url=served, headers=HEADERS, checks=CHECKS, timeout=30)
+
+
+def _stream_start(case: schemathesis.Case, served: str) -> schemathesis.Response:
+    """The answer to an events request as far as it is an answer: a refusal whole, and of an
+    event stream (which never ends) its status, headers and first frame (`: subscribed`,
+    sent as soon as the stream listens), with no clock involved."""
+    sent = case.as_transport_kwargs(base_url=served, headers=HEADERS)
+    with requests.request(**sent, stream=True, timeout=30) as answer:
+        streaming = answer.status_code == 200
+        body = next(answer.iter_content(None), b"") if streaming else answer.content
+        headers = {name: answer.raw.headers.getlist(name) for name in answer.raw.headers}
+    if streaming:
+        assert body.startswith(b": subscribed"), body
+    return schemathesis.Response(
+        status_code=answer.status_code,
+        headers=headers,
+        content=body,
+        request=answer.request,
+        elapsed=answer.elapsed.total_seconds(),
+        verify=True,
+        stream_cut_short=streaming,
     )

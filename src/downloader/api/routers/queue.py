@@ -42,6 +42,7 @@ MAX_PAGE = 1000
         403: {"description": "`repo`: the hub says the repo is gated"},
         404: {"description": "`repo`: no such repo (or a private one), revision or file"},
         502: {"description": "`repo`: the hub could not answer"},
+        503: {"description": "too few Redis replicas confirmed the jobs: none was queued"},
     },
 )
 def enqueue(ctx: Ctx, queue_id: QueueId, body: EnqueueRequest) -> EnqueueResponse:
@@ -98,7 +99,7 @@ def cancel_item(ctx: Ctx, queue_id: QueueId, item_id: ItemId) -> Item:
     once; a running one stops within about a second. A finished item stays as it is."""
     record = queries.record_or_404(ctx, queue_id, item_id)
     if api_status(record) in UNFINISHED and not ctx.admin.cancel(item_id):
-        raise HTTPException(404, f"no item {item_id} in queue {queue_id!r}")  # removed meanwhile
+        raise HTTPException(404, queries.NO_ITEM)  # removed meanwhile
     return queries.to_item(queries.record_or_404(ctx, queue_id, item_id))
 
 
