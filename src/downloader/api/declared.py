@@ -6,8 +6,9 @@ a 503); what follows from the app's guards is added here to every operation it c
 read from the document itself, so a new route is declared right without a word: 401 where
 the document asks for the key (`auth.ApiKeyMiddleware`), 413 where a body is read
 (`bodycap.BodyCap`), 422 where a parameter or a body is validated, 404 where an item is named
-(`{item_id}`: `queries.record_or_404`), and 400 for a body that is not UTF-8 (FastAPI's). Every error answer has the one schema,
-`errors.ApiError`, in place of FastAPI's `HTTPValidationError` (which is then dropped).
+(`{item_id}`: `queries.record_or_404`), and 400 for a body that is not UTF-8 (FastAPI's).
+Every error answer has the one schema, `errors.ApiError`, in place of FastAPI's
+`HTTPValidationError` (which is then dropped).
 """
 
 from __future__ import annotations
