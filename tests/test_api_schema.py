@@ -7,14 +7,18 @@ document is the API."""
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 import schemathesis
 import uvicorn
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -25,40 +29,53 @@ from schemathesis.specs.openapi.checks import (
 
 from downloader import DownloadQueueService
 from downloader.api import build_api
-from tests.hub_origin import HubOrigin
+from tests.conftest import keys_matching
 from tests.test_api import _free_port
-from tests.test_hub import hub  # noqa: F401 (a fixture)
+from tests.test_hub import local_hub
 from tests.test_queue import wait_until
 
 KEY = "schema-key"
 HEADERS = {"X-API-Key": KEY}
+BODY_CAP = 64 << 10
+"""The served API's body cap: the largest batch the document allows (10,000 items, as the
+coverage phase sends it) is a declared 413 here, not minutes of queueing and clearing."""
 
 
-@pytest.fixture
-def served(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    namespace: str,
-    hub: HubOrigin,  # noqa: F811 (repos resolve on the local hub, never on the internet)
-    make_service: Callable[..., DownloadQueueService],
-) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[str]:
     """`downloader api` as an operator runs it (the key set), on uvicorn in a thread, with a
-    live worker (so `/health` is 200) on a queue of its own (so it downloads nothing)."""
-    make_service(start_worker=True, max_parallel_dl=1, queue_id="idle-worker")
-    monkeypatch.setenv("DOWNLOADER_API_KEY", KEY)
-    monkeypatch.setenv("DOWNLOADER_DOWNLOAD_ROOT", str(tmp_path / "root"))
-    (tmp_path / "root").mkdir()
-    app = build_api(keep_alive=0.2)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning")
-    )
-
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout=10)
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(10)
+    live worker (so `/health` is 200) on a queue of its own (so it downloads nothing), and
+    repos resolved on a local hub, never on the internet: one for every operation's cases
+    (what one case leaves in its namespace is a state the next must answer right in too)."""
+    home = tmp_path_factory.mktemp("schema")
+    namespace = f"dltest-{uuid.uuid4().hex[:10]}"
+    with pytest.MonkeyPatch.context() as env, local_hub(env, home):
+        env.setenv("DOWNLOADER_NAMESPACE", namespace)
+        env.setenv("DOWNLOADER_REDIS_URL", redis_url)
+        env.setenv("DOWNLOADER_API_KEY", KEY)
+        env.setenv("DOWNLOADER_DOWNLOAD_ROOT", str(home / "root"))
+        env.setenv("DOWNLOADER_MAX_BODY_BYTES", str(BODY_CAP))
+        (home / "root").mkdir()
+        worker = DownloadQueueService(
+            redis_url=redis_url, start_worker=True, max_parallel_dl=1, queue_id="idle-worker"
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(
+                build_api(keep_alive=0.2), host="127.0.0.1", port=_free_port(), log_level="warning"
+            )
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            wait_until(lambda: server.started, timeout=10)
+            yield f"http://127.0.0.1:{server.config.port}"
+        finally:
+            server.should_exit = True
+            thread.join(10)
+            worker.close()
+            client = redis.Redis.from_url(redis_url)
+            for found in keys_matching(client, f"{namespace}:*"):
+                client.delete(found)
 
 
 def _document() -> dict:
@@ -117,3 +134,84 @@ def _stream_start(case: schemathesis.Case, served: str) -> schemathesis.Response
         verify=True,
         stream_cut_short=streaming,
     )
+
+
+SECRET = "s3cr3t-value"
+"""A value each refused request carries: no answer may repeat it."""
+
+
+@pytest.fixture
+def keyed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, namespace: str) -> Iterator[TestClient]:
+    """The API with a key and a body cap of 4 KiB, in-process."""
+    monkeypatch.setenv("DOWNLOADER_API_KEY", KEY)
+    monkeypatch.setenv("DOWNLOADER_DOWNLOAD_ROOT", str(tmp_path))
+    monkeypatch.setenv("DOWNLOADER_MAX_BODY_BYTES", "4096")
+    with TestClient(build_api()) as client:
+        yield client
+
+
+def test_every_error_has_the_one_shape_and_repeats_no_input(keyed: TestClient) -> None:
+    """401, 404, 413 (a declared length and a chunked body), 422 from validation and from
+    the server's own checks, 400: all `{"detail": str, "errors": [...]}`, none quoting what
+    was sent; a 422's `errors` are the fields at fault."""
+    q = "/api/v1/queue/q"
+    json_type = {**HEADERS, "Content-Type": "application/json"}
+    big = json.dumps({"source": "http://x/a", "dest": "d", "access_token": SECRET * 500})
+    answers = {
+        "no key": (401, keyed.get(f"{q}/list", params={"status": SECRET})),
+        "no item": (404, keyed.get(f"{q}/i/12345", headers=HEADERS)),
+        "no item to cancel": (404, keyed.post(f"{q}/i/12345/cancel", headers=HEADERS)),
+        "sized": (413, keyed.post(f"{q}/enqueue", content=big, headers=json_type)),
+        "chunked": (
+            413,
+            keyed.post(f"{q}/enqueue", content=iter([big.encode()]), headers=json_type),
+        ),
+        "query": (422, keyed.get(f"{q}/list", params={"status": SECRET}, headers=HEADERS)),
+        "queue id": (422, keyed.get(f"/api/v1/queue/{SECRET}!/list", headers=HEADERS)),
+        "absolute dest": (
+            422,
+            keyed.post(
+                f"{q}/enqueue", json={"source": "http://x/a", "dest": f"/{SECRET}"}, headers=HEADERS
+            ),
+        ),
+        "leaving dest": (
+            422,
+            keyed.post(
+                f"{q}/enqueue",
+                json={"source": "http://x/a", "dest": f"../{SECRET}"},
+                headers=HEADERS,
+            ),
+        ),
+        "part path": (
+            422,
+            keyed.post(
+                f"{q}/enqueue",
+                json={"parts": [{"url": "http://x/a", "path": f"a/../../{SECRET}"}], "dest": "d"},
+                headers=HEADERS,
+            ),
+        ),
+        "two forms": (
+            422,
+            keyed.post(
+                f"{q}/enqueue",
+                json={"source": "http://x/a", "repo": SECRET, "dest": "d"},
+                headers=HEADERS,
+            ),
+        ),
+        "not utf-8": (
+            400,
+            keyed.post(f"{q}/enqueue", content=b"{\x80" + SECRET.encode(), headers=json_type),
+        ),
+    }
+    for case, (status, answer) in answers.items():
+        assert answer.status_code == status, (case, answer.text)
+        body = answer.json()
+        assert set(body) == {"detail", "errors"} and isinstance(body["detail"], str), case
+        assert body["detail"] and SECRET not in answer.text, (case, answer.text)
+        for error in body["errors"]:
+            assert set(error) == {"type", "loc", "msg"}, (case, error)
+        assert bool(body["errors"]) == (status == 422 and case != "leaving dest"), (case, body)
+    (error,) = answers["part path"][1].json()["errors"]
+    assert error["loc"] == ["body", "parts", 0, "path"], error
+    (error,) = answers["two forms"][1].json()["errors"]
+    assert error["type"] == "one_form" and error["loc"] == ["body"], error
