@@ -512,15 +512,16 @@ def test_a_retry_is_one_short_line_and_errors_name_their_cause(
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     env = embedded_env(tmp_path)
-    refused = run_cli(
-        "get", f"http://127.0.0.1:{closed_port}/x", "--retries", "1", "-d", str(tmp_path), env=env
-    )
+    url = f"http://127.0.0.1:{closed_port}/x"
+    signed = f"http://user:pass-w0rd@127.0.0.1:{closed_port}/x?X-Signature=s1gn3d&token=t0k3n"
+    refused = run_cli("get", signed, "--retries", "1", "-d", str(tmp_path), env=env)
     assert refused.returncode == 1
     lines = refused.stderr.splitlines()
-    url = f"http://127.0.0.1:{closed_port}/x"
     retry = re.compile(rf"retry 1/1 in \d+ s: {re.escape(url)}: connection refused")
     assert any(retry.fullmatch(line) for line in lines), lines  # the line names the URL
     assert f"error: {url}: connection refused" in lines
+    for secret in ("pass-w0rd", "s1gn3d", "t0k3n"):  # a signed link's secrets stay out
+        assert secret not in refused.stderr, refused.stderr
     assert all(len(line) < 150 for line in lines)
 
 

@@ -73,7 +73,7 @@ def _earlier_jobs(
     """Take over what a stopped `get` of the same sources and destination left (see
     `client.resume`): `wanted` maps how each file is remembered (a URL; a repo's file by its
     final path) to the URL its new job fetches. Says what becomes of each partial file, and
-    answers the final path to resume for each one kept."""
+    answers the final path to resume for each one kept, by the URL its new job fetches."""
     from downloader.client.resume import Takeover
 
     resumed = {}
@@ -88,7 +88,7 @@ def _earlier_jobs(
             console.say(f"{label}: resuming its segmented download from {taken.done} bytes")
         else:
             console.say(f"{label}: resuming from byte {taken.done}")
-        resumed[taken.name] = taken.path
+        resumed[wanted[taken.name]] = taken.path
     return resumed
 
 
@@ -194,7 +194,10 @@ def _enqueue(
     holds refuses the whole get: what was queued before is cancelled."""
     from downloader.store.reservations import DestinationTakenError
 
-    target = Path(args.output).expanduser().resolve() if args.output else dest
+    # -o names the file itself: its directory is `dest`, its name given in advance, so a
+    # name without a suffix stays a file (see `DownloadQueueService.download`).
+    named = Path(args.output).expanduser().resolve() if args.output else None
+    target = dest if named is None else named.parent
     batch = [s for s in sources if s.repo is None and s.url not in resumed]
     made = (
         queue.download_many(
@@ -205,6 +208,7 @@ def _enqueue(
                 "sha256": s.sha256,
                 "access_token": s.token,
                 "mirrors": args.mirror,
+                "download_path": named,
             }
             for s in batch
         )
@@ -283,7 +287,10 @@ def _run_get(
     embedded: bool,
     jobs: list[Job],
 ) -> int:
-    wanted = {s.url: s.url for s in sources if s.repo is None}
+    from downloader.client.resume import OUTPUT
+
+    # With -o the path is what the user names again, maybe with a fresh signed URL.
+    wanted = {OUTPUT if args.output else s.url: s.url for s in sources if s.repo is None}
     wanted |= {str(dest / f.path): str(f.url) for s in sources if s.repo for f in s.repo.files}
     resumed = _earlier_jobs(queue, dest, wanted, args.restart, console) if embedded else {}
     jobs.extend(_enqueue(args, queue, sources, dest, console, resumed))

@@ -163,7 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument(
         "--parallel", type=_at_least(1), default=5, help="parallel downloads in this process"
     )
-    get.add_argument(
+    partial = get.add_mutually_exclusive_group()
+    partial.add_argument(
+        "-c",
+        "--continue",
+        dest="resume",
+        action="store_true",
+        help="resume partial files: the default already (accepted as wget's and aria2c's -c)",
+    )
+    partial.add_argument(
         "--restart", action="store_true", help="start over instead of resuming partial files"
     )
     get.add_argument(

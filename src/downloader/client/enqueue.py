@@ -107,6 +107,7 @@ class Enqueuer:
                 item.get("access_token") or hub.token_for(str(item["source"]), self._settings),
                 item.get("sha256"),
                 bool(item.get("untrusted")),
+                download_path=item.get("download_path"),
                 mirrors=mirror_urls(item.get("mirrors")),
             )
             for job_id, item in zip(ids, items, strict=True)
@@ -277,10 +278,15 @@ class Enqueuer:
 
 
 def _names_a_directory(dest: str | Path) -> bool:
-    """`dest` is a directory to name files in when it is one, or says so with a trailing
-    separator (created when missing); anything else is the file's own path."""
+    """`dest` is a directory to name files in when it is one, says so with a trailing
+    separator, or does not exist and its last component has no suffix (`/tmp/downloads`,
+    created when missing: the seed's example queues several URLs into it); anything else is
+    the file's own path (`model.safetensors`, or an existing file)."""
     text = os.fspath(dest)
+    path = Path(text)
     try:
-        return text.endswith(("/", os.sep)) or Path(text).is_dir()
+        if text.endswith(("/", os.sep)) or path.is_dir():
+            return True
+        return not os.path.lexists(path) and not path.suffix
     except OSError as exc:  # a name too long for the filesystem, a directory not readable
         raise ValueError(f"dest {text} cannot be used: {exc.strerror}") from None

@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from tqdm import tqdm
 
+from downloader.engine.redact import shown_url
 from downloader.jobs.failure import Failure, describe
 
 if TYPE_CHECKING:
@@ -203,8 +204,9 @@ class Console:
             self._ended.add(job.id)
         if self._bars is not None:
             self._bars.update(job)
-        source = getattr(job, "source", job.dest)
-        self._write(f"error: {source}: {describe_error(job.error_type, job.failure)}", sys.stderr)
+        source = getattr(job, "source", None)
+        shown = job.dest if source is None else shown_url(str(source))
+        self._write(f"error: {shown}: {describe_error(job.error_type, job.failure)}", sys.stderr)
 
     def finish(self, jobs: list[Job]) -> None:
         """The end of the run: tell the end of every job not told yet (its callbacks may have

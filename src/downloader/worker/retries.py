@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import requests
 
+from downloader.engine.redact import shown_url
 from downloader.engine.retry import backoff, is_retriable
 from downloader.engine.transfer import TransferRequest, TransferResult, fetch
 from downloader.worker.hooks import JobHooks
@@ -47,7 +48,7 @@ def fetch_with_retries(
             attempt.app.retry_listeners.tell(
                 RetryNotice(
                     attempt.job_id,
-                    attempt.source,
+                    shown_url(attempt.source),
                     retries,
                     settings.max_retries,
                     delay,
