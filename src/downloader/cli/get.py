@@ -331,8 +331,8 @@ def _stopped(
                 f"{queue.queue_id!r} for its workers, which resume from the partial files "
                 "(`downloader cancel ID` stops one)"
             )
-        print(went, file=sys.stderr)
+        console.stop(went, always=True)
         return code
     queue.admin.remember_stopped(dest, unfinished)
-    console.say("interrupted: partial files are kept; run the same command again to resume")
+    console.stop("interrupted: partial files are kept; run the same command again to resume")
     return code
