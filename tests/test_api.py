@@ -69,6 +69,23 @@ def finished(api: TestClient, item_id: int, timeout: float = 30) -> dict:
     return api.get(f"{Q}/i/{item_id}").json()
 
 
+def test_a_dest_that_does_not_exist_is_a_directory_for_every_url_sent_to_it(
+    api: TestClient, worker: DownloadQueueService, origin: Origin, root: Path
+) -> None:
+    """The seed's example through REST: several URLs into one `dest` not yet made, with and
+    without a suffix (an API `dest` is always a directory)."""
+    origin.add("a.png", b"first image")
+    origin.add("b.png", b"second image")
+    for dest in ("downloads", "models.v2"):
+        items = [
+            {"source": origin.url(f"/files/{name}"), "dest": dest} for name in ("a.png", "b.png")
+        ]
+        for item in enqueue(api, {"items": items}):
+            assert finished(api, item["item_id"])["status"] == "completed"
+        assert (root / dest / "a.png").read_bytes() == b"first image"
+        assert (root / dest / "b.png").read_bytes() == b"second image"
+
+
 def test_enqueue_a_file_and_a_multifile_job_and_get_them(
     api: TestClient, worker: DownloadQueueService, origin: Origin, root: Path
 ) -> None:

@@ -99,17 +99,17 @@ def test_two_jobs_for_one_missing_file_path_the_second_is_refused_at_enqueue(
     client = make_service(start_worker=False)  # nothing runs: both are unfinished
     origin.add("a.bin", os.urandom(KiB))
     origin.add("b.bin", os.urandom(KiB))
-    first = client.download(origin.url("/files/a.bin"), tmp_path / "downloads")
+    first = client.download(origin.url("/files/a.bin"), tmp_path / "downloads.bin")
     with pytest.raises(DestinationTakenError, match=f"job {first.id} is already downloading"):
-        client.download(origin.url("/files/b.bin"), tmp_path / "downloads")
+        client.download(origin.url("/files/b.bin"), tmp_path / "downloads.bin")
     with pytest.raises(ValueError, match="end dest with a path separator"):
-        client.download(origin.url("/files/b.bin"), str(tmp_path / "downloads"))
+        client.download(origin.url("/files/b.bin"), str(tmp_path / "downloads.bin"))
     with pytest.raises(DestinationTakenError):  # a part may not take it either
         client.multifile_download(
-            [RemoteModelFile(url=origin.url("/files/b.bin"), path="downloads")], tmp_path
+            [RemoteModelFile(url=origin.url("/files/b.bin"), path="downloads.bin")], tmp_path
         )
     client.cancel_job(first)  # once it ends, the path is free again
-    again = client.download(origin.url("/files/b.bin"), tmp_path / "downloads")
+    again = client.download(origin.url("/files/b.bin"), tmp_path / "downloads.bin")
     assert again.id != first.id
     assert len(client.list_jobs()) == 2  # the refused ones left nothing behind
 
