@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from downloader import DownloadQueueService
 from downloader.api import build_api, create_api
+from downloader.api.routers.queue import MAX_PAGE
 from downloader.engine.redact import MASK
 from tests.children import popen
 from tests.conftest import WorkerProcess, cli_env
@@ -815,6 +816,23 @@ def test_a_batch_of_a_thousand_items_is_one_request_under_the_default_body_limit
     assert listed == [item["item_id"] for item in made]
     assert secret not in json.dumps(api.get(f"{Q}/list", params={"limit": 1000}).json())
     assert origin.requests == []
+
+
+def test_a_page_of_the_list_holds_up_to_ten_thousand_items(api: TestClient, root: Path) -> None:
+    """`/list?limit=10000` (a job queue's callers ask for 1,000 and more to get all jobs at
+    once); past it is a 422, and the next page starts after the last item."""
+    url = "http://127.0.0.1:9/f.bin"  # nothing runs: no worker takes the queue
+    batch = {"items": [{"source": url, "dest": "d"}] * MAX_PAGE}
+    made = [item["item_id"] for item in enqueue(api, batch)]
+    made += [item["item_id"] for item in enqueue(api, {"source": url, "dest": "d"})]
+    page = api.get(f"{Q}/list", params={"limit": MAX_PAGE}).json()
+    assert [item["item_id"] for item in page["items"]] == made[:MAX_PAGE]
+    assert page["total"] == MAX_PAGE + 1 and page["next_cursor"] == made[MAX_PAGE - 1]
+    rest = api.get(f"{Q}/list", params={"limit": MAX_PAGE, "cursor": page["next_cursor"]})
+    assert [item["item_id"] for item in rest.json()["items"]] == made[MAX_PAGE:]
+    assert rest.json()["next_cursor"] is None
+    too_many = api.get(f"{Q}/list", params={"limit": MAX_PAGE + 1})
+    assert too_many.status_code == 422 and too_many.json()["errors"][0]["loc"] == ["query", "limit"]
 
 
 def test_a_batch_is_downloaded_and_a_bad_item_refuses_the_whole_batch(
