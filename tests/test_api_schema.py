@@ -162,6 +162,7 @@ def test_every_error_has_the_one_shape_and_repeats_no_input(keyed: TestClient) -
         "no item": (404, keyed.get(f"{q}/i/12345", headers=HEADERS)),
         "no item to cancel": (404, keyed.post(f"{q}/i/12345/cancel", headers=HEADERS)),
         "sized": (413, keyed.post(f"{q}/enqueue", content=big, headers=json_type)),
+        "sized, to a read": (413, keyed.request("GET", f"{q}/list", content=big, headers=HEADERS)),
         "chunked": (
             413,
             keyed.post(f"{q}/enqueue", content=iter([big.encode()]), headers=json_type),

@@ -4,11 +4,11 @@ them.
 A route declares only what is its own (the 409 of pause, the hub's 403/404/502 of enqueue,
 a 503); what follows from the app's guards is added here to every operation it concerns,
 read from the document itself, so a new route is declared right without a word: 401 where
-the document asks for the key (`auth.ApiKeyMiddleware`), 413 where a body is read
-(`bodycap.BodyCap`), 422 where a parameter or a body is validated, 404 where an item is named
-(`{item_id}`: `queries.record_or_404`), and 400 for a body that is not UTF-8 (FastAPI's).
-Every error answer has the one schema, `errors.ApiError`, in place of FastAPI's
-`HTTPValidationError` (which is then dropped).
+the document asks for the key (`auth.ApiKeyMiddleware`), 413 on every operation (a body over
+the cap: `bodycap.BodyCap` checks every request), 422 where a parameter or a body is
+validated, 404 where an item is named (`{item_id}`: `queries.record_or_404`), and 400 where
+a body is read and is not UTF-8 (FastAPI's). Every error answer has the one schema,
+`errors.ApiError`, in place of FastAPI's `HTTPValidationError` (which is then dropped).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from downloader.api.queries import NO_ITEM
 
 UNAUTHORIZED = "no valid API key: `X-API-Key: <key>` or `Authorization: Bearer <key>`"
 UNREADABLE = "the body cannot be read as JSON text (it is not UTF-8)"
-TOO_LARGE = "the body is over `DOWNLOADER_MAX_BODY_BYTES` (see the description above)"
+TOO_LARGE = "a body over `DOWNLOADER_MAX_BODY_BYTES` (see the description above)"
 INVALID = "a parameter or the body is refused; `errors` says which and why"
 _SCHEMAS = "#/components/schemas/"
 _FASTAPI_ERRORS = ("HTTPValidationError", "ValidationError")
@@ -72,7 +72,7 @@ def _guards(path: str, operation: dict[str, Any]) -> dict[str, str]:
         found["404"] = NO_ITEM
     if "requestBody" in operation:
         found["400"] = UNREADABLE
-        found["413"] = TOO_LARGE
+    found["413"] = TOO_LARGE  # the cap is checked on every request, a body or not
     if operation.get("parameters") or "requestBody" in operation:
         found["422"] = INVALID
     return found
