@@ -499,7 +499,10 @@ def test_any_mix_of_jobs_in_one_directory_leaves_each_its_own_bytes(
             digest = origin.add(source, os.urandom(size))
             url = origin.url(f"/cd/{source}?filename={name}&rate=1000000")
             try:
-                job = client.download(url, dest / name if explicit else dest)
+                # An explicit name is given in advance: a missing `dest / "x"` alone would
+                # name a directory (no suffix), as the seed's `dest='/tmp/downloads'` does.
+                named = dest / name if explicit else None
+                job = client.download(url, dest, download_path=named)
             except ValueError:  # refused at enqueue (taken, an engine or too long a name)
                 continue
             queued.append((job, digest, explicit))

@@ -180,6 +180,16 @@ def cmd_get(args: argparse.Namespace) -> int:
             EmbeddedRedis.release()
 
 
+def _named_file(args: argparse.Namespace) -> Path | None:
+    """The file `-o` names, given in advance with its directory as the job's `dest`, so that
+    a name without a suffix stays a file (see `DownloadQueueService.download`); None without
+    `-o`, or when it names a directory that exists (the file is then named in it)."""
+    if not args.output:
+        return None
+    named = Path(args.output).expanduser().resolve()
+    return None if named.is_dir() else named
+
+
 def _enqueue(
     args: argparse.Namespace,
     queue: DownloadQueueService,
@@ -194,9 +204,7 @@ def _enqueue(
     holds refuses the whole get: what was queued before is cancelled."""
     from downloader.store.reservations import DestinationTakenError
 
-    # -o names the file itself: its directory is `dest`, its name given in advance, so a
-    # name without a suffix stays a file (see `DownloadQueueService.download`).
-    named = Path(args.output).expanduser().resolve() if args.output else None
+    named = _named_file(args)
     target = dest if named is None else named.parent
     batch = [s for s in sources if s.repo is None and s.url not in resumed]
     made = (
@@ -290,7 +298,8 @@ def _run_get(
     from downloader.client.resume import OUTPUT
 
     # With -o the path is what the user names again, maybe with a fresh signed URL.
-    wanted = {OUTPUT if args.output else s.url: s.url for s in sources if s.repo is None}
+    named = _named_file(args) is not None
+    wanted = {OUTPUT if named else s.url: s.url for s in sources if s.repo is None}
     wanted |= {str(dest / f.path): str(f.url) for s in sources if s.repo for f in s.repo.files}
     resumed = _earlier_jobs(queue, dest, wanted, args.restart, console) if embedded else {}
     jobs.extend(_enqueue(args, queue, sources, dest, console, resumed))

@@ -193,10 +193,9 @@ class Enqueuer:
     ) -> tuple[DownloadJob, JobRecord]:
         """A single job and its record, with `dest` read as a directory or a file path."""
         dest_is_dir = _names_a_directory(dest)
-        if not dest_is_dir and is_engine_name(Path(dest).name):
-            raise ValueError(
-                f"dest {dest} ends like the downloader's own partial files; choose another name"
-            )
+        named = download_path if download_path is not None else None if dest_is_dir else dest
+        if named is not None:
+            _check_file_path(Path(named))
         job = DownloadJob(
             id=job_id,
             source=source,
@@ -275,6 +274,21 @@ class Enqueuer:
             if self._live is not None:
                 self._live.forget(ids)
             raise
+
+
+def _check_file_path(path: Path) -> None:
+    """Refuse a file's own path (a `dest` that names the file, or a `download_path`) that
+    is one of the engine's partial-file names, a directory, or more than the filesystem
+    holds (a name too long), before anything is queued."""
+    if is_engine_name(path.name):
+        raise ValueError(
+            f"{path} ends like the downloader's own partial files; choose another name"
+        )
+    try:
+        if path.is_dir():
+            raise ValueError(f"{path} is a directory: name the file in it, or pass it as dest")
+    except OSError as exc:  # a name too long for the filesystem, a directory not readable
+        raise ValueError(f"{path} cannot be used: {exc.strerror}") from None
 
 
 def _names_a_directory(dest: str | Path) -> bool:
