@@ -7,12 +7,22 @@ Statuses use the job-queue words: pending, in_progress, completed, failed, cance
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import Body
 from fastapi import Path as PathParam
-from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+)
 
 from downloader.jobs.models import DownloadJobStatus
 from downloader.jobs.queues import MAX_QUEUE_ID, QUEUE_ID_PATTERN, QUEUE_ID_RULE, is_queue_id
@@ -24,7 +34,9 @@ FINISHED: tuple[ApiStatus, ...] = ("completed", "failed", "canceled")
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 RELATIVE_PATTERN = r"^([^/~\x00][^\x00]*)?$"
 """Relative and NUL-free, as `paths.confined` wants it (which also keeps `..` and symlinks
-inside the root, what no pattern can tell)."""
+inside the root, what no pattern can tell): in the OpenAPI document, and checked by
+`_relative` with a message that says so."""
+_RELATIVE = re.compile(RELATIVE_PATTERN)
 MAX_BATCH = 10_000
 """Items of one batch request; the body cap (`DOWNLOADER_MAX_BODY_BYTES`) may bind first."""
 MAX_MIRRORS = 16
@@ -186,10 +198,31 @@ MirrorUrls = Annotated[
     ),
 ]
 Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN, description="64 hexadecimal digits")]
-Dest = Annotated[
+
+
+def _relative(text: str) -> str:
+    """A path relative to the download root (`dest`) or to `dest` (a part's), or a refusal
+    that says what it must be without quoting it."""
+    if not _RELATIVE.match(text):
+        raise ValueError(
+            "must be relative (to the download root; a part's to `dest`): not absolute, "
+            "no `~`, no NUL"
+        )
+    return text
+
+
+Relative = Annotated[
+    str, AfterValidator(_relative), WithJsonSchema({"type": "string", "pattern": RELATIVE_PATTERN})
+]
+PartPath = Annotated[
     str,
+    Field(min_length=1),
+    AfterValidator(_relative),
+    WithJsonSchema({"type": "string", "pattern": RELATIVE_PATTERN, "minLength": 1}),
+]
+Dest = Annotated[
+    Relative,
     Field(
-        pattern=RELATIVE_PATTERN,
         description="a directory, relative to the server's download root (not absolute, "
         "not `~`, no NUL byte, and not leaving the root through `..` or a symlink)",
     ),
@@ -208,9 +241,7 @@ class _Strict(BaseModel):
 
 class Part(_Strict):
     url: AnyHttpUrl
-    path: str = Field(
-        min_length=1,
-        pattern=RELATIVE_PATTERN,
+    path: PartPath = Field(
         description="relative to `dest`, staying inside it (no `..`), not one of the "
         "downloader's own partial-file names",
     )
