@@ -9,10 +9,11 @@ another commit, hence another URL).
 The next `get` of the same sources and destination takes them over (`take_over`): it removes
 those jobs (a repo's whole job with them, so nothing of it is left unfinished for ever,
 holding its files' paths) and resumes their partial files in jobs of its own, or, with
-`--restart`, deletes them. A partial file begun from another URL is resumed only when it has
-a strong ETag: the first request then carries it in `If-Range`, so the server sends the rest
-only if the file is still that version (and the engine checks the size and ETag again),
-else the whole file, which starts it over.
+`--restart`, deletes them. The partial file of a `-o` begun from another URL is resumed only
+when it has a strong ETag: the first request then carries it in `If-Range`, so the server
+sends the rest only if the file is still that version (and the engine checks the size and
+ETag again), else the whole file, which starts it over. A repo's file whose commit moved
+starts over.
 """
 
 from __future__ import annotations
@@ -121,7 +122,10 @@ def _take(name: str, path: Path, is_part: bool, url: str, restart: bool) -> Take
         return TakenOver(name, path, is_part, Takeover.RESTARTED, 0)
     state = PartialState.load(state_path(partial))
     moved = state is not None and state.source.url != url
-    if state is None or not state.source.if_range or (moved and not state.source.etag):
+    # Only the file `-o` names may come from a new URL (a fresh signed link of that file); a
+    # repo's file at another commit starts over, whatever its ETag (README: Command line).
+    movable = name == OUTPUT and state is not None and state.source.etag
+    if state is None or not state.source.if_range or (moved and not movable):
         how, done = Takeover.UNUSABLE, 0
     elif state.segments is not None:
         how, done = Takeover.SEGMENTED, state.segmented_done
