@@ -30,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
 from downloader import DownloadQueueService
 from downloader.api import build_api
 from tests.conftest import keys_matching
+from tests.redis_server import RedisServer
 from tests.test_api import _free_port
 from tests.test_hub import local_hub
 from tests.test_queue import wait_until
@@ -216,3 +217,26 @@ def test_every_error_has_the_one_shape_and_repeats_no_input(keyed: TestClient) -
     assert error["loc"] == ["body", "parts", 0, "path"], error
     (error,) = answers["two forms"][1].json()["errors"]
     assert error["type"] == "one_form" and error["loc"] == ["body"], error
+
+
+def test_a_redis_that_refuses_is_a_503_in_the_one_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis that refuses every write (full: `maxmemory` with `noeviction`), of the test's
+    own: every route answers a declared 503 `ApiError` at once, saying what and not how."""
+    with RedisServer("--maxmemory", "1", "--maxmemory-policy", "noeviction") as full:
+        monkeypatch.setenv("DOWNLOADER_REDIS_URL", full.url)
+        monkeypatch.setenv("DOWNLOADER_NAMESPACE", f"dltest-{uuid.uuid4().hex[:10]}")
+        monkeypatch.setenv("DOWNLOADER_DOWNLOAD_ROOT", str(tmp_path))
+        with TestClient(build_api()) as api:
+            status = api.get("/api/v1/queue/q/status")
+            queued = api.post("/api/v1/queue/q/enqueue", json={"source": "http://x/a", "dest": "d"})
+            document = api.get("/openapi.json").json()
+    for answer in (status, queued):
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Retry-After"] == "5"
+        body = answer.json()
+        assert body["errors"] == [] and "Redis refused or did not answer" in body["detail"]
+        assert "OutOfMemoryError" in body["detail"] and "marker" not in body["detail"]
+    for operations in document["paths"].values():
+        assert all("503" in operation["responses"] for operation in operations.values())

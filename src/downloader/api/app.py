@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -23,7 +24,7 @@ from downloader.api.bodycap import BodyCap
 from downloader.api.context import ApiContext
 from downloader.api.declared import declare_errors
 from downloader.api.docs import add_docs
-from downloader.api.errors import http_error, not_replicated, validation_error
+from downloader.api.errors import http_error, not_replicated, redis_error, validation_error
 from downloader.api.routers import events, fleet, health, metrics, page, processor, queue
 from downloader.config import Settings
 from downloader.store.durability import NotReplicatedError
@@ -72,6 +73,7 @@ def build_api(*, keep_alive: float = KEEP_ALIVE_SECONDS) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(NotReplicatedError, not_replicated)
+    app.add_exception_handler(redis.RedisError, redis_error)
     for router in (queue.router, processor.router, events.router, fleet.router, metrics.router):
         app.include_router(router, dependencies=secured)
     app.include_router(health.router)

@@ -6,9 +6,10 @@ a 503); what follows from the app's guards is added here to every operation it c
 read from the document itself, so a new route is declared right without a word: 401 where
 the document asks for the key (`auth.ApiKeyMiddleware`), 413 on every operation (a body over
 the cap: `bodycap.BodyCap` checks every request), 422 where a parameter or a body is
-validated, 404 where an item is named (`{item_id}`: `queries.record_or_404`), and 400 where
-a body is read and is not UTF-8 (FastAPI's). Every error answer has the one schema,
-`errors.ApiError`, in place of FastAPI's `HTTPValidationError` (which is then dropped).
+validated, 404 where an item is named (`{item_id}`: `queries.record_or_404`), 400 where a
+body is read and is not UTF-8 (FastAPI's), and 503 on every operation (Redis refused or did
+not answer: `errors.redis_error`). Every error answer has the one schema, `errors.ApiError`,
+in place of FastAPI's `HTTPValidationError` (which is then dropped).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from downloader.api.errors import ApiError
 from downloader.api.queries import NO_ITEM
 
 UNAUTHORIZED = "no valid API key: `X-API-Key: <key>` or `Authorization: Bearer <key>`"
+REDIS_REFUSED = "Redis refused the command or did not answer (`errors.redis_error`)"
 UNREADABLE = "the body cannot be read as JSON text (it is not UTF-8)"
 TOO_LARGE = "a body over `DOWNLOADER_MAX_BODY_BYTES` (see the description above)"
 INVALID = "a parameter or the body is refused; `errors` says which and why"
@@ -73,6 +75,7 @@ def _guards(path: str, operation: dict[str, Any]) -> dict[str, str]:
     if "requestBody" in operation:
         found["400"] = UNREADABLE
     found["413"] = TOO_LARGE  # the cap is checked on every request, a body or not
+    found["503"] = REDIS_REFUSED  # every route reads or writes Redis
     if operation.get("parameters") or "requestBody" in operation:
         found["422"] = INVALID
     return found

@@ -98,6 +98,19 @@ def hub_status(exc: hub.HubError) -> int:
     return 502
 
 
+RETRY_LATER = {"Retry-After": "5"}
+REDIS_DOWN = (
+    "Redis refused or did not answer ({kind}): nothing was changed; try again later "
+    "(`/health` says what is wrong)"
+)
+
+
+async def redis_error(_: Request, exc: Exception) -> JSONResponse:
+    """503 when Redis refuses a command (out of memory, no permission) or stays unreachable
+    past the store client's retries; the error's text (keys, addresses) is not repeated."""
+    return error_response(503, REDIS_DOWN.format(kind=type(exc).__name__), headers=RETRY_LATER)
+
+
 async def not_replicated(_: Request, exc: Exception) -> JSONResponse:
     """503: too few Redis replicas confirmed the jobs, which were taken back."""
     return error_response(503, str(exc))
