@@ -228,7 +228,8 @@ def test_a_redis_that_refuses_is_a_503_in_the_one_shape(
         monkeypatch.setenv("DOWNLOADER_REDIS_URL", full.url)
         monkeypatch.setenv("DOWNLOADER_NAMESPACE", f"dltest-{uuid.uuid4().hex[:10]}")
         monkeypatch.setenv("DOWNLOADER_DOWNLOAD_ROOT", str(tmp_path))
-        with TestClient(build_api()) as api:
+        monkeypatch.setenv("DOWNLOADER_API_KEY", KEY)  # as `served` has it while it runs
+        with TestClient(build_api(), headers=HEADERS) as api:
             status = api.get("/api/v1/queue/q/status")
             queued = api.post("/api/v1/queue/q/enqueue", json={"source": "http://x/a", "dest": "d"})
             document = api.get("/openapi.json").json()
