@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from downloader import DownloadQueueService
 from downloader.api import build_api, create_api
+from downloader.api.routers.queue import MAX_PAGE
 from downloader.engine.redact import MASK
 from tests.children import popen
 from tests.conftest import WorkerProcess, cli_env
@@ -67,6 +68,23 @@ def finished(api: TestClient, item_id: int, timeout: float = 30) -> dict:
 
     wait_until(done, timeout=timeout)
     return api.get(f"{Q}/i/{item_id}").json()
+
+
+def test_a_dest_that_does_not_exist_is_a_directory_for_every_url_sent_to_it(
+    api: TestClient, worker: DownloadQueueService, origin: Origin, root: Path
+) -> None:
+    """The seed's example through REST: several URLs into one `dest` not yet made, with and
+    without a suffix (an API `dest` is always a directory)."""
+    origin.add("a.png", b"first image")
+    origin.add("b.png", b"second image")
+    for dest in ("downloads", "models.v2"):
+        items = [
+            {"source": origin.url(f"/files/{name}"), "dest": dest} for name in ("a.png", "b.png")
+        ]
+        for item in enqueue(api, {"items": items}):
+            assert finished(api, item["item_id"])["status"] == "completed"
+        assert (root / dest / "a.png").read_bytes() == b"first image"
+        assert (root / dest / "b.png").read_bytes() == b"second image"
 
 
 def test_enqueue_a_file_and_a_multifile_job_and_get_them(
@@ -801,6 +819,23 @@ def test_a_batch_of_a_thousand_items_is_one_request_under_the_default_body_limit
     assert origin.requests == []
 
 
+def test_a_page_of_the_list_holds_up_to_ten_thousand_items(api: TestClient, root: Path) -> None:
+    """`/list?limit=10000` (a job queue's callers ask for 1,000 and more to get all jobs at
+    once); past it is a 422, and the next page starts after the last item."""
+    url = "http://127.0.0.1:9/f.bin"  # nothing runs: no worker takes the queue
+    batch = {"items": [{"source": url, "dest": "d"}] * MAX_PAGE}
+    made = [item["item_id"] for item in enqueue(api, batch)]
+    made += [item["item_id"] for item in enqueue(api, {"source": url, "dest": "d"})]
+    page = api.get(f"{Q}/list", params={"limit": MAX_PAGE}).json()
+    assert [item["item_id"] for item in page["items"]] == made[:MAX_PAGE]
+    assert page["total"] == MAX_PAGE + 1 and page["next_cursor"] == made[MAX_PAGE - 1]
+    rest = api.get(f"{Q}/list", params={"limit": MAX_PAGE, "cursor": page["next_cursor"]})
+    assert [item["item_id"] for item in rest.json()["items"]] == made[MAX_PAGE:]
+    assert rest.json()["next_cursor"] is None
+    too_many = api.get(f"{Q}/list", params={"limit": MAX_PAGE + 1})
+    assert too_many.status_code == 422 and too_many.json()["errors"][0]["loc"] == ["query", "limit"]
+
+
 def test_a_batch_is_downloaded_and_a_bad_item_refuses_the_whole_batch(
     api: TestClient, worker: DownloadQueueService, origin: Origin, root: Path, tmp_path: Path
 ) -> None:
@@ -844,8 +879,12 @@ def test_a_hub_repo_is_queued_pinned_and_verified_and_hub_refusals_are_4xx(
         "allow_patterns": ["*.safetensors", "*.json"],
         "ignore_patterns": ["text_encoder/"],
         "access_token": hub.token,
-        "endpoint": "http://127.0.0.1:9",  # not a field: the hub is the server's setting
     }
+    elsewhere = {**body, "endpoint": "http://127.0.0.1:9"}  # the hub is the server's setting
+    refused = api.post(f"{Q}/enqueue", json=elsewhere)
+    assert refused.status_code == 422, refused.text
+    (error,) = refused.json()["errors"]
+    assert error["type"] == "extra_forbidden" and error["loc"] == ["body", "repo", "endpoint"]
     parent, *parts = enqueue(api, body)
     assert parent["kind"] == "multifile" and parent["revision"] == commit
     assert parent["part_ids"] == [part["item_id"] for part in parts] and len(parts) == 4
@@ -996,9 +1035,10 @@ def test_a_422_repeats_no_part_of_the_body(api: TestClient, body: dict | str) ->
     answer = api.post(f"{Q}/enqueue", content=content, headers={"Content-Type": "application/json"})
     assert answer.status_code == 422, answer.text
     assert SECRET not in answer.text
-    detail = answer.json()["detail"]  # a list from validation, a text from the service
-    for error in detail if isinstance(detail, list) else []:
-        assert set(error) <= {"type", "loc", "msg"} and error["msg"]
+    body = answer.json()  # one shape: a line, and the fields at fault (none from the service)
+    assert set(body) == {"detail", "errors"} and isinstance(body["detail"], str), body
+    for error in body["errors"]:
+        assert set(error) == {"type", "loc", "msg"} and error["msg"]
 
 
 def test_the_api_follows_no_job_it_queued(

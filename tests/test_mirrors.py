@@ -386,7 +386,8 @@ def test_mirrors_from_rest_and_the_command_line_take_over_from_a_failing_source(
             json={"parts": [{"url": failing("p.bin"), "path": "x"}], "dest": "p",
                   "mirrors": [mirror.url("/files/p.bin")]},
         )  # fmt: skip
-        assert refused.status_code == 422 and "`mirrors` goes with `source`" in refused.text
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["loc"] == ["body", "parts", "mirrors"], refused.text
 
         def ended() -> bool:
             statuses = [api.get(f"/api/v1/queue/default/i/{i}").json()["status"] for i in ids]

@@ -99,17 +99,17 @@ def test_two_jobs_for_one_missing_file_path_the_second_is_refused_at_enqueue(
     client = make_service(start_worker=False)  # nothing runs: both are unfinished
     origin.add("a.bin", os.urandom(KiB))
     origin.add("b.bin", os.urandom(KiB))
-    first = client.download(origin.url("/files/a.bin"), tmp_path / "downloads")
+    first = client.download(origin.url("/files/a.bin"), tmp_path / "downloads.bin")
     with pytest.raises(DestinationTakenError, match=f"job {first.id} is already downloading"):
-        client.download(origin.url("/files/b.bin"), tmp_path / "downloads")
+        client.download(origin.url("/files/b.bin"), tmp_path / "downloads.bin")
     with pytest.raises(ValueError, match="end dest with a path separator"):
-        client.download(origin.url("/files/b.bin"), str(tmp_path / "downloads"))
+        client.download(origin.url("/files/b.bin"), str(tmp_path / "downloads.bin"))
     with pytest.raises(DestinationTakenError):  # a part may not take it either
         client.multifile_download(
-            [RemoteModelFile(url=origin.url("/files/b.bin"), path="downloads")], tmp_path
+            [RemoteModelFile(url=origin.url("/files/b.bin"), path="downloads.bin")], tmp_path
         )
     client.cancel_job(first)  # once it ends, the path is free again
-    again = client.download(origin.url("/files/b.bin"), tmp_path / "downloads")
+    again = client.download(origin.url("/files/b.bin"), tmp_path / "downloads.bin")
     assert again.id != first.id
     assert len(client.list_jobs()) == 2  # the refused ones left nothing behind
 
@@ -499,7 +499,10 @@ def test_any_mix_of_jobs_in_one_directory_leaves_each_its_own_bytes(
             digest = origin.add(source, os.urandom(size))
             url = origin.url(f"/cd/{source}?filename={name}&rate=1000000")
             try:
-                job = client.download(url, dest / name if explicit else dest)
+                # An explicit name is given in advance: a missing `dest / "x"` alone would
+                # name a directory (no suffix), as the seed's `dest='/tmp/downloads'` does.
+                named = dest / name if explicit else None
+                job = client.download(url, dest, download_path=named)
             except ValueError:  # refused at enqueue (taken, an engine or too long a name)
                 continue
             queued.append((job, digest, explicit))

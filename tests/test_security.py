@@ -318,7 +318,7 @@ def test_a_host_token_keyed_by_an_origin_goes_to_that_origin_only(
         "redirected": origin.url(f"/redirect/x?to={other_port.url('/private/gated.bin')}"),
     }
     jobs = {
-        name: service.download(source, tmp_path / name, untrusted=untrusted)
+        name: service.download(source, tmp_path / f"{name}.bin", untrusted=untrusted)
         for name, source in sources.items()
     }
     service.join()
@@ -327,7 +327,7 @@ def test_a_host_token_keyed_by_an_origin_goes_to_that_origin_only(
         "other port": DownloadJobStatus.ERROR,
         "redirected": DownloadJobStatus.ERROR,
     }
-    assert (tmp_path / "own").read_bytes() == b"gated"
+    assert (tmp_path / "own.bin").read_bytes() == b"gated"
     assert authorizations(origin) == [f"Bearer {origin.token}"]
     assert authorizations(other_port) == [None, None]
 

@@ -289,3 +289,28 @@ def test_live_multifile_parts_follow_their_parts(
         assert part.status == DownloadJobStatus.COMPLETED
         assert part.bytes == part.total_bytes == 100_000
         assert part.download_path == tmp_path / "m" / Path(part.download_path or "").name
+
+
+def test_the_simple_example_verbatim_saves_into_a_directory_it_creates(
+    tmp_path: Path, origin: Origin, make_service: Callable[..., DownloadQueueService]
+) -> None:
+    """The seed's Simple Example names `dest='/tmp/downloads'`, a directory that does not
+    exist yet, for several URLs: a missing `dest` whose last component has no suffix is a
+    directory, created; one with a suffix stays the file's own path."""
+    origin.add("a.png", b"first image")
+    origin.add("b.png", b"second image")
+    origin.add("c.bin", b"a file")
+    downloads, named = tmp_path / "downloads", tmp_path / "saved" / "model.v2.bin"
+    queue = make_service(max_parallel_dl=2)
+    jobs = [
+        queue.download(source=origin.url(f"/files/{name}"), dest=str(downloads))
+        for name in ("a.png", "b.png")
+    ]
+    single = queue.download(source=origin.url("/files/c.bin"), dest=named)
+    queue.join()
+    assert [job.status for job in [*jobs, single]] == [DownloadJobStatus.COMPLETED] * 3
+    assert sorted(p.name for p in downloads.iterdir()) == ["a.png", "b.png"]
+    assert (downloads / "a.png").read_bytes() == b"first image"
+    assert (downloads / "b.png").read_bytes() == b"second image"
+    assert [job.download_path for job in jobs] == [downloads / "a.png", downloads / "b.png"]
+    assert named.read_bytes() == b"a file" and single.download_path == named

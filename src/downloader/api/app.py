@@ -1,9 +1,11 @@
 """The app factory: settings, the shared context, the routers, and the guards in front.
 
 Both guards act before a body is read: the key check is middleware that answers from the
-headers, and FastAPI's own `max_body_size` refuses a `Content-Length` over the cap before
-the first byte is read and stops a chunked body as soon as it passes the cap (a refused
-request whose `Content-Length` is over the cap is answered 413 rather than 401).
+headers, and the body cap (`bodycap.BodyCap`, outside it) refuses a `Content-Length` over
+the cap before the first byte is read and stops a chunked body as soon as it passes the cap
+(a refused request whose `Content-Length` is over the cap is answered 413 rather than 401).
+Every error is one shape (`errors.ApiError`), and the OpenAPI document declares every status
+each route may answer (`declared.declare_errors`).
 """
 
 from __future__ import annotations
@@ -11,14 +13,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 
 from downloader.api.auth import ApiKeyMiddleware, configured_key, documented
+from downloader.api.bodycap import BodyCap
 from downloader.api.context import ApiContext
+from downloader.api.declared import declare_errors
 from downloader.api.docs import add_docs
-from downloader.api.errors import not_replicated, validation_error
+from downloader.api.errors import http_error, not_replicated, redis_error, validation_error
 from downloader.api.routers import (
     events,
     fleet,
@@ -66,7 +72,6 @@ def build_api(*, keep_alive: float = KEEP_ALIVE_SECONDS) -> FastAPI:
             f"`DOWNLOADER_MAX_BODY_BYTES` ({settings.max_body_bytes} bytes here)."
         ),
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
         docs_url=None,  # served by `docs.add_docs`, with their assets: no CDN
         redoc_url=None,
     )
@@ -75,7 +80,9 @@ def build_api(*, keep_alive: float = KEEP_ALIVE_SECONDS) -> FastAPI:
     app.state.redis_memory = memory
     secured = documented() if key else []
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(NotReplicatedError, not_replicated)
+    app.add_exception_handler(redis.RedisError, redis_error)
     for router in (
         queue.router,
         processor.router,
@@ -87,6 +94,8 @@ def build_api(*, keep_alive: float = KEEP_ALIVE_SECONDS) -> FastAPI:
         app.include_router(router, dependencies=secured)
     app.include_router(health.router)
     page.install(app)
+    declare_errors(app)
     if key:
         app.add_middleware(ApiKeyMiddleware, key=key)
+    app.add_middleware(BodyCap, cap=settings.max_body_bytes)  # the last added is outermost
     return app

@@ -14,11 +14,11 @@ import logging
 
 from fastapi import Security
 from fastapi.params import Depends
-from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from downloader.api.errors import error_response
 from downloader.api.exposure import is_loopback
 from downloader.config import Settings
 
@@ -26,6 +26,7 @@ OPEN_PATHS = frozenset({"/health", "/"})
 OPEN_PREFIXES = ("/ui/",)
 """`/` and `/ui/...` are the page (`routers.page`): static files that ask for the key."""
 KEY_HEADER = "X-API-Key"
+KEY_NEEDED = f"a valid API key is needed: `{KEY_HEADER}: <key>` or `Authorization: Bearer <key>`"
 _log = logging.getLogger("downloader.api")
 
 
@@ -99,14 +100,7 @@ class ApiKeyMiddleware:
             and not scope["path"].startswith(OPEN_PREFIXES)
             and not self._valid(Headers(scope=scope))
         ):
-            refused = JSONResponse(
-                {
-                    "detail": f"a valid API key is needed: `{KEY_HEADER}: <key>` or "
-                    "`Authorization: Bearer <key>`"
-                },
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            refused = error_response(401, KEY_NEEDED, headers={"WWW-Authenticate": "Bearer"})
             await refused(scope, receive, send)
             return
         await self.app(scope, receive, send)

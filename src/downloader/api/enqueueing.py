@@ -12,34 +12,36 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
 from downloader import hub
 from downloader.api.context import ApiContext
 from downloader.api.paths import confined
-from downloader.api.schemas import BatchItem, EnqueueRequest
+from downloader.api.schemas import BatchItem, EnqueueRequest, ItemsForm, Part, PartsForm, SourceForm
 from downloader.jobs.models import RemoteModelFile
 
 
 def enqueue(ctx: ApiContext, queue_id: str, body: EnqueueRequest) -> list[int]:
     """Queue the body's one form on `queue_id`, through the context's one service. Raises
-    `HTTPException` (422) for a path outside the root, `ValueError` or `OSError` for what the
-    service refuses, `hub.HubError` for the hub's."""
+    `HTTPException` (422) for a path outside the root, `RequestValidationError` for a part
+    the job model refuses, `ValueError` or `OSError` for what the service refuses,
+    `hub.HubError` for the hub's."""
     admin = ctx.admin
-    if body.items is not None:
+    if isinstance(body, ItemsForm):
         return _batch(ctx, queue_id, body.items)
-    assert body.dest is not None  # the schema requires it with every other form
     dest = confined(ctx.settings.download_root, body.dest)
-    if body.source is not None:
+    if isinstance(body, SourceForm):
         dest.mkdir(parents=True, exist_ok=True)  # an API `dest` is always a directory
         (job,) = admin.download_many(queue_id, [_single(body, dest)])
         return [job.id]
-    if body.parts:
-        parts = [RemoteModelFile(**part.model_dump()) for part in body.parts]
+    if isinstance(body, PartsForm):
+        parts = _parts(body.parts)
         _confine_parts(ctx, body.dest, parts)
         multi = admin.multifile_download(
             queue_id, parts, dest, body.access_token, priority=body.priority, untrusted=True
         )
     else:
-        assert body.repo is not None
         resolved = hub.resolve_repo(
             body.repo,
             revision=body.revision,
@@ -61,6 +63,20 @@ def enqueue(ctx: ApiContext, queue_id: str, body: EnqueueRequest) -> list[int]:
     return [multi.id, *(part.id for part in multi.download_parts)]
 
 
+def _parts(parts: list[Part]) -> list[RemoteModelFile]:
+    """The job model's parts; its refusals (a `..`, a partial file's name) are 422s at the
+    part they concern, as the body's own validation says them."""
+    made = []
+    for index, part in enumerate(parts):
+        try:
+            made.append(RemoteModelFile(**part.model_dump()))
+        except ValidationError as exc:
+            at = ("body", "parts", index)
+            errors = [{**error, "loc": (*at, *error["loc"])} for error in exc.errors()]
+            raise RequestValidationError(errors) from exc
+    return made
+
+
 def _confine_parts(ctx: ApiContext, dest: str, parts: Iterable[RemoteModelFile]) -> None:
     """No part may leave the root either, through `..` or a symlink under `dest`."""
     for part in parts:
@@ -77,7 +93,7 @@ def _batch(ctx: ApiContext, queue_id: str, items: list[BatchItem]) -> list[int]:
     return [job.id for job in jobs]
 
 
-def _single(fields: EnqueueRequest | BatchItem, dest: Path) -> dict[str, Any]:
+def _single(fields: BatchItem, dest: Path) -> dict[str, Any]:
     """One file's arguments for `download_many`, from the single form or a batch item."""
     return {
         "source": str(fields.source),

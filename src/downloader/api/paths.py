@@ -13,14 +13,17 @@ from fastapi import HTTPException
 
 
 def confined(root: Path, dest: str, what: str = "dest") -> Path:
-    """`root/dest` resolved (symlinks followed), or a 422 when it is not inside `root`."""
+    """`root/dest` resolved (symlinks followed), or a 422 when it is not inside `root`;
+    the refusal never quotes `dest` (it says which field through `what`)."""
     try:
         if PurePosixPath(dest).is_absolute() or Path(dest).is_absolute() or dest.startswith("~"):
-            raise HTTPException(422, f"{what} must be relative to the download root, got {dest!r}")
+            raise HTTPException(422, f"{what} must be relative to the download root")
         root = root.resolve()
         target = (root / dest).resolve()
     except (ValueError, OSError) as exc:  # a NUL byte, a symlink loop, a name too long
-        raise HTTPException(422, f"{what} {dest!r} is not a usable path: {exc}") from exc
+        raise HTTPException(
+            422, f"{what} is not a usable path (a NUL byte, a name too long, a symlink loop)"
+        ) from exc
     if target != root and root not in target.parents:
-        raise HTTPException(422, f"{what} {dest!r} leaves the download root")
+        raise HTTPException(422, f"{what} leaves the download root")
     return target

@@ -32,6 +32,7 @@ INDEX: dict[ApiStatus, str] = {
     "canceled": CANCELLED,
 }
 """The status the store pages by behind each API status."""
+NO_ITEM = "no such item in this queue"
 
 
 def to_item(record: JobRecord) -> Item:
@@ -46,7 +47,7 @@ def items(ctx: ApiContext, ids: Iterable[int]) -> list[Item]:
 def record_or_404(ctx: ApiContext, queue_id: str, item_id: int) -> JobRecord:
     record = ctx.admin.record(item_id)
     if record is None or record.queue_id != queue_id:
-        raise HTTPException(404, f"no item {item_id} in queue {queue_id!r}")
+        raise HTTPException(404, NO_ITEM)
     return record
 
 

@@ -8,29 +8,36 @@ Statuses use the job-queue words: pending, in_progress, paused, completed, faile
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
+from fastapi import Body
 from fastapi import Path as PathParam
 from pydantic import (
     AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
-    field_validator,
-    model_validator,
+    Tag,
+    WithJsonSchema,
 )
 
 from downloader.jobs.limits import Rate
 from downloader.jobs.models import DownloadJobStatus
-from downloader.jobs.queues import MAX_QUEUE_ID, QUEUE_ID_PATTERN, QUEUE_ID_RULE, check_queue_id
+from downloader.jobs.queues import MAX_QUEUE_ID, QUEUE_ID_PATTERN, QUEUE_ID_RULE, is_queue_id
 from downloader.jobs.record import JobRecord
 
 ApiStatus = Literal["pending", "in_progress", "paused", "completed", "failed", "canceled"]
 UNFINISHED: tuple[ApiStatus, ...] = ("pending", "in_progress", "paused")
 FINISHED: tuple[ApiStatus, ...] = ("completed", "failed", "canceled")
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+RELATIVE_PATTERN = r"^([^/~\x00][^\x00]*)?$"
+"""Relative and NUL-free, as `paths.confined` wants it (which also keeps `..` and symlinks
+inside the root, what no pattern can tell): in the OpenAPI document, and checked by
+`_relative` with a message that says so."""
+_RELATIVE = re.compile(RELATIVE_PATTERN)
 MAX_BATCH = 10_000
 """Items of one batch request; the body cap (`DOWNLOADER_MAX_BODY_BYTES`) may bind first."""
 MAX_MIRRORS = 16
@@ -44,9 +51,17 @@ bound keeps every number a caller sends within what the store and Lua handle exa
 MAX_SIZE = 2**53
 """Bytes of one file (8 PiB): exact as a JSON number in every client and in Lua."""
 
+
+def _queue_id(text: str) -> str:
+    """A path's queue id, or a refusal that says what one may be without quoting it."""
+    if not is_queue_id(text):
+        raise ValueError(f"a queue id is {QUEUE_ID_RULE}")
+    return text
+
+
 QueueId = Annotated[
     str,
-    AfterValidator(check_queue_id),  # its message says what a queue id may be
+    AfterValidator(_queue_id),  # its message says what a queue id may be
     PathParam(
         description=QUEUE_ID_RULE,
         json_schema_extra={"pattern": QUEUE_ID_PATTERN, "minLength": 1, "maxLength": MAX_QUEUE_ID},
@@ -54,6 +69,14 @@ QueueId = Annotated[
 ]
 ItemId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="an item's `item_id`")]
 Priority = Annotated[int, Field(ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="lower runs first")]
+
+
+def _in_utc(when: datetime | None) -> datetime | None:
+    """The store's times are UTC without a zone; an answer says so (RFC 3339 wants it)."""
+    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
+
+
+UtcTime = Annotated[datetime | None, AfterValidator(_in_utc)]
 
 
 def api_status(record: JobRecord) -> ApiStatus:
@@ -82,12 +105,10 @@ class Item(BaseModel):
     )
     queue_id: str
     kind: Literal["download", "multifile"]
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = Field(
-        default=None, description="when it ended, however it ended"
-    )
+    created_at: UtcTime = None
+    updated_at: UtcTime = None
+    started_at: UtcTime = None
+    completed_at: UtcTime = Field(default=None, description="when it ended, however it ended")
     error_type: str | None = None
     error_message: str | None = Field(default=None, description="one line")
     error_traceback: str | None = None
@@ -146,14 +167,6 @@ class ItemPage(BaseModel):
     next_cursor: int | None = Field(description="pass as `cursor` for the next page; null: last")
 
 
-class PriorityChange(BaseModel):
-    """`PATCH .../i/{item_id}`: the item's new priority."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    priority: Priority
-
-
 class QueueCounts(BaseModel):
     queue_id: str
     pending: int = 0
@@ -188,123 +201,160 @@ MirrorUrls = Annotated[
         "the token",
     ),
 ]
+Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN, description="64 hexadecimal digits")]
 
 
-class Part(BaseModel):
+def _relative(text: str) -> str:
+    """A path relative to the download root (`dest`) or to `dest` (a part's), or a refusal
+    that says what it must be without quoting it."""
+    if not _RELATIVE.match(text):
+        raise ValueError(
+            "must be relative (to the download root; a part's to `dest`): not absolute, "
+            "no `~`, no NUL"
+        )
+    return text
+
+
+Relative = Annotated[
+    str, AfterValidator(_relative), WithJsonSchema({"type": "string", "pattern": RELATIVE_PATTERN})
+]
+PartPath = Annotated[
+    str,
+    Field(min_length=1),
+    AfterValidator(_relative),
+    WithJsonSchema({"type": "string", "pattern": RELATIVE_PATTERN, "minLength": 1}),
+]
+Dest = Annotated[
+    Relative,
+    Field(
+        description="a directory, relative to the server's download root (not absolute, "
+        "not `~`, no NUL byte, and not leaving the root through `..` or a symlink)",
+    ),
+]
+AccessToken = Annotated[
+    str | None, Field(description="sent as `Authorization: Bearer`; never in any answer")
+]
+
+
+class _Strict(BaseModel):
+    """A request model: a field it does not know is refused, never silently dropped (a
+    misspelt `sha256` would otherwise queue an unchecked file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PriorityChange(_Strict):
+    """`PATCH .../i/{item_id}`: the item's new priority."""
+
+    priority: Priority
+
+
+class Part(_Strict):
     url: AnyHttpUrl
-    path: str = Field(description="relative to `dest`")
+    path: PartPath = Field(
+        description="relative to `dest`, staying inside it (no `..`), not one of the "
+        "downloader's own partial-file names",
+    )
     size: int | None = Field(default=None, ge=0, le=MAX_SIZE, description="bytes, if known")
-    sha256: str | None = Field(default=None, description="64 hex digits")
+    sha256: Sha256 | None = None
     mirrors: MirrorUrls = []
 
-    @field_validator("sha256")
-    @classmethod
-    def _sha256_digits(cls, value: str | None) -> str | None:
-        return _check_sha256(value)
 
-
-class BatchItem(BaseModel):
+class BatchItem(_Strict):
     """One URL of a batch: the fields of the single form, each item with its own `dest`."""
 
     source: AnyHttpUrl = Field(description="http(s) URL of one file")
-    dest: str = Field(description="a directory, relative to the server's download root")
+    dest: Dest
     priority: Priority = 10
-    access_token: str | None = Field(
-        default=None, description="sent as `Authorization: Bearer`; never in any answer"
-    )
-    sha256: str | None = Field(default=None, description="of the file")
+    access_token: AccessToken = None
+    sha256: Sha256 | None = Field(default=None, description="of the file")
     mirrors: MirrorUrls = []
     bandwidth: Rate | None = Field(
-        default=None, description="the job's own bytes per second (or `500K`, `20M`)"
+        default=None,
+        description="the job's own bytes per second (or `500K`, `20M`, `100MiB`), within the "
+        "fleet's limits",
     )
 
-    @field_validator("sha256")
-    @classmethod
-    def _sha256_digits(cls, value: str | None) -> str | None:
-        return _check_sha256(value)
+
+class SourceForm(BatchItem):
+    """One file: `source` under `dest`."""
 
 
-_FORMS = ("source", "parts", "items", "repo")
-_HUB_FIELDS = ("revision", "repo_type", "allow_patterns", "ignore_patterns")
+class PartsForm(_Strict):
+    """A multi-file job: its `parts`, each under `dest`; the answer lists the job, then its
+    parts."""
+
+    parts: list[Part] = Field(min_length=1, description="the files of a multi-file job")
+    dest: Dest
+    priority: Priority = 10
+    access_token: AccessToken = None
 
 
-class EnqueueRequest(BaseModel):
-    """Exactly one of `source` (one file), `parts` (a multi-file job), `items` (many files at
-    once) or `repo` (a Hugging Face repo, as one multi-file job)."""
+class ItemsForm(_Strict):
+    """Many single files at once; all or none are queued."""
 
-    source: AnyHttpUrl | None = Field(default=None, description="http(s) URL of one file")
-    parts: list[Part] | None = Field(default=None, description="the files of a multi-file job")
-    items: list[BatchItem] | None = Field(
-        default=None,
+    items: list[BatchItem] = Field(
+        min_length=1,
         max_length=MAX_BATCH,
         description=f"up to {MAX_BATCH} single files, queued in one go; each has its own "
         "`dest`, `priority`, `access_token`, `sha256`, `mirrors` and `bandwidth`, so no other "
-        "field goes "
-        "with `items`",
+        "field goes with `items`",
     )
-    repo: str | None = Field(
-        default=None,
+
+
+class RepoForm(_Strict):
+    """A Hugging Face repo as one multi-file job."""
+
+    repo: str = Field(
+        min_length=1,
         max_length=300,
         description="a Hugging Face repo, `owner/name`; resolved on the hub of the server's "
         "settings and pinned to the commit `revision` names now",
     )
-    dest: str | None = Field(
-        default=None, description="a directory, relative to the server's download root"
-    )
+    dest: Dest
     priority: Priority = 10
     access_token: str | None = Field(
         default=None,
-        description="sent as `Authorization: Bearer` (with `repo`: the hub token; the "
-        "server's own, if it has one, when omitted); never in any answer",
+        description="the hub token (the server's own, if it has one, when omitted); never "
+        "in any answer",
     )
-    sha256: str | None = Field(default=None, description="of the one file of `source`")
-    mirrors: MirrorUrls = []  # with `source`; parts and items have their own
-    bandwidth: Rate | None = Field(
-        default=None,
-        description="with `source`: the job's own bytes per second (or `500K`, `20M`, "
-        "`100MiB`), within the fleet's limits",
-    )
-    revision: str = Field(default="main", description="with `repo`: a branch, tag or commit")
-    repo_type: Literal["model", "dataset", "space"] = Field(default="model")
+    revision: str = Field(default="main", description="a branch, tag or commit")
+    repo_type: Literal["model", "dataset", "space"] = "model"
     allow_patterns: list[str] | None = Field(
-        default=None, description="with `repo`: only files matching one of these globs"
+        default=None, description="only files matching one of these globs"
     )
     ignore_patterns: list[str] | None = Field(
-        default=None, description="with `repo`: no file matching one of these globs"
+        default=None, description="no file matching one of these globs"
     )
 
-    @field_validator("sha256")
-    @classmethod
-    def _sha256_digits(cls, value: str | None) -> str | None:
-        return _check_sha256(value)
 
-    @model_validator(mode="after")
-    def _one_form(self) -> EnqueueRequest:
-        given = [name for name in _FORMS if getattr(self, name) not in (None, [])]
-        if len(given) != 1:
-            raise ValueError(
-                "give exactly one of `source`, a non-empty `parts`, a non-empty `items` or `repo`"
-            )
-        form, fields = given[0], self.model_fields_set
-        if form == "items" and fields - {"items"}:
-            raise ValueError("with `items`, every field goes into the items")
-        if form != "items" and self.dest is None:
-            raise ValueError(f"`dest` is required with `{form}`")
-        if form != "source" and self.sha256 is not None:
-            raise ValueError("`sha256` goes with `source`; give each part or item its own")
-        if form != "source" and self.bandwidth is not None:
-            raise ValueError("`bandwidth` goes with `source`; give each item its own")
-        if form != "source" and self.mirrors:
-            raise ValueError("`mirrors` goes with `source`; give each part or item its own")
-        if form != "repo" and fields & set(_HUB_FIELDS):
-            raise ValueError(f"{', '.join(f'`{name}`' for name in _HUB_FIELDS)} go with `repo`")
-        return self
+_FORMS = ("source", "parts", "items", "repo")
+ONE_FORM = "give exactly one of `source`, `parts`, `items` or `repo`"
 
 
-def _check_sha256(value: str | None) -> str | None:
-    if value is not None and not _SHA256.match(value):
-        raise ValueError("sha256 must be 64 hexadecimal digits")
-    return value
+def _form(body: object) -> str | None:
+    """The form of an enqueue body: the one of `_FORMS` it names, or None (none or several,
+    which the union refuses with `ONE_FORM`)."""
+    if isinstance(body, BaseModel):
+        body = body.model_fields_set
+    named = [name for name in _FORMS if isinstance(body, dict | set) and name in body]
+    return named[0] if len(named) == 1 else None
+
+
+EnqueueRequest = Annotated[
+    Annotated[SourceForm, Tag("source")]
+    | Annotated[PartsForm, Tag("parts")]
+    | Annotated[ItemsForm, Tag("items")]
+    | Annotated[RepoForm, Tag("repo")],
+    Discriminator(_form, custom_error_type="one_form", custom_error_message=ONE_FORM),
+    Body(
+        description="exactly one of `source` (one file), `parts` (a multi-file job), "
+        "`items` (many files at once) or `repo` (a Hugging Face repo); a field the form does "
+        "not have is refused"
+    ),
+]
+"""The enqueue body: one of four forms, told apart by the one form field it has (`oneOf` in
+the OpenAPI document, each form closed to other fields)."""
 
 
 class EnqueueResponse(BaseModel):

@@ -73,7 +73,7 @@ def _earlier_jobs(
     """Take over what a stopped `get` of the same sources and destination left (see
     `client.resume`): `wanted` maps how each file is remembered (a URL; a repo's file by its
     final path) to the URL its new job fetches. Says what becomes of each partial file, and
-    answers the final path to resume for each one kept."""
+    answers the final path to resume for each one kept, by the URL its new job fetches."""
     from downloader.client.resume import Takeover
 
     resumed = {}
@@ -88,7 +88,7 @@ def _earlier_jobs(
             console.say(f"{label}: resuming its segmented download from {taken.done} bytes")
         else:
             console.say(f"{label}: resuming from byte {taken.done}")
-        resumed[taken.name] = taken.path
+        resumed[wanted[taken.name]] = taken.path
     return resumed
 
 
@@ -180,6 +180,16 @@ def cmd_get(args: argparse.Namespace) -> int:
             EmbeddedRedis.release()
 
 
+def _named_file(args: argparse.Namespace) -> Path | None:
+    """The file `-o` names, given in advance with its directory as the job's `dest`, so that
+    a name without a suffix stays a file (see `DownloadQueueService.download`); None without
+    `-o`, or when it names a directory that exists (the file is then named in it)."""
+    if not args.output:
+        return None
+    named = Path(args.output).expanduser().resolve()
+    return None if named.is_dir() else named
+
+
 def _enqueue(
     args: argparse.Namespace,
     queue: DownloadQueueService,
@@ -194,7 +204,8 @@ def _enqueue(
     holds refuses the whole get: what was queued before is cancelled."""
     from downloader.store.reservations import DestinationTakenError
 
-    target = Path(args.output).expanduser().resolve() if args.output else dest
+    named = _named_file(args)
+    target = dest if named is None else named.parent
     batch = [s for s in sources if s.repo is None and s.url not in resumed]
     made = (
         queue.download_many(
@@ -206,6 +217,7 @@ def _enqueue(
                 "access_token": s.token,
                 "mirrors": args.mirror,
                 "bandwidth": args.limit_rate,
+                "download_path": named,
             }
             for s in batch
         )
@@ -286,7 +298,11 @@ def _run_get(
     embedded: bool,
     jobs: list[Job],
 ) -> int:
-    wanted = {s.url: s.url for s in sources if s.repo is None}
+    from downloader.client.resume import OUTPUT
+
+    # With -o the path is what the user names again, maybe with a fresh signed URL.
+    named = _named_file(args) is not None
+    wanted = {OUTPUT if named else s.url: s.url for s in sources if s.repo is None}
     wanted |= {str(dest / f.path): str(f.url) for s in sources if s.repo for f in s.repo.files}
     resumed = _earlier_jobs(queue, dest, wanted, args.restart, console) if embedded else {}
     jobs.extend(_enqueue(args, queue, sources, dest, console, resumed))
@@ -327,8 +343,8 @@ def _stopped(
                 f"{queue.queue_id!r} for its workers, which resume from the partial files "
                 "(`downloader cancel ID` stops one)"
             )
-        print(went, file=sys.stderr)
+        console.stop(went, always=True)
         return code
     queue.admin.remember_stopped(dest, unfinished)
-    console.say("interrupted: partial files are kept; run the same command again to resume")
+    console.stop("interrupted: partial files are kept; run the same command again to resume")
     return code

@@ -200,7 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="bandwidth of each of these downloads (each file of a repo), within the fleet's "
         "limits: 500K, 20M, 1G, 100MiB (powers of 1024, as curl)",
     )
-    get.add_argument(
+    partial = get.add_mutually_exclusive_group()
+    partial.add_argument(
+        "-c",
+        "--continue",
+        dest="resume",
+        action="store_true",
+        help="resume partial files: the default already (accepted as wget's and aria2c's -c)",
+    )
+    partial.add_argument(
         "--restart", action="store_true", help="start over instead of resuming partial files"
     )
     get.add_argument(

@@ -114,6 +114,7 @@ class Enqueuer:
                 item.get("access_token") or hub.token_for(str(item["source"]), self._settings),
                 item.get("sha256"),
                 bool(item.get("untrusted")),
+                download_path=item.get("download_path"),
                 mirrors=mirror_urls(item.get("mirrors")),
                 directories=directories,
                 bandwidth=parse_rate(item.get("bandwidth")) or None,
@@ -212,10 +213,9 @@ class Enqueuer:
             dest_is_dir = _names_a_directory(text)
         elif (dest_is_dir := directories.get(text)) is None:
             dest_is_dir = directories[text] = _names_a_directory(text)
-        if not dest_is_dir and is_engine_name(Path(dest).name):
-            raise ValueError(
-                f"dest {dest} ends like the downloader's own partial files; choose another name"
-            )
+        named = download_path if download_path is not None else None if dest_is_dir else dest
+        if named is not None:
+            _check_file_path(Path(named))
         job = DownloadJob(
             id=job_id,
             source=source,
@@ -334,11 +334,31 @@ class Enqueuer:
             raise
 
 
-def _names_a_directory(dest: str | Path) -> bool:
-    """`dest` is a directory to name files in when it is one, or says so with a trailing
-    separator (created when missing); anything else is the file's own path."""
-    text = os.fspath(dest)
+def _check_file_path(path: Path) -> None:
+    """Refuse a file's own path (a `dest` that names the file, or a `download_path`) that
+    is one of the engine's partial-file names, a directory, or more than the filesystem
+    holds (a name too long), before anything is queued."""
+    if is_engine_name(path.name):
+        raise ValueError(
+            f"{path} ends like the downloader's own partial files; choose another name"
+        )
     try:
-        return text.endswith(("/", os.sep)) or Path(text).is_dir()
+        if path.is_dir():
+            raise ValueError(f"{path} is a directory: name the file in it, or pass it as dest")
+    except OSError as exc:  # a name too long for the filesystem, a directory not readable
+        raise ValueError(f"{path} cannot be used: {exc.strerror}") from None
+
+
+def _names_a_directory(dest: str | Path) -> bool:
+    """`dest` is a directory to name files in when it is one, says so with a trailing
+    separator, or does not exist and its last component has no suffix (`/tmp/downloads`,
+    created when missing: the seed's example queues several URLs into it); anything else is
+    the file's own path (`model.safetensors`, or an existing file)."""
+    text = os.fspath(dest)
+    path = Path(text)
+    try:
+        if text.endswith(("/", os.sep)) or path.is_dir():
+            return True
+        return not os.path.lexists(path) and not path.suffix
     except OSError as exc:  # a name too long for the filesystem, a directory not readable
         raise ValueError(f"dest {text} cannot be used: {exc.strerror}") from None

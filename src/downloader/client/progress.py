@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from tqdm import tqdm
 
+from downloader.engine.redact import shown_url
 from downloader.jobs.failure import Failure, describe
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class TqdmProgress:
     def __init__(self, label: Callable[[Job], str] = job_label, **tqdm_options: Any) -> None:
         self._bars: dict[int, tqdm] = {}
         self._done: set[int] = set()
+        self._closed = False
         self._lock = threading.Lock()
         self._label = label
         self._options = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, **tqdm_options}
@@ -88,7 +90,7 @@ class TqdmProgress:
                 had (a resumed download's are not counted in the rate).
         """
         with self._lock:
-            if job.id in self._done:
+            if self._closed or job.id in self._done:
                 return
             label = self._label(job)
             bar = self._bars.get(job.id)
@@ -121,8 +123,10 @@ class TqdmProgress:
         tqdm.write("\r" + line, file=self._options.get("file") or sys.stderr)
 
     def close(self) -> None:
-        """Finish every bar still open (jobs that ended without a last update)."""
+        """Finish every bar still open (jobs that ended without a last update, or a run
+        stopped); from now on no update draws one again."""
         with self._lock:
+            self._closed = True
             for job_id in list(self._bars):
                 self._finish(job_id)
 
@@ -141,6 +145,8 @@ class Console:
         self._last_line: dict[int, float] = {}
         self._ended: set[int] = set()
         """Jobs whose end was told (a last line, a closed bar or an error)."""
+        self._stopped = False
+        """The run was stopped and said so (`stop`): nothing is written after that."""
         self._labels: dict[int, str] = {}
         self._waits: dict[int, str | None] = {}
         """Why each job waited when last told (a line says so when it changes)."""
@@ -155,9 +161,24 @@ class Console:
         if not self.quiet:
             self._write(line, self.stream)
 
-    def _write(self, line: str, stream: IO[str]) -> None:
-        """One whole line at a time: callbacks and the main thread both write."""
+    def stop(self, line: str, always: bool = False) -> None:
+        """The run was stopped (Ctrl-C, SIGTERM): every bar is left where it stands, as a
+        line, and `line` is the last thing written (even when quiet, with `always`),
+        whatever callbacks still come: a bar redrawn under it would put the shell's prompt
+        on the bar."""
+        if self._bars is not None:
+            self._bars.close()
+        self._write(line if always or not self.quiet else None, self.stream, last=True)
+
+    def _write(self, line: str | None, stream: IO[str], last: bool = False) -> None:
+        """One whole line at a time: callbacks and the main thread both write; nothing
+        after the `last` line (None: nothing more at all)."""
         with self._lock:
+            if self._stopped:
+                return
+            self._stopped = last
+            if line is None:
+                return
             if self._bars is not None:
                 tqdm.write(line, file=stream)
             else:
@@ -209,8 +230,9 @@ class Console:
             self._ended.add(job.id)
         if self._bars is not None:
             self._bars.update(job)
-        source = getattr(job, "source", job.dest)
-        self._write(f"error: {source}: {describe_error(job.error_type, job.failure)}", sys.stderr)
+        source = getattr(job, "source", None)
+        shown = job.dest if source is None else shown_url(str(source))
+        self._write(f"error: {shown}: {describe_error(job.error_type, job.failure)}", sys.stderr)
 
     def finish(self, jobs: list[Job]) -> None:
         """The end of the run: tell the end of every job not told yet (its callbacks may have

@@ -2,12 +2,18 @@
 
 On the embedded default every `get` runs its own jobs on a queue of its own, so a `get`
 stopped by Ctrl-C or SIGTERM leaves waiting jobs that no worker will ever come for. It notes
-them (`remember`) under what it was asked for: `<dest>\\n<url>`, or for a repo's file
-`<dest>\\n<its final path>` (its next resolution may pin another commit, hence another URL).
+them (`remember`) under what it was asked for: `<dest>\\n<url>`, for `-o` (the job's
+final path is `dest` itself) `<dest>\\n-o` (the next `get -o` of that path may bring a fresh
+signed URL), or for a repo's file `<dest>\\n<its final path>` (its next resolution may pin
+another commit, hence another URL).
 The next `get` of the same sources and destination takes them over (`take_over`): it removes
 those jobs (a repo's whole job with them, so nothing of it is left unfinished for ever,
 holding its files' paths) and resumes their partial files in jobs of its own, or, with
-`--restart`, deletes them.
+`--restart`, deletes them. The partial file of a `-o` begun from another URL is resumed only
+when it has a strong ETag: the first request then carries it in `If-Range`, so the server
+sends the rest only if the file is still that version (and the engine checks the size and
+ETag again), else the whole file, which starts it over. A repo's file whose commit moved
+starts over.
 """
 
 from __future__ import annotations
@@ -53,6 +59,11 @@ class TakenOver:
     """Bytes already on disk that the new job keeps."""
 
 
+OUTPUT = "-o"
+"""The name a job whose final path is its `get`'s destination (`-o`) is remembered under:
+no URL is ever this, and no repo file's final path."""
+
+
 def entry(dest: Path, name: str) -> str:
     return f"{dest}\n{name}"
 
@@ -65,7 +76,8 @@ def remember(admin: StoreAdmin, dest: Path, jobs: Iterable[Job]) -> None:
         if job.in_terminal_state:
             continue
         if isinstance(job, DownloadJob):
-            stopped[entry(dest, str(job.source))] = job.id
+            named = job.download_path is not None and job.download_path == dest
+            stopped[entry(dest, OUTPUT if named else str(job.source))] = job.id
             continue
         for part in job.download_parts:
             if not part.in_terminal_state:
@@ -109,7 +121,11 @@ def _take(name: str, path: Path, is_part: bool, url: str, restart: bool) -> Take
         discard_partial(path, owner=None)
         return TakenOver(name, path, is_part, Takeover.RESTARTED, 0)
     state = PartialState.load(state_path(partial))
-    if state is None or state.source.url != url or not state.source.if_range:
+    moved = state is not None and state.source.url != url
+    # Only the file `-o` names may come from a new URL (a fresh signed link of that file); a
+    # repo's file at another commit starts over, whatever its ETag (README: Command line).
+    movable = name == OUTPUT and state is not None and state.source.etag
+    if state is None or not state.source.if_range or (moved and not movable):
         how, done = Takeover.UNUSABLE, 0
     elif state.segments is not None:
         how, done = Takeover.SEGMENTED, state.segmented_done
@@ -117,6 +133,8 @@ def _take(name: str, path: Path, is_part: bool, url: str, restart: bool) -> Take
         how, done = Takeover.RESUMED, partial.stat().st_size
     if state is not None:
         state.owner = None  # its job is gone: whichever job resumes it owns it now
+        if how is not Takeover.UNUSABLE:
+            state.source.url = url  # the new URL's answer must still match its ETag
         state.save(state_path(partial))
     return TakenOver(name, path, is_part, how, done)
 

@@ -90,8 +90,10 @@ class DownloadQueueService(QueueControl):
             source: an http(s) URL, or `hf://owner/name[@revision]/path` for a file of a
                 Hugging Face repo, resolved here, once, to the file at the commit its
                 revision names now and verified against the hub's SHA-256.
-            dest: a directory to name the file in (one that exists, or a path ending in
-                `/`), or the file's own path.
+            dest: a directory to name the file in (one that exists, a path ending in `/`,
+                or a path that does not exist and whose last component has no suffix, such
+                as `/tmp/downloads`: created), or the file's own path (`/tmp/model.bin`, or
+                a file that exists).
             priority: lower runs first (README: Priorities).
             access_token: sent as `Authorization: Bearer` to the source's own origin only;
                 default: the origin's `DOWNLOADER_HOST_TOKENS` entry (or the hub's token).
@@ -100,9 +102,10 @@ class DownloadQueueService(QueueControl):
             sha256: the file is verified against it before it takes its final name.
             untrusted: a job from an untrusted caller (the REST API's): its worker refuses
                 private addresses unless `DOWNLOADER_ALLOW_PRIVATE_NETWORKS` is set.
-            download_path: the final path of an earlier job that was stopped: this one
-                resumes its partial file with its first request (a Range request, if the
-                file still has the version the partial was begun on).
+            download_path: the file's final path, named in advance (with `dest` its
+                directory): a name without a suffix stays a file, and the partial file of
+                an earlier job stopped there is resumed with the first request (a Range
+                request, if the file still has the version the partial was begun on).
             mirrors: other URLs of the same file; they take over when the source fails or
                 stalls, and share a segmented download, when their answers match the file
                 (README: Mirrors). The token goes to those on the source's origin only.

@@ -16,7 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 MASK = "[redacted]"
 
@@ -65,6 +65,20 @@ def scrub(text: str) -> str:
         by `MASK`.
     """
     return _book.scrub(text)
+
+
+def shown_url(url: str) -> str:
+    """A URL as a line of output may show it: no user or password, no query (where signed
+    links keep their signatures and tokens), no fragment, and every known token masked.
+
+    Args:
+        url: a job's source or any URL it was sent to.
+
+    Returns:
+        `scheme://host[:port]/path`, scrubbed.
+    """
+    scheme, netloc, path, _, _ = urlsplit(url)
+    return scrub(urlunsplit((scheme, netloc.rpartition("@")[2], path, "", "")))
 
 
 def remember(tokens: Iterable[str | None]) -> None:

@@ -19,7 +19,7 @@ class RetryNotice:
 
     job_id: int
     url: str
-    """The job's source."""
+    """The job's source as a line may show it (`redact.shown_url`: no query, no user)."""
     attempt: int
     """This retry's number, from 1."""
     of: int

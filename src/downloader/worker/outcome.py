@@ -7,14 +7,13 @@ whose members are the very strings Flower showed before they were an enum.
 from __future__ import annotations
 
 from enum import StrEnum
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from downloader.engine.destdir import UnsafeDestinationError
 from downloader.engine.errors import DownloadJobCancelledException
 from downloader.engine.netguard import ForbiddenAddressError
-from downloader.engine.redact import scrub
+from downloader.engine.redact import scrub, shown_url
 from downloader.engine.resolver import HostNotFoundError
 from downloader.engine.transfer import (
     ChecksumMismatchError,
@@ -98,10 +97,5 @@ def failure_of(exc: BaseException) -> Failure:
     kind = next((kind for types, kind in _KINDS if isinstance(exc, types)), FailureKind.OTHER)
     response = getattr(exc, "response", None) if kind is FailureKind.HTTP else None
     status = response.status_code if response is not None else None
-    url = _without_query(response.url) if response is not None and response.url else None
+    url = shown_url(response.url) if response is not None and response.url else None
     return Failure(kind, scrub(str(exc)), status, url)
-
-
-def _without_query(url: str) -> str:
-    scheme, netloc, path, _, _ = urlsplit(url)
-    return scrub(urlunsplit((scheme, netloc.rpartition("@")[2], path, "", "")))

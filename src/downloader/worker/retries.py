@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import requests
 
+from downloader.engine.redact import shown_url
 from downloader.engine.retry import backoff, is_retriable, retry_after
 from downloader.engine.transfer import TransferRequest, TransferResult, fetch
 from downloader.jobs import events as ev
@@ -65,7 +66,7 @@ def fetch_with_retries(
             attempt.app.retry_listeners.tell(
                 RetryNotice(
                     attempt.job_id,
-                    attempt.source,
+                    shown_url(attempt.source),
                     retries,
                     settings.max_retries,
                     delay,

@@ -21,11 +21,12 @@ from collections.abc import AsyncIterator
 
 import anyio
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from fastapi.sse import EventSourceResponse, format_sse_event
 from starlette.types import Receive, Scope, Send
 
 from downloader.api.context import Ctx
+from downloader.api.errors import ApiError, error_response
 from downloader.api.schemas import QueueId
 from downloader.api.streams import EventStreams, Follower, StreamsFull, SubscribeError, frame
 from downloader.store.keys import Keys
@@ -97,8 +98,9 @@ class _EventStream(EventSourceResponse):
     responses={
         200: {"content": {"text/event-stream": {}}},
         503: {
+            "model": ApiError,
             "description": "as many event streams as `DOWNLOADER_API_MAX_EVENT_STREAMS` are "
-            "open, or Redis did not confirm the subscription; try again later"
+            "open, or Redis did not confirm the subscription; try again later",
         },
     },
 )
@@ -111,5 +113,5 @@ async def events(ctx: Ctx, queue_id: QueueId, request: Request) -> Response:
     try:
         follower = await ctx.streams.follow(channel)
     except (StreamsFull, SubscribeError) as exc:
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        return error_response(503, str(exc), headers={"Retry-After": "5"})
     return _EventStream(ctx.streams, follower, ctx.keep_alive, request)

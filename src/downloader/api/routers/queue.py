@@ -33,8 +33,10 @@ from downloader.jobs.transitions import InvalidTransitionError
 
 router = APIRouter(prefix="/api/v1/queue/{queue_id}")
 
-MAX_PAGE = 1000
-"""Items of one page of `list`."""
+MAX_PAGE = 10_000
+"""Items of one page of `list`: a job queue's callers ask for 1,000 and more to get every job
+at once. A page costs O(page) whatever the queue's length (a range of an index, then the
+records in pipelined batches of a thousand); 10,000 items are about 10 MB of JSON."""
 
 
 @router.post(
@@ -45,6 +47,7 @@ MAX_PAGE = 1000
         403: {"description": "`repo`: the hub says the repo is gated"},
         404: {"description": "`repo`: no such repo (or a private one), revision or file"},
         502: {"description": "`repo`: the hub could not answer"},
+        503: {"description": "too few Redis replicas confirmed the jobs: none was queued"},
     },
 )
 def enqueue(ctx: Ctx, queue_id: QueueId, body: EnqueueRequest) -> EnqueueResponse:
@@ -73,7 +76,7 @@ def list_items(
     ctx: Ctx,
     queue_id: QueueId,
     status: Annotated[ApiStatus | None, Query(description="only items in this state")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="items of this page")] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID, description="items to skip")] = 0,
     cursor: Annotated[
         int | None, Query(ge=0, le=MAX_ID, description="`next_cursor` of the previous page")
@@ -111,7 +114,7 @@ def _steer(ctx: Ctx, queue_id: str, item_id: int, steer: Callable[[int], JobReco
     except InvalidTransitionError as exc:
         raise HTTPException(409, str(exc)) from exc
     if record is None:  # removed meanwhile
-        raise HTTPException(404, f"no item {item_id} in queue {queue_id!r}")
+        raise HTTPException(404, queries.NO_ITEM)
     return queries.to_item(record)
 
 
@@ -122,7 +125,7 @@ def cancel_item(ctx: Ctx, queue_id: QueueId, item_id: ItemId) -> Item:
     for. A finished item stays as it is."""
     record = queries.record_or_404(ctx, queue_id, item_id)
     if not record.status.finished and not ctx.admin.cancel(item_id):
-        raise HTTPException(404, f"no item {item_id} in queue {queue_id!r}")  # removed meanwhile
+        raise HTTPException(404, queries.NO_ITEM)  # removed meanwhile
     return _steer(ctx, queue_id, item_id, ctx.admin.await_stopped)
 
 
