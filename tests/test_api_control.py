@@ -51,7 +51,10 @@ def test_rest_pause_resume_answer_the_state_after_and_the_file_is_whole(
 
     refused = api.post(f"{Q}/i/{item['item_id']}/resume")
     assert refused.status_code == 409
-    assert refused.json() == {"detail": f"cannot resume job {item['item_id']}: it has ended"}
+    assert refused.json() == {
+        "detail": f"cannot resume job {item['item_id']}: it has ended",
+        "errors": [],
+    }
     assert api.post(f"{Q}/i/{item['item_id']}/pause").status_code == 409
     assert api.patch(f"{Q}/i/{item['item_id']}", json={"priority": 1}).status_code == 409
 
