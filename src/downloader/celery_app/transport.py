@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from kombu import Connection
+from kombu.connection import resolve_aliases
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 
@@ -120,7 +121,16 @@ TRANSPORT_ALIASES[SENTINEL_TRANSPORT] = f"{__name__}:SentinelTransport"
 
 class BrokerConnection(Connection):
     """A kombu connection that keeps the transport it was made with when it moves on to the
-    next URL of a list (the next sentinel): each names another way to the same broker."""
+    next URL of a list (the next sentinel): each names another way to the same broker.
+
+    Our transports speak Redis as kombu's do, so the connection describes itself as Redis
+    (`as_uri`, `info`: `redis://...`, `sentinel://...`), as kombu describes `pyamqp` as
+    `amqp`. Flower picks its broker reader from that URL's scheme: under our transports'
+    names its `/broker` and `/api/queues/length` answered 404 "'redis' broker is not
+    supported".
+    """
+
+    resolve_aliases = {**resolve_aliases, TRANSPORT: "redis", SENTINEL_TRANSPORT: "sentinel"}
 
     def switch(self, conn_str: str) -> None:
         transport = self.transport_cls
