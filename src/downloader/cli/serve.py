@@ -48,7 +48,8 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
                 "scrape the API's /metrics, which needs the key",
             )
         try:
-            serve(StoreAdmin(runtime.store), args.metrics_port, args.metrics_host)
+            known = runtime.settings.metrics_known_queues
+            serve(StoreAdmin(runtime.store), args.metrics_port, args.metrics_host, known)
         except OSError as exc:  # a port in use, an address not on this machine
             _say("worker", f"cannot serve metrics on {where}: {exc.strerror or exc}")
             return EXIT_USAGE

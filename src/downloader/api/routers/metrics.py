@@ -20,4 +20,6 @@ router = APIRouter(tags=["metrics"])
 def prometheus(ctx: Ctx) -> Response:
     """Jobs by queue and status, jobs ended by outcome, bytes downloaded, retries, job
     durations and live workers, in Prometheus' text format."""
-    return Response(metrics.render(ctx.admin), media_type=metrics.CONTENT_TYPE)
+    settings = ctx.settings
+    body = metrics.render(ctx.admin, settings.metrics_known_queues)
+    return Response(body, media_type=metrics.CONTENT_TYPE)
