@@ -174,6 +174,10 @@ def test_every_job_ends_last_on_sse_and_pubsub(
         DownloadJobStatus.ERROR,
     ]
     assert not jobs[2].cancelled and jobs[3].cancelled
+    dumped = json.loads(jobs[3].model_dump_json())  # the job's JSON says so, not only `error`
+    assert dumped["status"] == "error" and dumped["cancelled"] is True
+    assert all(part["cancelled"] for part in dumped["download_parts"])
+    assert json.loads(jobs[2].model_dump_json())["cancelled"] is False
     worker.close()  # no worker thread publishes any more
     EventPublisher(client, namespace).publish(MARKER, "default", 0)
     for thread in threads:
