@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     redis_wait_timeout: float = Field(
         default=1.0, gt=0, description="seconds a write waits for its replicas"
     )
+    redis_ride_out: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds a Redis command is tried again through a restart or a failover "
+        "(a refused or dropped connection, a primary not yet elected) before it fails",
+    )
     redis_tls_ca_file: Path | None = Field(
         default=None, description="CA certificates that sign Redis's (and the sentinels') TLS"
     )

@@ -6,10 +6,10 @@ task reads the connection and hands each message, formatted once, to every clien
 channel. A client whose backlog is full reads slower than its queue's events come: it is
 dropped (told so in its stream, which ends), so a reader that stalls never makes the process
 hold more. At most `limit` clients at once (`DOWNLOADER_API_MAX_EVENT_STREAMS`); the next
-one is refused with `StreamsFull`. The connection rides out a Redis restart or failover for
-about half a minute (redis-py reconnects, to the new primary, and subscribes its channels
-again); if it breaks for good, every client is told and its stream ends; SSE clients
-reconnect by themselves.
+one is refused with `StreamsFull`. The connection rides out a Redis restart or failover
+for `DOWNLOADER_REDIS_RIDE_OUT` seconds (redis-py reconnects, to the new primary, and
+subscribes its channels again); if it breaks for good, every client is told and its stream
+ends; SSE clients reconnect by themselves.
 """
 
 from __future__ import annotations

@@ -6,10 +6,12 @@ store, so Flower and the broker never see more than a number.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from celery import Task, shared_task
 from celery.signals import worker_ready, worker_shutting_down
+from kombu.exceptions import OperationalError
 
 from downloader.celery_app.app import DownloaderApp
 from downloader.engine.redact import scrub_log_handlers
@@ -44,10 +46,13 @@ def download(self: Task, job_id: int) -> dict[str, object]:
     def tell_flower(current: int, total: int) -> None:
         # A custom task event: Flower shows the task as PROGRESS with these fields. Only for
         # downloads long enough to watch: for small files it would cost more than the bytes.
+        # A notification, as the job's own events are: a broker out of reach (a failover
+        # longer than kombu rides out) loses this one, never the download.
         if time.monotonic() - started >= FLOWER_PROGRESS_AFTER:
-            self.send_event(
-                "task-progress", job_id=job_id, current_bytes=current, total_bytes=total
-            )
+            with contextlib.suppress(OperationalError):
+                self.send_event(
+                    "task-progress", job_id=job_id, current_bytes=current, total_bytes=total
+                )
 
     runtime = self.app.runtime
     outcome = run_download(runtime, job_id, self.request.hostname or "worker", tell_flower)

@@ -23,8 +23,9 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
 
     runtime = app.runtime
     # Reach Redis first: a refused login, a certificate that does not verify or a forbidden
-    # command fails here at once (a Redis still starting is waited for, about half a minute),
-    # rather than in Celery's consumer, which retries a refused login for ever.
+    # command fails here at once (a Redis still starting is waited for, for
+    # `DOWNLOADER_REDIS_RIDE_OUT`), rather than in Celery's consumer, which retries a refused
+    # login for ever.
     runtime.remember_redis()
     argv = [
         "worker",

@@ -20,7 +20,8 @@ import requests
 
 from downloader.client.admin import QueueAdmin
 from downloader.client.enqueue import Enqueuer
-from downloader.client.livejobs import EventBus, LiveJobs
+from downloader.client.following import EventBus
+from downloader.client.livejobs import LiveJobs
 from downloader.config import Settings
 from downloader.jobs.queues import check_queue_id
 from downloader.store.embedded import EmbeddedRedis

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from downloader.client.following import Following, Job
 from downloader.jobs import events as ev
 from downloader.jobs.failure import Failure, FailureKind
 from downloader.jobs.models import (
-    DownloadJob,
     DownloadJobStatus,
     JobVanishedError,
     MultiFileDownloadJob,
@@ -30,12 +30,9 @@ from downloader.store.base import BATCH
 from downloader.store.bus import SUBSCRIBED, Subscription, event_payload
 
 if TYPE_CHECKING:
-    from downloader.client.livejobs import LiveJobs
     from downloader.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-Job = DownloadJob | MultiFileDownloadJob
 
 POLL = 0.5
 """Seconds the listener waits for an event before it looks whether it should stop."""
@@ -58,7 +55,7 @@ _PROGRESS = (ev.DOWNLOAD_PROGRESS, ev.MULTIFILE_PROGRESS)
 class Listener:
     """Applies the events of `live`'s jobs, on the thread that runs `listen`."""
 
-    def __init__(self, live: LiveJobs, app: Runtime) -> None:
+    def __init__(self, live: Following, app: Runtime) -> None:
         self.live = live
         self.app = app
         self.next_look = 0.0

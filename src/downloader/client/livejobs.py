@@ -17,19 +17,16 @@ import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import redis
 
+from downloader.client.following import EventBus, Following, Job
 from downloader.client.listener import Listener, copy_state
-from downloader.jobs.models import DownloadJob, MultiFileDownloadJob
 
 if TYPE_CHECKING:
     from downloader.worker.runtime import Runtime
-
-Job = DownloadJob | MultiFileDownloadJob
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +37,7 @@ _WAKE = json.dumps({"event": "_wake"})
 """Published on the client's own channel: there are new jobs to follow."""
 
 
-class EventBus(Protocol):
-    def emit(self, event_name: str, payload: dict[str, Any]) -> None: ...
-
-
-class LiveJobs:
+class LiveJobs(Following):
     """The jobs one service queued, as live objects, and the thread that keeps them current."""
 
     def __init__(
@@ -54,26 +47,7 @@ class LiveJobs:
         client_channel: str,
         event_bus: EventBus | Callable[[str, dict[str, Any]], None] | None,
     ) -> None:
-        self.namespace = namespace
-        self.queue_id = queue_id
-        self.client_channel = client_channel
-        """This client's own channel: it wakes the listener to follow new jobs at once."""
-        self.event_bus = event_bus
-        self.jobs: dict[int, Job] = {}
-        self.finalised: set[int] = set()
-        self.inferred: set[int] = set()
-        """Finalised from the store because their final event may have been missed."""
-        self.to_follow: list[int] = []
-        """Jobs queued here whose channels the listener has still to subscribe to."""
-        self.awaited: set[int] = set()
-        """Jobs `track` waits to see followed before it lets them be queued."""
-        self.unfollow: list[int] = []
-        """Finished jobs whose channels the listener leaves (it alone touches this list)."""
-        self.watched: deque[int] = deque()
-        """Jobs whose records were written, in the order the listener looks whether their
-        records still exist (`Listener.look_for_vanished`); finished ones drop out as it goes."""
-        self.changed = threading.Condition()
-        self.stopping = threading.Event()
+        super().__init__(namespace, queue_id, client_channel, event_bus)
         self.app: Runtime | None = None
         self.listener: threading.Thread | None = None
 

@@ -70,6 +70,18 @@ class EventPublisher:
         for start in range(0, len(payloads), BATCH):
             self._send(payloads[start : start + BATCH])
 
+    def announce(self, events: Iterable[Announcement]) -> None:
+        """Publish prepared events now, in one round trip (the end of a job whose writes had
+        to reach a replica first: see `worker.ending`)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for event in events:
+            for channel in event.channels:
+                pipe.publish(channel, event.data)
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            log.warning("could not publish a job's end", exc_info=True)
+
     def _send(self, payloads: list[dict[str, Any]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for payload in payloads:

@@ -72,13 +72,26 @@ def transient(error: Exception) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" not in text and "WRONGPASS" not in text
 
 
-def riding_out(retries: int = 20) -> Retry:
-    """Retry a transient failure for about half a minute (a restart, a failover)."""
-    return Retry(ExponentialBackoff(cap=2.0, base=0.05), retries, is_retryable=transient)
+_BACKOFF = ExponentialBackoff(cap=2.0, base=0.05)
+"""Between tries: 0.1 s, doubling to 2 s."""
 
 
-def _async_riding_out(retries: int = 20) -> AsyncRetry:
-    return AsyncRetry(ExponentialBackoff(cap=2.0, base=0.05), retries, is_retryable=transient)
+def retries_within(seconds: float) -> int:
+    """How many tries with `_BACKOFF` between them span about `seconds`."""
+    tries, spent = 0, 0.0
+    while spent < seconds:
+        tries += 1
+        spent += _BACKOFF.compute(tries)
+    return tries
+
+
+def riding_out(seconds: float) -> Retry:
+    """Retry a transient failure for about `seconds` (a restart, a failover)."""
+    return Retry(_BACKOFF, retries_within(seconds), is_retryable=transient)
+
+
+def _async_riding_out(seconds: float) -> AsyncRetry:
+    return AsyncRetry(_BACKOFF, retries_within(seconds), is_retryable=transient)
 
 
 @dataclass(frozen=True)
@@ -238,10 +251,12 @@ class RedisTarget:
 
     def riding_client(self, **options: Any) -> redis.Redis:
         """The client of a process's long work: it rides out a restart or a failover."""
-        return self.client(health_check_interval=30, retry=riding_out(), **options)
+        ride_out = self.settings.redis_ride_out
+        return self.client(health_check_interval=30, retry=riding_out(ride_out), **options)
 
     def riding_async_client(self) -> aredis.Redis:
-        return self.async_client(health_check_interval=30, retry=_async_riding_out())
+        ride_out = self.settings.redis_ride_out
+        return self.async_client(health_check_interval=30, retry=_async_riding_out(ride_out))
 
     # -- Celery and kombu ---------------------------------------------------------------------
 

@@ -98,15 +98,15 @@ class Durability:
                 "set DOWNLOADER_REDIS_MIN_REPLICAS=0 to queue without them"
             )
 
-    def settle(self, what: str) -> None:
+    def settle(self, what: str) -> bool:
         """Wait for the replicas after a write that cannot be taken back (a job's end): a
         shortfall is logged, and a failover within it may bring the job back to be run again
-        (its file is then reused from its stamp)."""
+        (its file is then reused from its stamp). Answers whether the replicas confirmed."""
         try:
             acked, needed = self.wait()
         except redis.RedisError as exc:
             log.warning("%s: could not wait for the replicas: %s", what, exc)
-            return
+            return False
         if acked < needed:
             log.warning(
                 "%s: only %d of %d Redis replica(s) confirmed within %g s",
@@ -115,3 +115,5 @@ class Durability:
                 needed,
                 self.timeout_ms / 1000,
             )
+            return False
+        return True

@@ -25,6 +25,9 @@ from downloader.worker.attempt import Attempt, job_root, log
 from downloader.worker.hooks import JobHooks
 from downloader.worker.outcome import Outcome, error_type, failure_of
 
+END_REWRITES = 3
+"""Times an end the replicas did not confirm is written again before it is announced."""
+
 
 class JobEnd:
     """Ends one attempt, and knows the files its job may own."""
@@ -113,19 +116,34 @@ class JobEnd:
 
     def end(self, status: DownloadJobStatus, events: list[Announcement], **fields: Any) -> None:
         """End the attempt in one round trip: the job's status and `fields`, the lease and the
-        path reservations released, then `events` published."""
+        path reservations released, then `events` published.
+
+        With replicas to wait for, the end is announced only once one has it: an end that a
+        failover lost was never heard of, so the job, run again, ends once in everyone's
+        eyes. An end the replicas did not confirm is written again where the primary is now
+        (it changes nothing where it had arrived) before it is announced."""
         attempt = self.attempt
+        app = attempt.app
         if attempt.keeper is not None:
             attempt.keeper.done.set()  # before the lease goes, so the renewer does not miss it
-        recorded = attempt.app.store.finish(
-            attempt.job_id,
-            status,
-            owner=attempt.owner,
-            paths=[self.reservations.key(path) for path in self.final_paths()],
-            events=events,
-            **fields,
-        )
-        attempt.app.durability.settle(f"end of job {attempt.job_id}")
+        deferred = app.durability.needed() > 0
+        paths = [self.reservations.key(path) for path in self.final_paths()]
+
+        def finish(events: list[Announcement]) -> bool:
+            return app.store.finish(
+                attempt.job_id, status, owner=attempt.owner, paths=paths, events=events, **fields
+            )
+
+        recorded = finish([] if deferred else events)
+        what = f"end of job {attempt.job_id}"
+        if deferred:
+            for _ in range(END_REWRITES):
+                if app.durability.settle(what):
+                    break
+                recorded = finish([])
+            app.publisher.announce(events)
+        else:
+            app.durability.settle(what)
         if not recorded:
             log.warning(
                 "job %s ended %s, but its record is gone from Redis: nobody hears of its end",

@@ -8,6 +8,7 @@ exception raised into the transfer, which the runner turns into the attempt's en
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -16,10 +17,13 @@ from downloader.engine.errors import DownloadJobCancelledException
 from downloader.engine.transfer import TransferHooks, TransferResult
 from downloader.jobs import events as ev
 from downloader.jobs.models import JobVanishedError
+from downloader.store.connection import is_redis_error, transient
 from downloader.store.lifecycle import Standing
 from downloader.worker import parents
 from downloader.worker.attempt import Attempt, LeaseLost, WorkerStopping
 from downloader.worker.throttle import Throttle
+
+log = logging.getLogger(__name__)
 
 
 class JobHooks:
@@ -37,7 +41,12 @@ class JobHooks:
         self.started_published = False
 
     def for_transfer(self) -> TransferHooks:
-        return TransferHooks(started=self.started, progress=self.progress, check=self.check)
+        return TransferHooks(started=self.starting, progress=self.progress, check=self.check)
+
+    def starting(self, result: TransferResult) -> None:
+        """`started`, from inside the transfer: a start Redis cannot take yet is stored with
+        the job's end instead (`ending`), and no progress goes out before it."""
+        self.look(lambda: self.started(result))
 
     def started(self, result: TransferResult) -> None:
         """Store the path and headers the first answer gave, and publish download_started
@@ -75,9 +84,9 @@ class JobHooks:
         attempt = self.attempt
         store = attempt.app.store
         if self.started_published:
-            self.heed(store.report_progress(attempt.job_id, current, total))
+            self.heed(self.look(lambda: store.report_progress(attempt.job_id, current, total)))
         else:
-            self.heed(store.standing(attempt.job_id))
+            self.heed(self.look(lambda: store.standing(attempt.job_id)))
         if attempt.app.stopping.is_set() and not (total and current >= total):
             raise WorkerStopping  # a download whose last byte is in finishes instead
         keeper = attempt.keeper
@@ -85,6 +94,19 @@ class JobHooks:
             if keeper.gone:
                 self.gone()
             raise LeaseLost
+
+    def look(self, call: Callable[[], Standing | None]) -> Standing:
+        """A look at (or a report of) the job from inside its transfer, which Redis out of
+        reach for longer than its client rides out (a slow failover) must not fail: the look
+        is skipped and the transfer goes on. The lease keeper decides whether the job is
+        still this attempt's, and the job's end, which must be stored, waits for Redis."""
+        try:
+            return call() or Standing.GO_ON
+        except Exception as exc:
+            if not (is_redis_error(exc) and transient(exc)):
+                raise
+            log.warning("job %s: cannot reach Redis (%s); going on", self.attempt.job_id, exc)
+            return Standing.GO_ON
 
     def heed(self, standing: Standing) -> None:
         """Stop the attempt if its job was cancelled or is gone from Redis."""
@@ -109,8 +131,10 @@ class JobHooks:
         # watchdog's first look.
         if time.monotonic() - self.last_report >= self.attempt.app.settings.progress_interval:
             self.check(current, total)
-        if total and current >= total:
-            return  # the last byte's progress goes out with the job's end, in the same call
+        if (total and current >= total) or not self.started_published:
+            # The last byte's progress goes out with the job's end, in the same call; none
+            # goes out before the start is stored.
+            return
         if self.throttle.ready(current, total):
             self.attempt.publish(ev.DOWNLOAD_PROGRESS, **self.progress_fields(current, total))
             self.progressed(current, total)
@@ -128,7 +152,7 @@ class JobHooks:
         """After a progress event: the parent's summed progress, and the task's listener."""
         parent_id = self.attempt.record.parent_id
         if parent_id is not None:
-            parents.part_progressed(self.attempt.app, parent_id)
+            self.look(lambda: parents.part_progressed(self.attempt.app, parent_id))
         if self.listener is not None:
             self.listener(current, total)
 
@@ -142,6 +166,6 @@ class JobHooks:
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             time.sleep(min(left, app.settings.progress_interval or 0.25))
-            self.heed(app.store.standing(self.attempt.job_id))
+            self.heed(self.look(lambda: app.store.standing(self.attempt.job_id)))
             if app.stopping.is_set():
                 raise WorkerStopping

@@ -23,7 +23,7 @@ from downloader.engine.transfer import TransferRequest
 from downloader.hub.headers import explain_refusal, linked_sha256
 from downloader.jobs.models import DownloadJobCancelledException, JobVanishedError
 from downloader.jobs.record import JobRecord
-from downloader.store.lifecycle import ClaimResult
+from downloader.store.lifecycle import Claim, ClaimResult
 from downloader.store.reservations import Reservations
 from downloader.worker import parents
 from downloader.worker.attempt import Attempt, LeaseLost, WorkerStopping, job_root
@@ -160,7 +160,7 @@ def run_download(
         What became of it.
     """
     owner = attempt_owner(worker)
-    claim = app.store.claim(job_id, owner, app.settings.lease_seconds)
+    claim = durable_claim(app, job_id, owner)
     if claim.record is None:
         return Outcome.MISSING
     outcome = JobRun(app, claim.record, owner, claim.token, on_progress).after_claim(claim.result)
@@ -168,6 +168,27 @@ def run_download(
     if parent_id is not None and outcome.ends_the_job:
         parents.settle(app, parent_id)
     return outcome
+
+
+CLAIM_RETAKES = 3
+"""Times a claim the replicas did not confirm is taken again before the attempt goes on."""
+
+
+def durable_claim(app: Runtime, job_id: int, owner: str) -> Claim:
+    """Claim the job; with replicas, go on only once one has the claim. A claim a failover
+    lost would let a second worker claim the job on the new primary and fetch it too: so an
+    unconfirmed claim is taken again where the primary is now (by the same owner it is the
+    same claim; if another attempt holds the job there, this one steps aside)."""
+    claim = app.store.claim(job_id, owner, app.settings.lease_seconds)
+    if claim.result is not ClaimResult.CLAIMED or not app.durability.needed():
+        return claim
+    for _ in range(CLAIM_RETAKES):
+        if app.durability.settle(f"claim of job {job_id}"):
+            break
+        claim = app.store.claim(job_id, owner, app.settings.lease_seconds)
+        if claim.result is not ClaimResult.CLAIMED:
+            break
+    return claim
 
 
 def tidy_cancelled(app: Runtime, job_id: int, worker: str) -> Outcome:

@@ -72,7 +72,7 @@ class Runtime:
     @cached_property
     def redis(self) -> redis.Redis:
         """The client of the job store and events; it rides out a Redis restart or a failover
-        by retrying each command for about half a minute before giving up."""
+        by retrying each command for `DOWNLOADER_REDIS_RIDE_OUT` seconds before giving up."""
         return self.target.riding_client()
 
     @cached_property
