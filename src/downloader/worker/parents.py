@@ -121,16 +121,16 @@ def _settle_failed(app: Runtime, parent: JobRecord) -> None:
     else:
         failure = cancellation(parent.id)
         end = _event(app, ev.MULTIFILE_CANCELLED, parent)
-    if app.store.finish_once(
-        parent.id,
+    _end(
+        app,
+        parent,
         DownloadJobStatus.ERROR,
-        events=[end],
+        [end],
         cancelled=not failed,
         error_type=error_type,
         error=error,
         failure=failure,
-    ):
-        app.durability.settle(f"end of multi-file job {parent.id}")
+    )
 
 
 def _settle_completed(app: Runtime, parent: JobRecord) -> None:
@@ -149,8 +149,26 @@ def _settle_completed(app: Runtime, parent: JobRecord) -> None:
         ),
         _event(app, ev.MULTIFILE_COMPLETE, parent, download_path=path, total_bytes=total, **counts),
     ]
-    if app.store.finish_once(parent.id, DownloadJobStatus.COMPLETED, events=events):
-        app.durability.settle(f"end of multi-file job {parent.id}")
+    _end(app, parent, DownloadJobStatus.COMPLETED, events)
+
+
+def _end(
+    app: Runtime,
+    parent: JobRecord,
+    status: DownloadJobStatus,
+    events: list[Announcement],
+    **fields: Any,
+) -> None:
+    """End the parent once, its end told by the one caller that ended it: in the same script
+    as the write, or, with replicas to wait for, once they have it (as `worker.ending` does
+    for a single job). A progress checks the parent's state in its own script, so whichever
+    way, none goes out after the end."""
+    deferred = app.durability.needed() > 0
+    if not app.store.finish_once(parent.id, status, events=[] if deferred else events, **fields):
+        return
+    app.durability.settle(f"end of multi-file job {parent.id}")
+    if deferred:
+        app.publisher.announce(events)
 
 
 def cancel(app: Runtime, parent: JobRecord) -> None:
