@@ -132,6 +132,11 @@ class BrokerConnection(Connection):
 
     resolve_aliases = {**resolve_aliases, TRANSPORT: "redis", SENTINEL_TRANSPORT: "sentinel"}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its own transport's name (kombu pickles the described one, which
+        would bring back the stock transport)."""
+        return self.__class__, tuple(dict(self._info(resolve=False)).values()), None
+
     def switch(self, conn_str: str) -> None:
         transport = self.transport_cls
         super().switch(conn_str)
