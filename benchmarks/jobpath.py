@@ -3,6 +3,13 @@ a profile, for 1,000 x 64 KiB over two `downloader worker -c 8`, with aria2c -j1
 run as the reference. Not a test: prints figures (the numbers in benchmarks/README.md).
 
     python benchmarks/jobpath.py [--jobs 1000] [--repeats 3] [--strace] [--py-spy FILE]
+    python benchmarks/jobpath.py --floor [--jobs 1000] [--py-spy FILE]
+
+`--floor` (issue 22) runs on a private `redis-server`: the floors first (a no-op task through
+two bare `celery worker -P threads -c 8 -E`, and a one-thread `requests` loop GETting and
+writing each file), then the full job path; it prints the CPU per job of each, the difference,
+the Redis commands per job of each (`INFO commandstats`), and the job path's commands sorted by
+what they are for (Redis MONITOR, in a run of its own since MONITOR slows Redis down).
 
 `--strace` counts the workers' `sendto` calls (`strace -f -c`): every Redis round trip sends
 once and so does each HTTP request, so sendto per job minus one is Redis round trips per job;
@@ -29,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.bench import floor
 from benchmarks.bench.case_small_files import queue_small, small_with_aria2
 from benchmarks.bench.config import QUICK, KiB
 from benchmarks.bench.context import Context, delete_namespace_keys
@@ -38,24 +46,36 @@ from benchmarks.bench.processes import Processes
 from benchmarks.bench.tools import find_tools
 from benchmarks.bench.workers import workers
 
-# Where a GIL-holding sample is counted: the first frame (from the leaf up) that matches.
+# Where a GIL-holding sample is counted: the first group (in this order) that any frame of its
+# stack matches, so the job path's steps come before the libraries they call, and the HTTP
+# GET (a floor) before the step that makes it.
 PROFILE_GROUPS = (
-    ("downloader job store (store.py)", ("(downloader/store.py",)),
-    ("downloader events (events.py)", ("(downloader/events.py",)),
-    ("downloader transfer", ("(downloader/transfer.py", "(downloader/filestate.py")),
+    ("logging", ("(logging/",)),
+    ("Celery results", ("(celery/backends/",)),
+    ("Celery task events", ("(celery/events/", "tell_flower (")),
+    ("requests, urllib3, http.client", ("(requests/", "(urllib3/", "(http/client.py")),
+    ("claim", ("claim (downloader/store/lifecycle.py",)),
+    ("start", ("start_once (", "update (downloader/store/lifecycle.py")),
+    ("progress", ("report_progress (", "(downloader/engine/watchdog.py")),
+    ("end", ("(downloader/worker/ending.py", "finish (downloader/store/lifecycle.py")),
+    ("events", ("(downloader/store/bus.py",)),
+    ("leases", ("(downloader/worker/leases.py", "renew_many (")),
+    ("reservations", ("(downloader/store/reservations.py",)),
+    ("stamps", ("(downloader/engine/versions.py", "(downloader/engine/filestate.py")),
+    ("transfer (engine)", ("(downloader/engine/",)),
+    ("custom consumer", ("_flush_events (", "_flush_now (")),
+    ("kombu: ack (Celery's late ack)", ("QoS.ack (",)),
     ("downloader other", ("(downloader/",)),
     ("redis-py", ("(redis/",)),
     ("kombu", ("(kombu/",)),
     ("celery", ("(celery/", "(billiard/")),
-    ("requests, urllib3, http.client", ("(requests/", "(urllib3/", "(http/client.py")),
-    ("logging", ("(logging/",)),
     ("json", ("(json/",)),
     ("threading, socket, ssl", ("(threading.py", "(socket.py", "(selectors.py")),
 )
 
 
 def make_context(procs: Processes, work: Path, jobs: int) -> Context:
-    (work / "logs").mkdir()
+    (work / "logs").mkdir(exist_ok=True)
     root = work / "origin"
     (root / "small").mkdir(parents=True)
     tiny = write_random(root, "tiny.bin", KiB)
@@ -81,7 +101,16 @@ def start_probe(args: argparse.Namespace, pids: list[int], work: Path) -> subpro
         for pid in pids:
             command += ["-p", str(pid)]
     elif args.py_spy:
-        command = ["py-spy", "record", "--gil", "--format", "raw", "-r", "200"]
+        spy = Path(sys.executable).parent / "py-spy"  # pip's py-spy, beside the venv's python
+        command = [
+            str(spy) if spy.exists() else "py-spy",
+            "record",
+            "--gil",
+            "--format",
+            "raw",
+            "-r",
+            "200",
+        ]
         command += ["-o", str(args.py_spy), "-p", str(pids[0])]
     else:
         return None
@@ -90,14 +119,19 @@ def start_probe(args: argparse.Namespace, pids: list[int], work: Path) -> subpro
     return probe
 
 
-def stop_probe(probe: subprocess.Popen | None, args: argparse.Namespace, work: Path) -> str:
+def stop_probe(
+    probe: subprocess.Popen | None,
+    args: argparse.Namespace,
+    work: Path,
+    cpu_ms: float | None = None,
+) -> str:
     if probe is None:
         return ""
     probe.send_signal(signal.SIGINT)
     probe.wait(60)
     if args.strace:
         return (work / "st").read_text()
-    return summarise_profile(Path(args.py_spy))
+    return summarise_profile(Path(args.py_spy), cpu_ms)
 
 
 def sendto_calls(strace_summary: str) -> int:
@@ -117,7 +151,12 @@ def idle_sendto_rate(pids: list[int], work: Path) -> float:
     return sendto_calls(stop_probe(probe, args, work)) / 10
 
 
-def summarise_profile(path: Path) -> str:
+# The frames every sample of a worker's main thread has (the process and the consumer's
+# loop): not counted as "downloader other".
+SKELETON = ("(downloader/cli/", "(downloader/__main__.py", "Consumer.start (")
+
+
+def summarise_profile(path: Path, cpu_ms: float | None = None) -> str:
     """Share of the GIL-holding samples per group, and the heaviest downloader frames."""
     groups: collections.Counter[str] = collections.Counter()
     ours: collections.Counter[str] = collections.Counter()
@@ -126,24 +165,112 @@ def summarise_profile(path: Path) -> str:
         stack, _, count = line.rpartition(" ")
         samples = int(count)
         total += samples
-        frames = stack.split(";")
-        for frame in reversed(frames):
-            group = next(
-                (name for name, marks in PROFILE_GROUPS if any(m in frame for m in marks)), None
-            )
-            if group:
-                groups[group] += samples
-                break
-        else:
-            groups["other"] += samples
+        frames = [f for f in stack.split(";") if not any(m in f for m in SKELETON)]
+        group = next(
+            (
+                name
+                for name, marks in PROFILE_GROUPS
+                if any(m in frame for frame in frames for m in marks)
+            ),
+            "other",
+        )
+        groups[group] += samples
         seen = {f.split(":")[0] + ")" for f in frames if "(downloader/" in f}
         for name in seen:
             ours[name] += samples
-    lines = [f"{total} samples holding the GIL"]
-    lines += [f"  {n / total:6.1%}  {name}" for name, n in groups.most_common()]
+    lines = [f"{total} samples holding the GIL" + (", ms per job by share" if cpu_ms else "")]
+    lines += [
+        f"  {n / total:6.1%}  " + (f"{n / total * cpu_ms:5.2f} ms  " if cpu_ms else "") + name
+        for name, n in groups.most_common()
+    ]
     lines.append("inclusive, downloader functions:")
     lines += [f"  {n / total:6.1%}  {name}" for name, n in ours.most_common(14)]
     return "\n".join(lines)
+
+
+def per_job(calls: dict[str, int], jobs: int) -> str:
+    """Redis commands per job, the most frequent first."""
+    ranked = sorted(calls.items(), key=lambda kv: -kv[1])
+    total = sum(calls.values()) / jobs
+    return f"{total:.1f}: " + ", ".join(f"{k} {v / jobs:.2f}" for k, v in ranked if v >= jobs / 20)
+
+
+def floor_run(args: argparse.Namespace, procs: Processes, work: Path) -> None:
+    """The floors and the job path on one private Redis, then the job path's commands by use."""
+    global REDIS_URL
+    REDIS_URL, _ = floor.start_redis(procs, work)
+    ctx = make_context(procs, work, args.jobs)
+    celery = floor.celery_floor(procs, work, REDIS_URL, args.jobs)
+    print(
+        f"floor, bare Celery no-op task (2 x -P threads -c 8 -E):"
+        f" {args.jobs / celery['seconds']:.1f}"
+        f" tasks/s, worker CPU {celery['cpu_ms']:.2f} ms per task; Redis commands per task"
+        f" {per_job(celery['calls'], args.jobs)}",
+        flush=True,
+    )
+    dest = work / "floor-tasks"
+    dest.mkdir()
+    pairs = [(ctx.origin.url(s.name), str(dest / f"f{i}")) for i, s in enumerate(ctx.files.small)]
+    both = floor.celery_floor(procs, work, REDIS_URL, args.jobs, fetches=pairs)
+    shutil.rmtree(dest)
+    print(
+        f"both floors in one Celery task (GET + write in the task): {both['cpu_ms']:.2f} ms per"
+        " task",
+        flush=True,
+    )
+    get = floor.requests_floor(
+        lambda i: ctx.origin.url(ctx.files.small[i].name), work / "floor-dest", args.jobs
+    )
+    shutil.rmtree(work / "floor-dest")
+    print(
+        f"floor, requests GET + write loop: {args.jobs / get['seconds']:.1f} files/s,"
+        f" CPU {get['cpu_ms']:.2f} ms per file",
+        flush=True,
+    )
+    sync = floor.fsync_cost(ctx.dest_root / "fsync", min(args.jobs, 300), 64 * KiB)
+    print(
+        "durability, 64 KiB written and renamed, ms per file: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in sync.items()),
+        flush=True,
+    )
+    shutil.rmtree(ctx.dest_root / "fsync")
+    floor_ms = celery["cpu_ms"] + get["cpu_ms"]
+    with workers(ctx, "jp", count=2) as worker:
+        pids = [p.pid for p in worker.processes]
+        # The RSS samplers walk every process of the machine 20 times a second, in this
+        # process: they would be counted as the client's CPU. No RSS is reported here.
+        for sampler in worker.samplers:
+            sampler.stopped.set()
+        for repeat in range(args.repeats):
+            probe = start_probe(args, pids, work)
+            calls0 = floor.command_calls(REDIS_URL)
+            run = queue_small(ctx, worker, verify=repeat == 0)
+            calls = floor.calls_between(calls0, floor.command_calls(REDIS_URL))
+            workers_ms = run["cpu"]["workers"] / args.jobs * 1000
+            report = stop_probe(probe, args, work, workers_ms)
+            others = ", ".join(
+                f"{k} {v / args.jobs * 1000:.2f}" for k, v in run["cpu"].items() if k != "workers"
+            )
+            print(
+                f"job path, two workers -c 8: {args.jobs / run['seconds']:.1f} files/s; worker CPU"
+                f" {workers_ms:.2f} ms per job = floor {floor_ms:.2f} + {workers_ms - floor_ms:.2f}"
+                f" above it ({workers_ms / floor_ms:.2f}x the floor); others, ms per job:"
+                f" {others}",
+                flush=True,
+            )
+            print(f"  Redis commands per job {per_job(calls, args.jobs)}", flush=True)
+            if report:
+                print(report, flush=True)
+        with floor.Monitor(REDIS_URL) as monitor:
+            queue_small(ctx, worker, verify=False)
+            sides = floor.sides({"worker": pids, "client": [os.getpid()]})
+        print(
+            "job path, Redis commands per job by what they are for (a MONITOR run;"
+            " `in` = run inside that script, no round trip of its own):"
+        )
+        for (side, name), count in sorted(monitor.by(sides).items(), key=lambda kv: -kv[1]):
+            if count >= args.jobs / 50:
+                print(f"  {count / args.jobs:6.2f}  {side:7} {name}")
 
 
 def main() -> int:
@@ -153,8 +280,18 @@ def main() -> int:
     parser.add_argument("--strace", action="store_true")
     parser.add_argument("--py-spy", type=Path, default=None)
     parser.add_argument("--no-aria2", action="store_true")
+    parser.add_argument("--floor", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dl-jobpath-"))
+    if args.floor:
+        procs = Processes([work])
+        (work / "logs").mkdir()
+        try:
+            floor_run(args, procs, work)
+        finally:
+            procs.stop_all()
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
     procs = Processes([work])
     ctx = make_context(procs, work, args.jobs)
     try:

@@ -1,4 +1,5 @@
-"""A real HTTP origin for the tests, on 127.0.0.1: Range, HEAD, redirects, names, auth, errors.
+"""A real HTTP origin for the tests, on 127.0.0.1 (or another loopback address, such as
+127.0.0.2, for a second host): Range, HEAD, redirects, names, auth, errors.
 
 Routes (`name` is a file registered with `add`):
 - `/files/<name>`: the bytes, with `Accept-Ranges`, a strong ETag and 206 for a Range.
@@ -25,7 +26,9 @@ from then on), each with its own ETag. `If-None-Match` with the current ETag get
 Every request is logged in `requests` as (method, path, headers); `served` counts the body
 bytes sent per path. `gate`, when set, sees
 every request (logged request, query) first and may refuse it: it answers (status, headers)
-or None to let it through (the hub tests' CDN checks signed URLs with it).
+or None to let it through (the hub tests' CDN checks signed URLs with it). `active` counts the
+GETs being answered now and `peak` the most at once (a GET counts until its last byte is
+sent), to check a cap on concurrent connections.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +52,10 @@ class LoggedRequest:
     method: str
     path: str
     headers: dict[str, str]
+    began: float = 0.0
+    """When the request came in (monotonic seconds)."""
+    ended: float | None = None
+    """When a GET's last byte went out (None: not yet, or not a GET)."""
     served: int = 0
     """Body bytes this request was sent (a client that hung up may still be counted a piece
     more than it read: compare the requests a run made, not totals read while others run)."""
@@ -55,6 +64,8 @@ class LoggedRequest:
 Refusal = tuple[int, dict[str, str]]
 """A status and headers to answer instead of the file."""
 
+
+MiB = 1 << 20
 
 DIGEST_HEADERS = {"repr": "Repr-Digest", "legacy": "Digest", "amz": "x-amz-checksum-sha256"}
 
@@ -65,7 +76,7 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class Origin:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.files: dict[str, bytes] = {}
         self.requests: list[LoggedRequest] = []
         self.token = "s3cret-token"
@@ -76,13 +87,16 @@ class Origin:
         self.served: dict[str, int] = {}
         self._held: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
-        self.server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
+        self.active = 0
+        self.peak = 0
+        self.host = host
+        self.server = _QuietServer((host, 0), _handler_for(self))
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"http://{self.host}:{self.server.server_address[1]}"
 
     def url(self, route: str) -> str:
         return f"{self.base}{route}"
@@ -117,6 +131,12 @@ class Origin:
                 r for r in self.requests if r.method == "GET" and r.path.startswith(path_prefix)
             ]
 
+    def answering(self, change: int) -> None:
+        """A GET begins (+1) or has sent its last byte (-1)."""
+        with self._lock:
+            self.active += change
+            self.peak = max(self.peak, self.active)
+
     def hold(self, key: str) -> threading.Event:
         with self._lock:
             return self._held.setdefault(key, threading.Event())
@@ -150,12 +170,26 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
             self.handle_request(body=False)
 
         def do_GET(self) -> None:
-            self.handle_request(body=True)
+            self.counted = True
+            origin.answering(+1)
+            try:
+                self.handle_request(body=True)
+            finally:
+                self.done()
+
+        def done(self) -> None:
+            """The GET's last byte is out: it no longer counts as being answered."""
+            if getattr(self, "counted", False):
+                self.counted = False
+                self.logged.ended = time.monotonic()
+                origin.answering(-1)
 
         def handle_request(self, body: bool) -> None:
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            logged = self.logged = LoggedRequest(self.command, url.path, dict(self.headers.items()))
+            logged = self.logged = LoggedRequest(
+                self.command, url.path, dict(self.headers.items()), began=time.monotonic()
+            )
             seen = origin.log(logged, self.path)
             refusal = origin.gate(logged, query) if origin.gate is not None else None
             if refusal is not None:
@@ -253,17 +287,38 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
                     self.connection.shutdown(2)
                     return
                 if not rate:
-                    self.wfile.write(payload)
-                    origin.count(self.logged, len(payload))
+                    for offset in range(0, len(payload), MiB):  # a hang-up is seen at once
+                        if offset and self.client_gone(0):
+                            return
+                        self.wfile.write(payload[offset : offset + MiB])
+                        origin.count(self.logged, len(payload[offset : offset + MiB]))
                     return
                 piece = max(1, rate // 20)
                 for offset in range(0, len(payload), piece):
                     self.wfile.write(payload[offset : offset + piece])
                     self.wfile.flush()
                     origin.count(self.logged, len(payload[offset : offset + piece]))
-                    time.sleep(piece / rate)
+                    if offset + piece >= len(payload):
+                        self.done()  # before the pause: the client has it all
+                    if self.client_gone(piece / rate):
+                        self.done()  # it hung up: the connection no longer counts
+                        return
             except OSError:
                 pass
+
+        def client_gone(self, seconds: float) -> bool:
+            """Wait `seconds` (the pace of a slow answer), or less when the client hangs up:
+            answers whether it did."""
+            readable, _, _ = select.select([self.connection], [], [], seconds)
+            if not readable:
+                return False
+            try:
+                if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+            except OSError:
+                return True
+            time.sleep(seconds)  # it sent more (a next request): keep the pace
+            return False
 
         def send_gzip(self, data: bytes, query: dict[str, str], body: bool) -> None:
             payload = gzip.compress(data, mtime=0)

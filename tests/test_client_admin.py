@@ -61,7 +61,8 @@ def test_the_admin_pages_lists_prunes_and_clears_any_queue(
 
         assert admin.queue_names() == ["ran"]
         assert admin.counts("ran") == {
-            "waiting": 1, "running": 0, "completed": 1, "error": 2, "cancelled": 1, "total": 4
+            "waiting": 1, "running": 0, "paused": 0, "completed": 1, "error": 2, "cancelled": 1,
+            "total": 4
         }  # fmt: skip
         assert admin.page_ids("ran", FAILED) == [bad.id]  # a cancelled job is in `error` too
         assert admin.page_ids("ran", "cancelled") == [cancelled.id]

@@ -709,7 +709,7 @@ def test_the_queue_list_pages_through_every_queue_in_bounded_steps(
             break
     assert sorted(listed) == names and pages >= 3
     assert answer["default_queue"] == "default"
-    assert listed["q007"]["paused"] is True and listed["q008"]["paused"] is False
+    assert listed["q007"]["is_paused"] is True and listed["q008"]["is_paused"] is False
     assert {(q["pending"], q["total"]) for q in listed.values()} == {(1, 1)}
     assert api.get("/api/v1/queues?limit=0").status_code == 422
     assert api.get("/api/v1/queues?limit=1001").status_code == 422
@@ -769,3 +769,33 @@ def test_screenshots(page: Page, fleet: Fleet, spawn_worker: Callable[..., Worke
     row(page, 1).locator("button[data-action=details]").click()
     expect(page.locator("#job-dialog")).to_be_visible()
     page.locator("#job-dialog").screenshot(path=out / "page-job.png")
+
+
+# -- the fleet's limits ------------------------------------------------------------------------
+
+
+def test_the_limits_panel_shows_and_sets_the_fleets_limits(page: Page, bare: Fleet) -> None:
+    open_page(page, bare)
+    expect(page.locator("#limits-fleet")).to_have_text(
+        "fleet bandwidth unlimited; 16 connections per host not named"
+    )
+    page.fill("#limits-host", "huggingface.co")
+    page.fill("#limits-connections", "8")
+    page.fill("#limits-bandwidth", "100MiB")
+    page.click("#limits-form button[type=submit]")
+    row = page.locator("#limits tr[data-host='huggingface.co']")
+    expect(row.locator(".connections")).to_have_text("8")
+    expect(row.locator(".bandwidth")).to_have_text("100.0 MiB/s")
+    expect(row.locator(".in-use")).to_have_text("0")
+    hosts = bare.rest("GET", "/api/v1/limits")["limits"]["hosts"]
+    assert hosts["huggingface.co"] == {
+        "connections": 8,
+        "bandwidth": 100 * MiB,
+        "requests_per_second": None,
+    }
+    page.fill("#limits-host", "")
+    page.fill("#limits-connections", "")
+    page.fill("#limits-bandwidth", "fast")
+    page.click("#limits-form button[type=submit]")
+    expect(page.locator("#limits-message")).to_contain_text("not a rate: 'fast'")
+    assert bare.rest("GET", "/api/v1/limits")["limits"]["bandwidth"] == 0

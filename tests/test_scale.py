@@ -334,6 +334,7 @@ def test_worker_metrics_listen_on_loopback_unless_told_otherwise(
     assert listening == {bound}
     answer = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
     assert answer.status_code == 200 and "downloader_jobs" in answer.text
+    assert 'downloader_host_connections{host="other"}' in answer.text  # per host too
     outside = _outside_address()
     if outside is not None:
         assert _refused_connection(outside, port) == (bound == "127.0.0.1")

@@ -22,12 +22,14 @@ if TYPE_CHECKING:
         MultiFileDownloadJob,
         RemoteModelFile,
     )
+    from downloader.jobs.transitions import InvalidTransitionError
     from downloader.store.durability import NotReplicatedError
 
 _HOMES = {
     "DownloadJob": "downloader.jobs.models",
     "DownloadJobCancelledException": "downloader.jobs.models",
     "DownloadJobStatus": "downloader.jobs.models",
+    "InvalidTransitionError": "downloader.jobs.transitions",
     "JobVanishedError": "downloader.jobs.models",
     "MultiFileDownloadJob": "downloader.jobs.models",
     "NotReplicatedError": "downloader.store.durability",
@@ -42,6 +44,7 @@ __all__ = [
     "DownloadJobCancelledException",
     "DownloadJobStatus",
     "DownloadQueueService",
+    "InvalidTransitionError",
     "JobVanishedError",
     "MultiFileDownloadJob",
     "NotReplicatedError",

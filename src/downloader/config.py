@@ -13,6 +13,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from downloader.engine.origins import Origin, configured_origin, origin, shown
+from downloader.jobs.limits import DEFAULT_HOST_CONNECTIONS, HostLimit, Limits, Rate, host_limits
 from downloader.jobs.models import bearer_token
 from downloader.jobs.queues import QUEUE_ID_RULE, check_queue_id
 
@@ -123,6 +124,27 @@ class Settings(BaseSettings):
         description='mirrors of the hub, JSON: ["https://hf-mirror.example"]; hub files also '
         "come from `resolve/<commit>/<path>` on each, verified by the hub's hash",
     )
+    bandwidth: Rate = Field(
+        default=0,
+        description="download bandwidth of the whole fleet (every worker and get of this Redis "
+        "and namespace), e.g. 200MiB; 0: unlimited. A default: `downloader limits set` overrides",
+    )
+    host_limits: dict[str, HostLimit] = Field(
+        default_factory=dict,
+        description='limits per host, JSON: {"huggingface.co": {"connections": 8, "bandwidth": '
+        '"100MiB", "requests_per_second": 10}}; defaults, as bandwidth',
+    )
+    host_connections: int = Field(
+        default=DEFAULT_HOST_CONNECTIONS,
+        ge=1,
+        description="concurrent connections the fleet opens to a host not named in host_limits "
+        "(each segment counts)",
+    )
+    slot_lease_seconds: float = Field(
+        default=10.0,
+        ge=2,
+        description="a connection slot's lease: a dead worker's slots come back after it",
+    )
     untrusted_proxy: str | None = Field(
         default=None,
         description="the only proxy untrusted (REST) jobs use; they ignore HTTP(S)_PROXY",
@@ -160,6 +182,21 @@ class Settings(BaseSettings):
     def metrics_known_queues(self) -> list[str]:
         """The queues configured to have /metrics series of their own (see `api.metrics`)."""
         return [self.queue_id, *self.metrics_queues]
+
+    @field_validator("host_limits", mode="before")
+    @classmethod
+    def _bare_hosts(cls, value: object) -> object:
+        return host_limits(value)
+
+    @property
+    def limits(self) -> Limits:
+        """The limits these settings set: the fleet's defaults, which run-time overrides in
+        Redis win over (see `store.limits`)."""
+        return Limits(
+            bandwidth=self.bandwidth,
+            host_connections=self.host_connections,
+            hosts=self.host_limits,
+        )
 
     @field_validator("host_tokens")
     @classmethod

@@ -19,7 +19,16 @@ from downloader.api.auth import ApiKeyMiddleware, configured_key, documented
 from downloader.api.context import ApiContext
 from downloader.api.docs import add_docs
 from downloader.api.errors import not_replicated, validation_error
-from downloader.api.routers import events, fleet, health, metrics, page, processor, queue
+from downloader.api.routers import (
+    events,
+    fleet,
+    health,
+    limits,
+    metrics,
+    page,
+    processor,
+    queue,
+)
 from downloader.config import Settings
 from downloader.store.durability import NotReplicatedError
 
@@ -67,7 +76,14 @@ def build_api(*, keep_alive: float = KEEP_ALIVE_SECONDS) -> FastAPI:
     secured = documented() if key else []
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(NotReplicatedError, not_replicated)
-    for router in (queue.router, processor.router, events.router, fleet.router, metrics.router):
+    for router in (
+        queue.router,
+        processor.router,
+        events.router,
+        fleet.router,
+        limits.router,
+        metrics.router,
+    ):
         app.include_router(router, dependencies=secured)
     app.include_router(health.router)
     page.install(app)

@@ -86,5 +86,6 @@ def _single(fields: EnqueueRequest | BatchItem, dest: Path) -> dict[str, Any]:
         "access_token": fields.access_token,
         "sha256": fields.sha256,
         "mirrors": [str(url) for url in fields.mirrors],
+        "bandwidth": fields.bandwidth,
         "untrusted": True,
     }

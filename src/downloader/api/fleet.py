@@ -24,7 +24,9 @@ MAX_QUEUES_PAGE = 1000
 
 
 class QueueSummary(QueueCounts):
-    paused: bool = Field(description="workers do not take this queue's jobs")
+    is_paused: bool = Field(
+        description="workers do not take this queue's jobs (`paused` counts its paused jobs)"
+    )
 
 
 class QueueList(BaseModel):
@@ -61,7 +63,7 @@ def queue_page(ctx: ApiContext, cursor: int, limit: int) -> QueueList:
     caller pages; every queue that holds jobs throughout is listed at least once."""
     next_cursor, page = ctx.admin.queue_page(cursor, limit)
     queues = [
-        QueueSummary(**queries.to_counts(name, counts).model_dump(), paused=paused)
+        QueueSummary(**queries.to_counts(name, counts).model_dump(), is_paused=paused)
         for name, counts, paused in page
     ]
     return QueueList(

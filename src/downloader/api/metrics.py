@@ -17,8 +17,9 @@ are summed under `queue="other"`, so the queue names a caller puts in URLs creat
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import (
@@ -32,10 +33,18 @@ from prometheus_client.registry import Collector
 from downloader.jobs.models import DownloadJobStatus
 from downloader.store.keys import CANCELLED, DURATION_BUCKETS, STATUSES
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+if TYPE_CHECKING:
+    from downloader.client.limits import LimitsReport
 
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OTHER = "other"
-"""The `queue` label of every queue that is not known."""
+"""The label of every host the limits do not name, and of every queue that is not known:
+the label sets stay bounded."""
+_HOST_COUNTERS = (
+    ("bytes", "downloader_host_bytes", "Bytes read from each host"),
+    ("waits", "downloader_host_slot_waits", "Connections that waited for a host's slot"),
+    ("pauses", "downloader_host_pauses", "Fleet-wide pauses of a host after a 429 or 503"),
+)
 
 MAX_QUEUE_SERIES = 100
 """Known queues with series of their own, at most (the first by name; the rest: `OTHER`)."""
@@ -131,24 +140,77 @@ class StoreCollector(Collector):
         )
 
 
-def registry_for(store: Figures, configured: Collection[str] = ()) -> CollectorRegistry:
+class HostFigures(Protocol):
+    """Where the per-host figures come from: a service's `limits` (`client.limits`)."""
+
+    def counters(self) -> dict[str, int]: ...
+    def report(self) -> LimitsReport: ...
+
+
+class HostCollector(Collector):
+    """Per host, labelled by the hosts the limits name plus `other`: bytes, slot waits and
+    pauses (counters), connections in use and the pause left (gauges)."""
+
+    def __init__(self, limits: HostFigures) -> None:
+        self.limits = limits
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self.limits.counters()
+        report = self.limits.report()
+        named = sorted(report.limits.hosts)
+        for what, name, text in _HOST_COUNTERS:
+            family = CounterMetricFamily(name, text, labels=["host"])
+            for label in (*named, OTHER):
+                family.add_metric([label], counters.get(f"{what}:{label}", 0))
+            yield family
+        held: Counter[str] = Counter()
+        paused = GaugeMetricFamily(
+            "downloader_host_paused_seconds", "Seconds a host's pause lasts still", labels=["host"]
+        )
+        for use in report.usage:
+            label = use.host if use.host in report.limits.hosts else OTHER
+            held[label] += use.connections
+            if label != OTHER:
+                paused.add_metric([label], use.paused_for)
+        connections = GaugeMetricFamily(
+            "downloader_host_connections", "Connection slots held per host", labels=["host"]
+        )
+        for label in (*named, OTHER):
+            connections.add_metric([label], held[label])
+        yield connections
+        yield paused
+
+
+def registry_for(
+    store: Figures, hosts: HostFigures | None = None, configured: Collection[str] = ()
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store, configured))
+    if hosts is not None:
+        registry.register(HostCollector(hosts))
     return registry
 
 
-def render(store: Figures, configured: Collection[str] = ()) -> bytes:
+def render(
+    store: Figures, hosts: HostFigures | None = None, configured: Collection[str] = ()
+) -> bytes:
     """The metrics in Prometheus' text format (`CONTENT_TYPE`).
 
     Args:
-        store: where the figures come from.
+        store: where the job figures come from.
+        hosts: where the per-host figures come from (None: no per-host figures).
         configured: queues that always have series of their own (see `known_queues`).
     """
-    return generate_latest(registry_for(store, configured))
+    return generate_latest(registry_for(store, hosts, configured))
 
 
 def serve(
-    store: Figures, port: int, addr: str = "0.0.0.0", configured: Collection[str] = ()
+    store: Figures,
+    port: int,
+    addr: str = "0.0.0.0",
+    hosts: HostFigures | None = None,
+    configured: Collection[str] = (),
 ) -> None:
-    """Serve `/metrics` on `port` from a daemon thread of this process."""
-    start_http_server(port, addr=addr, registry=registry_for(store, configured))
+    """Serve `/metrics` on `port` from a daemon thread of this process (per host too when
+    `hosts` is given; `configured` as for `render`)."""
+    start_http_server(port, addr=addr, registry=registry_for(store, hosts, configured))

@@ -26,6 +26,7 @@ from downloader.store.keys import CANCELLED
 INDEX: dict[ApiStatus, str] = {
     "pending": DownloadJobStatus.WAITING.value,
     "in_progress": DownloadJobStatus.RUNNING.value,
+    "paused": DownloadJobStatus.PAUSED.value,
     "completed": DownloadJobStatus.COMPLETED.value,
     "failed": FAILED,
     "canceled": CANCELLED,

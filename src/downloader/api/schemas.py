@@ -2,7 +2,7 @@
 
 Callers are untrusted: every request model validates its input completely (URLs, digests,
 one of `source` or `parts`), and no answer model has a field that could carry a token.
-Statuses use the job-queue words: pending, in_progress, completed, failed, canceled.
+Statuses use the job-queue words: pending, in_progress, paused, completed, failed, canceled.
 """
 
 from __future__ import annotations
@@ -16,17 +16,19 @@ from pydantic import (
     AfterValidator,
     AnyHttpUrl,
     BaseModel,
+    ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 
+from downloader.jobs.limits import Rate
 from downloader.jobs.models import DownloadJobStatus
 from downloader.jobs.queues import MAX_QUEUE_ID, QUEUE_ID_PATTERN, QUEUE_ID_RULE, check_queue_id
 from downloader.jobs.record import JobRecord
 
-ApiStatus = Literal["pending", "in_progress", "completed", "failed", "canceled"]
-UNFINISHED: tuple[ApiStatus, ...] = ("pending", "in_progress")
+ApiStatus = Literal["pending", "in_progress", "paused", "completed", "failed", "canceled"]
+UNFINISHED: tuple[ApiStatus, ...] = ("pending", "in_progress", "paused")
 FINISHED: tuple[ApiStatus, ...] = ("completed", "failed", "canceled")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 MAX_BATCH = 10_000
@@ -61,6 +63,8 @@ def api_status(record: JobRecord) -> ApiStatus:
         return "pending"
     if status == DownloadJobStatus.RUNNING:
         return "in_progress"
+    if status == DownloadJobStatus.PAUSED:
+        return "paused"
     if status == DownloadJobStatus.COMPLETED:
         return "completed"
     return "canceled" if record.cancelled else "failed"
@@ -142,10 +146,19 @@ class ItemPage(BaseModel):
     next_cursor: int | None = Field(description="pass as `cursor` for the next page; null: last")
 
 
+class PriorityChange(BaseModel):
+    """`PATCH .../i/{item_id}`: the item's new priority."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    priority: Priority
+
+
 class QueueCounts(BaseModel):
     queue_id: str
     pending: int = 0
     in_progress: int = 0
+    paused: int = 0
     completed: int = 0
     failed: int = 0
     canceled: int = 0
@@ -201,6 +214,9 @@ class BatchItem(BaseModel):
     )
     sha256: str | None = Field(default=None, description="of the file")
     mirrors: MirrorUrls = []
+    bandwidth: Rate | None = Field(
+        default=None, description="the job's own bytes per second (or `500K`, `20M`)"
+    )
 
     @field_validator("sha256")
     @classmethod
@@ -222,7 +238,8 @@ class EnqueueRequest(BaseModel):
         default=None,
         max_length=MAX_BATCH,
         description=f"up to {MAX_BATCH} single files, queued in one go; each has its own "
-        "`dest`, `priority`, `access_token`, `sha256` and `mirrors`, so no other field goes "
+        "`dest`, `priority`, `access_token`, `sha256`, `mirrors` and `bandwidth`, so no other "
+        "field goes "
         "with `items`",
     )
     repo: str | None = Field(
@@ -242,6 +259,11 @@ class EnqueueRequest(BaseModel):
     )
     sha256: str | None = Field(default=None, description="of the one file of `source`")
     mirrors: MirrorUrls = []  # with `source`; parts and items have their own
+    bandwidth: Rate | None = Field(
+        default=None,
+        description="with `source`: the job's own bytes per second (or `500K`, `20M`, "
+        "`100MiB`), within the fleet's limits",
+    )
     revision: str = Field(default="main", description="with `repo`: a branch, tag or commit")
     repo_type: Literal["model", "dataset", "space"] = Field(default="model")
     allow_patterns: list[str] | None = Field(
@@ -270,6 +292,8 @@ class EnqueueRequest(BaseModel):
             raise ValueError(f"`dest` is required with `{form}`")
         if form != "source" and self.sha256 is not None:
             raise ValueError("`sha256` goes with `source`; give each part or item its own")
+        if form != "source" and self.bandwidth is not None:
+            raise ValueError("`bandwidth` goes with `source`; give each item its own")
         if form != "source" and self.mirrors:
             raise ValueError("`mirrors` goes with `source`; give each part or item its own")
         if form != "repo" and fields & set(_HUB_FIELDS):

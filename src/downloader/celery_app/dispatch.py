@@ -1,10 +1,11 @@
 """Jobs sent to other processes' workers as broker messages, and messages lost on the way.
 
 `BrokerDispatcher` is the runtime's way to any queue: it sends (job id, queue, priority)
-triples as ordinary Celery messages of the `downloader.download` task, pipelined over one
-producer. Every dispatch is noted in the store by time first (`JobStore.dispatched`), and the
-time is in the task id too, which is how `redispatch_lost` finds a waiting job whose message
-left the broker and was never claimed.
+triples as ordinary Celery messages of the `downloader.download` task, made from a template
+(`celery_app.messages`) and pushed in pipelines beside the dispatch notes. Every dispatch
+is noted in the store by time first (its `dispatched` key), and the time is in the task id
+too, which is how `redispatch_lost` finds a waiting job whose message left the broker and was
+never claimed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from celery import Celery
 from celery.utils.nodenames import anon_nodename
 from kombu import Queue
 from kombu.common import maybe_declare
+from redis.client import Pipeline
 
+from downloader.celery_app.messages import TaskMessages
 from downloader.jobs.models import DownloadJobStatus
 from downloader.store.base import BATCH
 from downloader.store.keys import PRIORITY_LEVELS, celery_priority
@@ -39,6 +42,8 @@ class BrokerDispatcher:
     def __init__(self, app: Celery, runtime: Runtime) -> None:
         self.app = app
         self.runtime = runtime
+        # Celery would work out the same origin for every message.
+        self.messages = TaskMessages(app, runtime.keys, anon_nodename())
 
     def takes(self, queue_id: str) -> bool:
         return True
@@ -55,43 +60,50 @@ class BrokerDispatcher:
         return Queue(name, routing_key=name)
 
     def submit(self, jobs: Sequence[Dispatch]) -> None:
-        """Send (job id, queue id, priority) triples to the broker over one producer.
+        """Send (job id, queue id, priority) triples to the broker, `BATCH` per round trip.
 
-        The store notes the dispatch time first (so a message lost on the way is found again
-        by the orphan watch), and the time goes into the task id too: the watch compares it
-        with the oldest message still in the broker. No result is stored: clients follow the
-        job store, and Flower reads task events.
+        Each batch notes its dispatches in the store by time (so a message lost on the way
+        is found again by the orphan watch) before it pushes the messages, in the same
+        pipeline: one ZADD and one LPUSH per queue and level. The time goes into the task
+        id too: the watch compares it with the oldest message still in the broker. The
+        messages are Celery's own, made from a template (`celery_app.messages`); no result
+        is stored: clients follow the job store, and Flower reads task events.
         """
-        app = self.app
         now = time.time()
-        self.runtime.store.dispatched(jobs, now)
-        task = app.tasks["downloader.download"]
-        origin = anon_nodename()  # Celery would work out the same for every message
-        with app.producer_or_acquire() as producer:
-            queues = {queue_id: self.broker_queue(queue_id) for _, queue_id, _ in jobs}
+        self.declare({queue_id for _, queue_id, _ in jobs})
+        for start in range(0, len(jobs), BATCH):
+            pipe = self.runtime.redis.pipeline(transaction=False)
+            self.push(pipe, jobs[start : start + BATCH], now)
+            pipe.execute()
+
+    def push(self, pipe: Pipeline, jobs: Sequence[Dispatch], now: float) -> None:
+        """Add to `pipe` the dispatch notes and then the messages of `jobs`, sent at `now`.
+
+        Messages of one list go in one LPUSH, in order: kombu takes from the other end, so
+        the first job sent is the first taken, as with one LPUSH each.
+        """
+        keys, messages = self.runtime.keys, self.messages
+        notes: dict[str, dict[int, float]] = {}
+        lists: dict[str, list[str]] = {}
+        for job_id, queue_id, priority in jobs:
+            level = celery_priority(priority)
+            notes.setdefault(keys.dispatched(queue_id, level), {})[job_id] = now
+            key, message = messages.message(job_id, queue_id, level, dispatch_task_id(job_id, now))
+            lists.setdefault(key, []).append(message)
+        for key, members in notes.items():
+            pipe.zadd(key, members)
+        for key, values in lists.items():
+            pipe.lpush(key, *values)
+
+    def declare(self, queue_ids: set[str]) -> None:
+        """Declare the queues as kombu would before publishing (remembered per connection,
+        so once per queue and connection in practice)."""
+        with self.app.producer_or_acquire() as producer:
             declared = producer.channel.connection.client.declared_entities
             if len(declared) > MAX_DECLARED:
                 declared.clear()
-            for queue in queues.values():
-                maybe_declare(queue, producer.channel)
-            # kombu's publish batch sends the messages in pipelined round trips, not one each;
-            # the queues are declared above, once, and a failure shows when the batch is sent
-            # (a retry per message, inside a pipeline, could mend nothing).
-            with producer.batch():
-                for job_id, queue_id, priority in jobs:
-                    task.apply_async(
-                        (job_id,),
-                        queue=queues[queue_id],
-                        priority=celery_priority(priority),
-                        task_id=dispatch_task_id(job_id, now),
-                        ignore_result=True,
-                        producer=producer,
-                        declare=[],
-                        retry=False,
-                        argsrepr=f"({job_id},)",  # what Flower shows, without a saferepr each
-                        kwargsrepr="{}",
-                        origin=origin,
-                    )
+            for queue_id in queue_ids:
+                maybe_declare(self.broker_queue(queue_id), producer.channel)
 
     def discard(self, job_id: int, queue_id: str) -> None:
         self.app.tasks["downloader.discard"].si(job_id).apply_async(

@@ -54,8 +54,17 @@ def download(self: Task, job_id: int) -> dict[str, object]:
                     "task-progress", job_id=job_id, current_bytes=current, total_bytes=total
                 )
 
+    # The level the message came at: a job whose priority moved it since is sent again at its
+    # new level, and this copy is dropped (`JobStore.claim`).
+    level = (self.request.delivery_info or {}).get("priority")
     runtime = self.app.runtime
-    outcome = run_download(runtime, job_id, self.request.hostname or "worker", tell_flower)
+    outcome = run_download(
+        runtime,
+        job_id,
+        self.request.hostname or "worker",
+        tell_flower,
+        level if isinstance(level, int) else None,
+    )
     failed = failed_end(runtime, job_id, outcome)
     if failed is not None:
         ended, error_type = failed

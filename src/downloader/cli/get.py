@@ -205,6 +205,7 @@ def _enqueue(
                 "sha256": s.sha256,
                 "access_token": s.token,
                 "mirrors": args.mirror,
+                "bandwidth": args.limit_rate,
             }
             for s in batch
         )
@@ -250,6 +251,7 @@ def _enqueue_in_order(
                 source.token or hub.token_for(str(repo.files[0].url)),
                 priority=args.priority,
                 revision=repo.commit,
+                bandwidth=args.limit_rate,
             )
             for part in job.download_parts:
                 console.name(part, part.dest.relative_to(dest).as_posix())
@@ -262,6 +264,7 @@ def _enqueue_in_order(
                 sha256=source.sha256,
                 download_path=resumed[source.url],
                 mirrors=args.mirror,
+                bandwidth=args.limit_rate,
             )
         else:
             job = by_source[id(source)]

@@ -1,5 +1,5 @@
 """Looking at and steering the queue's jobs: list, status, cancel, pause, resume, prune, clear,
-events."""
+events (pausing, resuming, retrying and reprioritising one job: `steering`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from downloader.cli.common import EXIT_ERROR, open_service
+from downloader.cli.steering import pause_jobs, resume_jobs
 
 if TYPE_CHECKING:
     from downloader.client.service import DownloadQueueService
@@ -41,7 +42,7 @@ def _print_table(jobs: Iterable[Job]) -> None:
         print(cells + "  " + row[4])
 
 
-STATUS_WORDS = ("waiting", "running", "completed", "error", "cancelled")
+STATUS_WORDS = ("waiting", "running", "paused", "completed", "error", "cancelled")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -116,6 +117,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
+    """`pause ID...` pauses those jobs; `pause` alone, the whole queue."""
+    if args.ids:
+        return pause_jobs(args)
     with open_service(args) as queue:
         queue.admin.pause(queue.queue_id)
         embedded = queue.admin.embedded
@@ -129,6 +133,9 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    """`resume ID...` resumes those jobs; `resume` alone, the whole queue."""
+    if args.ids:
+        return resume_jobs(args)
     with open_service(args) as queue:
         queue.admin.resume(queue.queue_id)
     print(f"resumed queue {queue.queue_id!r}")

@@ -22,7 +22,9 @@ from downloader.cli.jobs import (
     cmd_resume,
     cmd_status,
 )
+from downloader.cli.limits import add_limits_command
 from downloader.cli.serve import cmd_api, cmd_flower, cmd_worker
+from downloader.cli.steering import cmd_priority, cmd_retry
 from downloader.jobs.queues import check_queue_id
 
 EVERY_QUEUE = (
@@ -88,6 +90,34 @@ def _queue_id(text: str) -> str:
         return check_queue_id(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rate(text: str) -> int:
+    from downloader.jobs.limits import parse_rate
+
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _host(text: str) -> str:
+    from downloader.jobs.limits import check_host
+
+    try:
+        return check_host(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _per_second(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number per second: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 def _sha256(text: str) -> str:
@@ -164,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--parallel", type=_at_least(1), default=5, help="parallel downloads in this process"
     )
     get.add_argument(
+        "--limit-rate",
+        type=_rate,
+        metavar="RATE",
+        help="bandwidth of each of these downloads (each file of a repo), within the fleet's "
+        "limits: 500K, 20M, 1G, 100MiB (powers of 1024, as curl)",
+    )
+    get.add_argument(
         "--restart", action="store_true", help="start over instead of resuming partial files"
     )
     get.add_argument(
@@ -215,12 +252,37 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("ids", nargs="+", type=int, metavar="ID")
     cancel.set_defaults(run=cmd_cancel)
 
-    for name, run, text in (
-        ("pause", cmd_pause, "workers stop taking the queue's jobs; running ones go on"),
-        ("resume", cmd_resume, "workers take the queue's jobs again"),
-        ("clear", cmd_clear, "cancel and remove every job of the queue"),
+    for name, run, text, with_ids in (
+        (
+            "pause",
+            cmd_pause,
+            "pause jobs by id (their partial files kept, their workers freed); with no id, "
+            "workers stop taking the queue's jobs and running ones go on",
+            "the jobs to pause",
+        ),
+        (
+            "resume",
+            cmd_resume,
+            "resume paused jobs by id (they continue where they stopped); with no id, workers "
+            "take the queue's jobs again",
+            "the jobs to resume",
+        ),
     ):
-        command(name, text).set_defaults(run=run)
+        steer = command(name, text)
+        steer.add_argument("ids", nargs="*", type=int, metavar="ID", help=with_ids)
+        steer.set_defaults(run=run)
+    command("clear", "cancel and remove every job of the queue").set_defaults(run=cmd_clear)
+
+    retry = command(
+        "retry", "queue failed or cancelled jobs again (a failed one resumes its partial file)"
+    )
+    retry.add_argument("ids", nargs="+", type=int, metavar="ID")
+    retry.set_defaults(run=cmd_retry)
+
+    priority = command("priority", "give a job a new priority; a waiting job moves in its queue")
+    priority.add_argument("id", type=int, metavar="ID")
+    priority.add_argument("priority", type=int, metavar="N", help="lower runs first")
+    priority.set_defaults(run=cmd_priority)
     prune = command("prune", "remove the finished jobs of the queue (of every queue: see --all)")
     prune.add_argument("--all", action="store_true", help=EVERY_QUEUE)
     prune.set_defaults(run=cmd_prune)
@@ -228,6 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     events = command("events", "print every event as one JSON line")
     events.add_argument("--all", action="store_true", help="events of every queue")
     events.set_defaults(run=cmd_events)
+
+    add_limits_command(
+        commands,
+        {
+            "host": _host,
+            "connections": _at_least(1),
+            "rate": _rate,
+            "rate_per_second": _per_second,
+        },
+    )
 
     api = command("api", "serve the REST API and the event stream (OpenAPI at /docs)")
     api.add_argument("--host", default="127.0.0.1", help="address (default: %(default)s)")
@@ -319,8 +391,10 @@ def _said(exc: ValueError) -> str:
 
 
 def _field_name(loc: Sequence[object], setting: bool) -> str:
-    name = "_".join(map(str, loc))
-    return f"DOWNLOADER_{name.upper()}" if setting else name
+    if not setting:
+        return "_".join(map(str, loc))
+    inner = "".join(f"[{part!r}]" for part in loc[1:])  # a key or field inside a JSON value
+    return f"DOWNLOADER_{str(loc[0]).upper()}{inner}"
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
         argv.append(f"--hostname={args.hostname}")
     if args.metrics_port:
         from downloader.api.metrics import serve
+        from downloader.client.limits import FleetLimits
         from downloader.store.admin import StoreAdmin
 
         where = f"{args.metrics_host}:{args.metrics_port}"
@@ -49,8 +50,9 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
                 "scrape the API's /metrics, which needs the key",
             )
         try:
+            hosts = FleetLimits(lambda: runtime)
             known = runtime.settings.metrics_known_queues
-            serve(StoreAdmin(runtime.store), args.metrics_port, args.metrics_host, known)
+            serve(StoreAdmin(runtime.store), args.metrics_port, args.metrics_host, hosts, known)
         except OSError as exc:  # a port in use, an address not on this machine
             _say("worker", f"cannot serve metrics on {where}: {exc.strerror or exc}")
             return EXIT_USAGE

@@ -72,8 +72,8 @@ class QueueAdmin(AnyQueueJobs):
         return self._store.queue_names()
 
     def counts(self, queue_id: str) -> dict[str, int]:
-        """Jobs of the queue per status (`waiting`, `running`, `completed`, `error`, and
-        `cancelled`, a part of `error`) and `total`: O(1), the indexes' sizes."""
+        """Jobs of the queue per status (`waiting`, `running`, `paused`, `completed`, `error`,
+        and `cancelled`, a part of `error`) and `total`: O(1), the indexes' sizes."""
         return self._store.counts(queue_id)
 
     def stats(self) -> dict[str, str]:
@@ -177,8 +177,8 @@ class QueueAdmin(AnyQueueJobs):
 
         Args:
             queue_ids: the queues (`queue_names()` for all).
-            statuses: only jobs in these (`waiting`, `running`, `completed`, `error`, which
-                leaves the cancelled jobs out, and `cancelled`); empty for all.
+            statuses: only jobs in these (`waiting`, `running`, `paused`, `completed`,
+                `error`, which leaves the cancelled jobs out, and `cancelled`); empty for all.
             newest_first: descending ids (`list --limit N` takes the first N).
             parts: a multi-file job's parts too, not only the job.
 

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from downloader.client.enqueue import Enqueuer
+from downloader.client.steering import STOP_WAIT, Steering
 from downloader.jobs.models import DownloadJob, MultiFileDownloadJob, RemoteModelFile
+from downloader.jobs.record import JobRecord
 from downloader.store.admin import StoreAdmin
 from downloader.worker import parents
 from downloader.worker.runtime import Runtime
@@ -27,6 +29,7 @@ class AnyQueueJobs:
     def __init__(self, runtime: Callable[[], Runtime], enqueuer: Enqueuer) -> None:
         self._runtime = runtime  # raises RuntimeError once the service is closed
         self._enqueuer = enqueuer
+        self._steering = Steering(runtime)
 
     @property
     def _store(self) -> StoreAdmin:
@@ -112,6 +115,29 @@ class AnyQueueJobs:
         if record.parent_id is not None:
             parents.settle(runtime, record.parent_id)  # a cancelled part ends its parent
         return True
+
+    def await_stopped(self, job_id: int, wait: float = STOP_WAIT) -> JobRecord | None:
+        """Job `job_id` once its worker acted on a cancel or pause (or after `wait` s)."""
+        return self._steering.await_stopped(job_id, wait)
+
+    # -- steering one job (see `client.steering`; each answers the record after the change,
+    # None when there is no such job, and raises `InvalidTransitionError` for a refusal) ----
+
+    def pause_job(self, job_id: int, wait: float = STOP_WAIT) -> JobRecord | None:
+        """Pause job `job_id`, waiting up to `wait` s for a running one's worker to stop."""
+        return self._steering.pause(job_id, wait)
+
+    def resume_job(self, job_id: int) -> JobRecord | None:
+        """Queue paused job `job_id` again, to continue from its partial file."""
+        return self._steering.resume(job_id)
+
+    def retry_job(self, job_id: int) -> JobRecord | None:
+        """Queue failed or cancelled job `job_id` again."""
+        return self._steering.retry(job_id)
+
+    def set_job_priority(self, job_id: int, priority: int) -> JobRecord | None:
+        """Give job `job_id` a new priority; a waiting job moves in its queue."""
+        return self._steering.set_priority(job_id, priority)
 
     def cancel_all_jobs(self, queue_id: str) -> None:
         """Cancel every unfinished job of `queue_id`, paging through the status indexes:

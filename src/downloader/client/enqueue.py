@@ -11,17 +11,20 @@ the queue id, so that one service can queue into any queue of its Redis (the RES
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import requests
+from redis.client import Pipeline
 
 from downloader import hub
 from downloader.client.livejobs import LiveJobs
 from downloader.client.multifile import build_multifile, check_part_paths
 from downloader.config import Settings
 from downloader.engine.naming import is_engine_name
+from downloader.jobs.limits import parse_rate
 from downloader.jobs.models import (
     DownloadEventHandler,
     DownloadJob,
@@ -67,11 +70,13 @@ class Enqueuer:
         untrusted: bool,
         download_path: Path | None,
         mirrors: Sequence[str] | None,
+        bandwidth: str | int | None = None,
         callbacks: Callbacks | None = None,
     ) -> DownloadJob:
         """One URL (an `hf://` source resolved here, once), queued on `queue_id`."""
         source = str(source)  # InvokeAI's callers pass pydantic URLs too
         mirrors = mirror_urls(mirrors)
+        rate = parse_rate(bandwidth) or None
         if hub.is_hub_source(source):
             part = hub.resolve_file(
                 source, token=access_token, settings=self._settings, session=self._session
@@ -89,6 +94,7 @@ class Enqueuer:
             untrusted,
             download_path,
             mirrors,
+            rate,
         )
         job.set_callbacks(**(callbacks or {}))
         self._enqueue(queue_id, [job], [record])
@@ -98,6 +104,7 @@ class Enqueuer:
         """Many URLs, each item holding `download`'s arguments by name; in pipelined batches."""
         items = list(items)
         ids = self._runtime().store.new_ids(len(items))
+        directories: dict[str, bool] = {}  # many items share a dest: one stat each
         made = [
             self._new_job(
                 job_id,
@@ -108,6 +115,8 @@ class Enqueuer:
                 item.get("sha256"),
                 bool(item.get("untrusted")),
                 mirrors=mirror_urls(item.get("mirrors")),
+                directories=directories,
+                bandwidth=parse_rate(item.get("bandwidth")) or None,
             )
             for job_id, item in zip(ids, items, strict=True)
         ]
@@ -125,9 +134,11 @@ class Enqueuer:
         priority: int,
         untrusted: bool,
         revision: str | None,
+        bandwidth: str | int | None = None,
         callbacks: Callbacks | None = None,
     ) -> MultiFileDownloadJob:
-        """Several files under `dest` as one job, queued on `queue_id`."""
+        """Several files under `dest` as one job, queued on `queue_id`; `bandwidth` is each
+        part's own rate."""
         access_token = bearer_token(access_token)
         dest = Path(dest).absolute()
         parts = [RemoteModelFile.model_validate(part) for part in parts]
@@ -142,6 +153,7 @@ class Enqueuer:
             priority=priority,
             untrusted=untrusted,
             revision=revision,
+            bandwidth=parse_rate(bandwidth) or None,
         )
         job.set_callbacks(**(callbacks or {}))
         owned = [(part.id, part.dest) for part in job.download_parts]
@@ -189,9 +201,16 @@ class Enqueuer:
         untrusted: bool,
         download_path: Path | None = None,
         mirrors: list[str] | None = None,
+        directories: dict[str, bool] | None = None,
+        bandwidth: int | None = None,
     ) -> tuple[DownloadJob, JobRecord]:
-        """A single job and its record, with `dest` read as a directory or a file path."""
-        dest_is_dir = _names_a_directory(dest)
+        """A single job and its record, with `dest` read as a directory or a file path
+        (`directories`: what earlier jobs of the same call found, by dest)."""
+        text = os.fspath(dest)
+        if directories is None:
+            dest_is_dir = _names_a_directory(text)
+        elif (dest_is_dir := directories.get(text)) is None:
+            dest_is_dir = directories[text] = _names_a_directory(text)
         if not dest_is_dir and is_engine_name(Path(dest).name):
             raise ValueError(
                 f"dest {dest} ends like the downloader's own partial files; choose another name"
@@ -205,7 +224,12 @@ class Enqueuer:
             download_path=None if download_path is None else download_path.absolute(),
         )
         record = JobRecord.for_job(
-            job, sha256=sha256, untrusted=untrusted, dest_is_dir=dest_is_dir, mirrors=mirrors or []
+            job,
+            sha256=sha256,
+            untrusted=untrusted,
+            dest_is_dir=dest_is_dir,
+            mirrors=mirrors or [],
+            bandwidth=bandwidth,
         )
         return job, record
 
@@ -220,6 +244,8 @@ class Enqueuer:
             if path is not None
         ]
         tokens = {job.id: job.access_token for job in jobs if job.access_token}
+        if not owned and self._write_with_messages(queue_id, jobs, records, tokens):
+            return
         self._write(queue_id, jobs, records, owned, tokens)
         self._submit_replicated(
             queue_id,
@@ -247,6 +273,37 @@ class Enqueuer:
         if self._live is not None:
             self._live.created(jobs)  # from now on, a record gone is a job gone
         reservations.confirm(owned)
+
+    def _write_with_messages(
+        self,
+        queue_id: str,
+        jobs: Sequence[Job],
+        records: Sequence[JobRecord],
+        tokens: Mapping[int, str],
+    ) -> bool:
+        """Write the records and their broker messages in the same transactions, a batch at
+        a time, when nothing has to come between them: no path to reserve first, no replica
+        to confirm the records before a worker may start. Answers whether it did.
+
+        A job then never exists without its message, nor a message without its job, and a
+        batch costs one round trip.
+        """
+        runtime = self._runtime()
+        dispatcher = runtime.pipelined(queue_id)
+        if dispatcher is None:
+            return False
+        dispatcher.declare({queue_id})
+        now = time.time()
+
+        def send(pipe: Pipeline, batch: list[JobRecord]) -> None:
+            dispatcher.push(pipe, [(r.id, queue_id, r.priority) for r in batch], now)
+
+        if self._live is not None:
+            self._live.track(jobs)  # followed before they can start: no event is missed
+        runtime.store.create(queue_id, records, access_tokens=tokens, then=send)
+        if self._live is not None:
+            self._live.created(jobs)
+        return True
 
     def _submit_replicated(
         self,

@@ -21,6 +21,7 @@ import requests
 from downloader.client.admin import QueueAdmin
 from downloader.client.enqueue import Enqueuer
 from downloader.client.following import EventBus
+from downloader.client.limits import FleetLimits
 from downloader.client.livejobs import LiveJobs
 from downloader.config import Settings
 from downloader.jobs.queues import check_queue_id
@@ -110,6 +111,7 @@ class ServiceLifecycle:
         self._admin = QueueAdmin(
             lambda: self.app, lambda: self.celery, self._enqueuer, lambda: self._uses_embedded
         )
+        self._limits = FleetLimits(lambda: self.app)
         self.start()
 
     def start(self, *args: Any, **kwargs: Any) -> None:
@@ -221,6 +223,12 @@ class ServiceLifecycle:
         """Every queue of this service's Redis, for operators and front ends (the CLI, the
         REST API): counts, pages, workers, pausing, pruning (see `client.admin`)."""
         return self._admin
+
+    @property
+    def limits(self) -> FleetLimits:
+        """The limits every worker and client of this Redis share: read, set, unset (see
+        `client.limits`)."""
+        return self._limits
 
     @property
     def queue_id(self) -> str:

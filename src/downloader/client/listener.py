@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -21,6 +23,7 @@ from downloader.client.following import Following, Job
 from downloader.jobs import events as ev
 from downloader.jobs.failure import Failure, FailureKind
 from downloader.jobs.models import (
+    DownloadJob,
     DownloadJobStatus,
     JobVanishedError,
     MultiFileDownloadJob,
@@ -50,6 +53,8 @@ TERMINAL_CALLBACK = {
 }
 _STARTED = (ev.DOWNLOAD_STARTED, ev.MULTIFILE_STARTED)
 _PROGRESS = (ev.DOWNLOAD_PROGRESS, ev.MULTIFILE_PROGRESS)
+_STEERED = (ev.DOWNLOAD_PAUSED, ev.MULTIFILE_PAUSED, ev.DOWNLOAD_RESUMED, ev.MULTIFILE_RESUMED)
+"""A caller paused, resumed or retried the job: its record says how it stands now."""
 
 
 class Listener:
@@ -149,9 +154,17 @@ class Listener:
         if forward:
             self.forward(event, payload)
         if event in _STARTED:
-            self.refresh(job)
+            if "job_started" in payload and isinstance(job, DownloadJob):
+                apply_started(job, payload)  # the event says what the record would
+            else:
+                self.refresh(job)
             job.status = DownloadJobStatus.RUNNING
             self.callback(job, "on_start")
+        elif event in _STEERED:
+            self.refresh(job)
+        elif event == ev.DOWNLOAD_WAITING:
+            job.waiting_for = payload.get("reason")
+            self.callback(job, "on_progress")
         elif event in _PROGRESS:
             job.status = DownloadJobStatus.RUNNING
             job.bytes = payload["current_bytes"]
@@ -246,6 +259,21 @@ class Listener:
             handler(job)
         except Exception:
             log.exception("%s callback of job %s raised; the job goes on", name, job.id)
+
+
+def apply_started(job: DownloadJob, payload: dict[str, Any]) -> None:
+    """Bring a live job up to its start from the `download_started` payload, which carries
+    every field the start changes (see `worker.hooks.JobHooks.started`)."""
+    path, started = payload.get("download_path"), payload.get("job_started")
+    job.download_path = Path(path) if path else None
+    job.job_started = datetime.fromisoformat(started) if started else None
+    job.bytes = payload.get("current_bytes", 0)
+    job.total_bytes = payload.get("total_bytes", 0)
+    job.content_type = payload.get("content_type")
+    job.etag = payload.get("etag")
+    job.final_url = payload.get("final_url")
+    job.job_sequence = payload.get("job_sequence")
+    job.attempts = payload.get("attempts", 0)
 
 
 def copy_state(source: Job, target: Job) -> None:

@@ -24,6 +24,7 @@ import redis
 
 from downloader.client.following import EventBus, Following, Job
 from downloader.client.listener import Listener, copy_state
+from downloader.jobs.models import MultiFileDownloadJob
 
 if TYPE_CHECKING:
     from downloader.worker.runtime import Runtime
@@ -137,6 +138,32 @@ class LiveJobs(Following):
         if job.id in self.jobs:
             return job.id in self.finalised
         return job.in_terminal_state
+
+    def revive(self, job_id: int) -> None:
+        """A job handed out here is queued again (a retry): it and its parts are followed
+        anew, before the retry can start them, and `wait_for` waits for their new end."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        jobs = [job, *job.download_parts] if isinstance(job, MultiFileDownloadJob) else [job]
+        with self.changed:
+            for each in jobs:
+                self.finalised.discard(each.id)
+                self.inferred.discard(each.id)
+        self.track(jobs)
+
+    def settle(self, job_id: int) -> None:
+        """The retry `revive` prepared was refused: the job (and its parts) is over again
+        as it was, and the listener checks it in the store."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        jobs = [job, *job.download_parts] if isinstance(job, MultiFileDownloadJob) else [job]
+        with self.changed:
+            for each in jobs:
+                if each.in_terminal_state:
+                    self.finalised.add(each.id)
+            self.changed.notify_all()
 
     def forget(self, job_ids: Sequence[int]) -> None:
         """Jobs removed from the store are no longer handed out."""

@@ -21,11 +21,12 @@ def build_multifile(
     priority: int,
     untrusted: bool,
     revision: str | None,
+    bandwidth: int | None = None,
 ) -> tuple[MultiFileDownloadJob, list[JobRecord]]:
     """The job (its parts as `download_parts`) and its records, parent first.
 
     `ids` holds the parent's id, then one per part; `dest` is absolute; `parts` were checked
-    by `check_part_paths`.
+    by `check_part_paths`; `bandwidth` is each part's own rate (bytes/s; None: none).
     """
     job = MultiFileDownloadJob(
         id=ids[0],
@@ -62,6 +63,7 @@ def build_multifile(
             dest_is_dir=False,
             mirrors=mirror_urls(part.mirrors),
             root=dest,
+            bandwidth=bandwidth,
         )
         for part_job, part in zip(job.download_parts, parts, strict=True)
     ]

@@ -142,6 +142,8 @@ class Console:
         self._ended: set[int] = set()
         """Jobs whose end was told (a last line, a closed bar or an error)."""
         self._labels: dict[int, str] = {}
+        self._waits: dict[int, str | None] = {}
+        """Why each job waited when last told (a line says so when it changes)."""
         self._bars = (
             TqdmProgress(label=self.label, leave=True, file=self.stream) if self._is_tty() else None
         )
@@ -177,6 +179,10 @@ class Console:
                 return
             if done:
                 self._ended.add(job.id)
+            waits = job.waiting_for if not done else None
+            told, self._waits[job.id] = self._waits.get(job.id), waits
+        if waits and waits != told:
+            self.say(f"{self.label(job)}: {waits}")
         if self._bars is not None:
             self._bars.update(job)
             return

@@ -6,7 +6,8 @@ anywhere else on the same Redis) do the work and report through the store and pu
 `livejobs.LiveJobs` turns into updates of the job objects this service handed out.
 
 The class is built from three rooms: `lifecycle.ServiceLifecycle` (connecting, the
-in-process worker, closing), `control.QueueControl` (listing, waiting, cancelling) and the
+in-process worker, closing), `control.QueueControl` (listing, waiting, pausing, resuming,
+retrying, reprioritising, cancelling) and the
 queueing methods here, whose work `enqueue.Enqueuer` does. `admin` is the interface for
 operators and front ends that serve every queue (see `admin.QueueAdmin`).
 """
@@ -81,6 +82,7 @@ class DownloadQueueService(QueueControl):
         untrusted: bool = False,
         download_path: Path | None = None,
         mirrors: Sequence[str] | None = None,
+        bandwidth: str | int | None = None,
     ) -> DownloadJob:
         """Queue one URL; it starts as soon as a worker has a free slot.
 
@@ -104,12 +106,15 @@ class DownloadQueueService(QueueControl):
             mirrors: other URLs of the same file; they take over when the source fails or
                 stalls, and share a segmented download, when their answers match the file
                 (README: Mirrors). The token goes to those on the source's origin only.
+            bandwidth: the job's own rate, within the fleet's limits (README: Limits):
+                bytes per second, or `500K`, `20M`, `100MiB`; None or 0: none of its own.
 
         Returns:
             The job, a live object: its fields follow the download.
 
         Raises:
-            ValueError: a `dest` or `mirrors` that cannot be used, or a malformed token.
+            ValueError: a `dest`, `mirrors` or `bandwidth` that cannot be used, or a
+                malformed token.
             DestinationTakenError: another unfinished job holds the file's path.
             NotReplicatedError: too few Redis replicas confirmed the job; it was taken back.
             hub.HubError: the hub refused an `hf://` source (gated, missing, unreachable).
@@ -131,6 +136,7 @@ class DownloadQueueService(QueueControl):
             untrusted=untrusted,
             download_path=download_path,
             mirrors=mirrors,
+            bandwidth=bandwidth,
             callbacks=callbacks,
         )
 
@@ -148,6 +154,7 @@ class DownloadQueueService(QueueControl):
         priority: int = 10,
         untrusted: bool = False,
         revision: str | None = None,
+        bandwidth: str | int | None = None,
     ) -> MultiFileDownloadJob:
         """Queue several files under `dest` as one job that ends when its last part does.
 
@@ -165,6 +172,7 @@ class DownloadQueueService(QueueControl):
             untrusted: as in `download`.
             revision: the commit the parts come from, kept on the job (`repo_download`
                 sets it).
+            bandwidth: each part's own rate, as in `download`.
 
         Returns:
             The job, a live object; its parts are live too.
@@ -182,6 +190,7 @@ class DownloadQueueService(QueueControl):
             priority=priority,
             untrusted=untrusted,
             revision=revision,
+            bandwidth=bandwidth,
             callbacks={
                 "on_start": on_start,
                 "on_progress": on_progress,

@@ -33,7 +33,7 @@ from downloader.engine.errors import (
 )
 from downloader.engine.filestate import CompletedRecord, PartialState, Validators
 from downloader.engine.placing import choose_spot, known_path
-from downloader.engine.reading import header, parse_content_range, read_chunks, strong_etag
+from downloader.engine.reading import header, parse_content_range, strong_etag
 from downloader.engine.request import TransferResult
 from downloader.engine.segments import SegmentedCopy, SegmentMismatch, split
 from downloader.engine.versions import StartOver, check_segment, validators
@@ -80,6 +80,10 @@ def _reuse_stamped(ctx: FetchContext, spot: Spot, response: requests.Response) -
         if ctx.versions.stamp_of(final) is None:
             raise StartOver
         assert final is not None
+        if spot.folder.stat(spot.partial) is None:
+            # A state without its partial file: a worker died between the rename and the
+            # state's removal (`Spot.put_in_place`); the file it left stands, this goes.
+            spot.folder.remove(spot.state)
         return _reused(spot, response, os.fstat(final.fileno()).st_size)
 
 
@@ -244,7 +248,7 @@ class Attempt:
             raise
 
     def copy(self, result: TransferResult, digest: hashlib._Hash | None) -> None:
-        read = read_chunks(self.response, self.request.chunk_size)
+        read = self.ctx.sources.reader(self.response, self.request.chunk_size)
         limit = self.request.size
         handle, watchdog, progress = self.handle, self.ctx.watchdog, self.hooks.progress
         while chunk := read():
@@ -288,7 +292,7 @@ class Attempt:
             lambda: spot.save_state(state, state.source.total or 0),
             lambda index, first, last: sources.get_range(first, last, state, turn=index),
             check,
-            lambda answer: read_chunks(answer, self.request.chunk_size),
+            lambda answer: sources.reader(answer, self.request.chunk_size),
             progress,
             sources.switch,
             switches=len(sources.mirrors.urls) - 1,

@@ -17,6 +17,7 @@ from pathlib import Path
 import requests
 
 from downloader.engine.mirrors import Mirrors
+from downloader.engine.pacing import Pacing, Unpaced
 
 AnswerReader = Callable[[requests.Response], "str | None"]
 """Reads something an origin says in an answer's headers; None when it says nothing."""
@@ -67,6 +68,9 @@ class TransferRequest:
     mirrors: Mirrors | None = None
     """Other URLs of the same file and how each fared, kept across a job's attempts; None:
     `url` alone."""
+    pacing: Pacing = field(default_factory=Unpaced)
+    """Where each connection gets its slot and each read its bandwidth (the fleet's limits,
+    see `pacing`); by default none apply."""
     explain_refusal: AnswerReader = field(default=_says_nothing)
     """What an error answer (4xx, 5xx) means to the user, read from what its origin says
     beyond the status (a hub's error code); appended to the `HTTPError`'s reason. It must

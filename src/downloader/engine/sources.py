@@ -5,19 +5,24 @@ A URL that fails goes behind the others and the next one is asked at once; a mir
 answer is not this file (see `versions`), or whose host does not exist, is dropped for the job.
 Requests ask for the bytes as stored (`Accept-Encoding: identity`), carry the job's token only
 to its source's origin, and are watched by the transfer's watchdog, which may shut their
-connections to stop them.
+connections to stop them. Each request first takes a connection slot of its URL's host from
+the request's `pacing` (waiting, with the watchdog's stall clock stopped, while the host is
+full or paused); the slot rides on the answer and is given back when the answer is closed,
+and every read of the body spends bandwidth through it (see `reader`).
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 
 import requests
 
 from downloader.engine.filestate import PartialState
 from downloader.engine.mirrors import Mirrors
 from downloader.engine.origins import BearerAuth
-from downloader.engine.reading import raise_for_status
+from downloader.engine.pacing import Slot
+from downloader.engine.reading import raise_for_status, read_chunks
 from downloader.engine.request import TransferRequest
 from downloader.engine.resolver import host_not_found
 from downloader.engine.versions import Versions
@@ -39,6 +44,8 @@ class Sources:
         self.mirrors = request.mirrors or Mirrors(request.url)
         self.asked: weakref.WeakKeyDictionary[requests.Response, str] = weakref.WeakKeyDictionary()
         """The URL each answer was asked of (before redirects): the source or a mirror."""
+        self.slots: weakref.WeakKeyDictionary[requests.Response, Slot] = weakref.WeakKeyDictionary()
+        """The connection slot each open answer holds."""
 
     def get(
         self,
@@ -111,23 +118,73 @@ class Sources:
         auth = None
         if self.request.access_token and self.mirrors.may_carry_token(url):
             auth = BearerAuth(self.request.access_token, url)  # and not past a redirect away
+        with self.watchdog.waiting():
+            slot = self.request.pacing.connect(url, self.stop_if_told)
         try:
             response = self.session.get(
                 url, headers=headers, auth=auth, stream=True, timeout=self.request.timeout
             )
-        except requests.RequestException:
-            raise
         except ValueError as exc:
+            slot.release()
             # A host no request can be sent to, in the URL or a redirect's Location: a
             # malformed IP literal (urllib.parse), a DNS label too long (urllib3, or the idna
             # codec in an untrusted job's connection). A request error like the others, so the
             # next URL is asked, and a final one: InvalidURL is not retried.
             raise requests.exceptions.InvalidURL(str(exc)) from exc
+        except BaseException:
+            slot.release()
+            raise
+        self.hold(response, slot)
+        try:
+            return self.checked(url, response)
+        except BaseException:
+            response.close()
+            raise
+
+    def checked(self, url: str, response: requests.Response) -> requests.Response:
+        """A fresh answer, watched; an error status raised as an `HTTPError`."""
         self.asked[response] = url
         self.watchdog.watch(response)
         if response.status_code not in (304, 416):
             raise_for_status(response, self.request.explain_refusal)
         return response
+
+    def stop_if_told(self) -> None:
+        """Raise the watchdog's reason once it stopped the transfer (a wait gives up)."""
+        if self.watchdog.reason is not None:
+            raise self.watchdog.reason
+
+    def hold(self, response: requests.Response, slot: Slot) -> None:
+        """Let `response` hold `slot` until it is closed (or collected, if never closed)."""
+        self.slots[response] = slot
+        close = response.close
+
+        def closing() -> None:
+            try:
+                close()
+            finally:
+                slot.release()
+
+        response.close = closing  # type: ignore[method-assign]
+        weakref.finalize(response, slot.release)
+
+    def reader(self, response: requests.Response, size: int) -> Callable[[], bytes]:
+        """`reading.read_chunks` of the answer, each read's bytes spent from its slot's
+        bandwidth (the wait for it does not count as a stall)."""
+        read = read_chunks(response, size)
+        slot = self.slots.get(response)
+        if slot is None:
+            return read
+        watchdog = self.watchdog
+
+        def paced() -> bytes:
+            chunk = read()
+            if chunk:
+                with watchdog.waiting():
+                    slot.spend(len(chunk))
+            return chunk
+
+        return paced
 
     def headers_for(
         self, url: str, extra: dict[str, str], state: PartialState | None

@@ -9,10 +9,11 @@ never repeated. Nothing here logs a token.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from downloader.config import Settings
-from downloader.engine.origins import origin
+from downloader.engine.origins import Origin, origin
 from downloader.hub.errors import HubError
 from downloader.jobs.models import bearer_token
 
@@ -76,6 +77,12 @@ def _where_found(token_file: str) -> str:
     return f"the token file {token_file}"
 
 
+@functools.lru_cache(maxsize=16)
+def _endpoint_origin(endpoint: str) -> Origin:
+    """The hub's origin: asked once per job queued, and the endpoint hardly ever changes."""
+    return origin(endpoint)
+
+
 def token_for(url: str, settings: Settings | None = None) -> str | None:
     """The token a hub wants on `url`.
 
@@ -93,7 +100,7 @@ def token_for(url: str, settings: Settings | None = None) -> str | None:
     """
     settings = settings or Settings()
     target = origin(url)
-    if target == origin(settings.hf_endpoint):
+    if target == _endpoint_origin(settings.hf_endpoint):
         return hf_token()
     scheme, host, port = target
     if (scheme, port) == ("https", 443) and (host == _CIVITAI or host.endswith("." + _CIVITAI)):

@@ -77,10 +77,13 @@ def mirror_urls(mirrors: Iterable[object] | None) -> list[str]:
 
 
 class DownloadJobStatus(StrEnum):
-    """Where a job is in its life; `ERROR` covers cancellation too, as in InvokeAI's queue."""
+    """Where a job is in its life; `ERROR` covers cancellation too, as in InvokeAI's queue.
+    `PAUSED` is InvokeAI's too (its `pause_job`): stopped by a caller, its partial file kept,
+    no worker slot taken, until `resume_job` queues it again."""
 
     WAITING = "waiting"
     RUNNING = "running"
+    PAUSED = "paused"
     COMPLETED = "completed"
     ERROR = "error"
 
@@ -131,6 +134,7 @@ class _CallbackMixin(BaseModel):
     _callbacks: dict[str, DownloadEventHandler] = PrivateAttr(default_factory=dict)
     _cancelled: bool = PrivateAttr(default=False)
     _failure: Failure | None = PrivateAttr(default=None)
+    _waiting_for: str | None = PrivateAttr(default=None)
 
     def set_callbacks(self, **handlers: DownloadEventHandler | None) -> None:
         for name, handler in handlers.items():
@@ -164,6 +168,16 @@ class _CallbackMixin(BaseModel):
         self._failure = value
 
     @property
+    def waiting_for(self) -> str | None:
+        """Why the running job waits now ("waiting for a connection to huggingface.co (8 of
+        8 in use)"), None while it downloads; not part of its dumps."""
+        return self._waiting_for
+
+    @waiting_for.setter
+    def waiting_for(self, value: str | None) -> None:
+        self._waiting_for = value
+
+    @property
     def in_terminal_state(self) -> bool:
         return self.status.finished  # type: ignore[attr-defined]
 
@@ -178,6 +192,10 @@ class _CallbackMixin(BaseModel):
     @property
     def running(self) -> bool:
         return self.status == DownloadJobStatus.RUNNING  # type: ignore[attr-defined]
+
+    @property
+    def paused(self) -> bool:
+        return self.status == DownloadJobStatus.PAUSED  # type: ignore[attr-defined]
 
     @property
     def errored(self) -> bool:
@@ -231,8 +249,8 @@ class DownloadJob(_JobFields):
         dest: the directory the file is named in, or the file's own path.
         id: unique in the Redis namespace, whatever the queue.
         priority: lower runs first.
-        status: `waiting`, `running`, `completed` or `error` (a cancelled job is `error`
-            with `cancelled` true).
+        status: `waiting`, `running`, `paused`, `completed` or `error` (a cancelled job is
+            `error` with `cancelled` true).
         download_path: the file's final path, once known.
         job_started, job_ended: when the first attempt started and when the job ended.
         job_sequence: the order in which jobs started.

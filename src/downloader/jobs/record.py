@@ -15,10 +15,12 @@ not stored: a missing field reads as its default, here and in the scripts alike.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,12 @@ class JobRecord:
     mirrors: list[str] = field(default_factory=list)
     untrusted: bool = False
     """Queued by an untrusted caller (the REST API): public addresses only."""
+    bandwidth: int | None = None
+    """The job's own bandwidth, bytes per second, within the fleet's (None: no limit of its
+    own; see `jobs.limits`)."""
+    waiting_for: str | None = None
+    """Why the running job waits now (a host's connections all in use, a host's pause);
+    None while it downloads."""
 
     # Multi-file jobs: a part's parent, a parent's parts and what they did.
     parent_id: int | None = None
@@ -93,6 +101,8 @@ class JobRecord:
     job_sequence: int | None = None
     started_epoch: float | None = None
     cancel_requested: bool = False
+    pause_requested: bool = False
+    """A caller paused the job while it ran: its worker stops and marks it paused."""
     cancelled: bool = False
 
     # How it ended.
@@ -131,12 +141,11 @@ class JobRecord:
     def to_hash(self) -> dict[str, str]:
         """The hash fields that differ from their defaults, as JSON (see `encode_value`);
         the fields the scripts look up a job by are always written."""
-        stored = {}
-        for spec in _FIELDS:
-            value = getattr(self, spec.name)
-            if spec.name in _ALWAYS or value != _DEFAULTS[spec.name]:
-                stored[spec.name] = encode_value(value)
-        return stored
+        return {
+            name: encode_value(value)
+            for (name, default, always), value in zip(_SHAPE, _VALUES(self), strict=True)
+            if always or value != default
+        }
 
     @classmethod
     def for_job(cls, job: DownloadJob | MultiFileDownloadJob, **extra: Any) -> JobRecord:
@@ -163,11 +172,19 @@ class JobRecord:
             job = DownloadJob(source=self.source, **values)
         job.cancelled = self.cancelled
         job.failure = self.failure
+        job.waiting_for = self.waiting_for
         return job
 
 
 def encode_value(value: Any) -> str:
     """A field's value as the JSON text a hash field holds."""
+    kind = type(value)
+    if kind is str:  # the common cases first, as json.dumps writes them: enqueueing many
+        return encode_basestring_ascii(value)  # jobs writes a few dozen fields each
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
     if isinstance(value, Enum):
         value = value.value
     elif isinstance(value, Failure):
@@ -203,6 +220,10 @@ _ALWAYS = frozenset({"id", "queue_id", "dest", "status"})
 _DEFAULTS: dict[str, Any] = {
     spec.name: [] if spec.name in ("mirrors", "part_ids") else spec.default for spec in _FIELDS
 }
+_SHAPE = tuple((spec.name, _DEFAULTS[spec.name], spec.name in _ALWAYS) for spec in _FIELDS)
+"""(name, default, always written) of every field, in order, for `to_hash`."""
+_VALUES = operator.attrgetter(*(spec.name for spec in _FIELDS))
+"""Every field's value, in that order, in one call."""
 _MODEL_FIELDS: dict[type, tuple[str, ...]] = {
     model: tuple(
         name

@@ -27,7 +27,11 @@ FAILED = "failed"
 """A status to page by: `error` without the cancelled jobs (the store keeps those in the
 `error` index too, and apart in `cancelled`)."""
 
-_UNFINISHED = (DownloadJobStatus.WAITING.value, DownloadJobStatus.RUNNING.value)
+_UNFINISHED = (
+    DownloadJobStatus.WAITING.value,
+    DownloadJobStatus.RUNNING.value,
+    DownloadJobStatus.PAUSED.value,
+)
 _ENDED = (DownloadJobStatus.COMPLETED.value, DownloadJobStatus.ERROR.value)
 
 
@@ -192,7 +196,7 @@ class StoreAdmin:
     # -- what clear and prune take ------------------------------------------------------------
 
     def unfinished_ids(self, queue_id: str) -> list[int]:
-        """Every waiting and running id of the queue, a batch per round trip."""
+        """Every waiting, running and paused id of the queue, a batch per round trip."""
         return [i for status in _UNFINISHED for i in self.walk_ids(queue_id, status)]
 
     def settled_ids(self, queue_id: str) -> list[int]:

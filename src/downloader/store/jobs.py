@@ -3,6 +3,7 @@ workers. One facade over the store's parts, each a module with one job:
 
 - `records`: creating jobs with their index entries, reading them at any queue size;
 - `lifecycle`: claims, leases, updates, the end of a job and cancels, a script call each;
+- `steering`: a caller's pause, resume, retry and priority of one job, a script call each;
 - `workers`: worker heartbeats;
 - `retention`: removal, the result TTL's sweep, shared gates.
 
@@ -15,8 +16,9 @@ from __future__ import annotations
 from downloader.store.lifecycle import JobLifecycle
 from downloader.store.records import JobRecords
 from downloader.store.retention import Retention
+from downloader.store.steering import JobSteering
 from downloader.store.workers import WorkerBeats
 
 
-class JobStore(JobRecords, JobLifecycle, WorkerBeats, Retention):
+class JobStore(JobRecords, JobLifecycle, JobSteering, WorkerBeats, Retention):
     """Reads and writes the jobs of one namespace of one Redis (`JobStore(client, ns)`)."""

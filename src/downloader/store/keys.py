@@ -130,6 +130,67 @@ class Keys:
         name = f"{self.celery_prefix}{self.celery_queue(queue_id)}"
         return f"{name}:{level}" if level else name
 
+    # -- limits shared by the fleet (see store.limits, store.pacing) ----------------------
+
+    @property
+    def limits(self) -> str:
+        """The limits set at run time: a hash of JSON values, the fleet's under `fleet` and
+        each host's under its name; they win over the settings' until unset."""
+        return f"{self.namespace}:limits"
+
+    def host_slots(self, host: str) -> str:
+        """The connections open to a host: holder -> when its lease runs out (server ms)."""
+        return f"{self.namespace}:limits:slots:{host}"
+
+    def host_waiters(self, host: str) -> str:
+        """Who waits for a slot of a host: holder -> rank (priority first, then arrival)."""
+        return f"{self.namespace}:limits:waiters:{host}"
+
+    def host_waiters_until(self, host: str) -> str:
+        """The same waiters by when they stop counting unless they try again (server ms)."""
+        return f"{self.namespace}:limits:waiters-until:{host}"
+
+    def host_pause(self, host: str) -> str:
+        """Set while the fleet leaves a host alone (a 429 or 503), with the pause's length."""
+        return f"{self.namespace}:limits:pause:{host}"
+
+    def host_probe(self, host: str) -> str:
+        """Set from a host's pause until one connection after it got an answer: until then
+        connections to it go one at a time (the requests resume gradually)."""
+        return f"{self.namespace}:limits:probe:{host}"
+
+    def host_prober(self, host: str) -> str:
+        """The holder of the one connection probing a host after its pause, with a TTL."""
+        return f"{self.namespace}:limits:prober:{host}"
+
+    def host_strikes(self, host: str) -> str:
+        """How many pauses a host asked for lately: the next backoff's exponent."""
+        return f"{self.namespace}:limits:strikes:{host}"
+
+    def host_requests(self, host: str) -> str:
+        """A host's bucket of request tokens (its requests per second)."""
+        return f"{self.namespace}:limits:requests:{host}"
+
+    def host_recent(self, host: str) -> str:
+        """Bytes read from a host per period of a few seconds: its recent rate."""
+        return f"{self.namespace}:limits:recent:{host}"
+
+    def bandwidth_bucket(self, scope: str) -> str:
+        """A bucket of byte tokens: `fleet`, `host:<host>` or `job:<id>`."""
+        return f"{self.namespace}:limits:bucket:{scope}"
+
+    @property
+    def limit_hosts(self) -> str:
+        """The hosts connected to lately, scored by when (epoch seconds): what
+        `downloader limits` reports usage for."""
+        return f"{self.namespace}:limits:hosts"
+
+    @property
+    def limit_stats(self) -> str:
+        """Counters per host label (`bytes:<label>`, `waits:<label>`, `pauses:<label>`)
+        that `metrics` exports."""
+        return f"{self.namespace}:limits:stats"
+
     # -- the namespace -------------------------------------------------------------------
 
     def worker(self, name: str) -> str:

@@ -32,6 +32,8 @@ class ClaimResult(StrEnum):
     LEASED = "leased"  # another live attempt holds it: this message is a duplicate
     FINISHED = "finished"
     CANCELLED = "cancelled"  # cancelled before it started: the claimer ends it
+    PAUSED = "paused"  # paused while it waited: the resume queues it again
+    STALE = "stale"  # its priority moved it to another level, where a newer message waits
     MISSING = "missing"
 
 
@@ -50,6 +52,7 @@ class Standing(StrEnum):
     GO_ON = "go on"
     CANCELLED = "cancelled"
     GONE = "gone"  # the record is no longer in Redis: removed, or lost with Redis's data
+    PAUSED = "paused"  # a caller paused it: stop, keep the partial file
 
 
 class Renewal(StrEnum):
@@ -68,7 +71,7 @@ class CancelResult(StrEnum):
 
 
 _RENEWALS = {1: Renewal.HELD, 0: Renewal.TAKEN, 2: Renewal.GONE}
-_STANDINGS = {0: Standing.GO_ON, 1: Standing.CANCELLED, 2: Standing.GONE}
+_STANDINGS = {0: Standing.GO_ON, 1: Standing.CANCELLED, 2: Standing.GONE, 3: Standing.PAUSED}
 
 
 class JobLifecycle(StoreBase):
@@ -92,10 +95,13 @@ class JobLifecycle(StoreBase):
 
     # -- a worker's attempt -----------------------------------------------------------------
 
-    def claim(self, job_id: int, owner: str, lease_seconds: float) -> Claim:
+    def claim(
+        self, job_id: int, owner: str, lease_seconds: float, sent_level: int | None = None
+    ) -> Claim:
         """Take job `job_id` for one attempt, in one round trip.
 
-        A finished job, a cancelled one and one leased to another live attempt are refused;
+        A finished job, a cancelled one, a paused one, one leased to another live attempt
+        and one whose message is stale (sent at a level its new priority left) are refused;
         otherwise the lease is taken, the job marked running (`attempts`, `worker`,
         `job_sequence`, `job_started`) and its dispatch note dropped.
 
@@ -103,12 +109,15 @@ class JobLifecycle(StoreBase):
             job_id: the job.
             owner: the attempt, unique per attempt (`<worker node>#<random>`).
             lease_seconds: how long the lease lasts unless renewed.
+            sent_level: the broker priority level the message came at (None: unknown, as
+                for a local worker's queue, which is never stale).
 
         Returns:
             The decision, with the record and token as they were then (both None for a
             missing job); the lease is taken only for `ClaimResult.CLAIMED`.
         """
-        args = self._args(job_id, owner, int(lease_seconds * 1000))
+        level = "" if sent_level is None else str(sent_level)
+        args = self._args(job_id, owner, int(lease_seconds * 1000), level)
         result, flat, token = self._scripts["claim"](args=args)
         pairs = dict(zip(flat[::2], flat[1::2], strict=True))
         record = JobRecord.from_hash(pairs) if pairs else None
@@ -150,11 +159,15 @@ class JobLifecycle(StoreBase):
         return bool(self._scripts["stop_parts"](args=self._args(parent_id)))
 
     def standing(self, job_id: int) -> Standing:
-        """Whether a running attempt goes on, is cancelled, or lost its job's record."""
-        cancel, status = self.redis.hmget(self.keys.job(job_id), "cancel_requested", "status")
+        """Whether a running attempt goes on, is cancelled or paused, or lost its record."""
+        cancel, pause, status = self.redis.hmget(
+            self.keys.job(job_id), "cancel_requested", "pause_requested", "status"
+        )
         if status is None:
             return Standing.GONE
-        return Standing.CANCELLED if cancel == b"true" else Standing.GO_ON
+        if cancel == b"true":
+            return Standing.CANCELLED
+        return Standing.PAUSED if pause == b"true" else Standing.GO_ON
 
     def record_retry(self, job_id: int, reason: str) -> None:
         """Count one more attempt, whose failure was `reason` (an `error_type`); like
@@ -192,6 +205,23 @@ class JobLifecycle(StoreBase):
         """
         return self._move(job_id, status, "any", owner, paths, events, job_ended=utcnow(), **fields)
 
+    def pause_stopped(
+        self, job_id: int, owner: str, events: Iterable[Announcement] = (), **fields: Any
+    ) -> bool:
+        """A paused job's worker stopped it: paused, its lease released (its paths stay its
+        own), then `events` published. False, and nothing done, when the pause was withdrawn
+        meanwhile (a resume came first): the attempt hands the job back instead."""
+        return self._move(
+            job_id,
+            DownloadJobStatus.PAUSED,
+            "pausing",
+            owner,
+            (),
+            events,
+            pause_requested=False,
+            **fields,
+        )
+
     def requeue(self, job_id: int) -> None:
         """Back to waiting, for a worker that hands its job back on shutdown."""
         self._move(job_id, DownloadJobStatus.WAITING, "any")
@@ -224,7 +254,8 @@ class JobLifecycle(StoreBase):
         events: Iterable[Announcement] = (),
         **fields: Any,
     ) -> bool:
-        """`lua/transition.lua`: `mode` 'any', 'once' (unless finished) or 'waiting'."""
+        """`lua/transition.lua`: `mode` 'any', 'once' (unless finished), 'waiting' or
+        'pausing' (a running job whose pause is still asked for)."""
         fields["updated_at"] = utcnow()
         keys = list(paths)
         channels, texts = _announced(events)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import redis
 
@@ -60,6 +60,7 @@ class JobRecords(StoreBase):
         records: Iterable[JobRecord],
         access_token: str | None = None,
         access_tokens: Mapping[int, str] | None = None,
+        then: Callable[[redis.client.Pipeline, list[JobRecord]], None] | None = None,
     ) -> None:
         """Write new jobs with their index entries, in pipelined batches.
 
@@ -73,8 +74,11 @@ class JobRecords(StoreBase):
             records: the new jobs, each with its own `id` (see `new_ids`).
             access_token: every job's token, or
             access_tokens: one token per job id. A token is kept under a key of its own.
+            then: adds its own commands for a batch's records to the batch's transaction
+                (the broker messages that queue them, so that they exist with them).
         """
         now = utcnow()
+        batch: list[JobRecord] = []
         pipe = self.redis.pipeline(transaction=True)
         # Index entries go out one ZADD per index and batch.
         indexes: dict[str, dict[str, int]] = {}
@@ -91,19 +95,29 @@ class JobRecords(StoreBase):
             token = access_token or (access_tokens or {}).get(job_id)
             if token:
                 pipe.set(self.keys.secret(job_id), token)
+            batch.append(record)
             if count % BATCH == 0:
-                self._close_batch(pipe, indexes, queue_id)
-        self._close_batch(pipe, indexes, queue_id)
+                self._close_batch(pipe, indexes, queue_id, then, batch)
+        self._close_batch(pipe, indexes, queue_id, then, batch)
 
     def _close_batch(
-        self, pipe: redis.client.Pipeline, indexes: dict[str, dict[str, int]], queue_id: str
+        self,
+        pipe: redis.client.Pipeline,
+        indexes: dict[str, dict[str, int]],
+        queue_id: str,
+        then: Callable[[redis.client.Pipeline, list[JobRecord]], None] | None,
+        batch: list[JobRecord],
     ) -> None:
-        """Send one batch of `create`: its index entries, the queue's name and the marker."""
+        """Send one batch of `create`: its index entries, the queue's name and the marker,
+        and what `then` adds for the batch's records."""
         for key, members in indexes.items():
             pipe.zadd(key, members)
         indexes.clear()
         pipe.sadd(self.keys.queues, queue_id)
         pipe.set(self.keys.marker, uuid.uuid4().hex, nx=True)
+        if then is not None and batch:
+            then(pipe, batch)
+        batch.clear()
         pipe.execute()
 
     def dispatched(self, jobs: Iterable[tuple[int, str, int]], now: float) -> None:

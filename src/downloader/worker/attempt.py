@@ -29,6 +29,10 @@ class WorkerStopping(Exception):
     """The worker is shutting down; the job goes back to the queue to resume elsewhere."""
 
 
+class JobPaused(Exception):
+    """A caller paused the job: the attempt stops, keeps its partial file and frees its slot."""
+
+
 class LeaseLost(Exception):
     """Another attempt owns the job now (this one could not renew its lease): step aside."""
 

@@ -19,6 +19,7 @@ from downloader.engine.transfer import TransferResult
 from downloader.jobs import events as ev
 from downloader.jobs.failure import CANCELLED_ERROR_TYPE, cancellation
 from downloader.jobs.models import DownloadJobStatus
+from downloader.jobs.record import JobRecord
 from downloader.store.bus import Announcement
 from downloader.store.reservations import Reservations
 from downloader.worker.attempt import Attempt, job_root, log
@@ -27,6 +28,14 @@ from downloader.worker.outcome import Outcome, error_type, failure_of
 
 END_REWRITES = 3
 """Times an end the replicas did not confirm is written again before it is announced."""
+
+
+def final_paths(record: JobRecord) -> list[Path]:
+    """The final paths a job may own: its explicit `dest`, and the name it was given."""
+    paths = [record.download_path] if record.download_path else []
+    if record.dest_is_dir is False:
+        paths.append(record.dest)
+    return paths
 
 
 class JobEnd:
@@ -87,6 +96,21 @@ class JobEnd:
             failure=cancellation(attempt.job_id),
         )
         return Outcome.CANCELLED
+
+    def paused(self) -> Outcome:
+        """A caller paused the job: it is marked paused, its lease released and its partial
+        file, state and path kept for the resume, in one round trip. A resume that came
+        while the transfer stopped withdrew the pause: the job goes back to the queue."""
+        attempt = self.attempt
+        if attempt.keeper is not None:
+            attempt.keeper.done.set()  # before the lease goes, so the renewer does not miss it
+        paused = attempt.event(
+            ev.DOWNLOAD_PAUSED, source=attempt.source, download_path=attempt.record.download_path
+        )
+        if attempt.app.store.pause_stopped(attempt.job_id, attempt.owner, [paused]):
+            return Outcome.PAUSED
+        attempt.app.store.release(attempt.job_id, attempt.owner)
+        return self.hand_back()
 
     def hand_back(self) -> Outcome:
         """Put the job back as waiting and queue it again; its partial file stays to resume."""
@@ -155,11 +179,7 @@ class JobEnd:
 
     def final_paths(self) -> list[Path]:
         """The final paths this job may own: its explicit `dest`, and the name it was given."""
-        record = self.attempt.record
-        paths = [record.download_path] if record.download_path else []
-        if record.dest_is_dir is False:
-            paths.append(record.dest)
-        return paths
+        return final_paths(self.attempt.record)
 
     def tidy_if_cancelled(self) -> None:
         """A job cancelled while no worker ran it (its own was gone) may have left a partial

@@ -3,7 +3,11 @@ hears that it must stop (a cancel, a removal, a lost lease, the worker's shutdow
 
 The engine calls `started` once the first answer names the file, `progress` as bytes come in
 and `check` every half second from its watchdog, whatever the origin's pace; a stop is an
-exception raised into the transfer, which the runner turns into the attempt's end.
+exception raised into the transfer, which the runner turns into the attempt's end. A file
+whose announced size is at most one read (`chunk_size`, and no more than `LEAN_BYTES`, which
+even a slow link brings in well within a progress interval) publishes no progress before its
+end, which carries the last one: for small files that was a round trip, a Flower event and
+an event for every follower per job. One without a size reports as any other.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from downloader.jobs.models import JobVanishedError
 from downloader.store.connection import is_redis_error, transient
 from downloader.store.lifecycle import Standing
 from downloader.worker import parents
-from downloader.worker.attempt import Attempt, LeaseLost, WorkerStopping
+from downloader.worker.attempt import Attempt, JobPaused, LeaseLost, WorkerStopping
 from downloader.worker.throttle import Throttle
 
 log = logging.getLogger(__name__)
+
+LEAN_BYTES = 256 << 10
+"""The largest announced size that has no progress event before its end."""
 
 
 class JobHooks:
@@ -39,6 +46,9 @@ class JobHooks:
         self.last_report = 0.0
         """When the store was last asked whether the job goes on (monotonic seconds)."""
         self.started_published = False
+        self.small = min(attempt.app.settings.chunk_size, LEAN_BYTES)
+        """A file of at most this many bytes (announced) has no progress event of its own
+        before its end: it is one read, and its end carries its progress."""
 
     def for_transfer(self) -> TransferHooks:
         return TransferHooks(started=self.starting, progress=self.progress, check=self.check)
@@ -54,8 +64,21 @@ class JobHooks:
         attempt = self.attempt
         # A retry resumes at this path (the partial's own state says whether it still may).
         attempt.record.download_path, attempt.record.etag = result.download_path, result.etag
+        record = attempt.record
         started = attempt.event(
-            ev.DOWNLOAD_STARTED, source=attempt.source, download_path=result.download_path
+            ev.DOWNLOAD_STARTED,
+            source=attempt.source,
+            download_path=result.download_path,
+            # The job as it starts (the claim's record and this answer), so that a client
+            # follows it from the event without reading the record.
+            job_started=record.job_started.isoformat() if record.job_started else None,
+            current_bytes=result.bytes,
+            total_bytes=result.total_bytes,
+            content_type=result.content_type,
+            etag=result.etag,
+            final_url=result.final_url,
+            job_sequence=record.job_sequence,
+            attempts=record.attempts,
         )
         attempt.app.store.update(
             attempt.job_id,
@@ -76,6 +99,7 @@ class JobHooks:
 
         Raises:
             DownloadJobCancelledException: the job was cancelled, or removed.
+            JobPaused: a caller paused the job (unless the last byte is in).
             JobVanishedError: its record went with Redis's data.
             WorkerStopping: the worker shuts down (unless the last byte is in).
             LeaseLost: another attempt holds the job now.
@@ -84,10 +108,13 @@ class JobHooks:
         attempt = self.attempt
         store = attempt.app.store
         if self.started_published:
-            self.heed(self.look(lambda: store.report_progress(attempt.job_id, current, total)))
+            standing = self.look(lambda: store.report_progress(attempt.job_id, current, total))
         else:
-            self.heed(self.look(lambda: store.standing(attempt.job_id)))
-        if attempt.app.stopping.is_set() and not (total and current >= total):
+            standing = self.look(lambda: store.standing(attempt.job_id))
+        whole = bool(total) and current >= total
+        if not (whole and standing is Standing.PAUSED):  # a whole file is finished instead
+            self.heed(standing)
+        if attempt.app.stopping.is_set() and not whole:
             raise WorkerStopping  # a download whose last byte is in finishes instead
         keeper = attempt.keeper
         if keeper is not None and keeper.lost.is_set():
@@ -109,9 +136,11 @@ class JobHooks:
             return Standing.GO_ON
 
     def heed(self, standing: Standing) -> None:
-        """Stop the attempt if its job was cancelled or is gone from Redis."""
+        """Stop the attempt if its job was cancelled or paused, or is gone from Redis."""
         if standing is Standing.CANCELLED:
             raise DownloadJobCancelledException(f"job {self.attempt.job_id} was cancelled")
+        if standing is Standing.PAUSED:
+            raise JobPaused(f"job {self.attempt.job_id} was paused")
         if standing is Standing.GONE:
             self.gone()
 
@@ -131,13 +160,22 @@ class JobHooks:
         # watchdog's first look.
         if time.monotonic() - self.last_report >= self.attempt.app.settings.progress_interval:
             self.check(current, total)
-        if (total and current >= total) or not self.started_published:
-            # The last byte's progress goes out with the job's end, in the same call; none
-            # goes out before the start is stored.
+        if not self.started_published or (total and (current >= total or total <= self.small)):
+            # The last byte's progress goes out with the job's end, in the same call; a file
+            # no longer than one read (the lean path of small files) reports nothing before,
+            # and none goes out before the start is stored.
             return
         if self.throttle.ready(current, total):
             self.attempt.publish(ev.DOWNLOAD_PROGRESS, **self.progress_fields(current, total))
             self.progressed(current, total)
+
+    def waiting(self, reason: str | None) -> None:
+        """The job waits for the fleet's limits (None: no longer): its record says why, and
+        a download_waiting event tells its followers (one script: the event after the
+        write)."""
+        attempt = self.attempt
+        waiting = attempt.event(ev.DOWNLOAD_WAITING, source=attempt.source, reason=reason)
+        attempt.app.store.update(attempt.job_id, events=[waiting], waiting_for=reason)
 
     def progress_fields(self, current: int, total: int) -> dict[str, Any]:
         """A download_progress event's own fields."""
@@ -160,7 +198,8 @@ class JobHooks:
         """Sleep (before a retry), still answering a cancel or a worker shutdown.
 
         Raises:
-            DownloadJobCancelledException, JobVanishedError, WorkerStopping: as `check`.
+            DownloadJobCancelledException, JobPaused, JobVanishedError, WorkerStopping: as
+                `check`.
         """
         app = self.attempt.app
         deadline = time.monotonic() + seconds

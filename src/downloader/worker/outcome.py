@@ -35,6 +35,8 @@ class Outcome(StrEnum):
     COMPLETED = "completed"
     ERROR = "error"
     CANCELLED = "cancelled"
+    PAUSED = "paused"
+    """A caller paused the job: it stopped, keeping its partial file for the resume."""
     HANDED_BACK = "handed back"
     """The worker is stopping: the job waits again and resumes elsewhere."""
     LEASE_LOST = "lease lost"
@@ -43,6 +45,8 @@ class Outcome(StrEnum):
     """The job's record went with Redis's data: the attempt stopped, keeping its partial."""
     # What the claim decided when nothing ran (the claim's own words).
     LEASED = "leased"
+    STALE = "stale"
+    """The message came at a priority level the job has left; a newer one is on its way."""
     FINISHED = "finished"
     MISSING = "missing"
     TIDIED = "tidied"
@@ -52,7 +56,13 @@ class Outcome(StrEnum):
     @property
     def ends_the_job(self) -> bool:
         """Whether the job is over for good, so that its parent may settle."""
-        return self not in (Outcome.HANDED_BACK, Outcome.LEASE_LOST, Outcome.VANISHED)
+        return self not in (
+            Outcome.PAUSED,
+            Outcome.HANDED_BACK,
+            Outcome.LEASE_LOST,
+            Outcome.VANISHED,
+            Outcome.STALE,
+        )
 
 
 _KINDS: tuple[tuple[type[BaseException], FailureKind], ...] = (

@@ -26,7 +26,7 @@ from downloader.jobs.record import JobRecord
 from downloader.store.lifecycle import Claim, ClaimResult
 from downloader.store.reservations import Reservations
 from downloader.worker import parents
-from downloader.worker.attempt import Attempt, LeaseLost, WorkerStopping, job_root
+from downloader.worker.attempt import Attempt, JobPaused, LeaseLost, WorkerStopping, job_root
 from downloader.worker.ending import JobEnd
 from downloader.worker.hooks import JobHooks
 from downloader.worker.outcome import Outcome
@@ -65,6 +65,10 @@ class JobRun:
         self.ending = JobEnd(self.attempt, self.hooks, self.reservations)
         self.mirrors = Mirrors(self.source, record.mirrors)
         """The job's URLs and how each fared: every retry of this attempt starts elsewhere."""
+        self.pacing = app.pacing.for_job(
+            self.job_id, record.priority, record.bandwidth, self.hooks.waiting
+        )
+        """Its connections' slots and bandwidth, from the fleet's limits."""
 
     def request(self) -> TransferRequest:
         settings = self.app.settings
@@ -88,6 +92,7 @@ class JobRun:
             reserve=lambda path: self.reservations.try_acquire(self.job_id, path),
             release=lambda path: self.reservations.release([(self.job_id, path)]),
             mirrors=self.mirrors,
+            pacing=self.pacing,
             # What the hub says beyond HTTP; other origins never send these headers.
             explain_refusal=explain_refusal,
             announced_digest=linked_sha256,
@@ -128,6 +133,8 @@ class JobRun:
             result = fetch_with_retries(self.hooks, self.request, session)
         except DownloadJobCancelledException:
             return ending.cancelled()
+        except JobPaused:
+            return ending.paused()
         except WorkerStopping:
             return ending.hand_back()
         except LeaseLost:
@@ -144,6 +151,7 @@ def run_download(
     job_id: int,
     worker: str,
     on_progress: Callable[[int, int], None] | None = None,
+    sent_level: int | None = None,
 ) -> Outcome:
     """Run job `job_id` if it is still to be done.
 
@@ -155,12 +163,14 @@ def run_download(
         job_id: the job a message named.
         worker: the worker node; the job record keeps it, so one can tell who ran what.
         on_progress: told of every published progress (the Celery task tells Flower).
+        sent_level: the broker priority level the message came at, so that a message left
+            behind by a change of priority is dropped (None: not from the broker).
 
     Returns:
         What became of it.
     """
     owner = attempt_owner(worker)
-    claim = durable_claim(app, job_id, owner)
+    claim = durable_claim(app, job_id, owner, sent_level)
     if claim.record is None:
         return Outcome.MISSING
     outcome = JobRun(app, claim.record, owner, claim.token, on_progress).after_claim(claim.result)
@@ -174,18 +184,18 @@ CLAIM_RETAKES = 3
 """Times a claim the replicas did not confirm is taken again before the attempt goes on."""
 
 
-def durable_claim(app: Runtime, job_id: int, owner: str) -> Claim:
+def durable_claim(app: Runtime, job_id: int, owner: str, sent_level: int | None) -> Claim:
     """Claim the job; with replicas, go on only once one has the claim. A claim a failover
     lost would let a second worker claim the job on the new primary and fetch it too: so an
     unconfirmed claim is taken again where the primary is now (by the same owner it is the
     same claim; if another attempt holds the job there, this one steps aside)."""
-    claim = app.store.claim(job_id, owner, app.settings.lease_seconds)
+    claim = app.store.claim(job_id, owner, app.settings.lease_seconds, sent_level)
     if claim.result is not ClaimResult.CLAIMED or not app.durability.needed():
         return claim
     for _ in range(CLAIM_RETAKES):
         if app.durability.settle(f"claim of job {job_id}"):
             break
-        claim = app.store.claim(job_id, owner, app.settings.lease_seconds)
+        claim = app.store.claim(job_id, owner, app.settings.lease_seconds, sent_level)
         if claim.result is not ClaimResult.CLAIMED:
             break
     return claim

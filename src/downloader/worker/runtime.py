@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from functools import cached_property
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import redis
 import requests
@@ -28,6 +28,7 @@ from downloader.store.keys import Keys
 from downloader.store.lifecycle import CancelResult
 from downloader.worker.leases import LeaseRenewer
 from downloader.worker.notices import RetryListeners
+from downloader.worker.pacing import ProcessPacing
 
 Dispatch = tuple[int, str, int]
 """(job id, queue id, priority): a job to run."""
@@ -46,6 +47,20 @@ class Dispatcher(Protocol):
 
     def discard(self, job_id: int, queue_id: str) -> None:
         """Have a worker that sees the download volume remove what a cancelled job left."""
+        ...
+
+
+@runtime_checkable
+class PipelineDispatcher(Protocol):
+    """A dispatcher whose messages are Redis commands of the job store's own Redis, so a
+    batch's records and messages can go in one transaction (`JobStore.create`'s `then`)."""
+
+    def declare(self, queue_ids: set[str]) -> None:
+        """Make ready, once, whatever the queues' messages need besides themselves."""
+        ...
+
+    def push(self, pipe: redis.client.Pipeline, jobs: Sequence[Dispatch], now: float) -> None:
+        """Add the commands that send `jobs` (and note them sent at `now`) to `pipe`."""
         ...
 
 
@@ -112,6 +127,11 @@ class Runtime:
         """The one thread of this process that renews the leases of all its running jobs."""
         return LeaseRenewer(self.store, self.settings.lease_seconds)
 
+    @cached_property
+    def pacing(self) -> ProcessPacing:
+        """The fleet's limits as this process's transfers live them (see `worker.pacing`)."""
+        return ProcessPacing(self.redis, self.settings)
+
     def live_workers(self) -> list[str]:
         """The workers whose heartbeat in Redis is current (see `recovery.OrphanWatch`)."""
         return self.store.live_workers()
@@ -124,6 +144,14 @@ class Runtime:
             f"jobs of queue {queue_id!r} need a worker this process cannot reach: it runs "
             "only its own jobs and has no broker to send others with"
         )
+
+    def pipelined(self, queue_id: str) -> PipelineDispatcher | None:
+        """The dispatcher of `queue_id` if its messages can share the records' transaction,
+        and no replica must confirm the records first (see `Enqueuer`)."""
+        dispatcher = self.dispatcher_for(queue_id)
+        if not isinstance(dispatcher, PipelineDispatcher) or self.durability.needed():
+            return None
+        return dispatcher
 
     def submit(self, job_id: int, queue_id: str, priority: int) -> None:
         """Queue job `job_id` for a worker of its queue, at its mapped priority."""
@@ -171,5 +199,8 @@ class Runtime:
         return results
 
     def disconnect(self) -> None:
-        """Close every connection, so an embedded Redis sees its last client go."""
+        """Close every connection, so an embedded Redis sees its last client go; what this
+        process's transfers read since the last report is reported first."""
+        if "pacing" in self.__dict__:
+            self.pacing.flush()
         self.redis.connection_pool.disconnect()

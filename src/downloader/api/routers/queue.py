@@ -1,10 +1,12 @@
-"""The queue and its items: enqueue, read, cancel, clear and prune.
+"""The queue and its items: enqueue, read, cancel, pause, resume, retry, reprioritise, clear
+and prune.
 
 Handlers check input and call the service or `queries`; they hold no logic of their own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
@@ -15,18 +17,19 @@ from downloader.api.context import Ctx
 from downloader.api.errors import hub_status
 from downloader.api.schemas import (
     MAX_ID,
-    UNFINISHED,
     ApiStatus,
     EnqueueRequest,
     EnqueueResponse,
     Item,
     ItemId,
     ItemPage,
+    PriorityChange,
     QueueId,
     QueueStatus,
     Removed,
-    api_status,
 )
+from downloader.jobs.record import JobRecord
+from downloader.jobs.transitions import InvalidTransitionError
 
 router = APIRouter(prefix="/api/v1/queue/{queue_id}")
 
@@ -92,14 +95,69 @@ def get_item(ctx: Ctx, queue_id: QueueId, item_id: ItemId) -> Item:
     return queries.to_item(queries.record_or_404(ctx, queue_id, item_id))
 
 
-@router.post("/i/{item_id}/cancel", response_model=Item, tags=["items"])
+STEERED = {
+    401: {"description": "no key, or a wrong one"},
+    404: {"description": "no such item in this queue"},
+    409: {"description": "the item's state does not allow it (the message says why)"},
+}
+"""What a route that steers one item may answer beside 200 and 422."""
+
+
+def _steer(ctx: Ctx, queue_id: str, item_id: int, steer: Callable[[int], JobRecord | None]) -> Item:
+    """Steer an item of this queue; its state after the change, 404 or 409."""
+    queries.record_or_404(ctx, queue_id, item_id)
+    try:
+        record = steer(item_id)
+    except InvalidTransitionError as exc:
+        raise HTTPException(409, str(exc)) from exc
+    if record is None:  # removed meanwhile
+        raise HTTPException(404, f"no item {item_id} in queue {queue_id!r}")
+    return queries.to_item(record)
+
+
+@router.post("/i/{item_id}/cancel", response_model=Item, tags=["items"], responses=STEERED)
 def cancel_item(ctx: Ctx, queue_id: QueueId, item_id: ItemId) -> Item:
-    """Cancel an item (a multi-file job: all its parts). A waiting item is `canceled` at
-    once; a running one stops within about a second. A finished item stays as it is."""
+    """Cancel an item (a multi-file job: all its parts). A waiting or paused item is
+    `canceled` at once; a running one stops within about a second, which the answer waits
+    for. A finished item stays as it is."""
     record = queries.record_or_404(ctx, queue_id, item_id)
-    if api_status(record) in UNFINISHED and not ctx.admin.cancel(item_id):
+    if not record.status.finished and not ctx.admin.cancel(item_id):
         raise HTTPException(404, f"no item {item_id} in queue {queue_id!r}")  # removed meanwhile
-    return queries.to_item(queries.record_or_404(ctx, queue_id, item_id))
+    return _steer(ctx, queue_id, item_id, ctx.admin.await_stopped)
+
+
+@router.post("/i/{item_id}/pause", response_model=Item, tags=["items"], responses=STEERED)
+def pause_item(ctx: Ctx, queue_id: QueueId, item_id: ItemId) -> Item:
+    """Pause an item: `paused`, its partial file kept, no worker slot taken. A waiting item
+    is paused at once; a running one stops within about a second, which the answer waits
+    for. A multi-file job pauses its unfinished parts. 409 for a finished item."""
+    return _steer(ctx, queue_id, item_id, ctx.admin.pause_job)
+
+
+@router.post("/i/{item_id}/resume", response_model=Item, tags=["items"], responses=STEERED)
+def resume_item(ctx: Ctx, queue_id: QueueId, item_id: ItemId) -> Item:
+    """Queue a paused item again; it continues from its partial file with a Range request.
+    A pending or running item stays as it is; 409 for a finished one."""
+    return _steer(ctx, queue_id, item_id, ctx.admin.resume_job)
+
+
+@router.post("/i/{item_id}/retry", response_model=Item, tags=["items"], responses=STEERED)
+def retry_item(ctx: Ctx, queue_id: QueueId, item_id: ItemId) -> Item:
+    """Queue a failed or canceled item again (a multi-file job: its parts that did not
+    complete). A failed item resumes its partial file when the file's validators still match;
+    a cancel removed it, so a canceled item starts over. 409 for an item that completed or
+    has not ended, or for a part (retry its multi-file job)."""
+    return _steer(ctx, queue_id, item_id, ctx.admin.retry_job)
+
+
+@router.patch("/i/{item_id}", response_model=Item, tags=["items"], responses=STEERED)
+def change_item(ctx: Ctx, queue_id: QueueId, item_id: ItemId, body: PriorityChange) -> Item:
+    """Give an item a new priority (lower runs first; a multi-file job: every part). A
+    pending item moves in its queue; a running or paused one keeps its state and the new
+    priority counts when it is next queued. 409 for a finished item."""
+    return _steer(
+        ctx, queue_id, item_id, lambda job_id: ctx.admin.set_job_priority(job_id, body.priority)
+    )
 
 
 @router.delete("/clear", response_model=Removed, tags=["queue"])

@@ -6,6 +6,7 @@ import { enqueueBody } from "./enqueue.js";
 import { COUNTS, QueueList, WorkerTable } from "./fleet.js";
 import { bytes, el, rate } from "./format.js";
 import { JobTable, STATUSES } from "./jobs.js";
+import { LimitsPanel } from "./limits.js";
 import { Rates, Series } from "./rates.js";
 import { EventReader } from "./sse.js";
 
@@ -56,6 +57,19 @@ const queues = new QueueList($("queue-list"), $("more-queues"), {
   open: (queue) => open(queue, ""),
   failed,
 });
+const limits = new LimitsPanel(
+  {
+    fleet: $("limits-fleet"),
+    body: $("limits").tBodies[0],
+    form: $("limits-form"),
+    host: $("limits-host"),
+    connections: $("limits-connections"),
+    bandwidth: $("limits-bandwidth"),
+    rps: $("limits-rps"),
+    message: $("limits-message"),
+  },
+  { failed },
+);
 const workers = new WorkerTable($("workers").tBodies[0], $("no-workers"), rates, series, {
   failed,
 });
@@ -114,7 +128,9 @@ function unlock() {
       open(wanted.get("queue") || queues.defaultQueue || "default", wanted.get("status") || ""),
     );
   workers.refresh();
+  limits.refresh();
   state.timers = [
+    setInterval(() => limits.refresh(), 2000),
     setInterval(() => queues.refresh(), 5000),
     setInterval(() => workers.refresh(), 2000),
     setInterval(() => readStatus(), 2000),

@@ -5,7 +5,7 @@
 import { call } from "./api.js";
 import { bytes, duration, el, rate } from "./format.js";
 
-export const COUNTS = ["pending", "in_progress", "completed", "failed", "canceled"];
+export const COUNTS = ["pending", "in_progress", "paused", "completed", "failed", "canceled"];
 
 export class QueueList {
   constructor(list, more, hooks) {
@@ -75,7 +75,7 @@ export class QueueList {
             "data-queue": queue.queue_id,
             text: queue.queue_id,
           }),
-          queue.paused ? el("span", { class: "badge paused", text: "paused" }) : null,
+          queue.is_paused ? el("span", { class: "badge paused", text: "paused" }) : null,
           el("span", {
             class: "muted",
             text: queue.empty

@@ -5,7 +5,7 @@
 import { call, queuePath } from "./api.js";
 import { bytes, duration, el, fileName, rate } from "./format.js";
 
-export const STATUSES = ["pending", "in_progress", "completed", "failed", "canceled"];
+export const STATUSES = ["pending", "in_progress", "paused", "completed", "failed", "canceled"];
 
 // The status a lifecycle event leaves its job in; any other event (one this page does not
 // know yet too) makes the page read its jobs again.
@@ -14,10 +14,14 @@ const AFTER = {
   download_complete: "completed",
   download_error: "failed",
   download_cancelled: "canceled",
+  download_paused: "paused",
+  download_resumed: "pending",
   multifile_download_started: "in_progress",
   multifile_download_complete: "completed",
   multifile_download_error: "failed",
   multifile_download_cancelled: "canceled",
+  multifile_download_paused: "paused",
+  multifile_download_resumed: "pending",
 };
 const PROGRESS = new Set(["download_progress", "multifile_download_progress"]);
 const RUNNING = new Set(["in_progress"]);

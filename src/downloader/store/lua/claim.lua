@@ -1,12 +1,19 @@
 -- Claim job ARGV[4] for the attempt ARGV[5], with a lease of ARGV[6] ms: refuse a finished,
--- cancelled or leased job; else take the lease and mark it running. Answers the decision
--- with the job's record and token as they are then (no second round trip).
-local function decide(id, owner, lease_ms)
+-- cancelled, paused or leased job, and a waiting one whose message came at the priority level
+-- ARGV[7] ('' unknown) when its priority has moved it to another level since (a message sent
+-- at the new level is on its way); else take the lease and mark it running. Answers the
+-- decision with the job's record and token as they are then (no second round trip).
+local function decide(id, owner, lease_ms, sent_level)
   local jk = key('job', id)
   local status = field(jk, 'status')
   if not status then return 'missing' end
   if TERMINAL[status] then return 'finished' end
   if redis.call('HGET', jk, 'cancel_requested') == 'true' then return 'cancelled' end
+  if status == 'paused' then return 'paused' end
+  local level = field(jk, 'level')
+  if status == 'waiting' and sent_level ~= '' and level and tonumber(sent_level) ~= level then
+    return 'stale'
+  end
   local lease = key('lease', id)
   local holder = redis.call('GET', lease)
   if holder and holder ~= owner then return 'leased' end
@@ -24,5 +31,5 @@ local function decide(id, owner, lease_ms)
 end
 
 local id = ARGV[4]
-local decision = decide(id, ARGV[5], ARGV[6])
+local decision = decide(id, ARGV[5], ARGV[6], ARGV[7] or '')
 return {decision, redis.call('HGETALL', key('job', id)), redis.call('GET', key('secret', id))}

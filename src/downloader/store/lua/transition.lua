@@ -1,5 +1,6 @@
 -- Move job ARGV[4] to status ARGV[5]. ARGV[6] says when it applies: 'any' job that exists,
--- 'once' a job not finished yet, 'waiting' a waiting job; ARGV[7] the lease owner to release
+-- 'once' a job not finished yet, 'waiting' a waiting job, 'pausing' a running job whose pause
+-- is still asked for (a resume may have withdrawn it); ARGV[7] the lease owner to release
 -- ('' none); ARGV[8] a count n of path reservation keys to release (those the job holds)
 -- and the n keys; then a count m of events and the m events (to KEYS); then field, JSON
 -- value pairs to set. Answers 1 when it moved the job, 0 when it did nothing.
@@ -9,6 +10,10 @@ local status = field(jk, 'status')
 if not status then return 0 end
 if mode == 'once' and TERMINAL[status] then return 0 end
 if mode == 'waiting' and status ~= 'waiting' then return 0 end
+if mode == 'pausing' and (status ~= 'running' or
+                          redis.call('HGET', jk, 'pause_requested') ~= 'true') then
+  return 0
+end
 local paths = tonumber(ARGV[8])
 local events_at = 9 + paths
 local events = tonumber(ARGV[events_at])

@@ -1,0 +1,63 @@
+"""What the project's kombu options cost the bare Celery task (issue 22): the floor of
+`jobpath.py --floor` (a no-op task through two `celery worker -P threads -c 8 -E`) with
+stock options, then with each of the project's own (ten priority lists, the key prefix) and
+both, on a private `redis-server`, the variants taking turns. Not a test: prints figures.
+
+    python benchmarks/celery_options.py [--tasks 1000] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench.floor import celery_floor, start_redis
+from benchmarks.bench.processes import Processes
+
+PRIORITIES = {
+    "priority_steps": list(range(10)),
+    "sep": ":",
+    "queue_order_strategy": "priority",
+}
+PREFIX = {"global_keyprefix": "floorns:celery:"}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "stock": {},
+    "ten priority lists": PRIORITIES,
+    "key prefix": PREFIX,
+    "both (as the project)": {**PRIORITIES, **PREFIX},
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dl-celery-options-"))
+    (work / "logs").mkdir()
+    procs = Processes([work])
+    figures: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    try:
+        url, _ = start_redis(procs, work)
+        for _ in range(args.repeats):
+            for name, options in VARIANTS.items():
+                run = celery_floor(procs, work, url, args.tasks, options=options)
+                figures[name].append(run["cpu_ms"])
+                print(f"  {name}: {run['cpu_ms']:.2f} ms per task", flush=True)
+        for name, values in figures.items():
+            print(f"{name:24} worker CPU per task, median: {statistics.median(values):.2f} ms")
+    finally:
+        procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

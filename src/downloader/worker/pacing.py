@@ -1,0 +1,160 @@
+"""The fleet's limits as one process lives them: the engine's `Pacing` seam, kept in Redis.
+
+A process (a worker, or a `get` running its own jobs) has one `ProcessPacing`: the limits in
+force (the settings' defaults with the run-time overrides on top, read again every half
+second),
+the connection slots its transfers hold, and what they read. One thread renews every slot of
+the process and reports the bytes read per host in one pipeline a second (`FleetPacing`), so
+a dead process's slots run out with their lease. Each job gets a `jobpacing.JobPacing`,
+which the engine asks for a slot before every connection and spends bandwidth through after
+every read.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+
+import redis
+
+from downloader.config import Settings
+from downloader.jobs.limits import Limits
+from downloader.store.limits import LimitStore
+from downloader.store.pacing import FleetPacing, Held
+from downloader.worker.jobpacing import JobPacing, OnWait, host_of
+
+log = logging.getLogger(__name__)
+
+LIMITS_AGE = 0.5
+"""Seconds the limits in force are kept before they are read again (a change reaches every
+process within this, and a job within a slice more)."""
+REPORT_EVERY = 1.0
+"""Seconds between renewals of the slots and reports of bytes and counters."""
+PAUSE_FIRST, PAUSE_CAP = 1.0, 60.0
+"""The first fleet-wide backoff of a host that refused without `Retry-After`, and the longest
+pause (a `Retry-After` beyond it is cut to it)."""
+
+
+class ProcessPacing:
+    """The limits, slots and counters of one process on one Redis."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.fleet = FleetPacing(client, settings.namespace)
+        self.store = LimitStore(client, settings.namespace)
+        self.defaults = settings.limits
+        self.lease = settings.slot_lease_seconds
+        self._limits: Limits | None = None
+        self._read_at = 0.0
+        self._held: dict[str, Held] = {}
+        self._read: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter()
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._names = itertools.count()
+        self._prefix = uuid.uuid4().hex[:12]
+        self._thread: threading.Thread | None = None
+
+    def limits(self) -> Limits:
+        """The limits in force, at most `LIMITS_AGE` seconds old (the settings' when Redis
+        cannot be read: a transfer does not stop for that)."""
+        now = time.monotonic()
+        if self._limits is None or now - self._read_at >= LIMITS_AGE:
+            try:
+                self._limits = self.store.in_force(self.defaults)
+            except redis.RedisError:
+                log.warning("could not read the limits in force; keeping the last ones")
+                self._limits = self._limits or self.defaults
+            self._read_at = now
+        return self._limits
+
+    def label(self, host: str) -> str:
+        """`host`'s metrics label: itself when it has limits of its own, else `other`."""
+        return host if host in self.limits().hosts else "other"
+
+    def for_job(
+        self, job_id: int, priority: int, bandwidth: int | None, on_wait: OnWait
+    ) -> JobPacing:
+        """The limits of one job's attempt: its priority ranks its connections, `bandwidth`
+        is its own rate (None: none), `on_wait` is told why it waits."""
+        return JobPacing(self, job_id, priority, bandwidth or 0, on_wait)
+
+    def holder(self) -> str:
+        """A new holder name, unique to this process and connection."""
+        return f"{self._prefix}:{next(self._names)}"
+
+    def count(self, name: str) -> None:
+        """Add one to counter `name`; reported with the next round."""
+        with self._lock:
+            self._counts[name] += 1
+
+    def hold(self, slot: Held) -> None:
+        """Renew `slot` from now on (the thread starts with the first); note its host as
+        used, at most every 10 s per host."""
+        with self._lock:
+            self._held[slot.holder] = slot
+            last = self._seen.get(slot.host, 0.0)
+            fresh = time.monotonic() - last < 10
+            if not fresh:
+                self._seen[slot.host] = time.monotonic()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="downloader-pacing", daemon=True
+                )
+                self._thread.start()
+        if not fresh:
+            self.fleet.seen(slot.host)
+
+    def release(self, slot: Held) -> None:
+        """Give `slot` back at once (a second call does nothing)."""
+        with self._lock:
+            if self._held.pop(slot.holder, None) is None:
+                return
+        try:
+            self.fleet.release_slot(slot)
+        except redis.RedisError:  # the lease runs out instead
+            log.warning("could not give back a connection slot of %s", slot.host)
+
+    def read(self, host: str, count: int) -> None:
+        """`count` bytes came from `host`; reported with the next round."""
+        with self._lock:
+            self._read[host] += count
+
+    def pause(self, url: str, asked: float | None) -> tuple[str, bool, float]:
+        """`url`'s host answered 429 or 503: pause it for the fleet.
+
+        Returns:
+            The host, whether this started a new pause, and the seconds it lasts.
+        """
+        host = host_of(url)
+        started, seconds = self.fleet.pause_host(host, asked, PAUSE_FIRST, PAUSE_CAP)
+        if started:
+            self.count(f"pauses:{self.label(host)}")
+        return host, started, seconds
+
+    def _run(self) -> None:
+        while True:  # as long as the process: slots come and go
+            time.sleep(REPORT_EVERY)
+            try:
+                self.report()
+            except Exception:  # Redis may be restarting; the next round tries again
+                log.exception("could not renew the connection slots")
+
+    def flush(self) -> None:
+        """A last report before the process lets go of Redis (nothing raised: it is ending)."""
+        try:
+            self.report()
+        except redis.RedisError:
+            log.warning("could not report the last bytes read per host")
+
+    def report(self) -> None:
+        """One round: renew the slots held, report bytes and counters."""
+        with self._lock:
+            held = list(self._held.values())
+            read, self._read = self._read, Counter()
+            counts, self._counts = self._counts, Counter()
+        labels = {host: self.label(host) for host in read}
+        self.fleet.renew_and_report(held, self.lease, read, labels, counts)
