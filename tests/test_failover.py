@@ -100,6 +100,7 @@ def follow_cli(process: subprocess.Popen[str], log: EventLog) -> None:
         log.add(json.loads(line))
 
 
+@pytest.mark.timeout(300)  # two failovers; about 100 s on a busy machine
 def test_a_failover_mid_run_loses_nothing_and_everyone_follows_the_new_primary(
     replication: Replication,
     origin: Origin,
@@ -113,7 +114,6 @@ def test_a_failover_mid_run_loses_nothing_and_everyone_follows_the_new_primary(
         "DOWNLOADER_REDIS_URL": replication.url,
         "DOWNLOADER_NAMESPACE": namespace,
         "DOWNLOADER_VISIBILITY_TIMEOUT": "10",
-        "DOWNLOADER_LEASE_SECONDS": "6",
         "DOWNLOADER_ALLOW_PRIVATE_NETWORKS": "true",
         "DOWNLOADER_DOWNLOAD_ROOT": str(tmp_path),
     }
@@ -223,8 +223,15 @@ def test_a_failover_mid_run_loses_nothing_and_everyone_follows_the_new_primary(
                 assert job.status.value == "completed", (job.id, job.status, job.error)
             for job, name in zip([*first, *second, *third], small, strict=True):
                 assert sha(Path(job.download_path).read_bytes()) == sha(small[name])
-                assert origin.hits[f"/files/{name}"] == 1, name
-                assert job.attempts == 1, (job.id, job.attempts)
+                # No two workers fetched one job: each whole GET was one of the job's own tries
+                # (a claim, or a retry it recorded). A job whose end was written to the primary
+                # just before it died (so never reached the replica) is claimed again and finds
+                # its file under the final name, stamped: it only asks whether that version is
+                # still current (If-None-Match). A transfer caught by the SIGKILL may also be
+                # retried by its own worker (its record counts the retry).
+                asked = origin.gets(f"/files/{name}")
+                whole = [r for r in asked if "If-None-Match" not in r.headers]
+                assert 1 <= len(whole) <= job.attempts, (name, job.attempts, asked)
             for job, name in zip(big, large, strict=True):
                 assert sha(Path(job.download_path).read_bytes()) == sha(large[name])
             for name, data in parts.items():

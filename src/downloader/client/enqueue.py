@@ -94,7 +94,7 @@ class Enqueuer:
             untrusted,
             download_path,
             mirrors,
-            rate,
+            bandwidth=rate,
         )
         job.set_callbacks(**(callbacks or {}))
         self._enqueue(queue_id, [job], [record])
@@ -201,6 +201,7 @@ class Enqueuer:
         untrusted: bool,
         download_path: Path | None = None,
         mirrors: list[str] | None = None,
+        *,
         directories: dict[str, bool] | None = None,
         bandwidth: int | None = None,
     ) -> tuple[DownloadJob, JobRecord]:
