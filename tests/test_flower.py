@@ -75,7 +75,7 @@ def test_flower_sees_the_worker_its_queues_and_the_broker(
     wait_until(listed, timeout=30)
     (name,) = [name for name in workers if name.startswith("w1@")]
     stats = workers[name]["stats"]
-    assert stats["broker"]["transport"] == "redis"  # JSON-encodable: `inspect stats` answers
+    assert stats["broker"]["transport"] == "downloader-redis"  # `inspect stats` answers
     assert stats["pool"]["max-concurrency"] == 2
     queue = f"{namespace}.default"
     assert [q["name"] for q in workers[name]["active_queues"]] == [queue]

@@ -31,7 +31,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from kombu import Connection
-from kombu.connection import resolve_aliases
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 
@@ -123,19 +122,18 @@ class BrokerConnection(Connection):
     """A kombu connection that keeps the transport it was made with when it moves on to the
     next URL of a list (the next sentinel): each names another way to the same broker.
 
-    Our transports speak Redis as kombu's do, so the connection describes itself as Redis
-    (`as_uri`, `info`: `redis://...`, `sentinel://...`), as kombu describes `pyamqp` as
-    `amqp`. Flower picks its broker reader from that URL's scheme: under our transports'
+    Its URL (`as_uri`) names the protocol, `redis://...` or `sentinel://...`, not our
+    transports' names: Flower picks its broker reader from that URL's scheme, and under our
     names its `/broker` and `/api/queues/length` answered 404 "'redis' broker is not
-    supported".
+    supported". `info()`, which `celery inspect stats` reports, still names the transport.
     """
 
-    resolve_aliases = {**resolve_aliases, TRANSPORT: "redis", SENTINEL_TRANSPORT: "sentinel"}
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickled with its own transport's name (kombu pickles the described one, which
-        would bring back the stock transport)."""
-        return self.__class__, tuple(dict(self._info(resolve=False)).values()), None
+    def as_uri(self, *args: Any, **kwargs: Any) -> str:
+        uri = super().as_uri(*args, **kwargs)
+        for ours, protocol in ((TRANSPORT, "redis"), (SENTINEL_TRANSPORT, "sentinel")):
+            if uri.startswith(f"{ours}://"):
+                return protocol + uri[len(ours) :]
+        return uri
 
     def switch(self, conn_str: str) -> None:
         transport = self.transport_cls
