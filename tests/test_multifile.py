@@ -257,3 +257,45 @@ def test_a_part_whose_checksum_does_not_match_fails_clearly(
     assert (bad.error_type or "").startswith("ChecksumMismatchError(")
     assert job.status == DownloadJobStatus.ERROR and job.error_type == bad.error_type
     assert not (tmp_path / "m/bad.bin").exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("end", ["failed", "cancelled"])
+def test_a_failed_or_cancelled_job_leaves_no_directory_it_made_empty(
+    make_service: Callable[..., DownloadQueueService],
+    origin: Origin,
+    tmp_path: Path,
+    end: str,
+) -> None:
+    """The parts' subdirectories the job made go when it fails or is cancelled (once empty);
+    one that was there before stays, empty or not, and so does a completed part's."""
+    service = make_service(max_parallel_dl=3)
+    origin.add("a.bin", os.urandom(MiB))
+    origin.add("c.bin", b"c" * 1000)
+    (tmp_path / "keep").mkdir()  # there before the job, empty
+    third = (
+        origin.url("/status/404?hold=third")
+        if end == "failed"
+        else origin.url("/files/a.bin?rate=100000&x=3")
+    )
+    job = service.multifile_download(
+        [
+            RemoteModelFile(url=origin.url("/files/a.bin?rate=100000"), path="x/y/a.bin"),
+            RemoteModelFile(url=origin.url("/files/c.bin"), path="z/c.bin"),
+            RemoteModelFile(url=third, path="keep/deeper/b.bin"),
+        ],
+        dest=tmp_path,
+    )
+    first = job.download_parts[0]
+    wait_until(lambda: service.id_to_job(first.id).bytes > 0, 30)  # its body is coming
+    wait_until(lambda: (tmp_path / "keep/deeper").is_dir() and (tmp_path / "z/c.bin").is_file(), 30)
+    if end == "failed":
+        origin.release("third")  # its 404 fails the job, which cancels the held first part
+    else:
+        service.cancel_job(job)
+    service.wait_for_job(job, timeout=30)
+    origin.release("third")
+    assert job.status is DownloadJobStatus.ERROR and job.cancelled == (end == "cancelled")
+    parts = [service.id_to_job(part.id) for part in job.download_parts]
+    assert all(part.in_terminal_state for part in parts)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert left == ["keep", "z", "z/c.bin"]

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         default="default",
         description=f"the queue a worker or CLI works on: {QUEUE_ID_RULE}",
     )
+    metrics_queues: list[str] = Field(
+        default_factory=list,
+        description="queues with /metrics series of their own besides DOWNLOADER_QUEUE_ID and "
+        'those live workers consume, JSON: ["a", "b"]; every other queue is summed as "other"',
+    )
     concurrency: int = Field(default=5, ge=1, description="parallel downloads of one worker")
     chunk_size: int = Field(default=1 << 20, ge=4096, description="bytes read per chunk")
     segments: int = Field(
@@ -167,6 +172,16 @@ class Settings(BaseSettings):
     @classmethod
     def _plain_queue_id(cls, queue_id: str) -> str:
         return check_queue_id(queue_id)
+
+    @field_validator("metrics_queues")
+    @classmethod
+    def _plain_metrics_queues(cls, queues: list[str]) -> list[str]:
+        return [check_queue_id(queue_id) for queue_id in queues]
+
+    @property
+    def metrics_known_queues(self) -> list[str]:
+        """The queues configured to have /metrics series of their own (see `api.metrics`)."""
+        return [self.queue_id, *self.metrics_queues]
 
     @field_validator("host_limits", mode="before")
     @classmethod

@@ -6,13 +6,20 @@ worker renders the same numbers, and rendering costs a few round trips whatever 
 of jobs. `render(figures)` answers the text format for an HTTP route (the REST API's
 `/metrics`, from its service's `admin`); `serve(figures, port)` starts prometheus_client's own
 server (for `downloader worker --metrics-port`, from a `store.admin.StoreAdmin`).
+
+Every figure adds up: each job (a single job, a multi-file parent, each of its parts) is in
+exactly one `downloader_jobs` status series, `error` not counting the cancelled ones; bytes are
+counted once, by the jobs that downloaded them (parts, not parents). The `queue` label names
+known queues only, those configured (`DOWNLOADER_QUEUE_ID`, `DOWNLOADER_METRICS_QUEUES`) and
+those a live worker consumes, at most `MAX_QUEUE_SERIES` of them; every other queue's figures
+are summed under `queue="other"`, so the queue names a caller puts in URLs create no series.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Collection, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import (
@@ -23,6 +30,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from downloader.jobs.models import DownloadJobStatus
 from downloader.store.keys import CANCELLED, DURATION_BUCKETS, STATUSES
 
 if TYPE_CHECKING:
@@ -30,12 +38,19 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OTHER = "other"
-"""The label of every host the limits do not name: the label set stays bounded."""
+"""The label of every host the limits do not name, and of every queue that is not known:
+the label sets stay bounded."""
 _HOST_COUNTERS = (
     ("bytes", "downloader_host_bytes", "Bytes read from each host"),
     ("waits", "downloader_host_slot_waits", "Connections that waited for a host's slot"),
     ("pauses", "downloader_host_pauses", "Fleet-wide pauses of a host after a 429 or 503"),
 )
+
+MAX_QUEUE_SERIES = 100
+"""Known queues with series of their own, at most (the first by name; the rest: `OTHER`)."""
+
+JOB_STATUSES = (*STATUSES, CANCELLED)
+"""The `status` label's values: `error` is a failure, `cancelled` a cancellation."""
 
 
 class Figures(Protocol):
@@ -45,39 +60,62 @@ class Figures(Protocol):
     def counts(self, queue_id: str) -> dict[str, int]: ...
     def stats(self) -> dict[str, str]: ...
     def live_workers(self) -> list[str]: ...
+    def worker_beats(self) -> list[tuple[str, dict[str, Any]]]: ...
+
+
+def known_queues(store: Figures, configured: Collection[str]) -> frozenset[str]:
+    """The queues with series of their own: `configured` and those live workers consume."""
+    known = set(configured)
+    for _, beat in store.worker_beats():
+        known.update(beat.get("queues", ()))
+    return frozenset(sorted(known)[:MAX_QUEUE_SERIES])
 
 
 class StoreCollector(Collector):
     """Collects from the store on every scrape."""
 
-    def __init__(self, store: Figures) -> None:
+    def __init__(self, store: Figures, configured: Collection[str] = ()) -> None:
         self.store = store
+        self.configured = tuple(configured)
 
     def collect(self) -> Iterator[Metric]:
         store = self.store
+        known = known_queues(store, self.configured)
         jobs = GaugeMetricFamily(
-            "downloader_jobs", "Jobs in Redis by queue and status", labels=["queue", "status"]
+            "downloader_jobs",
+            "Jobs in Redis by queue and status (each job in one status)",
+            labels=["queue", "status"],
         )
+        summed: dict[tuple[str, str], int] = {}
         for queue_id in store.queue_names():
+            label = queue_id if queue_id in known else OTHER
             counts = store.counts(queue_id)
-            for status in (*STATUSES, CANCELLED):
-                jobs.add_metric([queue_id, status], counts[status])
+            error = DownloadJobStatus.ERROR.value
+            exclusive = {**counts, error: counts[error] - counts[CANCELLED]}
+            for status in JOB_STATUSES:
+                summed[label, status] = summed.get((label, status), 0) + exclusive[status]
+        for (label, status), value in sorted(summed.items()):
+            jobs.add_metric([label, status], value)
         yield jobs
 
         stats = store.stats()
         ended = CounterMetricFamily(
             "downloader_jobs_ended",
-            "Jobs that ended, by queue and outcome",
+            "Jobs that ended, by queue and outcome (completed, error or cancelled)",
             labels=["queue", "outcome"],
         )
-        for key, value in sorted(stats.items()):
+        summed.clear()
+        for key, value in stats.items():
             if key.startswith("ended:"):
                 _, queue_id, outcome = key.rsplit(":", 2)
-                ended.add_metric([queue_id, outcome], int(value))
+                label = queue_id if queue_id in known else OTHER
+                summed[label, outcome] = summed.get((label, outcome), 0) + int(value)
+        for labels, value in sorted(summed.items()):
+            ended.add_metric(list(labels), value)
         yield ended
         yield CounterMetricFamily(
             "downloader_downloaded_bytes",
-            "Bytes of completed downloads",
+            "Bytes of completed downloads, counted once (a multi-file job's by its parts)",
             value=int(stats.get("bytes", 0)),
         )
         yield CounterMetricFamily(
@@ -143,23 +181,36 @@ class HostCollector(Collector):
         yield paused
 
 
-def registry_for(store: Figures, hosts: HostFigures | None = None) -> CollectorRegistry:
+def registry_for(
+    store: Figures, hosts: HostFigures | None = None, configured: Collection[str] = ()
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(store))
+    registry.register(StoreCollector(store, configured))
     if hosts is not None:
         registry.register(HostCollector(hosts))
     return registry
 
 
-def render(store: Figures, hosts: HostFigures | None = None) -> bytes:
-    """The metrics in Prometheus' text format (`CONTENT_TYPE`), per host too when `hosts`
-    is given."""
-    return generate_latest(registry_for(store, hosts))
+def render(
+    store: Figures, hosts: HostFigures | None = None, configured: Collection[str] = ()
+) -> bytes:
+    """The metrics in Prometheus' text format (`CONTENT_TYPE`).
+
+    Args:
+        store: where the job figures come from.
+        hosts: where the per-host figures come from (None: no per-host figures).
+        configured: queues that always have series of their own (see `known_queues`).
+    """
+    return generate_latest(registry_for(store, hosts, configured))
 
 
 def serve(
-    store: Figures, port: int, addr: str = "0.0.0.0", hosts: HostFigures | None = None
+    store: Figures,
+    port: int,
+    addr: str = "0.0.0.0",
+    hosts: HostFigures | None = None,
+    configured: Collection[str] = (),
 ) -> None:
     """Serve `/metrics` on `port` from a daemon thread of this process (per host too when
-    `hosts` is given)."""
-    start_http_server(port, addr=addr, registry=registry_for(store, hosts))
+    `hosts` is given; `configured` as for `render`)."""
+    start_http_server(port, addr=addr, registry=registry_for(store, hosts, configured))

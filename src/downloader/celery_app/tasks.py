@@ -15,15 +15,31 @@ from kombu.exceptions import OperationalError
 
 from downloader.celery_app.app import DownloaderApp
 from downloader.engine.redact import scrub_log_handlers
+from downloader.jobs.models import DownloadJobStatus
+from downloader.worker.outcome import Outcome
 from downloader.worker.runner import run_download, tidy_cancelled
+from downloader.worker.runtime import Runtime
 
 FLOWER_PROGRESS_AFTER = 1.0
 """Seconds a download runs before it reports its progress to Flower."""
 
 
-@shared_task(bind=True, name="downloader.download")
+class DownloadFailed(Exception):
+    """Raised by the download task, after the job's end is recorded, when the job ended as an
+    error or cancelled, so that Flower shows the task as FAILURE (its counts then match the
+    jobs). An expected exception (`throws`): Celery logs one line at INFO, no traceback, and
+    no retry follows. Its one argument is its text (`job 7 error: HTTPError(Not Found)`),
+    so Celery can rebuild it from the task event."""
+
+
+@shared_task(bind=True, name="downloader.download", throws=(DownloadFailed,))
 def download(self: Task, job_id: int) -> dict[str, object]:
-    """Download job `job_id`; answers its id and what became of it (for Flower)."""
+    """Download job `job_id`; answers its id and what became of it (for Flower).
+
+    Raises:
+        DownloadFailed: the job ended as an error or cancelled, in this delivery or before it
+            (a job cancelled while it waited): Flower counts the task as failed.
+    """
 
     started = time.monotonic()
 
@@ -41,14 +57,36 @@ def download(self: Task, job_id: int) -> dict[str, object]:
     # The level the message came at: a job whose priority moved it since is sent again at its
     # new level, and this copy is dropped (`JobStore.claim`).
     level = (self.request.delivery_info or {}).get("priority")
+    runtime = self.app.runtime
     outcome = run_download(
-        self.app.runtime,
+        runtime,
         job_id,
         self.request.hostname or "worker",
         tell_flower,
         level if isinstance(level, int) else None,
     )
+    failed = failed_end(runtime, job_id, outcome)
+    if failed is not None:
+        ended, error_type = failed
+        raise DownloadFailed(f"job {job_id} {ended}: {error_type or ended}")
     return {"job_id": job_id, "outcome": outcome.value}
+
+
+def failed_end(runtime: Runtime, job_id: int, outcome: Outcome) -> tuple[str, str | None] | None:
+    """(outcome, error_type) when this delivery saw its job end badly, else None.
+
+    A job cancelled while it waited ended without a worker; its message, when a worker takes
+    it, finds it finished: that delivery is the job's only task in Flower, so it fails too.
+    A message delivered again keeps its task id, so Flower still counts the job once.
+    """
+    if outcome is Outcome.ERROR or outcome is Outcome.CANCELLED:
+        record = runtime.store.record(job_id)
+        return outcome.value, record.error_type if record is not None else None
+    if outcome is Outcome.FINISHED:
+        record = runtime.store.record(job_id)
+        if record is not None and record.status is DownloadJobStatus.ERROR:
+            return ("cancelled" if record.cancelled else "error"), record.error_type
+    return None
 
 
 @shared_task(bind=True, name="downloader.discard")

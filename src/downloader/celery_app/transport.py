@@ -120,7 +120,20 @@ TRANSPORT_ALIASES[SENTINEL_TRANSPORT] = f"{__name__}:SentinelTransport"
 
 class BrokerConnection(Connection):
     """A kombu connection that keeps the transport it was made with when it moves on to the
-    next URL of a list (the next sentinel): each names another way to the same broker."""
+    next URL of a list (the next sentinel): each names another way to the same broker.
+
+    Its URL (`as_uri`) names the protocol, `redis://...` or `sentinel://...`, not our
+    transports' names: Flower picks its broker reader from that URL's scheme, and under our
+    names its `/broker` and `/api/queues/length` answered 404 "'redis' broker is not
+    supported". `info()`, which `celery inspect stats` reports, still names the transport.
+    """
+
+    def as_uri(self, *args: Any, **kwargs: Any) -> str:
+        uri = super().as_uri(*args, **kwargs)
+        for ours, protocol in ((TRANSPORT, "redis"), (SENTINEL_TRANSPORT, "sentinel")):
+            if uri.startswith(f"{ours}://"):
+                return protocol + uri[len(ours) :]
+        return uri
 
     def switch(self, conn_str: str) -> None:
         transport = self.transport_cls

@@ -57,8 +57,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             jobs = iter(list(itertools.islice(jobs, args.limit))[::-1])
         if args.json:
             for job in jobs:
-                row = {**json.loads(job.model_dump_json()), "cancelled": job.cancelled}
-                print(json.dumps(row))
+                print(json.dumps(json.loads(job.model_dump_json())))  # `cancelled` is in it
         else:
             _print_table(jobs)
     return 0

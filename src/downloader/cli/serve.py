@@ -51,7 +51,8 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
             )
         try:
             hosts = FleetLimits(lambda: runtime)
-            serve(StoreAdmin(runtime.store), args.metrics_port, args.metrics_host, hosts)
+            known = runtime.settings.metrics_known_queues
+            serve(StoreAdmin(runtime.store), args.metrics_port, args.metrics_host, hosts, known)
         except OSError as exc:  # a port in use, an address not on this machine
             _say("worker", f"cannot serve metrics on {where}: {exc.strerror or exc}")
             return EXIT_USAGE

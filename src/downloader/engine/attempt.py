@@ -52,7 +52,7 @@ def attempt(ctx: FetchContext, fresh: bool) -> TransferResult:
     request = ctx.request
     known = known_path(request)
     directory = request.dest if known is None else known.parent
-    with DestDir.reach(directory, request.root) as folder:
+    with DestDir.reach(directory, request.root, made=request.made_directory) as folder:
         spot = None if known is None else Spot(folder, known.name)
         if spot is not None:
             spot.refuse_links()  # before anything is asked or written

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
@@ -82,7 +83,13 @@ class DestDir:
         self.path = path
 
     @classmethod
-    def reach(cls, directory: Path, root: Path | None = None, create: bool = True) -> DestDir:
+    def reach(
+        cls,
+        directory: Path,
+        root: Path | None = None,
+        create: bool = True,
+        made: Callable[[Path], None] | None = None,
+    ) -> DestDir:
         """Open a directory by walking down to it without following links.
 
         Args:
@@ -90,6 +97,7 @@ class DestDir:
             root: where the walk starts, opened as named (links and all: the caller chose
                 it); default: `directory` itself.
             create: make missing directories on the way (and `root`).
+            made: told of each directory below `root` this walk made (not of `root`).
 
         Returns:
             The directory, open; close it (or use it as a context manager).
@@ -116,7 +124,7 @@ class DestDir:
         here = root
         for name in below:
             here = here / name
-            fd = _down(fd, name, here, create)
+            fd = _down(fd, name, here, create, made)
         return cls(fd, directory)
 
     def close(self) -> None:
@@ -180,17 +188,24 @@ class DestDir:
         return usage.f_bavail * usage.f_frsize
 
 
-def _down(parent: int, name: str, path: Path, create: bool) -> int:
-    """The directory `name` in `parent`, not through a link, made if missing and `create`;
-    `parent` is closed either way."""
+def _down(
+    parent: int, name: str, path: Path, create: bool, made: Callable[[Path], None] | None = None
+) -> int:
+    """The directory `name` in `parent`, not through a link, made if missing and `create`
+    (and then `made` is told); `parent` is closed either way."""
     try:
         try:
             return os.open(name, _DIRECTORY, dir_fd=parent)
         except FileNotFoundError:
             if not create:
                 raise
-            with suppress(FileExistsError):  # made by another attempt meanwhile
+            try:
                 os.mkdir(name, dir_fd=parent)
+            except FileExistsError:
+                pass  # made by another attempt meanwhile: not ours
+            else:
+                if made is not None:
+                    made(path)
             return os.open(name, _DIRECTORY, dir_fd=parent)
     except OSError as exc:
         if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
@@ -202,3 +217,24 @@ def _down(parent: int, name: str, path: Path, create: bool) -> int:
         raise refusal(path, found, "a directory") from None
     finally:
         os.close(parent)
+
+
+def remove_empty(made: Iterable[Path], root: Path) -> list[Path]:
+    """Remove the directories of `made` (below `root`) that are empty, deepest first, each
+    reached without following links; one holding anything, or gone, stays as it is.
+
+    For a job that failed or was cancelled: the directories its attempts made go, and never
+    one that was there before it (only the walk that made a directory names it).
+
+    Returns:
+        The directories removed.
+    """
+    removed = []
+    for path in sorted(set(made), key=lambda p: len(p.parts), reverse=True):
+        try:
+            with DestDir.reach(path.parent, root, create=False) as folder:
+                os.rmdir(path.name, dir_fd=folder.fd)
+        except (OSError, UnsafeDestinationError):
+            continue  # not empty, gone, or no longer a plain directory below root
+        removed.append(path)
+    return removed

@@ -58,6 +58,9 @@ class TransferRequest:
     """The directory the job's caller chose: it is opened as named, and every directory below
     it on the way to the file is opened without following links (made when missing). None:
     the file's own directory."""
+    made_directory: Callable[[Path], None] = field(default=lambda path: None)
+    """Told of each directory below `root` the transfer made, so that a job that fails or is
+    cancelled can remove those left empty (`destdir.remove_empty`)."""
     reserve: Callable[[Path], bool] = field(default=lambda path: True)
     """Claims a server-chosen final path for this job; False when another job holds it."""
     release: Callable[[Path], None] = field(default=lambda path: None)

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     TypeAdapter,
+    computed_field,
     field_validator,
 )
 
@@ -145,9 +146,11 @@ class _CallbackMixin(BaseModel):
     def callback(self, name: str) -> DownloadEventHandler | None:
         return self._callbacks.get(name)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def cancelled(self) -> bool:
-        """True when the job was cancelled by a caller (its status is then `error`)."""
+        """True when the job was cancelled by a caller (its status is then `error`, as in
+        InvokeAI's queue). In the job's JSON too, beside `status`, which only says `error`."""
         return self._cancelled
 
     @cancelled.setter

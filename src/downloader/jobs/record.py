@@ -152,6 +152,7 @@ class JobRecord:
         """The record of a new job: the model's fields, then the bookkeeping in `extra`
         (which wins where both name a field)."""
         values = {name: getattr(job, name) for name in _MODEL_FIELDS[type(job)]}
+        values["cancelled"] = job.cancelled  # in the model's JSON too (a new job's is False)
         if isinstance(job, DownloadJob):
             values["source"] = str(job.source)
         else:

@@ -79,7 +79,16 @@ class JobLifecycle(StoreBase):
 
     @cached_property
     def _scripts(self) -> dict[str, Script]:
-        names = ("claim", "cancel", "recover", "transition", "update", "progress", "retry")
+        names = (
+            "claim",
+            "cancel",
+            "recover",
+            "transition",
+            "update",
+            "progress",
+            "retry",
+            "stop_parts",
+        )
         scripts = {name: load(self.redis, name, library=True) for name in names}
         scripts.update({name: load(self.redis, name) for name in ("renew", "release")})
         return scripts
@@ -129,16 +138,25 @@ class JobLifecycle(StoreBase):
         """Give up the lease `owner` holds on the job (nothing if another holds it now)."""
         self._scripts["release"](keys=[self.keys.lease(job_id)], args=[owner])
 
-    def update(self, job_id: int, events: Iterable[Announcement] = (), **fields: Any) -> None:
-        """Set fields of an existing job, then publish `events` (all to the same channels);
-        a job removed meanwhile (pruned, cleared) stays gone and nothing is published.
+    def update(self, job_id: int, events: Iterable[Announcement] = (), **fields: Any) -> bool:
+        """Set fields of an unfinished job, then publish `events` (all to the same channels);
+        a job removed meanwhile (pruned, cleared) stays gone, and one that has ended takes
+        nothing more: nothing is published after a job's end.
+
+        Returns:
+            Whether the job took the fields and its events went out.
 
         Raises:
             ValueError: a field the record lacks, or events bound for different channels.
         """
         channels, texts = _announced(events)
         args = self._args(job_id, len(texts), *texts, *flat_fields(fields))
-        self._scripts["update"](keys=channels, args=args)
+        return bool(self._scripts["update"](keys=channels, args=args))
+
+    def stop_parts_once(self, parent_id: int) -> bool:
+        """Mark an unfinished multi-file parent as stopping its parts (`cancel_requested`);
+        True for the one caller that did, which then cancels them."""
+        return bool(self._scripts["stop_parts"](args=self._args(parent_id)))
 
     def standing(self, job_id: int) -> Standing:
         """Whether a running attempt goes on, is cancelled or paused, or lost its record."""
@@ -208,13 +226,23 @@ class JobLifecycle(StoreBase):
         """Back to waiting, for a worker that hands its job back on shutdown."""
         self._move(job_id, DownloadJobStatus.WAITING, "any")
 
-    def finish_once(self, job_id: int, status: DownloadJobStatus, **fields: Any) -> bool:
-        """Finish a job unless it has finished already; True for the one caller that did."""
-        return self._move(job_id, status, "once", job_ended=utcnow(), **fields)
+    def finish_once(
+        self,
+        job_id: int,
+        status: DownloadJobStatus,
+        events: Iterable[Announcement] = (),
+        **fields: Any,
+    ) -> bool:
+        """Finish a job unless it has finished already, publishing `events` with the change;
+        True for the one caller that did (only its events go out)."""
+        return self._move(job_id, status, "once", events=events, job_ended=utcnow(), **fields)
 
-    def start_once(self, job_id: int) -> bool:
-        """Mark a waiting job running; True for the one caller that did."""
-        return self._move(job_id, DownloadJobStatus.RUNNING, "waiting", job_started=utcnow())
+    def start_once(self, job_id: int, events: Iterable[Announcement] = ()) -> bool:
+        """Mark a waiting job running, publishing `events` with the change; True for the one
+        caller that did (only its events go out)."""
+        return self._move(
+            job_id, DownloadJobStatus.RUNNING, "waiting", events=events, job_started=utcnow()
+        )
 
     def _move(
         self,

@@ -8,6 +8,7 @@ the queue. The token lives under a key of its own, so reading a job never reads 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
@@ -135,6 +136,11 @@ class JobRecords(StoreBase):
         """The job's record; None when there is none (never created, removed or expired)."""
         raw = self.redis.hgetall(self.keys.job(job_id))
         return JobRecord.from_hash(raw) if raw else None
+
+    def status_of(self, job_id: int) -> DownloadJobStatus | None:
+        """The job's status alone (one field, not the record); None when it has no record."""
+        raw = self.redis.hget(self.keys.job(job_id), "status")
+        return DownloadJobStatus(json.loads(raw)) if raw is not None else None
 
     def records(self, job_ids: Iterable[int]) -> list[JobRecord]:
         """The records of these jobs that still exist, in order, in pipelined batches."""

@@ -48,6 +48,9 @@ class Attempt:
         """The lease owner, unique per attempt: `<worker node>#<random>`."""
         self.keeper: Lease | None = None
         """The lease while the attempt runs (None before the transfer starts)."""
+        self.made_dirs: list[Path] = []
+        """The directories below the job's root this attempt made (a part's subdirectories):
+        the ones left empty go when the job fails or is cancelled."""
 
     @property
     def job_id(self) -> int:

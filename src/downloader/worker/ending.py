@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from downloader.engine.destdir import remove_empty
 from downloader.engine.filestate import discard_partial, partial_path
 from downloader.engine.redact import scrub
 from downloader.engine.transfer import TransferResult
@@ -77,12 +78,14 @@ class JobEnd:
         structured failure beside them. Called while `exc` is being handled."""
         said = {"error_type": error_type(exc), "error": scrub(traceback.format_exc())}
         failed = self.attempt.event(ev.DOWNLOAD_ERROR, source=self.attempt.source, **said)
+        self.remove_made_dirs()
         self.end(DownloadJobStatus.ERROR, [failed], failure=failure_of(exc), **said)
         return Outcome.ERROR
 
     def cancelled(self) -> Outcome:
         """A cancelled job leaves nothing behind: its partial file and state go."""
         self.discard_partials()
+        self.remove_made_dirs()
         attempt = self.attempt
         cancelled = attempt.event(ev.DOWNLOAD_CANCELLED, source=attempt.source)
         self.end(
@@ -186,6 +189,14 @@ class JobEnd:
             self.discard_partials()
             job_id = self.attempt.job_id
             self.reservations.release((job_id, path) for path in self.final_paths())
+
+    def remove_made_dirs(self) -> None:
+        """Remove the directories this attempt made that are empty (a part's subdirectories),
+        before the end is told, so a failed or cancelled multi-file job leaves none behind;
+        never one that was there before."""
+        attempt = self.attempt
+        if attempt.made_dirs:
+            remove_empty(attempt.made_dirs, job_root(attempt.record, attempt.app.settings))
 
     def discard_partials(self) -> None:
         """Remove the partial files and states of this job (only those it owns)."""

@@ -88,6 +88,7 @@ class JobRun:
             segment_threshold=settings.segment_threshold,
             lowest_speed=settings.lowest_speed,
             speed_window=settings.lowest_speed_window,
+            made_directory=self.attempt.made_dirs.append,
             reserve=lambda path: self.reservations.try_acquire(self.job_id, path),
             release=lambda path: self.reservations.release([(self.job_id, path)]),
             mirrors=self.mirrors,

@@ -21,4 +21,5 @@ def prometheus(ctx: Ctx) -> Response:
     """Jobs by queue and status, jobs ended by outcome, bytes downloaded, retries, job
     durations and live workers, and per host (those the limits name, and `other`) bytes,
     connections, slot waits and pauses, in Prometheus' text format."""
-    return Response(metrics.render(ctx.admin, ctx.service.limits), media_type=metrics.CONTENT_TYPE)
+    body = metrics.render(ctx.admin, ctx.service.limits, ctx.settings.metrics_known_queues)
+    return Response(body, media_type=metrics.CONTENT_TYPE)

@@ -83,7 +83,9 @@ local function move(id, new, cancelled)
   forget_dispatch(jk, id, q)
   local stats = key('stats')
   redis.call('HINCRBY', stats, 'ended:' .. q .. ':' .. outcome, 1)
-  if new == 'completed' then
+  -- Bytes are counted once, where they were downloaded: a multi-file parent's are its
+  -- parts' (summed into it), which counted them when each completed.
+  if new == 'completed' and field(jk, 'kind') ~= 'multifile' then
     redis.call('HINCRBY', stats, 'bytes', tonumber(redis.call('HGET', jk, 'bytes') or '0') or 0)
   end
   local started = tonumber(redis.call('HGET', jk, 'started_epoch') or '')
