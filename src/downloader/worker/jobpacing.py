@@ -13,16 +13,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import redis
 
 from downloader.jobs.limits import Limits
-from downloader.store.pacing import Held, SlotAnswer, SlotOutcome, bucket_scopes
-
-if TYPE_CHECKING:
-    from downloader.worker.pacing import ProcessPacing
+from downloader.store.pacing import FleetPacing, Held, SlotAnswer, SlotOutcome, bucket_scopes
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +34,22 @@ OnWait = Callable[[str | None], None]
 """Told why a job waits (None: it no longer does)."""
 
 
+class PacedProcess(Protocol):
+    """What a job's pacing asks of its process (`worker.pacing.ProcessPacing`): the
+    fleet's store, the limits in force, and the slots and counts it keeps for all its jobs."""
+
+    fleet: FleetPacing
+    lease: float
+
+    def limits(self) -> Limits: ...
+    def label(self, host: str) -> str: ...
+    def holder(self) -> str: ...
+    def count(self, name: str) -> None: ...
+    def hold(self, slot: Held) -> None: ...
+    def release(self, slot: Held) -> None: ...
+    def read(self, host: str, count: int) -> None: ...
+
+
 def host_of(url: str) -> str:
     """The host a URL's connections count against: its name, lower case, without the port."""
     return (urlsplit(url).hostname or "").lower()
@@ -46,7 +59,7 @@ class JobPacing:
     """One job's side of the fleet's limits: the engine's `Pacing` (see `engine.pacing`)."""
 
     def __init__(
-        self, process: ProcessPacing, job_id: int, priority: int, bandwidth: int, on_wait: OnWait
+        self, process: PacedProcess, job_id: int, priority: int, bandwidth: int, on_wait: OnWait
     ) -> None:
         self.process, self.job_id, self.bandwidth = process, job_id, bandwidth
         self.rank = min(max(priority, 0), 99) * 1e13
