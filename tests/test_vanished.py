@@ -141,7 +141,8 @@ def test_get_against_a_redis_that_comes_back_empty_exits_with_one_clear_line(
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert get.returncode == 1, err
     assert len(errors) == 1, err
-    assert errors[0].startswith(f"error: {url}: Redis lost job ")
+    shown = origin.url("/files/big.bin")  # the URL as lines show it: without its query
+    assert errors[0].startswith(f"error: {shown}: Redis lost job ")
     assert "maxmemory-policy noeviction" in errors[0]
     assert "Traceback" not in err
 
