@@ -23,18 +23,31 @@ export class QueueList {
     });
   }
 
-  // Read the first page of queues again (and keep the extra pages asked for, re-read).
+  // Read the first page of queues again (and keep the extra pages asked for, re-read). The
+  // pages read so far stay until the new ones are all in: the totals never read a half list.
   async refresh() {
-    const pages = Math.max(1, this.pages.length);
-    this.pages = [];
+    const wanted = Math.max(1, this.pages.length);
+    const pages = [];
     let cursor = 0;
-    for (let page = 0; page < pages && cursor !== null; page += 1) {
-      cursor = await this.read(cursor);
-      if (cursor === undefined) return;
+    for (let page = 0; page < wanted && cursor !== null; page += 1) {
+      const answer = await this.fetch(cursor);
+      if (answer === undefined) return;
+      pages.push(answer.queues);
+      cursor = answer.next_cursor;
     }
+    this.pages = pages;
+    this.render();
   }
 
+  // The next page, asked for by the "more" button.
   async read(cursor) {
+    const answer = await this.fetch(cursor);
+    if (answer === undefined) return;
+    this.pages.push(answer.queues);
+    this.render();
+  }
+
+  async fetch(cursor) {
     let answer;
     try {
       answer = await call("GET", `/api/v1/queues?limit=100&cursor=${cursor || 0}`);
@@ -43,10 +56,8 @@ export class QueueList {
       return undefined;
     }
     this.defaultQueue = answer.default_queue;
-    this.pages.push(answer.queues);
     this.next = answer.next_cursor;
-    this.render();
-    return answer.next_cursor;
+    return answer;
   }
 
   queues() {
