@@ -129,6 +129,8 @@ class SegmentedCopy:
                 if error is not None and not errors:
                     errors.append(error)
         with self.lock:
+            if self.steals:
+                self.compact()
             self.save()
         if errors:
             raise errors[0]
@@ -184,6 +186,19 @@ class SegmentedCopy:
         self.segments.append(new)
         return len(self.segments) - 1, new
 
+    def compact(self) -> None:
+        """Merge each run of adjacent finished segments into one (the caller holds the lock):
+        however often ranges are split, the plan (and its state file) stays about twice as
+        long as the segments still running."""
+        merged: list[Segment] = []
+        for segment in sorted(self.segments, key=lambda s: s.start):
+            last = merged[-1] if merged else None
+            if last is not None and last.finished and segment.finished:
+                merged[-1] = Segment(last.start, segment.end, segment.end - last.start)
+            else:
+                merged.append(segment)
+        self.segments[:] = merged
+
     def fetch(self, index: int, segment: Segment) -> None:
         try:
             while True:
@@ -191,6 +206,7 @@ class SegmentedCopy:
                 if not self.steals or self.abort.is_set():
                     return
                 with self.lock:
+                    self.compact()
                     taken = self.split_largest()
                     if taken is None:
                         return
