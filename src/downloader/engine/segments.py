@@ -35,10 +35,13 @@ import requests
 from downloader.engine.filestate import Segment
 
 _SAVE_EVERY = 0.5  # seconds between saves of the plan while segments run
-SETTLE = 0.1
+SETTLE = 0.05
 """Seconds new connections get to start before their bytes are measured."""
-WINDOW = 0.25
-"""Seconds the aggregate rate is measured over, before and after each step of growth."""
+FIRST_WINDOW = 0.1
+"""Seconds the rate of the segments a plan starts with is measured over: the first step
+follows whatever it is (it is what a step is judged against), so it comes early."""
+WINDOW = 0.2
+"""Seconds the aggregate rate is measured over after each step of growth."""
 GAIN = 1.10
 """A step of growth pays when it raised the aggregate rate by more than this factor."""
 
@@ -142,7 +145,7 @@ class SegmentedCopy:
             The added segments' futures.
         """
         added: list[Future[None]] = []
-        before = self.rate()
+        before = self.rate(FIRST_WINDOW)
         while before is not None:
             with self.lock:
                 step = min(self.running, self.most - self.running)
@@ -153,19 +156,19 @@ class SegmentedCopy:
             added += [pool.submit(self.fetch, index, segment) for index, segment in new]
             if not new or self.running >= self.most:
                 break
-            after = self.rate()
+            after = self.rate(WINDOW)
             if after is None or after <= before * GAIN:
                 break
             before = after
         return added
 
-    def rate(self) -> float | None:
-        """The aggregate rate (bytes/s) over `WINDOW`, after `SETTLE`; None when the copy
-        ended or is stopping meanwhile."""
+    def rate(self, window: float) -> float | None:
+        """The aggregate rate (bytes/s) over `window` seconds, after `SETTLE`; None when the
+        copy ended or is stopping meanwhile."""
         if self.abort.wait(SETTLE):
             return None
         start, began = self.done, time.monotonic()
-        if self.abort.wait(WINDOW) or self.running == 0:
+        if self.abort.wait(window) or self.running == 0:
             return None
         return (self.done - start) / (time.monotonic() - began)
 
