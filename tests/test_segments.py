@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from downloader import DownloadJobStatus, DownloadQueueService
+from downloader.config import Settings
 from downloader.engine.filestate import PartialState, partial_path, state_path
 from downloader.engine.transfer import TransferHooks, TransferRequest, fetch
 from tests.origin import Origin
@@ -251,3 +252,13 @@ def test_a_number_of_segments_keeps_that_count_in_the_queue(
     assert job.status == DownloadJobStatus.COMPLETED, job.error
     assert origin.peak == 3
     assert len(ranges_seen(origin, "/files/three.bin")) == 4  # the probe and three ranges
+
+
+def test_auto_starts_at_eight_and_grows_to_the_cap_while_a_number_is_fixed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DOWNLOADER_SEGMENTS", raising=False)
+    assert Settings(segments="auto").segment_counts(16) == (8, 16)
+    assert Settings(segments="auto").segment_counts(4) == (4, 4)  # a low cap: no growth
+    assert Settings(segments=3).segment_counts(16) == (3, 3)  # `get --connections 3`
+    assert Settings().segments == "auto"
