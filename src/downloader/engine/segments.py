@@ -149,7 +149,7 @@ class SegmentedCopy:
         while before is not None:
             with self.lock:
                 step = min(self.running, self.most - self.running)
-                new = [split for _ in range(step) if (split := self.split_largest()) is not None]
+                new = [piece for _ in range(step) if (piece := self.split_largest()) is not None]
                 self.running += len(new)
                 if new:
                     self.save()
@@ -167,10 +167,12 @@ class SegmentedCopy:
         copy ended or is stopping meanwhile."""
         if self.abort.wait(SETTLE):
             return None
-        start, began = self.done, time.monotonic()
+        with self.lock:  # the plan changes under the lock (splits, merges)
+            start, began = self.done, time.monotonic()
         if self.abort.wait(window) or self.running == 0:
             return None
-        return (self.done - start) / (time.monotonic() - began)
+        with self.lock:
+            return (self.done - start) / (time.monotonic() - began)
 
     def split_largest(self) -> tuple[int, Segment] | None:
         """A new segment: the second half of the largest range still to fetch, which ends
