@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
 from downloader import DownloadJobStatus, DownloadQueueService
+from downloader.config import Settings
 from downloader.engine.filestate import PartialState, partial_path, state_path
 from downloader.engine.transfer import TransferHooks, TransferRequest, fetch
 from tests.origin import Origin
@@ -141,3 +143,122 @@ def test_the_queue_downloads_large_files_in_segments(
     assert job.status == DownloadJobStatus.COMPLETED and job.bytes == 6 * MiB
     assert len(origin.gets("/files/model.safetensors")) == 5
     assert seen == sorted(seen) and seen[-1] == 6 * MiB
+
+
+def grown_request(origin: Origin, route: str, dest: Path, **extra: object) -> TransferRequest:
+    """Two segments at first, six at most, pieces of at least 256 KiB: a plan that may grow."""
+    settings: dict[str, object] = {"segments_max": 6, **extra}
+    return TransferRequest(
+        url=origin.url(route),
+        dest=dest,
+        segments=2,
+        segment_threshold=MiB,
+        chunk_size=64 * 1024,
+        **settings,  # type: ignore[arg-type]
+    )
+
+
+def test_a_plan_grows_while_segments_add_throughput_up_to_its_most(
+    origin: Origin, tmp_path: Path
+) -> None:
+    digest = origin.add("grow.bin", os.urandom(16 * MiB))
+    result = fetch(grown_request(origin, "/files/grow.bin?rate=1000000", tmp_path, sha256=digest))
+    assert hashlib.sha256((tmp_path / "grow.bin").read_bytes()).hexdigest() == digest
+    assert result.bytes == 16 * MiB
+    # Each connection is capped, so each step adds throughput: more than the two it began
+    # with ran at once, and never more than its most.
+    assert 2 < origin.peak <= 6, origin.peak
+    assert not state_path(partial_path(tmp_path / "grow.bin")).exists()
+
+
+def test_a_grown_plan_resumes_every_range_and_asks_only_for_missing_bytes(
+    origin: Origin, tmp_path: Path
+) -> None:
+    data = os.urandom(16 * MiB)
+    digest = origin.add("regrow.bin", data)
+    route = "/files/regrow.bin?rate=1000000"
+
+    def stop_past_half(current: int, total: int) -> None:
+        if current > total * 0.6:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        fetch(grown_request(origin, route, tmp_path), hooks=TransferHooks(progress=stop_past_half))
+    state = PartialState.load(state_path(partial_path(tmp_path / "regrow.bin")))
+    assert state is not None and state.segments is not None
+    assert 2 < len(state.segments) <= 2 * 6 + 1  # it grew, splits saved, finished ones merged
+    ends = sorted((s.start, s.end) for s in state.segments)
+    assert ends[0][0] == 0 and ends[-1][1] == len(data)
+    assert all(a[1] == b[0] for a, b in pairwise(ends))  # no gap, no overlap
+    with open(partial_path(tmp_path / "regrow.bin"), "rb") as partial:
+        for segment in state.segments:  # what the state says is done is the file's bytes
+            partial.seek(segment.start)
+            assert partial.read(segment.done) == data[segment.start : segment.position]
+    before = len(origin.gets("/files/regrow.bin"))
+
+    result = fetch(grown_request(origin, route, tmp_path, download_path=tmp_path / "regrow.bin"))
+    assert hashlib.sha256((tmp_path / "regrow.bin").read_bytes()).hexdigest() == digest
+    assert result.resumed_from == state.segmented_done
+    missing = [(s.position, s.end) for s in state.segments if not s.finished]
+    asked = [r.headers.get("Range", "") for r in origin.gets("/files/regrow.bin")[before:]]
+    assert asked.count("") == 1  # the probe that finds the plan's version still served
+    asked.remove("")
+    assert asked
+    for spec in asked:
+        first, last = (int(n) for n in spec.removeprefix("bytes=").split("-"))
+        assert any(start <= first and last < end for start, end in missing), spec
+
+
+def test_a_fixed_count_never_grows(origin: Origin, tmp_path: Path) -> None:
+    digest = origin.add("fixed.bin", os.urandom(8 * MiB))
+    fetch(grown_request(origin, "/files/fixed.bin?rate=1000000", tmp_path, segments_max=0))
+    assert hashlib.sha256((tmp_path / "fixed.bin").read_bytes()).hexdigest() == digest
+    assert origin.peak == 2
+    assert len(ranges_seen(origin, "/files/fixed.bin")) == 3  # the probe and two ranges
+
+
+def test_the_queue_grows_a_plan_by_default_up_to_the_host_cap(
+    monkeypatch: pytest.MonkeyPatch,
+    make_service: Callable[..., DownloadQueueService],
+    origin: Origin,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.delenv("DOWNLOADER_SEGMENTS", raising=False)  # auto: 8 at first
+    monkeypatch.setenv("DOWNLOADER_HOST_CONNECTIONS", "12")
+    monkeypatch.setenv("DOWNLOADER_SEGMENT_THRESHOLD", str(MiB))
+    monkeypatch.setenv("DOWNLOADER_CHUNK_SIZE", str(64 * 1024))
+    service = make_service()
+    digest = origin.add("auto.bin", os.urandom(24 * MiB))
+    job = service.download(origin.url("/files/auto.bin?rate=1000000"), tmp_path, sha256=digest)
+    service.wait_for_job(job, timeout=60)
+    assert job.status == DownloadJobStatus.COMPLETED, job.error
+    assert hashlib.sha256((tmp_path / "auto.bin").read_bytes()).hexdigest() == digest
+    assert 8 < origin.peak <= 12, origin.peak
+
+
+def test_a_number_of_segments_keeps_that_count_in_the_queue(
+    monkeypatch: pytest.MonkeyPatch,
+    make_service: Callable[..., DownloadQueueService],
+    origin: Origin,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("DOWNLOADER_SEGMENTS", "3")  # what `get --connections 3` sets
+    monkeypatch.setenv("DOWNLOADER_SEGMENT_THRESHOLD", str(MiB))
+    monkeypatch.setenv("DOWNLOADER_CHUNK_SIZE", str(64 * 1024))
+    service = make_service()
+    digest = origin.add("three.bin", os.urandom(8 * MiB))
+    job = service.download(origin.url("/files/three.bin?rate=2000000"), tmp_path, sha256=digest)
+    service.wait_for_job(job, timeout=60)
+    assert job.status == DownloadJobStatus.COMPLETED, job.error
+    assert origin.peak == 3
+    assert len(ranges_seen(origin, "/files/three.bin")) == 4  # the probe and three ranges
+
+
+def test_auto_starts_at_eight_and_grows_to_the_cap_while_a_number_is_fixed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DOWNLOADER_SEGMENTS", raising=False)
+    assert Settings(segments="auto").segment_counts(16) == (8, 16)
+    assert Settings(segments="auto").segment_counts(4) == (4, 4)  # a low cap: no growth
+    assert Settings(segments=3).segment_counts(16) == (3, 3)  # `get --connections 3`
+    assert Settings().segments == "auto"

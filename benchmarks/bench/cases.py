@@ -11,6 +11,7 @@ from . import (
     case_batch_enqueue,
     case_big_get,
     case_capped,
+    case_capped_default,
     case_enqueue,
     case_multifile,
     case_queue_size,
@@ -39,6 +40,7 @@ CASES: dict[str, Case] = {
     "9": Case(case_queue_size.run, True),
     "10": Case(case_batch_enqueue.run, True),
     "11": Case(case_small_get.run, False),
+    "12": Case(case_capped_default.run, True),
 }
 
 # Result name -> its table rows, in table order.
@@ -54,4 +56,5 @@ ROWS: dict[str, Callable[[dict[str, Any] | None], list[list[str]]]] = {
     "9_queue_size": case_queue_size.rows,
     "10_batch_enqueue": case_batch_enqueue.rows,
     "11_small_get": case_small_get.rows,
+    "12_capped_default": case_capped_default.rows,
 }

@@ -35,7 +35,7 @@ from .processes import Processes, raise_interrupt
 from .report import report_markdown, update_readme, write_results
 from .tools import find_tools, warn_missing
 
-ALL_CASES = "1,2,3,4,6,7,8,9,10,11"
+ALL_CASES = "1,2,3,4,6,7,8,9,10,11,12"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -79,6 +79,13 @@ GOALS: list[tuple[str, str, str, str, float]] = [
         1.0,
     ),
     ("small files, get -i / aria2c -j16", "11 get -i/aria", "c11_get_vs_aria2c", ">=", 1.0),
+    (
+        "capped origin, worker default settings / aria2c x16",
+        "12 default/aria",
+        "c12_default_vs_aria2c",
+        ">=",
+        1.0,
+    ),
 ]
 
 
@@ -95,6 +102,7 @@ def figures(cases: dict[str, Any]) -> dict[str, float | None]:
     c9 = [v for v in cases.get("9_queue_size", {}).get("ratios", {}).values() if v is not None]
     c10 = cases.get("10_batch_enqueue", {}).get("results", {})
     c11 = cases.get("11_small_get", {}).get("ratios", {})
+    c12 = cases.get("12_capped_default", {}).get("ratios", {})
     peaks = [v for row in c5.values() for k, v in row.items() if k.startswith("peak") and v]
     two = next((v for k, v in c3.items() if k.startswith("2 workers")), {})
     return {
@@ -115,6 +123,7 @@ def figures(cases: dict[str, Any]) -> dict[str, float | None]:
         "c10_rest_jobs_s": c10.get("REST batch POST", {}).get("jobs_s"),
         "c11_workers_vs_aria2c": next((v for k, v in c11.items() if k.startswith("2 w")), None),
         "c11_get_vs_aria2c": c11.get("get -i"),
+        "c12_default_vs_aria2c": c12.get("default_vs_aria2c_x16"),
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +17,9 @@ from downloader.engine.origins import Origin, configured_origin, origin, shown
 from downloader.jobs.limits import DEFAULT_HOST_CONNECTIONS, HostLimit, Limits, Rate, host_limits
 from downloader.jobs.models import bearer_token
 from downloader.jobs.queues import QUEUE_ID_RULE, check_queue_id
+
+SEGMENTS_AT_FIRST = 8
+"""The segments a large file starts with when `segments` is auto (the host's cap permitting)."""
 
 
 def _default_state_dir() -> Path:
@@ -76,8 +80,11 @@ class Settings(BaseSettings):
     )
     concurrency: int = Field(default=5, ge=1, description="parallel downloads of one worker")
     chunk_size: int = Field(default=1 << 20, ge=4096, description="bytes read per chunk")
-    segments: int = Field(
-        default=8, ge=1, description="connections for one large file from a range-capable server"
+    segments: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto",
+        description="connections for one large file from a range-capable server: a number "
+        f"keeps that many; auto starts with {SEGMENTS_AT_FIRST} and adds more while they add "
+        "throughput, up to the host's connection cap",
     )
     segment_threshold: int = Field(
         default=64 << 20, ge=1 << 20, description="files from this size on are segmented"
@@ -197,6 +204,20 @@ class Settings(BaseSettings):
             host_connections=self.host_connections,
             hosts=self.host_limits,
         )
+
+    def segment_counts(self, cap: int) -> tuple[int, int]:
+        """How many segments a large file starts with, and the most its plan grows to.
+
+        Args:
+            cap: the connections the fleet may open to the file's host.
+
+        Returns:
+            A number `segments` fixes: that, and that. Auto: `SEGMENTS_AT_FIRST` (at most
+            `cap`), and `cap`.
+        """
+        if self.segments == "auto":
+            return min(SEGMENTS_AT_FIRST, cap), cap
+        return self.segments, self.segments
 
     @field_validator("host_tokens")
     @classmethod

@@ -189,7 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--retries", type=_at_least(0), help="retries of a failing transfer (default: 5)"
     )
     get.add_argument("--timeout", type=_seconds, help="seconds to connect and between bytes")
-    get.add_argument("--connections", type=_at_least(1), help="connections for one large file (8)")
+    get.add_argument(
+        "--connections",
+        type=_at_least(1),
+        help="connections for one large file, fixed (default: auto, from 8 up to the host's cap)",
+    )
     get.add_argument(
         "--parallel", type=_at_least(1), default=5, help="parallel downloads in this process"
     )

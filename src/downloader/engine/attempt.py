@@ -176,11 +176,16 @@ class Attempt:
             return self.ctx.versions.same_version(self.response, state, mirror=True)
         return state.source.same_version(current)
 
+    @property
+    def grows(self) -> bool:
+        """Whether a plan of segments may grow (and its segments take over others' ranges)."""
+        return self.request.segments_max > self.request.segments
+
     def splits(self, current: Validators) -> bool:
         """Segments only for a large file whose every range can be checked to be this version."""
         request = self.request
         return bool(
-            request.segments > 1
+            (request.segments > 1 or self.grows)
             and current.total
             and current.total >= request.segment_threshold
             and current.if_range
@@ -296,6 +301,8 @@ class Attempt:
             progress,
             sources.switch,
             switches=len(sources.mirrors.urls) - 1,
+            most=self.request.segments_max if self.grows else 0,
+            least_piece=4 * self.request.chunk_size,
         )
         try:
             with self.copying():

@@ -48,7 +48,11 @@ class TransferRequest:
     chunk_size: int = 1 << 20
     timeout: tuple[float, float] = (10.0, 60.0)
     segments: int = 1
-    """Connections for one large file from a server that accepts ranges."""
+    """Connections for one large file from a server that accepts ranges (at the start, when
+    `segments_max` lets the plan grow)."""
+    segments_max: int = 0
+    """The most connections a plan of segments grows to while each step of them adds
+    throughput (the host's connection cap, say); at most `segments`: a fixed plan."""
     segment_threshold: int = 64 << 20
     """Files smaller than this use one connection."""
     lowest_speed: int = 0

@@ -92,7 +92,7 @@ class JobPacing:
         try:
             while True:
                 limit = process.limits().for_host(host)
-                cap = limit.connections or process.limits().host_connections
+                cap = process.cap(host)
                 answer = process.fleet.take_slot(
                     slot,
                     process.lease,

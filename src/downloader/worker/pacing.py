@@ -71,6 +71,12 @@ class ProcessPacing:
             self._read_at = now
         return self._limits
 
+    def cap(self, host: str) -> int:
+        """The most connections the fleet opens to `host` now (its own cap, else the one for
+        hosts not named)."""
+        limits = self.limits()
+        return limits.for_host(host).connections or limits.host_connections
+
     def label(self, host: str) -> str:
         """`host`'s metrics label: itself when it has limits of its own, else `other`."""
         return host if host in self.limits().hosts else "other"

@@ -29,6 +29,7 @@ from downloader.worker import parents
 from downloader.worker.attempt import Attempt, JobPaused, LeaseLost, WorkerStopping, job_root
 from downloader.worker.ending import JobEnd
 from downloader.worker.hooks import JobHooks
+from downloader.worker.jobpacing import host_of
 from downloader.worker.outcome import Outcome
 from downloader.worker.retries import fetch_with_retries
 
@@ -72,6 +73,7 @@ class JobRun:
 
     def request(self) -> TransferRequest:
         settings = self.app.settings
+        segments, segments_max = settings.segment_counts(self.app.pacing.cap(host_of(self.source)))
         return TransferRequest(
             url=self.source,
             dest=self.record.dest,
@@ -84,7 +86,8 @@ class JobRun:
             size=self.record.size,
             chunk_size=settings.chunk_size,
             timeout=(settings.connect_timeout, settings.read_timeout),
-            segments=settings.segments,
+            segments=segments,
+            segments_max=segments_max,
             segment_threshold=settings.segment_threshold,
             lowest_speed=settings.lowest_speed,
             speed_window=settings.lowest_speed_window,
