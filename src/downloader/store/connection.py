@@ -39,6 +39,12 @@ from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
 from downloader.config import Settings
+from downloader.store.sentinels import (
+    AsyncFollowingConnection,
+    AsyncFollowingSSLConnection,
+    FollowingConnection,
+    FollowingSSLConnection,
+)
 
 SENTINEL_PORT = 26379
 SENTINEL_TIMEOUT = 2.0
@@ -240,14 +246,20 @@ class RedisTarget:
         if not self.sentinels:
             return redis.Redis.from_url(self.url, **self.tls_options(), **options)
         sentinel = Sentinel(self.sentinels, sentinel_kwargs=self._sentinel_options(options))
-        return sentinel.master_for(self.master_name, **self._node_options(), **options)
+        connection = FollowingSSLConnection if self.tls else FollowingConnection
+        return sentinel.master_for(
+            self.master_name, connection_class=connection, **self._node_options(), **options
+        )
 
     def async_client(self, **options: Any) -> aredis.Redis:
         """An asyncio client of the primary (the API's shared event subscription)."""
         if not self.sentinels:
             return aredis.Redis.from_url(self.url, **self.tls_options(), **options)
         sentinel = AsyncSentinel(self.sentinels, sentinel_kwargs=self._sentinel_options(options))
-        return sentinel.master_for(self.master_name, **self._node_options(), **options)
+        connection = AsyncFollowingSSLConnection if self.tls else AsyncFollowingConnection
+        return sentinel.master_for(
+            self.master_name, connection_class=connection, **self._node_options(), **options
+        )
 
     def riding_client(self, **options: Any) -> redis.Redis:
         """The client of a process's long work: it rides out a restart or a failover."""
