@@ -24,6 +24,8 @@ from fastapi.testclient import TestClient
 
 from downloader import DownloadQueueService, NotReplicatedError, RemoteModelFile
 from downloader.api import create_api
+from downloader.config import Settings
+from downloader.store.connection import RedisTarget
 from tests.children import popen
 from tests.conftest import WorkerProcess
 from tests.origin import Origin
@@ -324,3 +326,33 @@ def test_a_job_no_replica_confirms_is_refused_and_nothing_stays_queued(
     assert run.returncode == 1, run.stderr
     assert "only 0 of 1 Redis replica" in run.stderr.strip().splitlines()[-1]
     assert "Traceback" not in run.stderr
+
+
+def test_a_command_the_failover_cut_off_is_sent_again_to_the_new_primary(
+    replication: Replication,
+) -> None:
+    # redis-py reconnects a connection dropped in the middle of a command to the address it
+    # last had: after a failover, the dead primary's, for the whole ride-out, and the command
+    # fails. Ours asks the sentinels on each try, so the command goes to the new primary.
+    client = RedisTarget(replication.url, Settings(redis_ride_out=20)).riding_client()
+    answers: list[object] = []
+
+    def blocked() -> None:
+        try:
+            answers.append(client.blpop(["never"], timeout=3))
+        except Exception as exc:  # what the test reports
+            answers.append(exc)
+
+    waiting = threading.Thread(target=blocked, daemon=True)
+    primary = replication.primary()
+    waiting.start()
+    wait_until(
+        lambda: int(primary.client().info("clients")["blocked_clients"]) == 1,
+        30,
+        "the command to be in flight",
+    )
+    old = replication.kill_primary()
+    new = replication.wait_promoted(old)
+    waiting.join(60)
+    assert answers == [None], answers  # BLPOP timed out on the new primary: no error
+    assert client.connection_pool.get_master_address()[1] == new.port
