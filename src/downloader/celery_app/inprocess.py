@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from celery.worker import WorkController
@@ -80,12 +81,26 @@ class InProcessWorker:
         self.app.orphan_watch(None, self.queues).start()  # no worker_ready here
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Warm shutdown: running downloads end (they see their lease lost) or finish."""
-        self.controller.stop(in_sighandler=False)
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            log.warning("the in-process worker did not stop within %.0f s", timeout)
-        with self._active_lock:
-            count = self._active.pop(id(self.app), 1) - 1
-            if count:
-                self._active[id(self.app)] = count
+        """Warm shutdown: running downloads end (they see their lease lost) or finish.
+
+        Bounded: Celery's shutdown runs in a thread of its own, which is left behind after
+        `timeout` (kombu's channel close was seen waiting for ever on a Redis reply), and the
+        process may start another in-process worker whatever became of this one."""
+        try:
+            stopper = threading.Thread(
+                target=self.controller.stop,
+                kwargs={"in_sighandler": False},
+                name="downloader-worker-stop",
+                daemon=True,
+            )
+            stopper.start()
+            deadline = time.monotonic() + timeout
+            stopper.join(timeout)
+            self.thread.join(max(0.0, deadline - time.monotonic()))
+            if stopper.is_alive() or self.thread.is_alive():
+                log.warning("the in-process worker did not stop within %.0f s", timeout)
+        finally:
+            with self._active_lock:
+                count = self._active.pop(id(self.app), 1) - 1
+                if count:
+                    self._active[id(self.app)] = count
