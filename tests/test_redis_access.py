@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,24 @@ def api_process(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], str]]:
         stop_process(process)
 
 
+@pytest.fixture
+def own_redis() -> Iterator[Callable[..., RedisServer]]:
+    """Starts Redis servers of the test's own, stopped only after the test's worker and API:
+    a test requests it before `spawn_worker` and `api_process`, so it is torn down after them
+    (a worker or an API whose Redis is gone would ride its absence out, for
+    `DOWNLOADER_REDIS_RIDE_OUT`, before obeying SIGTERM)."""
+    servers: list[RedisServer] = []
+
+    def start(**options: object) -> RedisServer:
+        server = RedisServer(**options)  # type: ignore[arg-type]
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
 def stop_process(process: subprocess.Popen) -> None:
     """SIGTERM, then SIGKILL: a process whose Redis the test stopped first would retry it."""
     process.terminate()
@@ -95,6 +114,21 @@ def queue_env(namespace: str, url: str, tmp_path: Path, **more: str) -> dict[str
     }
     env.pop("DOWNLOADER_API_KEY", None)
     return env
+
+
+def started_together(
+    spawn_worker: Callable[..., WorkerProcess],
+    name: str,
+    api_process: Callable[[dict[str, str]], str],
+    env: dict[str, str],
+) -> str:
+    """A worker `name` and an API on `env`, started side by side (each takes seconds on a
+    loaded machine); answers the API's URL once both are up."""
+    with ThreadPoolExecutor(2) as pool:
+        worker = pool.submit(spawn_worker, name, env=env)
+        api = api_process(env)
+        worker.result()
+    return api
 
 
 def wait_healthy(api: str) -> None:
@@ -123,6 +157,7 @@ def enqueue_and_wait(api: str, origin: Origin, name: str) -> None:
 
 @needs_redis_7
 def test_workers_api_and_cli_reach_a_tls_only_redis_with_the_ca_file(
+    own_redis: Callable[..., RedisServer],
     origin: Origin,
     spawn_worker: Callable[..., WorkerProcess],
     api_process: Callable[[dict[str, str]], str],
@@ -130,45 +165,42 @@ def test_workers_api_and_cli_reach_a_tls_only_redis_with_the_ca_file(
     tmp_path: Path,
 ) -> None:
     certificates = Certificates(tmp_path / "tls")
-    with RedisServer(executable=tls_binary(), tls=certificates) as server:
-        assert server.url.startswith("rediss://")
-        with pytest.raises(redis.ConnectionError):  # TLS only: a plain client gets nowhere
-            redis.Redis(port=server.port, socket_timeout=2).ping()
-        env = queue_env(namespace, server.url, tmp_path, **certificates.env())
-        data = os.urandom(200_000)
-        origin.add("tls.bin", data)
-        spawn_worker("tls1", env=env)
-        api = api_process(env)
-        wait_healthy(api)
-        enqueue_and_wait(api, origin, "tls.bin")
-        got = run_cli("get", origin.url("/files/tls.bin"), "-d", str(tmp_path / "cli"), env=env)
-        assert got.returncode == 0, got.stderr
-        saved = Path(got.stdout.strip().splitlines()[-1])
-        assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(data).digest()
-        listed = run_cli("list", "--json", env=env)
-        assert listed.returncode == 0, listed.stderr
-        assert [json.loads(line)["status"] for line in listed.stdout.splitlines()] == [
-            "completed",
-            "completed",
-        ]
+    server = own_redis(executable=tls_binary(), tls=certificates)
+    assert server.url.startswith("rediss://")
+    with pytest.raises(redis.ConnectionError):  # TLS only: a plain client gets nowhere
+        redis.Redis(port=server.port, socket_timeout=2).ping()
+    env = queue_env(namespace, server.url, tmp_path, **certificates.env())
+    data = os.urandom(200_000)
+    origin.add("tls.bin", data)
+    api = started_together(spawn_worker, "tls1", api_process, env)
+    wait_healthy(api)
+    enqueue_and_wait(api, origin, "tls.bin")
+    got = run_cli("get", origin.url("/files/tls.bin"), "-d", str(tmp_path / "cli"), env=env)
+    assert got.returncode == 0, got.stderr
+    saved = Path(got.stdout.strip().splitlines()[-1])
+    assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(data).digest()
+    listed = run_cli("list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["status"] for line in listed.stdout.splitlines()] == [
+        "completed",
+        "completed",
+    ]
 
-        # a CA that did not sign the server's certificate: one line, exit 1, at once
-        other = Certificates(tmp_path / "other")
-        wrong = {**env, "DOWNLOADER_REDIS_TLS_CA_FILE": str(other.ca_file)}
-        started = time.monotonic()
-        refused = run_cli("list", env=wrong)
-        assert refused.returncode == 1
-        line = one_line(refused.stderr)
-        assert "certificate does not verify" in line and "DOWNLOADER_REDIS_TLS_CA_FILE" in line
-        worker = run_cli("worker", env=wrong)
-        assert worker.returncode == 1
-        assert "certificate does not verify" in one_line(worker.stderr)
-        assert time.monotonic() - started < 30
-        # a TLS setting with a plain URL is refused as a setting
-        plain = run_cli(
-            "list", env={**env, "DOWNLOADER_REDIS_URL": f"redis://127.0.0.1:{server.port}"}
-        )
-        assert plain.returncode == 2 and "use rediss://" in one_line(plain.stderr)
+    # a CA that did not sign the server's certificate: one line, exit 1, at once
+    other = Certificates(tmp_path / "other")
+    wrong = {**env, "DOWNLOADER_REDIS_TLS_CA_FILE": str(other.ca_file)}
+    started = time.monotonic()
+    refused = run_cli("list", env=wrong)
+    assert refused.returncode == 1
+    line = one_line(refused.stderr)
+    assert "certificate does not verify" in line and "DOWNLOADER_REDIS_TLS_CA_FILE" in line
+    worker = run_cli("worker", env=wrong)
+    assert worker.returncode == 1
+    assert "certificate does not verify" in one_line(worker.stderr)
+    assert time.monotonic() - started < 30
+    # a TLS setting with a plain URL is refused as a setting
+    plain = run_cli("list", env={**env, "DOWNLOADER_REDIS_URL": f"redis://127.0.0.1:{server.port}"})
+    assert plain.returncode == 2 and "use rediss://" in one_line(plain.stderr)
 
 
 # -- ACL ----------------------------------------------------------------------------------------
@@ -200,6 +232,7 @@ def test_the_shipped_acl_allows_every_command_the_store_scripts_call() -> None:
 
 @needs_redis_7
 def test_an_acl_user_with_the_shipped_rights_runs_the_whole_job_path_and_the_api(
+    own_redis: Callable[..., RedisServer],
     origin: Origin,
     spawn_worker: Callable[..., WorkerProcess],
     api_process: Callable[[dict[str, str]], str],
@@ -207,82 +240,81 @@ def test_an_acl_user_with_the_shipped_rights_runs_the_whole_job_path_and_the_api
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with RedisServer(executable=tls_binary()) as server:
-        admin = server.client()
-        admin.execute_command("ACL", "SETUSER", "downloader", *acl_rules(namespace, "s3cr3t-pw"))
-        admin.execute_command(
-            "ACL", "SETUSER", "nobrpop", *acl_rules(namespace, "other-pw", without=("+brpop",))
-        )
-        url = f"redis://downloader:s3cr3t-pw@127.0.0.1:{server.port}/0"
-        restricted = redis.Redis.from_url(url)
-        with pytest.raises(redis.exceptions.NoPermissionError):
-            restricted.set("elsewhere:key", 1)
-        with pytest.raises(redis.exceptions.NoPermissionError):
-            restricted.keys("*")
-        admin.execute_command("ACL", "LOG", "RESET")  # what follows must need nothing more
-        env = queue_env(namespace, url, tmp_path)
-        for name, size in (("a.bin", 1000), ("b.bin", 300_000), ("p1.bin", 5000), ("p2.bin", 7)):
-            origin.add(name, os.urandom(size))
-        events = popen(
-            [sys.executable, "-m", "downloader", "events", "--all"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            spawn_worker("acl1", env=env)
-            api = api_process(env)
-            wait_healthy(api)
-            enqueue_and_wait(api, origin, "a.bin")
-            monkeypatch.setenv("DOWNLOADER_NAMESPACE", namespace)
-            with DownloadQueueService(redis_url=url, start_worker=False) as service:
-                single = service.download(origin.url("/files/b.bin"), tmp_path / "b.bin")
-                multi = service.multifile_download(
-                    [
-                        RemoteModelFile(url=origin.url("/files/p1.bin"), path="m/p1.bin"),
-                        RemoteModelFile(url=origin.url("/files/p2.bin"), path="m/p2.bin"),
-                    ],
-                    tmp_path / "multi",
-                )
-                slow = service.download(origin.url("/files/b.bin?rate=1000"), tmp_path / "s.bin")
-                for job in (single, multi):
-                    assert service.wait_for_job(job, 60).status.value == "completed", job.error
-                service.cancel_job(slow)
-                assert service.wait_for_job(slow, 60).cancelled
-            assert (tmp_path / "b.bin").read_bytes() == origin.files["b.bin"]
-            assert (tmp_path / "multi" / "m" / "p2.bin").read_bytes() == origin.files["p2.bin"]
-            for command in (("list", "--all"), ("pause",), ("resume",), ("prune",)):
-                done = run_cli(*command, env=env)
-                assert done.returncode == 0, (command, done.stderr)
-            status = requests.get(f"{api}/api/v1/queue/default/status", timeout=10).json()
-            assert status["processor"]["is_started"], status
-            with requests.get(f"{api}/api/v1/queue/default/events", stream=True, timeout=10) as s:
-                assert next(s.iter_lines(decode_unicode=True)) == ": subscribed"
-        finally:
-            events.terminate()
-            out, _ = events.communicate(timeout=15)
-        seen = [json.loads(line)["event"] for line in out.splitlines()]
-        assert "download_complete" in seen and "multifile_download_complete" in seen
-        assert not admin.acl_log(), admin.acl_log()
+    server = own_redis(executable=tls_binary())
+    admin = server.client()
+    admin.execute_command("ACL", "SETUSER", "downloader", *acl_rules(namespace, "s3cr3t-pw"))
+    admin.execute_command(
+        "ACL", "SETUSER", "nobrpop", *acl_rules(namespace, "other-pw", without=("+brpop",))
+    )
+    url = f"redis://downloader:s3cr3t-pw@127.0.0.1:{server.port}/0"
+    restricted = redis.Redis.from_url(url)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        restricted.set("elsewhere:key", 1)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        restricted.keys("*")
+    admin.execute_command("ACL", "LOG", "RESET")  # what follows must need nothing more
+    env = queue_env(namespace, url, tmp_path)
+    for name, size in (("a.bin", 1000), ("b.bin", 300_000), ("p1.bin", 5000), ("p2.bin", 7)):
+        origin.add(name, os.urandom(size))
+    events = popen(
+        [sys.executable, "-m", "downloader", "events", "--all"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        api = started_together(spawn_worker, "acl1", api_process, env)
+        wait_healthy(api)
+        enqueue_and_wait(api, origin, "a.bin")
+        monkeypatch.setenv("DOWNLOADER_NAMESPACE", namespace)
+        with DownloadQueueService(redis_url=url, start_worker=False) as service:
+            single = service.download(origin.url("/files/b.bin"), tmp_path / "b.bin")
+            multi = service.multifile_download(
+                [
+                    RemoteModelFile(url=origin.url("/files/p1.bin"), path="m/p1.bin"),
+                    RemoteModelFile(url=origin.url("/files/p2.bin"), path="m/p2.bin"),
+                ],
+                tmp_path / "multi",
+            )
+            slow = service.download(origin.url("/files/b.bin?rate=1000"), tmp_path / "s.bin")
+            for job in (single, multi):
+                assert service.wait_for_job(job, 60).status.value == "completed", job.error
+            service.cancel_job(slow)
+            assert service.wait_for_job(slow, 60).cancelled
+        assert (tmp_path / "b.bin").read_bytes() == origin.files["b.bin"]
+        assert (tmp_path / "multi" / "m" / "p2.bin").read_bytes() == origin.files["p2.bin"]
+        for command in (("list", "--all"), ("pause",), ("resume",), ("prune",)):
+            done = run_cli(*command, env=env)
+            assert done.returncode == 0, (command, done.stderr)
+        status = requests.get(f"{api}/api/v1/queue/default/status", timeout=10).json()
+        assert status["processor"]["is_started"], status
+        with requests.get(f"{api}/api/v1/queue/default/events", stream=True, timeout=10) as s:
+            assert next(s.iter_lines(decode_unicode=True)) == ": subscribed"
+    finally:
+        events.terminate()
+        out, _ = events.communicate(timeout=15)
+    seen = [json.loads(line)["event"] for line in out.splitlines()]
+    assert "download_complete" in seen and "multifile_download_complete" in seen
+    assert not admin.acl_log(), admin.acl_log()
 
-        # a command outside the user's rights: the worker stops at once and says which user
-        started = time.monotonic()
-        stopped = run_cli(
-            "worker",
-            "-n",
-            "nobrpop@%h",
-            env={
-                **env,
-                "DOWNLOADER_REDIS_URL": url.replace("downloader:s3cr3t-pw", "nobrpop:other-pw"),
-            },
-            timeout=90,
-        )
-        assert stopped.returncode != 0
-        line = stopped.stderr.strip().splitlines()[-1]
-        assert line.startswith("downloader worker: error:") and "'nobrpop'" in line, line
-        assert "other-pw" not in stopped.stderr + stopped.stdout
-        assert time.monotonic() - started < 60
+    # a command outside the user's rights: the worker stops at once and says which user
+    started = time.monotonic()
+    stopped = run_cli(
+        "worker",
+        "-n",
+        "nobrpop@%h",
+        env={
+            **env,
+            "DOWNLOADER_REDIS_URL": url.replace("downloader:s3cr3t-pw", "nobrpop:other-pw"),
+        },
+        timeout=90,
+    )
+    assert stopped.returncode != 0
+    line = stopped.stderr.strip().splitlines()[-1]
+    assert line.startswith("downloader worker: error:") and "'nobrpop'" in line, line
+    assert "other-pw" not in stopped.stderr + stopped.stdout
+    assert time.monotonic() - started < 60
 
 
 # -- a worker without its broker --------------------------------------------------------------
@@ -303,12 +335,15 @@ def test_a_worker_refused_by_its_broker_exits_non_zero_with_one_line(
 def test_a_worker_whose_broker_never_answers_exits_non_zero_with_one_line(
     namespace: str, tmp_path: Path
 ) -> None:
+    """It waits for a Redis still starting for `DOWNLOADER_REDIS_RIDE_OUT` (60 s by default;
+    5 here, so that the test also sees the setting obeyed), then gives up."""
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    env = queue_env(namespace, nowhere, tmp_path, DOWNLOADER_REDIS_RIDE_OUT="5")
     started = time.monotonic()
-    refused = run_cli("worker", env=queue_env(namespace, nowhere, tmp_path), timeout=110)
+    refused = run_cli("worker", env=env, timeout=110)
     assert refused.returncode == 1
     assert "cannot reach Redis at " + nowhere in one_line(refused.stderr)
-    assert time.monotonic() - started < 100
+    assert time.monotonic() - started < 50
 
 
 def test_a_url_of_another_kind_is_one_line_naming_the_setting(
