@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from downloader import DownloadJobStatus, DownloadQueueService, RemoteModelFile
+from downloader.engine.destdir import DestDir
+from downloader.engine.errors import DirectoryRemovedError
 from downloader.engine.filestate import SEAL_SLACK_NS
+from downloader.engine.retry import is_retriable
 from tests.origin import Origin
 from tests.test_queue import sha256, wait_until
 
@@ -248,3 +251,19 @@ def test_a_stamped_file_changed_in_place_is_not_current_without_a_sha256(
     assert again.status == DownloadJobStatus.COMPLETED, again.error
     assert sha256(path) == digest
     assert "If-None-Match" not in origin.gets("/files/n.bin")[-1].headers
+
+
+def test_a_directory_removed_before_a_file_is_made_in_it_is_a_retriable_error(
+    tmp_path: Path,
+) -> None:
+    # Another job tidies its empty directories away (its part failed) while this one has
+    # reached the directory and is about to make its partial file there: the next try makes
+    # the directory again, instead of failing the job with a bare FileNotFoundError.
+    with DestDir.reach(tmp_path / "m", tmp_path) as folder:
+        (tmp_path / "m").rmdir()
+        with pytest.raises(DirectoryRemovedError) as removed:
+            folder.open("slow.bin.downloading", os.O_CREAT | os.O_WRONLY)
+        assert is_retriable(removed.value)
+    with DestDir.reach(tmp_path / "m", tmp_path) as folder:
+        os.close(folder.open("slow.bin.downloading", os.O_CREAT | os.O_WRONLY))
+    assert (tmp_path / "m" / "slow.bin.downloading").is_file()

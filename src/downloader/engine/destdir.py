@@ -25,7 +25,7 @@ from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
 
-from downloader.engine.errors import UnsafeDestinationError
+from downloader.engine.errors import DirectoryRemovedError, UnsafeDestinationError
 
 _FILE = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 """Added to every file opened: no link followed, no descriptor inherited by a child process,
@@ -162,6 +162,10 @@ class DestDir:
         try:
             fd = os.open(name, flags | _FILE, mode, dir_fd=self.fd)
         except OSError as exc:
+            if exc.errno == errno.ENOENT and flags & os.O_CREAT and self.removed():
+                raise DirectoryRemovedError(
+                    f"{self.path} was removed before {name} could be made in it"
+                ) from None
             if exc.errno != errno.ELOOP:
                 raise
             raise refusal(self.path / name, self.stat(name)) from None
@@ -171,6 +175,10 @@ class DestDir:
             raise refusal(self.path / name, found)
         os.set_blocking(fd, True)
         return fd
+
+    def removed(self) -> bool:
+        """Whether this directory was removed since it was reached (it has no name left)."""
+        return os.fstat(self.fd).st_nlink == 0
 
     def remove(self, name: str) -> None:
         """Remove the entry `name` (a link itself, never what it points to), if there is one."""

@@ -44,6 +44,12 @@ class DestinationBusyError(TransferError):
     """Another download is writing the same file right now."""
 
 
+class DirectoryRemovedError(TransferError):
+    """The directory a file was to be made in was removed meanwhile (another job tidied its
+    empty directories away between this one reaching it and writing in it): the next try
+    makes it again."""
+
+
 class DestinationChangedError(TransferError):
     """The partial file was replaced while it was written; what was verified is not there."""
 

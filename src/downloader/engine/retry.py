@@ -25,6 +25,7 @@ import requests
 
 from downloader.engine.errors import (
     DestinationBusyError,
+    DirectoryRemovedError,
     IncompleteDownloadError,
     StalledTransferError,
 )
@@ -64,7 +65,9 @@ def is_retriable(exc: BaseException) -> bool:
         # Below the lowest speed for a whole window: another connection may do better.
         | StalledTransferError
         # The file's previous writer (an attempt that lost its lease) is about to let go.
-        | DestinationBusyError,
+        | DestinationBusyError
+        # Another job removed the (then empty) directory: the next try makes it again.
+        | DirectoryRemovedError,
     )
 
 
