@@ -17,12 +17,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import redis
 
-from downloader.client.following import EventBus, Following, Job
+from downloader.client.following import Following, Job
 from downloader.client.listener import Listener, copy_state
 from downloader.jobs.models import MultiFileDownloadJob
 
@@ -41,16 +41,9 @@ _WAKE = json.dumps({"event": "_wake"})
 class LiveJobs(Following):
     """The jobs one service queued, as live objects, and the thread that keeps them current."""
 
-    def __init__(
-        self,
-        namespace: str,
-        queue_id: str,
-        client_channel: str,
-        event_bus: EventBus | Callable[[str, dict[str, Any]], None] | None,
-    ) -> None:
-        super().__init__(namespace, queue_id, client_channel, event_bus)
-        self.app: Runtime | None = None
-        self.listener: threading.Thread | None = None
+    app: Runtime | None = None
+    """The runtime the listener reads from, while it runs."""
+    listener: threading.Thread | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
 
