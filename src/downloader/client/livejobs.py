@@ -135,23 +135,26 @@ class LiveJobs(Following):
     def revive(self, job_id: int) -> None:
         """A job handed out here is queued again (a retry): it and its parts are followed
         anew, before the retry can start them, and `wait_for` waits for their new end."""
-        job = self.jobs.get(job_id)
-        if job is None:
+        jobs = self._with_parts(job_id)
+        if not jobs:
             return
-        jobs = [job, *job.download_parts] if isinstance(job, MultiFileDownloadJob) else [job]
         with self.changed:
             for each in jobs:
                 self.finalised.discard(each.id)
                 self.inferred.discard(each.id)
         self.track(jobs)
 
+    def _with_parts(self, job_id: int) -> list[Job]:
+        """The live job `job_id` and, for a multi-file job, its parts; none if not held here."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return []
+        return [job, *job.download_parts] if isinstance(job, MultiFileDownloadJob) else [job]
+
     def settle(self, job_id: int) -> None:
         """The retry `revive` prepared was refused: the job (and its parts) is over again
         as it was, and the listener checks it in the store."""
-        job = self.jobs.get(job_id)
-        if job is None:
-            return
-        jobs = [job, *job.download_parts] if isinstance(job, MultiFileDownloadJob) else [job]
+        jobs = self._with_parts(job_id)
         with self.changed:
             for each in jobs:
                 if each.in_terminal_state:
