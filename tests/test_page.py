@@ -371,8 +371,10 @@ def test_jobs_and_parts_are_followed_live_to_their_end(page: Page, fleet: Fleet)
             f"part of #{parent['item_id']}"
         )
     expect(page.locator("#queue-counts [data-count=completed]")).to_have_text("4")
-    page.wait_for_function(
-        "Number(document.querySelector('#throughput-chart').dataset.peak) > 0", timeout=WAIT
+    page.wait_for_function(  # a function, not an expression: Playwright evals an expression,
+        # which the page's Content-Security-Policy (no 'unsafe-eval') refuses once it polls
+        "() => Number(document.querySelector('#throughput-chart').dataset.peak) > 0",
+        timeout=WAIT,
     )
     expect(page.locator("#totals [data-total='seen here']")).not_to_have_text("0 B")
     assert page.evaluate("window.notReloaded") is True

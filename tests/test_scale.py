@@ -31,6 +31,7 @@ with DownloadQueueService(start_worker=False) as queue:
 """
 
 
+@pytest.mark.timeout(360)  # three worker processes; minutes when two suites share two cores
 def test_three_workers_share_300_jobs_each_file_fetched_once(
     make_service: Callable[..., DownloadQueueService],
     spawn_worker: Callable[..., WorkerProcess],
@@ -72,7 +73,7 @@ def test_three_workers_share_300_jobs_each_file_fetched_once(
     def all_done() -> bool:
         return all(job.in_terminal_state for job in client.list_jobs())
 
-    wait_until(all_done, timeout=120)
+    wait_until(all_done, timeout=240)
     jobs = {job.id: job for job in client.list_jobs()}
     assert sorted(jobs) == sorted(ids)
     assert {job.status for job in jobs.values()} == {DownloadJobStatus.COMPLETED}
