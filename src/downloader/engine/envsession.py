@@ -2,8 +2,8 @@
 
 With `trust_env` (the default), requests works out each request's proxies from the
 environment: `urllib`'s `getproxies` walks every variable of `os.environ`, twice per request
-(once for the proxies, once for `no_proxy`). For a small file that was a quarter of a
-millisecond of the worker's CPU, a twentieth of the job. A worker's environment does not
+(once for the proxies, once for `no_proxy`): about 0.2 ms of CPU per GET, more with a large
+environment, for a small file a thirtieth of the job (benchmarks/README.md, issue 22). A worker's environment does not
 change while it runs, so what it says for an origin (scheme, host and port: all that
 `no_proxy` looks at) is kept. Everything else requests takes from the environment (the CA
 bundle, `.netrc`) it still takes per request, as it does.
