@@ -3,9 +3,10 @@
 Celery logs two INFO lines per task, "Task ... received" and "Task ... succeeded in ...s":
 for a small file they cost 0.2 to 0.5 ms of the worker's CPU (a record built, formatted and
 written, twice; the first in the consumer's thread, which every message waits for), and they
-tell nothing the job store and Flower do not. So, at the default level (INFO), a worker leaves both out; a task that
-fails still logs (Celery logs an unexpected error at ERROR, `tasks.download` logs a job that
-ended badly at INFO), and `--loglevel DEBUG` brings Celery's lines back.
+tell nothing the job store and Flower do not. So, at the default level (INFO), a worker
+leaves both out; a task that fails still logs (Celery logs an unexpected error at ERROR,
+`tasks.download` logs a job that ended badly at INFO), and `--loglevel DEBUG` brings Celery's
+lines back.
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 With `trust_env` (the default), requests works out each request's proxies from the
 environment: `urllib`'s `getproxies` walks every variable of `os.environ`, twice per request
 (once for the proxies, once for `no_proxy`): about 0.2 ms of CPU per GET, more with a large
-environment, for a small file a thirtieth of the job (benchmarks/README.md, issue 22). A worker's environment does not
-change while it runs, so what it says for an origin (scheme, host and port: all that
-`no_proxy` looks at) is kept. Everything else requests takes from the environment (the CA
-bundle, `.netrc`) it still takes per request, as it does.
+environment, for a small file a thirtieth of the job (benchmarks/README.md, issue 22). A
+worker's environment does not change while it runs, so what it says for an origin (scheme,
+host and port: all that `no_proxy` looks at) is kept. Everything else requests takes from the
+environment (the CA bundle, `.netrc`) it still takes per request, as it does.
 """
 
 from __future__ import annotations
