@@ -15,7 +15,8 @@ what they are for (Redis MONITOR, in a run of its own since MONITOR slows Redis 
 once and so does each HTTP request, so sendto per job minus one is Redis round trips per job;
 what idle workers send (polls, heartbeats), counted for 10 s first, is taken off.
 `--py-spy FILE` records worker 0 with `py-spy record --gil --format raw` and prints where the
-GIL-holding samples went. Both slow the workers: their runs' files/s are not the figures.
+GIL-holding samples went (`--on-cpu`: every sample of a thread on a CPU). Both slow the
+workers: their runs' files/s are not the figures.
 Run it with `PYTHONPATH=<other checkout>/src` to measure another commit's code the same way.
 """
 
@@ -105,11 +106,11 @@ def start_probe(args: argparse.Namespace, pids: list[int], work: Path) -> subpro
         command = [
             str(spy) if spy.exists() else "py-spy",
             "record",
-            "--gil",
+            *(() if args.on_cpu else ("--gil",)),
             "--format",
             "raw",
             "-r",
-            "200",
+            "500",
         ]
         command += ["-o", str(args.py_spy), "-p", str(pids[0])]
     else:
@@ -145,7 +146,7 @@ def sendto_calls(strace_summary: str) -> int:
 
 def idle_sendto_rate(pids: list[int], work: Path) -> float:
     """sendto calls per second of the idle workers."""
-    args = argparse.Namespace(strace=True, py_spy=None)
+    args = argparse.Namespace(strace=True, py_spy=None, on_cpu=False)
     probe = start_probe(args, pids, work)
     time.sleep(10)
     return sendto_calls(stop_probe(probe, args, work)) / 10
@@ -178,7 +179,7 @@ def summarise_profile(path: Path, cpu_ms: float | None = None) -> str:
         seen = {f.split(":")[0] + ")" for f in frames if "(downloader/" in f}
         for name in seen:
             ours[name] += samples
-    lines = [f"{total} samples holding the GIL" + (", ms per job by share" if cpu_ms else "")]
+    lines = [f"{total} samples" + (", ms per job by share" if cpu_ms else "")]
     lines += [
         f"  {n / total:6.1%}  " + (f"{n / total * cpu_ms:5.2f} ms  " if cpu_ms else "") + name
         for name, n in groups.most_common()
@@ -205,7 +206,7 @@ def floor_run(args: argparse.Namespace, procs: Processes, work: Path) -> None:
         f"floor, bare Celery no-op task (2 x -P threads -c 8 -E):"
         f" {args.jobs / celery['seconds']:.1f}"
         f" tasks/s, worker CPU {celery['cpu_ms']:.2f} ms per task; Redis commands per task"
-        f" {per_job(celery['calls'], args.jobs)}",
+        f" {per_job(celery['calls'], args.jobs)}\n  per task: {celery['usage']}",
         flush=True,
     )
     dest = work / "floor-tasks"
@@ -243,9 +244,10 @@ def floor_run(args: argparse.Namespace, procs: Processes, work: Path) -> None:
             sampler.stopped.set()
         for repeat in range(args.repeats):
             probe = start_probe(args, pids, work)
-            calls0 = floor.command_calls(REDIS_URL)
+            calls0, usage0 = floor.command_calls(REDIS_URL), floor.usage_of(pids)
             run = queue_small(ctx, worker, verify=repeat == 0)
             calls = floor.calls_between(calls0, floor.command_calls(REDIS_URL))
+            usage = floor.usage_line(usage0, floor.usage_of(pids), args.jobs)
             workers_ms = run["cpu"]["workers"] / args.jobs * 1000
             report = stop_probe(probe, args, work, workers_ms)
             others = ", ".join(
@@ -258,6 +260,7 @@ def floor_run(args: argparse.Namespace, procs: Processes, work: Path) -> None:
                 f" {others}",
                 flush=True,
             )
+            print(f"  workers per job: {usage}", flush=True)
             print(f"  Redis commands per job {per_job(calls, args.jobs)}", flush=True)
             if report:
                 print(report, flush=True)
@@ -279,6 +282,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--strace", action="store_true")
     parser.add_argument("--py-spy", type=Path, default=None)
+    parser.add_argument(
+        "--on-cpu",
+        action="store_true",
+        help="py-spy counts every thread on a CPU, GIL or not (sys time too), not the GIL holder",
+    )
     parser.add_argument("--no-aria2", action="store_true")
     parser.add_argument("--floor", action="store_true")
     args = parser.parse_args()

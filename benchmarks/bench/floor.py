@@ -177,15 +177,41 @@ def sides(groups: dict[str, list[int]]) -> dict[str, str]:
     return named
 
 
-def cpu_of(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes and their children."""
-    total = 0.0
+def usage_of(pids: list[int]) -> collections.Counter[str]:
+    """User and system CPU seconds and context switches (voluntary: a thread waited, for a
+    reply or the GIL; involuntary: preempted) of these processes and their children, and the
+    CPU seconds of their main threads (a Celery worker's consumer loop: kombu, Celery's
+    message handling, task events) apart."""
+    usage: collections.Counter[str] = collections.Counter()
     for pid in pids:
         process = psutil.Process(pid)
         for p in (process, *process.children(recursive=True)):
-            times = p.cpu_times()
-            total += times.user + times.system
-    return total
+            times, switches = p.cpu_times(), p.num_ctx_switches()
+            usage.update(
+                user=times.user,
+                sys=times.system,
+                voluntary=switches.voluntary,
+                involuntary=switches.involuntary,
+                main=sum(t.user_time + t.system_time for t in p.threads() if t.id == p.pid),
+            )
+    return usage
+
+
+def cpu_of(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes and their children."""
+    usage = usage_of(pids)
+    return usage["user"] + usage["sys"]
+
+
+def usage_line(before: collections.Counter[str], after: collections.Counter[str], n: int) -> str:
+    """Per job: user and system CPU ms, voluntary and involuntary context switches."""
+    d = {k: (after[k] - before[k]) / n for k in after}
+    return (
+        f"user {d['user'] * 1000:.2f} + sys {d['sys'] * 1000:.2f} ms (main thread"
+        f" {d['main'] * 1000:.2f}, the others {(d['user'] + d['sys'] - d['main']) * 1000:.2f}),"
+        " context switches"
+        f" {d['voluntary']:.1f} voluntary + {d['involuntary']:.1f} involuntary"
+    )
 
 
 def celery_floor(
@@ -196,12 +222,18 @@ def celery_floor(
     count: int = 2,
     options: dict[str, Any] | None = None,
     fetches: list[tuple[str, str]] | None = None,
+    conf: dict[str, Any] | None = None,
+    quiet_task_lines: bool = False,
 ) -> dict[str, Any]:
     """`jobs` no-op tasks through `count` bare `celery worker -P threads -c 8 -E` (with kombu
     transport `options`): CPU of the workers per task, and the Redis commands per task. With
-    `fetches` ((url, file) pairs), `fetch` tasks instead, one per pair."""
+    `fetches` ((url, file) pairs), `fetch` tasks instead, one per pair; `conf`, Celery
+    settings for the workers' app (the project's own, one at a time); `quiet_task_lines`,
+    Celery's "received" and "succeeded" lines left out, as `downloader worker` does."""
     env = {**os.environ, "FLOOR_BROKER_URL": url, "PYTHONPATH": str(Path(__file__).parents[2])}
     env["FLOOR_TRANSPORT_OPTIONS"] = json.dumps(options or {})
+    env["FLOOR_CONF"] = json.dumps(conf or {})
+    env["FLOOR_QUIET_TASK_LINES"] = "1" if quiet_task_lines else ""
     workers = []
     run = len(list((work / "logs").glob("floor-*")))  # each run logs anew
     for i in range(count):
@@ -236,14 +268,20 @@ def celery_floor(
     send(count * 4)  # warm-up
     wait_until(drained, 60, "floor warm-up")
     pids = [p.pid for p in workers]
-    calls0, cpu0, started = command_calls(url), cpu_of(pids), time.perf_counter()
+    calls0, usage0, started = command_calls(url), usage_of(pids), time.perf_counter()
     send(len(fetches) if fetches else jobs)
     wait_until(drained, 600, "floor tasks")
     seconds = time.perf_counter() - started
-    cpu, calls = cpu_of(pids) - cpu0, calls_between(calls0, command_calls(url))
+    usage, calls = usage_of(pids), calls_between(calls0, command_calls(url))
+    cpu = usage["user"] + usage["sys"] - usage0["user"] - usage0["sys"]
     for process in workers:
         procs.stop(process)
-    return {"seconds": seconds, "cpu_ms": cpu / jobs * 1000, "calls": calls}
+    return {
+        "seconds": seconds,
+        "cpu_ms": cpu / jobs * 1000,
+        "calls": calls,
+        "usage": usage_line(usage0, usage, jobs),
+    }
 
 
 def requests_floor(get: Callable[[int], str], dest: Path, jobs: int) -> dict[str, Any]:

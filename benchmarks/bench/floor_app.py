@@ -10,6 +10,7 @@ one task (a GET and a write in the task), to see whether they add up under concu
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 
@@ -26,6 +27,11 @@ app.conf.update(
     task_default_queue="floor",
     worker_hijack_root_logger=False,
 )
+app.conf.update(json.loads(os.environ.get("FLOOR_CONF", "{}")))
+"""Celery settings of the project's app, to measure what each costs on the bare task."""
+if os.environ.get("FLOOR_QUIET_TASK_LINES"):
+    for name in ("celery.worker.strategy", "celery.app.trace"):  # "received", "succeeded"
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @app.task(name="floor.noop")

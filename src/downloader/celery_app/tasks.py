@@ -7,6 +7,7 @@ store, so Flower and the broker never see more than a number.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 
 from celery import Task, shared_task
@@ -19,6 +20,8 @@ from downloader.jobs.models import DownloadJobStatus
 from downloader.worker.outcome import Outcome
 from downloader.worker.runner import run_download, tidy_cancelled
 from downloader.worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 FLOWER_PROGRESS_AFTER = 1.0
 """Seconds a download runs before it reports its progress to Flower."""
@@ -68,7 +71,10 @@ def download(self: Task, job_id: int) -> dict[str, object]:
     failed = failed_end(runtime, job_id, outcome)
     if failed is not None:
         ended, error_type = failed
-        raise DownloadFailed(f"job {job_id} {ended}: {error_type or ended}")
+        said = f"job {job_id} {ended}: {error_type or ended}"
+        # Celery's own line for it is left out with the per-task lines (see `logs`).
+        log.info("%s", said)
+        raise DownloadFailed(said)
     return {"job_id": job_id, "outcome": outcome.value}
 
 

@@ -20,6 +20,7 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
     """A Celery worker; it exits non-zero, with one line, when its broker fails for good (a
     supervisor must restart it rather than take it for a clean stop)."""
     from downloader.celery_app import app
+    from downloader.celery_app.logs import quiet_task_lines
 
     runtime = app.runtime
     # Reach Redis first: a refused login, a certificate that does not verify or a forbidden
@@ -36,6 +37,7 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
     ]
     if args.hostname:
         argv.append(f"--hostname={args.hostname}")
+    quiet_task_lines(args.loglevel)
     if args.metrics_port:
         from downloader.api.metrics import serve
         from downloader.client.limits import FleetLimits

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
+from downloader.engine.envsession import EnvironmentOnceSession
 from downloader.engine.mirrors import Mirrors
 from downloader.engine.netguard import public_only_session
 from downloader.engine.redact import holding
@@ -218,7 +219,7 @@ def session_for(app: Runtime, record: JobRecord) -> requests.Session:
         return _thread_session(
             "public_only", lambda: public_only_session(app.settings.untrusted_proxy)
         )
-    return app.session_override or _thread_session("plain", requests.Session)
+    return app.session_override or _thread_session("plain", EnvironmentOnceSession)
 
 
 _local = threading.local()
