@@ -4,6 +4,8 @@ of one file (the default segments, no limits). Not a test: prints figures (bench
 issue 19). CPU per MiB moves much less with the machine's load than the wall rate does.
 
     python benchmarks/wire.py [--size-mib 256] [--runs 3]
+
+It prints first what one connection's accounting costs (a slot taken and given back).
 """
 
 from __future__ import annotations
@@ -35,6 +37,27 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def slot_cost(count: int) -> None:
+    """Wall and CPU time of one connection's accounting: take a slot of a host, give it back
+    (`FleetPacing`, the calls every connection of a worker makes)."""
+    import redis
+
+    from downloader.store.pacing import FleetPacing, Held
+
+    client = redis.Redis.from_url(REDIS_URL)
+    fleet = FleetPacing(client, os.environ["DOWNLOADER_NAMESPACE"])
+    cpu, began = own_cpu(), time.perf_counter()
+    for n in range(count):
+        slot = Held("127.0.0.1", f"bench:{n}")
+        fleet.take_slot(slot, lease=10, cap=16, requests_per_second=0, rank=1e13, patience=2)
+        fleet.release_slot(slot)
+    took, used = time.perf_counter() - began, own_cpu() - cpu
+    print(
+        f"a connection's slot, taken and given back: {took / count * 1e6:.0f} µs, "
+        f"{used / count * 1e6:.0f} µs of this process's CPU ({count} times); load {load()}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=256)
@@ -42,6 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     namespace = f"dlbench-wire-{uuid.uuid4().hex[:8]}"
     os.environ.update(DOWNLOADER_NAMESPACE=namespace, DOWNLOADER_REDIS_URL=REDIS_URL)
+    slot_cost(2000)
     work = Path(tempfile.mkdtemp(prefix="dl-wire-"))
     origin = Origin().start()
     origin.add("big.bin", os.urandom(args.size_mib * MiB))
