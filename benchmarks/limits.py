@@ -3,14 +3,18 @@ segments a file, the test origin (`tests/origin.py`) on 127.0.0.1 and 127.0.0.2 
 GETs it answers at once and the bytes it sends. Not a test: prints figures (the numbers in
 benchmarks/README.md).
 
-    python benchmarks/limits.py [--size-mib 256]
+    python benchmarks/limits.py [--size-mib 256] [--pairs 8] [--cases bandwidth cap ...]
 
-1. fleet bandwidth 100 MiB/s: the aggregate the origin sends, then 40 MiB/s set while the
-   downloads run, and how long the rate takes to follow;
+1. fleet bandwidth 100 MiB/s: the bytes of 4 downloads over the time from their first GET
+   to their end; then 40 MiB/s set while 4 more run, and how long the rate (by the jobs'
+   progress) takes to follow;
 2. host cap 4: the most GETs 127.0.0.1 answered at once, and the other host's peak;
 3. a 429 storm (`Retry-After: 3` for 5 s): the requests refused, and every job's end;
-4. limits far above the wire against no limits of their own (two downloads, alternated
-   twice): the ratio of the best throughputs.
+4. limits far above the wire against no limits of their own (4 downloads a run, `--pairs`
+   pairs of runs in ABBA order): the median of the pairs' throughput ratios with its spread,
+   and the workers' CPU per MiB (which the machine's load moves much less than wall time).
+
+Every case prints the load average beside its figures: the machine is shared.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,7 +38,13 @@ from downloader import DownloadJob, DownloadJobStatus, DownloadQueueService  # n
 from tests.origin import LoggedRequest, Origin  # noqa: E402
 
 MiB = 1 << 20
+CASES = ["bandwidth", "cap", "storm", "overhead"]
 REDIS_URL = os.environ.get("DOWNLOADER_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def load() -> str:
+    """The 1, 5 and 15 minute load averages, as `uptime` says them."""
+    return ", ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def wait_until(condition: Callable[[], bool], timeout: float) -> None:
@@ -62,23 +73,38 @@ def finish(service: DownloadQueueService, jobs: list[DownloadJob], cancel: bool 
 def bandwidth_case(service: DownloadQueueService, origin: Origin, dest: Path) -> None:
     service.limits.set(bandwidth="100MiB")
     time.sleep(2)
+    # 1. The whole of 4 downloads at 100 MiB/s, from the first GET to the last job's end: a
+    # window of 10 s at 4 x 256 MiB, which the 0.25 s steps of progress events cannot blur.
+    mark = len(origin.requests)
     jobs = [service.download(origin.url(f"/files/big{i}.bin"), dest / "bw") for i in range(4)]
+    finish(service, jobs)
+    ended = time.monotonic()
+    gets = [r for r in origin.requests[mark:] if r.method == "GET"]
+    began, sent = min(r.began for r in gets), max(r.ended or ended for r in gets)
+    total = sum(job.total_bytes for job in jobs) / MiB
+    wire, whole = total / (sent - began), total / (ended - began)
+    print(
+        f"fleet 100 MiB/s: 4 downloads of {origin_size(origin)} MiB, first GET to last byte "
+        f"sent {sent - began:.1f} s: {wire:.1f} MiB/s ({wire / 100:.2f}x); to the last job's "
+        f"end {ended - began:.1f} s: {whole:.1f} MiB/s; load {load()}"
+    )
+    # 2. The same again, with 40 MiB/s set 2 s into it.
+    jobs = [service.download(origin.url(f"/files/big{i}.bin"), dest / "bw2") for i in range(4)]
     wait_until(lambda: any(job.bytes for job in jobs), 60)  # under way
-    time.sleep(0.5)
-    first = rate_over(jobs, 2.5)
+    first = rate_over(jobs, 2)
     service.limits.set(bandwidth="40MiB")
     changed = time.monotonic()
     followed = None
     while time.monotonic() - changed < 2:
         if rate_over(jobs, 0.5) <= 44 and followed is None:
-            followed = time.monotonic() - changed
+            followed = round(time.monotonic() - changed, 2)
     second = rate_over(jobs, 2)
     over = sum(job.status == DownloadJobStatus.COMPLETED for job in jobs)
     finish(service, jobs, cancel=True)
-    print(f"fleet 100 MiB/s: measured {first:.1f} MiB/s ({first / 100:.2f}x)")
-    print(f"fleet 40 MiB/s set while running: measured {second:.1f} MiB/s ({second / 40:.2f}x), ")
-    print(f"  within 10% of it {followed if followed is None else round(followed, 2)} s after")
-    print(f"  ({over} of the 4 downloads had completed by then)")
+    print(f"  by progress, the 2 s before 40 MiB/s was set: {first:.1f} MiB/s")
+    print(f"fleet 40 MiB/s set while running: {second:.1f} MiB/s over the 2 s after the first 2")
+    print(f"  ({second / 40:.2f}x); 0.5 s windows within 10% of it from {followed} s after")
+    print(f"  ({over} of the 4 downloads had completed by then); load {load()}")
     service.limits.unset()
 
 
@@ -95,7 +121,7 @@ def cap_case(service: DownloadQueueService, one: Origin, two: Origin, dest: Path
     took = time.monotonic() - began
     print(
         f"host cap 4: 127.0.0.1 peak {one.peak} concurrent GETs; 127.0.0.2 peak {two.peak}, "
-        f"its job done in {other_took:.1f} s of the run's {took:.1f} s"
+        f"its job done in {other_took:.1f} s of the run's {took:.1f} s; load {load()}"
     )
     service.limits.unset("127.0.0.1")
 
@@ -121,21 +147,43 @@ def storm_case(service: DownloadQueueService, origin: Origin, dest: Path) -> Non
     origin.gate = None
     done = sum(job.status == DownloadJobStatus.COMPLETED for job in jobs)
     waves = [round(t, 1) for t in refused]
-    print(f"429 storm: {done}/8 completed; {len(refused)} requests refused, at s {waves}")
+    print(
+        f"429 storm: {done}/8 completed; {len(refused)} requests refused, at s {waves}; "
+        f"load {load()}"
+    )
 
 
-def overhead_case(service: DownloadQueueService, origin: Origin, dest: Path) -> None:
-    def run(label: str) -> float:
+def worker_cpu(workers: list[subprocess.Popen]) -> float:
+    """CPU seconds (user and system) the worker processes used so far (Linux `/proc`)."""
+    total = 0.0
+    for worker in workers:
+        fields = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def overhead_case(
+    service: DownloadQueueService,
+    origin: Origin,
+    dest: Path,
+    workers: list[subprocess.Popen],
+    pairs: int,
+) -> None:
+    def run(label: str) -> tuple[float, float]:
+        """One run of 4 downloads: MiB/s, and the workers' CPU ms per MiB."""
         shutil.rmtree(dest / label, ignore_errors=True)
         (dest / label).mkdir()
-        began = time.monotonic()
-        jobs = [service.download(origin.url(f"/files/big{i}.bin"), dest / label) for i in range(2)]
+        cpu, began = worker_cpu(workers), time.monotonic()
+        jobs = [service.download(origin.url(f"/files/big{i}.bin"), dest / label) for i in range(4)]
         finish(service, jobs)
-        return sum(job.total_bytes for job in jobs) / (time.monotonic() - began) / MiB
+        took, mib = time.monotonic() - began, sum(job.total_bytes for job in jobs) / MiB
+        return mib / took, (worker_cpu(workers) - cpu) * 1000 / mib
 
     def far_above() -> None:
-        service.limits.set(bandwidth="100GiB", connections=1000)
-        service.limits.set(host="127.0.0.1", bandwidth="50GiB", connections=1000)
+        # Bandwidth only: a host's connection cap also sets how far a download's segments
+        # grow (to 16, the default cap), so a cap of 1000 would measure more segments.
+        service.limits.set(bandwidth="100GiB")
+        service.limits.set(host="127.0.0.1", bandwidth="50GiB")
         time.sleep(2)  # what a change is given to reach every worker
 
     def none() -> None:
@@ -143,23 +191,40 @@ def overhead_case(service: DownloadQueueService, origin: Origin, dest: Path) -> 
         service.limits.unset()
         time.sleep(2)
 
-    plain, limited = [], []
-    for _ in range(2):  # alternated: the machine's load moves between runs
-        none()
-        plain.append(run("plain"))
-        far_above()
-        limited.append(run("limited"))
+    plain: list[tuple[float, float]] = []
+    limited: list[tuple[float, float]] = []
+    for pair in range(pairs):  # ABBA: the machine's load drifts between runs
+        for setting, runs in ((none, plain), (far_above, limited))[:: 1 if pair % 2 else -1]:
+            setting()
+            runs.append(run("run"))
     none()
-    ratio = max(limited) / max(plain)
+    ratios = [b[0] / a[0] for a, b in zip(plain, limited, strict=True)]
+    costs = [b[1] / a[1] for a, b in zip(plain, limited, strict=True)]
     print(
-        f"limits far above the wire: best {max(limited):.0f} MiB/s vs {max(plain):.0f} with "
-        f"none ({ratio:.2f}x); runs {[round(r) for r in limited]} vs {[round(r) for r in plain]}"
+        f"limits far above the wire ({pairs} pairs of 4 x {origin_size(origin)} MiB, ABBA): "
+        f"throughput median {median(r for r, _ in limited):.0f} MiB/s vs "
+        f"{median(r for r, _ in plain):.0f} with none, pairs' ratio median "
+        f"{median(ratios):.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f})"
     )
+    print(
+        f"  workers' CPU {median(c for _, c in limited):.2f} vs "
+        f"{median(c for _, c in plain):.2f} ms per MiB, pairs' ratio median "
+        f"{median(costs):.2f}x (min {min(costs):.2f}, max {max(costs):.2f}); load {load()}"
+    )
+    print(f"  runs limited {[round(r) for r, _ in limited]}, none {[round(r) for r, _ in plain]}")
+
+
+def origin_size(origin: Origin) -> int:
+    return len(origin.files["big0.bin"]) // MiB
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--pairs", type=int, default=8, help="alternated runs of case 4")
+    parser.add_argument(
+        "--cases", nargs="+", choices=CASES, default=CASES, help="the cases to run (all)"
+    )
     args = parser.parse_args()
     namespace = f"dlbench-limits-{uuid.uuid4().hex[:8]}"
     os.environ.update(DOWNLOADER_NAMESPACE=namespace, DOWNLOADER_REDIS_URL=REDIS_URL)
@@ -178,18 +243,28 @@ def main() -> None:
         for i in range(2):
             wait_until(lambda i=i: " ready." in (work / f"w{i}.log").read_text(), 60)
         with DownloadQueueService(start_worker=False) as service:
-            for name in ("bw", "cap", "storm"):
+            for name in ("bw", "bw2", "cap", "storm"):
                 (work / name).mkdir()
-            bandwidth_case(service, one, work)
-            shutil.rmtree(work / "bw")
-            cap_case(service, one, two, work)
-            shutil.rmtree(work / "cap")
-            storm_case(service, one, work)
-            overhead_case(service, one, work)
+            if "bandwidth" in args.cases:
+                bandwidth_case(service, one, work)
+                shutil.rmtree(work / "bw")
+                shutil.rmtree(work / "bw2")
+            if "cap" in args.cases:
+                cap_case(service, one, two, work)
+                shutil.rmtree(work / "cap")
+            if "storm" in args.cases:
+                storm_case(service, one, work)
+            if "overhead" in args.cases:
+                overhead_case(service, one, work, workers, args.pairs)
     finally:
         for worker in workers:
             worker.terminate()
-            worker.wait(30)
+        for worker in workers:
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:  # a warm shutdown stuck on a busy machine
+                worker.kill()
+                worker.wait()
         one.stop()
         two.stop()
         shutil.rmtree(work, ignore_errors=True)

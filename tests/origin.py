@@ -86,6 +86,9 @@ class Origin:
         self.gate: Callable[[LoggedRequest, dict[str, str]], Refusal | None] | None = None
         self.served: dict[str, int] = {}
         self._held: dict[str, threading.Event] = {}
+        self._digests: dict[int, tuple[bytes, bytes]] = {}
+        """SHA-256 per payload served (keyed by identity, the payload kept with it): a file's
+        hash is worked out once, not for every request (a segment each, 16 per file)."""
         self._lock = threading.Lock()
         self.active = 0
         self.peak = 0
@@ -104,7 +107,19 @@ class Origin:
     def add(self, name: str, data: bytes) -> str:
         """Serve `data` as `name`; answers its SHA-256."""
         self.files[name] = data
-        return hashlib.sha256(data).hexdigest()
+        return self.sha256(data).hex()
+
+    def sha256(self, data: bytes) -> bytes:
+        """`data`'s SHA-256, worked out once per payload (a 256 MiB file takes about a second
+        of CPU, which every ranged GET of it paid before)."""
+        with self._lock:
+            known = self._digests.get(id(data))
+        if known is not None and known[0] is data:
+            return known[1]
+        digest = hashlib.sha256(data).digest()
+        with self._lock:
+            self._digests[id(data)] = (data, digest)
+        return digest
 
     def log(self, request: LoggedRequest, target: str) -> int:
         """Record a request; answers how many GETs of this exact URL came before it."""
@@ -224,12 +239,12 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
                 return self.send_gzip(data, query, body)
             headers = {
                 "Content-Type": "application/octet-stream",
-                "ETag": f'"{hashlib.sha256(data).hexdigest()[:16]}"',
+                "ETag": f'"{origin.sha256(data).hex()[:16]}"',
             }
             if self.headers.get("If-None-Match") == headers["ETag"]:
                 return self.empty(304, {"ETag": headers["ETag"]})
             if query.get("digest"):  # announce the file's SHA-256 (or a wrong one, `bad=1`)
-                raw = hashlib.sha256(b"bad" if query.get("bad") else data).digest()
+                raw = hashlib.sha256(b"bad").digest() if query.get("bad") else origin.sha256(data)
                 encoded = base64.b64encode(raw).decode()
                 headers[DIGEST_HEADERS[query["digest"]]] = {
                     "repr": f"sha-256=:{encoded}:",
@@ -258,7 +273,7 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
                 headers["Content-Range"] = f"bytes {first}-{end - 1}/{len(data)}"
             if not query.get("norange"):
                 headers["Accept-Ranges"] = "bytes"
-            payload = data[start:end]
+            payload = memoryview(data)[start:end]  # pieces of it are sent without copies
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
@@ -271,7 +286,7 @@ def _handler_for(origin: Origin) -> type[BaseHTTPRequestHandler]:
             if not body:
                 return
             if query.get("extra"):
-                self.wfile.write(payload + b"X" * int(query["extra"]))
+                self.wfile.write(bytes(payload) + b"X" * int(query["extra"]))
                 self.wfile.flush()
                 self.close_connection = True
                 return

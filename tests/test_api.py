@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -932,6 +933,49 @@ def test_a_hub_repo_is_queued_pinned_and_verified_and_hub_refusals_are_4xx(
     down = api.post(f"{Q}/enqueue", json={"repo": REPO, "dest": "d", "access_token": hub.token})
     assert down.status_code == 502 and "HTTP 503" in down.json()["detail"]
     assert api.get(f"{Q}/status").json()["queue"]["total"] == 5
+
+
+def test_a_multi_file_jobs_bandwidth_holds_each_part_to_it_and_a_bad_one_is_named(
+    origin: Origin,
+    api: TestClient,
+    worker: DownloadQueueService,
+    root: Path,
+) -> None:
+    data = os.urandom(MiB)
+    sha = origin.add("paced.bin", data)
+    parts = [{"url": origin.url("/files/paced.bin"), "path": f"p{i}.bin"} for i in range(2)]
+    bad = api.post(f"{Q}/enqueue", json={"parts": parts, "dest": "d", "bandwidth": "fast"})
+    assert bad.status_code == 422, bad.text
+    (error,) = bad.json()["errors"]
+    assert error["loc"] == ["body", "parts", "bandwidth"] and "not a rate" in error["msg"], error
+    parent, *items = enqueue(api, {"parts": parts, "dest": "paced", "bandwidth": "256K"})
+    assert [worker.admin.record(p["item_id"]).bandwidth for p in items] == [256 << 10] * 2
+    done = finished(api, parent["item_id"], timeout=120)
+    assert done["status"] == "completed", done
+    for i in range(2):
+        assert hashlib.sha256((root / f"paced/p{i}.bin").read_bytes()).hexdigest() == sha
+        part = api.get(f"{Q}/i/{items[i]['item_id']}").json()
+        took = datetime.fromisoformat(part["completed_at"]) - datetime.fromisoformat(
+            part["started_at"]
+        )
+        # A job's bucket starts with one slice (32 KiB at 256 KiB/s), then refills at the
+        # rate: 1 MiB is not all granted before 3.9 s. A lower bound only: a busy machine
+        # is slower, never faster; unpaced, a MiB from loopback takes milliseconds.
+        assert took.total_seconds() >= 3.5, took
+
+
+def test_a_hub_repos_bandwidth_is_each_parts_own_rate(
+    hub: HubOrigin,  # noqa: F811 (the fixture of tests/test_hub.py)
+    api: TestClient,
+    make_service: Callable[..., DownloadQueueService],
+) -> None:
+    hub.add_repo(REPO, repo_files())
+    body = {"repo": REPO, "dest": "models", "allow_patterns": ["*.json"]}
+    bad = api.post(f"{Q}/enqueue", json={**body, "bandwidth": "1X"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"][-1] == "bandwidth"
+    _, *parts = enqueue(api, {**body, "bandwidth": "2MiB"})
+    admin = make_service(start_worker=False).admin
+    assert parts and {admin.record(p["item_id"]).bandwidth for p in parts} == {2 << 20}
 
 
 def test_lists_by_status_and_metrics_read_the_indexes_and_agree_with_status(

@@ -8,12 +8,13 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from downloader import DownloadJobStatus, DownloadQueueService
+from downloader import DownloadJob, DownloadJobStatus, DownloadQueueService
 from downloader.api import create_api
 from downloader.jobs.limits import HostLimit, Limits, format_rate, parse_rate
 from tests.conftest import WorkerProcess, cli_env
@@ -173,6 +174,45 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@dataclass
+class Fleet:
+    """What most tests here set up: a client of the test's namespace (no worker of its
+    own), worker processes as the test spawns them, the origin, and where files land."""
+
+    client: DownloadQueueService
+    spawn: Callable[..., WorkerProcess]
+    origin: Origin
+    dest: Path
+
+    def files(self, prefix: str, count: int, size: int) -> dict[str, str]:
+        """`count` random files `<prefix><i>.bin` of `size` bytes served: name to SHA-256."""
+        names = (f"{prefix}{i}.bin" for i in range(count))
+        return {name: self.origin.add(name, os.urandom(size)) for name in names}
+
+    def download(self, files: dict[str, str], query: str = "") -> list[DownloadJob]:
+        """A job for each file, its URL with `query` (e.g. `?rate=...`)."""
+        return [
+            self.client.download(self.origin.url(f"/files/{n}{query}"), self.dest) for n in files
+        ]
+
+    def finish(self, jobs: list[DownloadJob], files: dict[str, str]) -> None:
+        """Every job completed, and every file holds what the origin served."""
+        for job in jobs:
+            self.client.wait_for_job(job, timeout=60)
+            assert job.status == DownloadJobStatus.COMPLETED, job.error
+        assert all(_sha(self.dest / name) == digest for name, digest in files.items())
+
+
+@pytest.fixture
+def fleet(
+    origin: Origin,
+    make_service: Callable[..., DownloadQueueService],
+    spawn_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> Fleet:
+    return Fleet(make_service(start_worker=False), spawn_worker, origin, tmp_path)
+
+
 def test_two_workers_and_an_embedded_get_share_a_host_cap_segments_included(
     namespace: str,
     redis_url: str,
@@ -254,27 +294,16 @@ def test_a_sigkilled_workers_slots_come_back_within_the_lease(
 
 
 def test_a_cap_set_by_another_process_is_followed_by_a_running_worker_within_2_s(
-    namespace: str,
-    redis_url: str,
-    origin: Origin,
-    make_service: Callable[..., DownloadQueueService],
-    spawn_worker: Callable[..., WorkerProcess],
-    tmp_path: Path,
+    fleet: Fleet, origin: Origin
 ) -> None:
-    client = make_service(start_worker=False)
-    client.limits.set(host="127.0.0.1", connections=3)
-    spawn_worker("w1", concurrency=6)
-    files = {f"s{i}.bin": origin.add(f"s{i}.bin", os.urandom(512 * KiB)) for i in range(6)}
-    jobs = [
-        client.download(origin.url(f"/files/{name}?rate={512 * KiB}"), tmp_path) for name in files
-    ]
+    fleet.client.limits.set(host="127.0.0.1", connections=3)
+    fleet.spawn("w1", concurrency=6)
+    files = fleet.files("s", 6, 512 * KiB)
+    jobs = fleet.download(files, f"?rate={512 * KiB}")
     wait_until(lambda: origin.active >= 1, 30)
-    client.limits.set(host="127.0.0.1", connections=1)  # this process, not the worker's
+    fleet.client.limits.set(host="127.0.0.1", connections=1)  # this process, not the worker's
     changed = time.monotonic()
-    for job in jobs:
-        client.wait_for_job(job, timeout=60)
-        assert job.status == DownloadJobStatus.COMPLETED, job.error
-    assert all(_sha(tmp_path / name) == digest for name, digest in files.items())
+    fleet.finish(jobs, files)
     gets = origin.gets("/files/s")
     assert origin.peak <= 3
     # From 2 s after the change on, every connection opened alone.
@@ -316,14 +345,9 @@ def test_a_jobs_own_limit_rate_inside_a_fleet_limit(
 
 
 def test_a_429_storm_pauses_the_host_for_the_fleet_and_costs_no_retry(
-    namespace: str,
-    redis_url: str,
-    origin: Origin,
-    make_service: Callable[..., DownloadQueueService],
-    spawn_worker: Callable[..., WorkerProcess],
-    tmp_path: Path,
+    namespace: str, redis_url: str, fleet: Fleet, origin: Origin
 ) -> None:
-    files = {f"r{i}.bin": origin.add(f"r{i}.bin", os.urandom(64 * KiB)) for i in range(4)}
+    files = fleet.files("r", 4, 64 * KiB)
     storm: dict[str, float] = {}
     refused: list[float] = []
 
@@ -336,13 +360,9 @@ def test_a_429_storm_pauses_the_host_for_the_fleet_and_costs_no_retry(
         return None
 
     origin.gate = gate
-    spawn_worker("w1", concurrency=4, env={"DOWNLOADER_MAX_RETRIES": "0"})  # none to spend
-    client = make_service(start_worker=False)
-    jobs = [client.download(origin.url(f"/files/{name}"), tmp_path) for name in files]
-    for job in jobs:
-        client.wait_for_job(job, timeout=60)
-        assert job.status == DownloadJobStatus.COMPLETED, job.error
-    assert all(_sha(tmp_path / name) == digest for name, digest in files.items())
+    fleet.spawn("w1", concurrency=4, env={"DOWNLOADER_MAX_RETRIES": "0"})  # none to spend
+    jobs = fleet.download(files)
+    fleet.finish(jobs, files)
     # The first requests come before any pause; then each pause (2 s, twice within the
     # 3 s storm) holds every connection of the fleet, and after it one connection probes
     # the host before the others follow: one request per pause.
@@ -350,7 +370,7 @@ def test_a_429_storm_pauses_the_host_for_the_fleet_and_costs_no_retry(
     assert len([t for t in refused if t - refused[0] > 1.0]) <= 1, refused
     assert any(job.attempts >= 2 for job in jobs)  # tried again, though it had no retry
     env = cli_env(namespace, redis_url)
-    wait_until(lambda: client.limits.counters().get("pauses:other", 0) >= 1, 10)
+    wait_until(lambda: fleet.client.limits.counters().get("pauses:other", 0) >= 1, 10)
     with TestClient(create_api()) as api:
         text = api.get("/metrics").text
     assert 'downloader_host_pauses_total{host="other"}' in text
@@ -359,32 +379,24 @@ def test_a_429_storm_pauses_the_host_for_the_fleet_and_costs_no_retry(
 
 
 def test_a_lower_priority_number_gets_the_next_slot_and_a_waiting_job_says_why(
-    namespace: str,
-    redis_url: str,
-    origin: Origin,
-    make_service: Callable[..., DownloadQueueService],
-    spawn_worker: Callable[..., WorkerProcess],
-    tmp_path: Path,
+    fleet: Fleet, origin: Origin
 ) -> None:
-    client = make_service(start_worker=False)
+    client, dest = fleet.client, fleet.dest
     client.limits.set(host="127.0.0.1", connections=1)
-    spawn_worker("w1", concurrency=3)
+    fleet.spawn("w1", concurrency=3)
     origin.add("first.bin", b"1" * 1000)
-    late = origin.add("late.bin", b"2" * 1000)
-    urgent = origin.add("urgent.bin", b"3" * 1000)
-    holder = client.download(origin.url("/files/first.bin?hold=slot"), tmp_path)
+    files = {"late.bin": origin.add("late.bin", b"2" * 1000)}
+    files["urgent.bin"] = origin.add("urgent.bin", b"3" * 1000)
+    holder = client.download(origin.url("/files/first.bin?hold=slot"), dest)
     wait_until(lambda: origin.active == 1, 30)
-    low = client.download(origin.url("/files/late.bin"), tmp_path, priority=50)
+    low = client.download(origin.url("/files/late.bin"), dest, priority=50)
     reason = "waiting for a connection to 127.0.0.1 (1 of 1 in use)"
     wait_until(lambda: low.waiting_for == reason, 30)
-    high = client.download(origin.url("/files/urgent.bin"), tmp_path, priority=0)
+    high = client.download(origin.url("/files/urgent.bin"), dest, priority=0)
     wait_until(lambda: high.waiting_for == reason, 30)
     assert client.admin.record(low.id).waiting_for == reason  # in its record too
     origin.release("slot")
-    for job in (holder, low, high):
-        client.wait_for_job(job, timeout=30)
-        assert job.status == DownloadJobStatus.COMPLETED, job.error
-    assert _sha(tmp_path / "late.bin") == late and _sha(tmp_path / "urgent.bin") == urgent
+    fleet.finish([holder, low, high], files)
     order = [r.path for r in origin.gets("/files/") if r.path != "/files/first.bin"]
     assert order == ["/files/urgent.bin", "/files/late.bin"]
     assert low.waiting_for is None and high.waiting_for is None
@@ -411,21 +423,11 @@ def test_a_jobs_own_rate_is_kept_in_its_record_and_each_parts(
         client.download(origin.url("/files/e.bin"), tmp_path / "e", bandwidth="quick")
 
 
-def test_a_hosts_requests_per_second_spread_its_requests(
-    origin: Origin,
-    make_service: Callable[..., DownloadQueueService],
-    spawn_worker: Callable[..., WorkerProcess],
-    tmp_path: Path,
-) -> None:
-    client = make_service(start_worker=False)
-    client.limits.set(host="127.0.0.1", requests_per_second=2)
-    spawn_worker("w1", concurrency=6)
-    files = {f"q{i}.bin": origin.add(f"q{i}.bin", os.urandom(KiB)) for i in range(6)}
-    jobs = [client.download(origin.url(f"/files/{name}"), tmp_path) for name in files]
-    for job in jobs:
-        client.wait_for_job(job, timeout=60)
-        assert job.status == DownloadJobStatus.COMPLETED, job.error
-    assert all(_sha(tmp_path / name) == digest for name, digest in files.items())
+def test_a_hosts_requests_per_second_spread_its_requests(fleet: Fleet, origin: Origin) -> None:
+    fleet.client.limits.set(host="127.0.0.1", requests_per_second=2)
+    fleet.spawn("w1", concurrency=6)
+    files = fleet.files("q", 6, KiB)
+    fleet.finish(fleet.download(files), files)
     began = sorted(r.began for r in origin.gets("/files/q"))
     assert len(began) == 6
     # A bucket of two tokens refilled at 2/s: the last 4 requests wait 2 s between them at

@@ -39,7 +39,13 @@ def enqueue(ctx: ApiContext, queue_id: str, body: EnqueueRequest) -> list[int]:
         parts = _parts(body.parts)
         _confine_parts(ctx, body.dest, parts)
         multi = admin.multifile_download(
-            queue_id, parts, dest, body.access_token, priority=body.priority, untrusted=True
+            queue_id,
+            parts,
+            dest,
+            body.access_token,
+            priority=body.priority,
+            untrusted=True,
+            bandwidth=body.bandwidth,
         )
     else:
         resolved = hub.resolve_repo(
@@ -59,6 +65,7 @@ def enqueue(ctx: ApiContext, queue_id: str, body: EnqueueRequest) -> list[int]:
             priority=body.priority,
             access_token=body.access_token,
             untrusted=True,
+            bandwidth=body.bandwidth,
         )
     return [multi.id, *(part.id for part in multi.download_parts)]
 

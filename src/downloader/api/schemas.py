@@ -231,6 +231,20 @@ Dest = Annotated[
         "not `~`, no NUL byte, and not leaving the root through `..` or a symlink)",
     ),
 ]
+JobRate = Annotated[
+    Rate | None,
+    Field(
+        description="the job's own bytes per second (or `500K`, `20M`, `100MiB`: powers of "
+        "1024), within the fleet's limits",
+    ),
+]
+PartRate = Annotated[
+    Rate | None,
+    Field(
+        description="each file's own bytes per second (or `500K`, `20M`, `100MiB`: powers "
+        "of 1024), within the fleet's limits",
+    ),
+]
 AccessToken = Annotated[
     str | None, Field(description="sent as `Authorization: Bearer`; never in any answer")
 ]
@@ -269,11 +283,7 @@ class BatchItem(_Strict):
     access_token: AccessToken = None
     sha256: Sha256 | None = Field(default=None, description="of the file")
     mirrors: MirrorUrls = []
-    bandwidth: Rate | None = Field(
-        default=None,
-        description="the job's own bytes per second (or `500K`, `20M`, `100MiB`), within the "
-        "fleet's limits",
-    )
+    bandwidth: JobRate = None
 
 
 class SourceForm(BatchItem):
@@ -288,6 +298,7 @@ class PartsForm(_Strict):
     dest: Dest
     priority: Priority = 10
     access_token: AccessToken = None
+    bandwidth: PartRate = None
 
 
 class ItemsForm(_Strict):
@@ -326,6 +337,7 @@ class RepoForm(_Strict):
     ignore_patterns: list[str] | None = Field(
         default=None, description="no file matching one of these globs"
     )
+    bandwidth: PartRate = None
 
 
 _FORMS = ("source", "parts", "items", "repo")

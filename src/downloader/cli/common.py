@@ -1,4 +1,5 @@
-"""What every command opens: the settings, its queue and a service on it; exit codes."""
+"""What every command opens: the settings, its queue and a service on it; exit codes; the
+option types more than one command checks."""
 
 from __future__ import annotations
 
@@ -52,3 +53,27 @@ def open_service(
         start_worker=start_worker,
         **kwargs,
     )
+
+
+def at_least(minimum: int) -> Any:
+    """An argparse type: a whole number from `minimum` on, or a usage error saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    return parse
+
+
+def rate(text: str) -> int:
+    from downloader.jobs.limits import parse_rate
+
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -1,5 +1,5 @@
-"""Looking at and steering the queue's jobs: list, status, cancel, pause, resume, prune, clear,
-events (pausing, resuming, retrying and reprioritising one job: `steering`)."""
+"""Looking at the queue's jobs and ending them: list, status, cancel, prune, clear, events
+(pausing, resuming, retrying and reprioritising: `steering`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from downloader.cli.common import EXIT_ERROR, open_service
-from downloader.cli.steering import pause_jobs, resume_jobs
 
 if TYPE_CHECKING:
     from downloader.client.service import DownloadQueueService
@@ -114,32 +113,6 @@ def cmd_cancel(args: argparse.Namespace) -> int:
                 queue.admin.tidy_cancelled(job_id)
             print(f"cancelled {job_id}")
     return status
-
-
-def cmd_pause(args: argparse.Namespace) -> int:
-    """`pause ID...` pauses those jobs; `pause` alone, the whole queue."""
-    if args.ids:
-        return pause_jobs(args)
-    with open_service(args) as queue:
-        queue.admin.pause(queue.queue_id)
-        embedded = queue.admin.embedded
-    print(f"paused queue {queue.queue_id!r}: running downloads go on, no new one starts")
-    if embedded and not args.queue:
-        print(
-            "(on the embedded default each `get` runs its own jobs in its own process: Ctrl-C "
-            "stops one, and running it again resumes)"
-        )
-    return 0
-
-
-def cmd_resume(args: argparse.Namespace) -> int:
-    """`resume ID...` resumes those jobs; `resume` alone, the whole queue."""
-    if args.ids:
-        return resume_jobs(args)
-    with open_service(args) as queue:
-        queue.admin.resume(queue.queue_id)
-    print(f"resumed queue {queue.queue_id!r}")
-    return 0
 
 
 def _queues(queue: DownloadQueueService, args: argparse.Namespace) -> list[str]:

@@ -8,7 +8,7 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
-from downloader.cli.common import open_service
+from downloader.cli.common import at_least, open_service, rate
 
 if TYPE_CHECKING:
     from downloader.client.limits import LimitsReport
@@ -70,9 +70,27 @@ def _print(report: LimitsReport) -> None:
         )
 
 
-def add_limits_command(commands: Any, types: dict[str, Any]) -> None:
-    """`limits`, `limits set`, `limits unset` on `commands` (the parser's subparsers), with
-    the option types the parser checks (`host`, `connections`, `rate`, `rate_per_second`)."""
+def _host(text: str) -> str:
+    from downloader.jobs.limits import check_host
+
+    try:
+        return check_host(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _per_second(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number per second: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def add_limits_command(commands: Any) -> None:
+    """`limits`, `limits set`, `limits unset` on `commands` (the parser's subparsers)."""
     text = (
         "show the limits every worker and client of this Redis share, and each host's use "
         "(connections held, waiting, recent rate, pause); `set` and `unset` change them"
@@ -86,26 +104,26 @@ def add_limits_command(commands: Any, types: dict[str, Any]) -> None:
         help="set limits (of --host, else the fleet's), over DOWNLOADER_BANDWIDTH, "
         "DOWNLOADER_HOST_LIMITS and DOWNLOADER_HOST_CONNECTIONS until unset",
     )
-    change.add_argument("--host", type=types["host"], help="a host name, e.g. huggingface.co")
+    change.add_argument("--host", type=_host, help="a host name, e.g. huggingface.co")
     change.add_argument(
         "--connections",
-        type=types["connections"],
+        type=at_least(1),
         help="concurrent connections to --host (without it: to every host not named)",
     )
     change.add_argument(
         "--bandwidth",
-        type=types["rate"],
+        type=rate,
         help="bytes per second of --host (without it: of the whole fleet): 500K, 20M, 1G, "
         "100MiB; 0 is unlimited",
     )
     change.add_argument(
         "--requests-per-second",
-        type=types["rate_per_second"],
+        type=_per_second,
         help="requests the fleet starts per second to --host; 0 is any",
     )
     change.add_argument("--json", action="store_true", help="one JSON object")
     drop = actions.add_parser(
         "unset", help="drop the limits set of --host (else the fleet's): the settings' apply"
     )
-    drop.add_argument("--host", type=types["host"], help="a host name")
+    drop.add_argument("--host", type=_host, help="a host name")
     drop.add_argument("--json", action="store_true", help="one JSON object")

@@ -9,7 +9,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from downloader.cli.common import EXIT_ERROR, EXIT_USAGE, load_settings, redis_failure
+from downloader.cli.common import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    at_least,
+    load_settings,
+    rate,
+    redis_failure,
+)
 from downloader.cli.get import cmd_get
 from downloader.cli.jobs import (
     STATUS_WORDS,
@@ -17,14 +24,12 @@ from downloader.cli.jobs import (
     cmd_clear,
     cmd_events,
     cmd_list,
-    cmd_pause,
     cmd_prune,
-    cmd_resume,
     cmd_status,
 )
 from downloader.cli.limits import add_limits_command
 from downloader.cli.serve import cmd_api, cmd_flower, cmd_worker
-from downloader.cli.steering import cmd_priority, cmd_retry
+from downloader.cli.steering import add_steering_commands
 from downloader.jobs.queues import check_queue_id
 
 EVERY_QUEUE = (
@@ -53,23 +58,8 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def _at_least(minimum: int) -> Any:
-    """An argparse type: a whole number from `minimum` on, or a usage error saying so."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
-        return value
-
-    return parse
-
-
 def _port(text: str) -> int:
-    port = _at_least(1)(text)
+    port = at_least(1)(text)
     if port > 65535:
         raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {port}")
     return port
@@ -90,34 +80,6 @@ def _queue_id(text: str) -> str:
         return check_queue_id(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _rate(text: str) -> int:
-    from downloader.jobs.limits import parse_rate
-
-    try:
-        return parse_rate(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _host(text: str) -> str:
-    from downloader.jobs.limits import check_host
-
-    try:
-        return check_host(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _per_second(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number per second: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 def _sha256(text: str) -> str:
@@ -186,20 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
         "huggingface.co; sent only to the URL's own host",
     )
     get.add_argument(
-        "--retries", type=_at_least(0), help="retries of a failing transfer (default: 5)"
+        "--retries", type=at_least(0), help="retries of a failing transfer (default: 5)"
     )
     get.add_argument("--timeout", type=_seconds, help="seconds to connect and between bytes")
     get.add_argument(
         "--connections",
-        type=_at_least(1),
+        type=at_least(1),
         help="connections for one large file, fixed (default: auto, from 8 up to the host's cap)",
     )
     get.add_argument(
-        "--parallel", type=_at_least(1), default=5, help="parallel downloads in this process"
+        "--parallel", type=at_least(1), default=5, help="parallel downloads in this process"
     )
     get.add_argument(
         "--limit-rate",
-        type=_rate,
+        type=rate,
         metavar="RATE",
         help="bandwidth of each of these downloads (each file of a repo), within the fleet's "
         "limits: 500K, 20M, 1G, 100MiB (powers of 1024, as curl)",
@@ -228,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run a Celery worker; its thread count is its parallel downloads; other options "
         "(e.g. --without-mingle, --max-tasks-per-child=100) go to `celery worker`",
     )
-    worker.add_argument("-c", "--concurrency", type=_at_least(1), help="parallel downloads")
+    worker.add_argument("-c", "--concurrency", type=at_least(1), help="parallel downloads")
     worker.add_argument("-n", "--hostname", help="worker node name, e.g. w1@%%h")
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument(
@@ -250,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=STATUS_WORDS,
         help="only jobs in this state (repeatable)",
     )
-    listing.add_argument("--limit", type=_at_least(1), help="only the newest N jobs")
+    listing.add_argument("--limit", type=at_least(1), help="only the newest N jobs")
     listing.add_argument("--all", action="store_true", help=EVERY_QUEUE)
     listing.add_argument("--parts", action="store_true", help="list multi-file parts too")
     listing.set_defaults(run=cmd_list)
@@ -264,37 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("ids", nargs="+", type=int, metavar="ID")
     cancel.set_defaults(run=cmd_cancel)
 
-    for name, run, text, with_ids in (
-        (
-            "pause",
-            cmd_pause,
-            "pause jobs by id (their partial files kept, their workers freed); with no id, "
-            "workers stop taking the queue's jobs and running ones go on",
-            "the jobs to pause",
-        ),
-        (
-            "resume",
-            cmd_resume,
-            "resume paused jobs by id (they continue where they stopped); with no id, workers "
-            "take the queue's jobs again",
-            "the jobs to resume",
-        ),
-    ):
-        steer = command(name, text)
-        steer.add_argument("ids", nargs="*", type=int, metavar="ID", help=with_ids)
-        steer.set_defaults(run=run)
     command("clear", "cancel and remove every job of the queue").set_defaults(run=cmd_clear)
 
-    retry = command(
-        "retry", "queue failed or cancelled jobs again (a failed one resumes its partial file)"
-    )
-    retry.add_argument("ids", nargs="+", type=int, metavar="ID")
-    retry.set_defaults(run=cmd_retry)
-
-    priority = command("priority", "give a job a new priority; a waiting job moves in its queue")
-    priority.add_argument("id", type=int, metavar="ID")
-    priority.add_argument("priority", type=int, metavar="N", help="lower runs first")
-    priority.set_defaults(run=cmd_priority)
+    add_steering_commands(command)
     prune = command("prune", "remove the finished jobs of the queue (of every queue: see --all)")
     prune.add_argument("--all", action="store_true", help=EVERY_QUEUE)
     prune.set_defaults(run=cmd_prune)
@@ -303,15 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--all", action="store_true", help="events of every queue")
     events.set_defaults(run=cmd_events)
 
-    add_limits_command(
-        commands,
-        {
-            "host": _host,
-            "connections": _at_least(1),
-            "rate": _rate,
-            "rate_per_second": _per_second,
-        },
-    )
+    add_limits_command(commands)
 
     api = command("api", "serve the REST API and the event stream (OpenAPI at /docs)")
     api.add_argument("--host", default="127.0.0.1", help="address (default: %(default)s)")

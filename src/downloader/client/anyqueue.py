@@ -62,6 +62,7 @@ class AnyQueueJobs:
         priority: int = 10,
         untrusted: bool = False,
         revision: str | None = None,
+        bandwidth: str | int | None = None,
     ) -> MultiFileDownloadJob:
         """`DownloadQueueService.multifile_download` into the queue `queue_id`, with no
         callbacks (the job is not followed when the service does not follow its jobs).
@@ -78,6 +79,7 @@ class AnyQueueJobs:
             priority=priority,
             untrusted=untrusted,
             revision=revision,
+            bandwidth=bandwidth,
         )
 
     def repo_download(
@@ -89,6 +91,7 @@ class AnyQueueJobs:
         priority: int = 10,
         access_token: str | None = None,
         untrusted: bool = False,
+        bandwidth: str | int | None = None,
     ) -> MultiFileDownloadJob:
         """A hub repo `hub.resolve_repo` resolved, as one multi-file job on `queue_id` (see
         `DownloadQueueService.repo_download`); `access_token` defaults to the hub's token."""
@@ -99,6 +102,7 @@ class AnyQueueJobs:
             priority=priority,
             access_token=access_token,
             untrusted=untrusted,
+            bandwidth=bandwidth,
         )
 
     def cancel(self, job_id: int) -> bool:

@@ -175,9 +175,11 @@ class Enqueuer:
         priority: int,
         access_token: str | None,
         untrusted: bool,
+        bandwidth: str | int | None = None,
         callbacks: Callbacks | None = None,
     ) -> MultiFileDownloadJob:
-        """A resolved hub repo as one multi-file job at its pinned commit."""
+        """A resolved hub repo as one multi-file job at its pinned commit; `bandwidth` is
+        each part's own rate."""
         return self.multifile_download(
             queue_id,
             resolved.files,
@@ -186,6 +188,7 @@ class Enqueuer:
             priority=priority,
             untrusted=untrusted,
             revision=resolved.commit,
+            bandwidth=bandwidth,
             callbacks=callbacks,
         )
 

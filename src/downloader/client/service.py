@@ -241,6 +241,7 @@ class DownloadQueueService(QueueControl):
         on_cancelled: DownloadEventHandler | None = None,
         on_error: DownloadEventHandler | None = None,
         untrusted: bool = False,
+        bandwidth: str | int | None = None,
     ) -> MultiFileDownloadJob:
         """Queue a Hugging Face repo as one multi-file job.
 
@@ -260,11 +261,13 @@ class DownloadQueueService(QueueControl):
             access_token: the hub token; default: `HF_TOKEN` or the hub's token file.
             on_start, on_progress, on_complete, on_cancelled, on_error: as in `download`.
             untrusted: as in `download`.
+            bandwidth: each file's own rate, as in `download`.
 
         Returns:
             The job, a live object.
 
         Raises:
+            ValueError: a `bandwidth` that is not a rate.
             hub.HubError: the repo is gated or private, or the hub cannot answer; it says
                 what to do, and nothing is queued.
             DestinationTakenError: another unfinished job holds one of the paths.
@@ -289,6 +292,7 @@ class DownloadQueueService(QueueControl):
             priority=priority,
             access_token=access_token,
             untrusted=untrusted,
+            bandwidth=bandwidth,
             callbacks={
                 "on_start": on_start,
                 "on_progress": on_progress,
