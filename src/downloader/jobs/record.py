@@ -144,8 +144,17 @@ class JobRecord:
         return {
             name: encode_value(value)
             for (name, default, always), value in zip(_SHAPE, _VALUES(self), strict=True)
-            if always or value != default
+            if always or (value is not default and value != default)
         }
+
+    def to_row(self) -> list[str]:
+        """The record as `store/lua/create.lua` takes it: its id, its status, then the
+        field, value pairs of `to_hash`, flat."""
+        row = [int.__repr__(self.id), self.status.value]
+        for (name, default, always), value in zip(_SHAPE, _VALUES(self), strict=True):
+            if always or (value is not default and value != default):
+                row += (name, encode_value(value))
+        return row
 
     @classmethod
     def for_job(cls, job: DownloadJob | MultiFileDownloadJob, **extra: Any) -> JobRecord:
@@ -185,14 +194,18 @@ def encode_value(value: Any) -> str:
         return int.__repr__(value)
     if value is None:
         return "null"
+    if kind is bool:
+        return "true" if value else "false"
     if isinstance(value, Enum):
         value = value.value
     elif isinstance(value, Failure):
         value = value.to_json()
     elif isinstance(value, datetime):
         value = value.isoformat()
-    elif value is not None and not isinstance(value, bool | int | float | str | list | dict):
+    elif not isinstance(value, bool | int | float | str | list | dict):
         value = str(value)
+    if type(value) is str:  # an enum's, a time's, a path's: as json.dumps writes it
+        return encode_basestring_ascii(value)
     return json.dumps(value)
 
 
