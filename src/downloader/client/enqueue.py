@@ -101,13 +101,19 @@ class Enqueuer:
 
     def download_many(self, queue_id: str, items: Iterable[Mapping[str, Any]]) -> list[DownloadJob]:
         """Many URLs, each item holding `download`'s arguments by name; in pipelined batches."""
+        return [job for job, _ in self.enqueue_many(queue_id, items)]
+
+    def enqueue_many(
+        self, queue_id: str, items: Iterable[Mapping[str, Any]]
+    ) -> list[tuple[DownloadJob, JobRecord]]:
+        """`download_many`, answering each job with its record as written (a front end
+        answers with the records rather than read them back)."""
         items = list(items)
         ids = self._runtime().store.new_ids(len(items))
         batch = JobBatch(self._settings)
         made = [batch.job(job_id, item) for job_id, item in zip(ids, items, strict=True)]
-        jobs = [job for job, _ in made]
-        self._enqueue(queue_id, jobs, [record for _, record in made])
-        return jobs
+        self._enqueue(queue_id, [job for job, _ in made], [record for _, record in made])
+        return made
 
     def multifile_download(
         self,

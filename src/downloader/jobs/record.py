@@ -201,12 +201,25 @@ def encode_value(value: Any) -> str:
     elif isinstance(value, Failure):
         value = value.to_json()
     elif isinstance(value, datetime):
-        value = value.isoformat()
+        return _encode_time(value)
     elif not isinstance(value, bool | int | float | str | list | dict):
         value = str(value)
     if type(value) is str:  # an enum's, a time's, a path's: as json.dumps writes it
         return encode_basestring_ascii(value)
     return json.dumps(value)
+
+
+_last_time: tuple[datetime | None, str] = (None, "")
+"""The last time `_encode_time` wrote: a batch's records share one `created_at`."""
+
+
+def _encode_time(value: datetime) -> str:
+    global _last_time
+    last, text = _last_time
+    if value is not last:
+        text = encode_basestring_ascii(value.isoformat())
+        _last_time = (value, text)  # one assignment: another thread sees either pair whole
+    return text
 
 
 def _path(value: str) -> Path:
