@@ -2,10 +2,11 @@
 the enqueuing process and of Redis, on a private `redis-server`. Not a test: prints figures
 (the numbers in benchmarks/README.md).
 
-    python benchmarks/batch_enqueue.py [--jobs 100000] [--repeats 3] [--profile]
+    python benchmarks/batch_enqueue.py [--jobs 100000] [--repeats 3] [--profile] [--no-follow]
     python benchmarks/batch_enqueue.py --rest [--jobs 30000] [--repeats 3] [--same-dest]
 
-The default times `download_many` in calls of 10,000 items. `--rest` times POSTs of 1,000
+The default times `download_many` in calls of 10,000 items (`--no-follow`: on a service
+that hands out no live jobs, so no listener subscribes to them). `--rest` times POSTs of 1,000
 items to a `downloader api` process (each item its own `dest` under the download root, as
 case 10 sends them; `--same-dest`: one dest for all), with the API process's CPU per job;
 the bodies are encoded before the clock starts. Run it with `PYTHONPATH=<other
@@ -46,6 +47,9 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--rest", action="store_true", help="POSTs of 1,000 items to the API")
     parser.add_argument("--same-dest", action="store_true", help="--rest: one dest for all")
+    parser.add_argument(
+        "--no-follow", action="store_true", help="a service that does not follow its jobs"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dl-enqueue-"))
     procs = Processes([work])
@@ -70,7 +74,8 @@ def python(args: argparse.Namespace, work: Path, url: str, server: psutil.Proces
     items = [{"source": f"http://127.0.0.1:9/f{i}.bin", "dest": dest} for i in range(args.jobs)]
     for repeat in range(args.repeats):
         os.environ["DOWNLOADER_NAMESPACE"] = f"enq{repeat}"  # a fresh queue each time
-        service = DownloadQueueService(start_worker=False, redis_url=url)
+        follow = {"follow": False} if args.no_follow else {}
+        service = DownloadQueueService(start_worker=False, redis_url=url, **follow)
         service.download_many(items[:100])  # first connections, queue declarations
         profile = cProfile.Profile() if args.profile and repeat == args.repeats - 1 else None
         redis0 = sum(server.cpu_times()[:2])
