@@ -83,6 +83,14 @@ def test_every_field_survives_the_hash() -> None:
     assert JobRecord.from_hash(as_redis(record.to_hash())) == record
 
 
+def test_a_row_for_the_create_script_holds_the_hash() -> None:
+    for record in (full_record(), JobRecord(id=7, dest=Path("/d"), source="http://x/")):
+        row = record.to_row()
+        assert row[:2] == [str(record.id), record.status.value]
+        assert dict(zip(row[2::2], row[3::2], strict=True)) == record.to_hash()
+        assert list(record.to_hash()) == row[2::2]  # in the same order, each once
+
+
 def test_a_field_at_its_default_is_not_stored_and_reads_as_its_default() -> None:
     record = JobRecord(id=0, dest=Path("/d"), queue_id="q", source="http://x/")
     stored = record.to_hash()

@@ -3,11 +3,12 @@ needs: every `dest` and every file path confined to the download root before any
 written, every job marked untrusted, and a hub repo resolved on the hub of the server's
 settings (never one the caller names).
 
-Each function answers the ids of the new items in the order the answer lists them.
+Each function answers the new items in the order the answer lists them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,22 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from downloader import hub
+from downloader.api import queries
 from downloader.api.context import ApiContext
-from downloader.api.paths import confined
-from downloader.api.schemas import BatchItem, EnqueueRequest, ItemsForm, Part, PartsForm, SourceForm
+from downloader.api.paths import confined, inside
+from downloader.api.schemas import (
+    BatchItem,
+    EnqueueRequest,
+    Item,
+    ItemsForm,
+    Part,
+    PartsForm,
+    SourceForm,
+)
 from downloader.jobs.models import RemoteModelFile
 
 
-def enqueue(ctx: ApiContext, queue_id: str, body: EnqueueRequest) -> list[int]:
+def enqueue(ctx: ApiContext, queue_id: str, body: EnqueueRequest) -> list[Item]:
     """Queue the body's one form on `queue_id`, through the context's one service. Raises
     `HTTPException` (422) for a path outside the root, `RequestValidationError` for a part
     the job model refuses, `ValueError` or `OSError` for what the service refuses,
@@ -33,8 +43,7 @@ def enqueue(ctx: ApiContext, queue_id: str, body: EnqueueRequest) -> list[int]:
     dest = confined(ctx.settings.download_root, body.dest)
     if isinstance(body, SourceForm):
         dest.mkdir(parents=True, exist_ok=True)  # an API `dest` is always a directory
-        (job,) = admin.download_many(queue_id, [_single(body, dest)])
-        return [job.id]
+        return [Item.from_record(r) for r in admin.enqueue_many(queue_id, [_single(body, dest)])]
     if isinstance(body, PartsForm):
         parts = _parts(body.parts)
         _confine_parts(ctx, body.dest, parts)
@@ -67,7 +76,7 @@ def enqueue(ctx: ApiContext, queue_id: str, body: EnqueueRequest) -> list[int]:
             untrusted=True,
             bandwidth=body.bandwidth,
         )
-    return [multi.id, *(part.id for part in multi.download_parts)]
+    return queries.items(ctx, [multi.id, *(part.id for part in multi.download_parts)])
 
 
 def _parts(parts: list[Part]) -> list[RemoteModelFile]:
@@ -90,17 +99,20 @@ def _confine_parts(ctx: ApiContext, dest: str, parts: Iterable[RemoteModelFile])
         confined(ctx.settings.download_root, str(Path(dest) / part.path), what="part path")
 
 
-def _batch(ctx: ApiContext, queue_id: str, items: list[BatchItem]) -> list[int]:
-    """Many single files in one go (`download_many`: pipelined writes, one producer)."""
-    root = ctx.settings.download_root
-    dests = {text: confined(root, text) for text in {item.dest for item in items}}
+def _batch(ctx: ApiContext, queue_id: str, items: list[BatchItem]) -> list[Item]:
+    """Many single files in one go (`download_many`: pipelined writes, one producer); the
+    answer is made from the records as written, not read back."""
+    root = confined(ctx.settings.download_root, ".")
+    dests = {text: inside(root, text) for text in {item.dest for item in items}}
     for dest in dests.values():
         dest.mkdir(parents=True, exist_ok=True)
-    jobs = ctx.admin.download_many(queue_id, (_single(item, dests[item.dest]) for item in items))
-    return [job.id for job in jobs]
+    # A dest just made says it is a directory by its final separator: not looked at again.
+    named = {text: os.path.join(dest, "") for text, dest in dests.items()}
+    records = ctx.admin.enqueue_many(queue_id, (_single(item, named[item.dest]) for item in items))
+    return [Item.from_record(record) for record in records]
 
 
-def _single(fields: BatchItem, dest: Path) -> dict[str, Any]:
+def _single(fields: BatchItem, dest: Path | str) -> dict[str, Any]:
     """One file's arguments for `download_many`, from the single form or a batch item."""
     return {
         "source": str(fields.source),

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 
 from celery import Celery
@@ -122,7 +122,7 @@ class BrokerDispatcher:
 
 def dispatch_task_id(job_id: int, sent: float) -> str:
     """`<job id>-<send time in ms>-<random>`: readable in Flower, and dated for the watch."""
-    return f"{job_id}-{int(sent * 1000)}-{uuid.uuid4().hex[:8]}"
+    return f"{job_id}-{int(sent * 1000)}-{os.urandom(4).hex()}"
 
 
 def _dispatch_time(raw: bytes | None) -> float | None:

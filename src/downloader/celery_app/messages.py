@@ -6,8 +6,9 @@ and kombu (`Producer.publish`, the virtual channel's `basic_publish`, the Redis 
 differs from the others only in the job id, the task id, kombu's delivery tag, the priority
 and the queue, so one prototype is built per queue the way those functions build it (Celery's
 own `create_task_message` for the task's headers and body, kombu's `prepare_message` for the
-envelope, kombu's JSON and body encoding), serialised once, and cut where the varying fields
-go. A message is then a join of strings, put on the list kombu's `_put` would choose.
+envelope, kombu's JSON and body encoding), serialised once, and made a `str.format`
+template with a field where each varying value goes. A message is then one `format` call,
+put on the list kombu's `_put` would choose.
 
 The messages stay ordinary Celery task messages (protocol 2): a stock `celery worker`
 consumes them and Flower shows them; `tests/test_batch_messages.py` compares one with
@@ -21,7 +22,7 @@ would put the sending thread's, and no reply is ever sent to either (no result i
 from __future__ import annotations
 
 import base64
-import uuid
+import os
 from dataclasses import dataclass
 
 from celery import Celery
@@ -34,7 +35,14 @@ _REPR = "\x00repr\x00"
 _BODY = "\x00body\x00"
 _PRIORITY = "\x00priority\x00"
 _TAG = "\x00tag\x00"
-_FIELDS = (_ID, _REPR, _BODY, _PRIORITY, _TAG)
+_MARKS = {
+    _ID: '"{id}"',
+    _REPR: '"({repr},)"',
+    _BODY: '"{body}"',
+    _PRIORITY: "{priority}",
+    _TAG: '"{tag}"',
+}
+"""Each mark, and the field that replaces it: JSON text, quoted where the value is a string."""
 _JOB = 918273645546372819
 """A job id no real job has, marking where the id goes in the serialised body."""
 
@@ -45,30 +53,24 @@ would otherwise keep one for every queue id it was ever given."""
 
 @dataclass(frozen=True)
 class Template:
-    """One queue's message, serialised and cut where the varying fields go."""
+    """One queue's message, serialised, with a `str.format` field where each varying
+    value goes (the JSON's own braces doubled): one C call renders a message."""
 
-    pieces: tuple[str, ...]
-    """The text between the fields, one more than `fields`."""
-    fields: tuple[str, ...]
-    """Which field goes into each cut (one of the `_FIELDS` marks)."""
+    text: str
+    """The message with `{id}`, `{repr}`, `{body}`, `{priority}` and `{tag}` in it."""
     body: tuple[str, str]
     """The serialised task body before and after the job id (base64-encoded per message)."""
 
     def render(self, job_id: int, task_id: str, priority: int) -> str:
         """The message of one job, as kombu would have put it on its list."""
         head, tail = self.body
-        values = {
-            _ID: f'"{task_id}"',
-            _REPR: f'"({job_id},)"',
-            _BODY: '"' + base64.b64encode(f"{head}{job_id}{tail}".encode()).decode() + '"',
-            _PRIORITY: str(priority),
-            _TAG: f'"{uuid.uuid4()}"',
-        }
-        parts = [self.pieces[0]]
-        for field, piece in zip(self.fields, self.pieces[1:], strict=True):
-            parts.append(values[field])
-            parts.append(piece)
-        return "".join(parts)
+        return self.text.format(
+            id=task_id,
+            repr=job_id,
+            body=base64.b64encode(f"{head}{job_id}{tail}".encode()).decode(),
+            priority=priority,
+            tag=delivery_tag(),
+        )
 
 
 class TaskMessages:
@@ -135,20 +137,23 @@ class TaskMessages:
                 "properties": properties,
             }
         )
-        pieces, fields = _cut(text)
-        return Template(pieces, fields, (head, tail))
+        return Template(_formattable(text), (head, tail))
 
 
-def _cut(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """`text` split at every field mark (as JSON wrote it, quoted and escaped)."""
-    marks = {dumps(field): field for field in _FIELDS}
-    pieces, fields, rest = [], [], text
-    while True:
-        found = [(rest.find(mark), mark) for mark in marks if mark in rest]
-        if not found:
-            pieces.append(rest)
-            return tuple(pieces), tuple(fields)
-        at, mark = min(found)
-        pieces.append(rest[:at])
-        fields.append(marks[mark])
-        rest = rest[at + len(mark) :]
+def delivery_tag() -> str:
+    """A random UUID (version 4) as kombu's `uuid()` writes a delivery tag, from the same
+    16 random bytes `uuid.uuid4` reads, without building a `UUID` object per message."""
+    h = os.urandom(16).hex()
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
+
+
+def _formattable(text: str) -> str:
+    """`text` as a `str.format` template: its braces doubled, and every place of each field
+    mark (as JSON wrote it, quoted and escaped) replaced by its field."""
+    text = text.replace("{", "{{").replace("}", "}}")
+    for mark, field in _MARKS.items():
+        if dumps(mark) not in text:
+            raise ValueError(f"the message template lost its place for {mark!r}")
+        text = text.replace(dumps(mark), field)
+    return text

@@ -10,7 +10,6 @@ the queue id, so that one service can queue into any queue of its Redis (the RES
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -22,8 +21,8 @@ from redis.client import Pipeline
 from downloader import hub
 from downloader.client.livejobs import LiveJobs
 from downloader.client.multifile import build_multifile, check_part_paths
+from downloader.client.newjobs import JobBatch, new_job
 from downloader.config import Settings
-from downloader.engine.naming import is_engine_name
 from downloader.jobs.limits import parse_rate
 from downloader.jobs.models import (
     DownloadEventHandler,
@@ -84,7 +83,7 @@ class Enqueuer:
             source, sha256 = str(part.url), sha256 or part.sha256
             mirrors = mirror_urls([*mirrors, *part.mirrors])
         access_token = access_token or hub.token_for(source, self._settings)
-        job, record = self._new_job(
+        job, record = new_job(
             self._runtime().store.new_ids(1)[0],
             source,
             dest,
@@ -102,28 +101,19 @@ class Enqueuer:
 
     def download_many(self, queue_id: str, items: Iterable[Mapping[str, Any]]) -> list[DownloadJob]:
         """Many URLs, each item holding `download`'s arguments by name; in pipelined batches."""
+        return [job for job, _ in self.enqueue_many(queue_id, items)]
+
+    def enqueue_many(
+        self, queue_id: str, items: Iterable[Mapping[str, Any]]
+    ) -> list[tuple[DownloadJob, JobRecord]]:
+        """`download_many`, answering each job with its record as written (a front end
+        answers with the records rather than read them back)."""
         items = list(items)
         ids = self._runtime().store.new_ids(len(items))
-        directories: dict[str, bool] = {}  # many items share a dest: one stat each
-        made = [
-            self._new_job(
-                job_id,
-                item["source"],
-                item["dest"],
-                item.get("priority", 10),
-                item.get("access_token") or hub.token_for(str(item["source"]), self._settings),
-                item.get("sha256"),
-                bool(item.get("untrusted")),
-                download_path=item.get("download_path"),
-                mirrors=mirror_urls(item.get("mirrors")),
-                directories=directories,
-                bandwidth=parse_rate(item.get("bandwidth")) or None,
-            )
-            for job_id, item in zip(ids, items, strict=True)
-        ]
-        jobs = [job for job, _ in made]
-        self._enqueue(queue_id, jobs, [record for _, record in made])
-        return jobs
+        batch = JobBatch(self._settings)
+        made = [batch.job(job_id, item) for job_id, item in zip(ids, items, strict=True)]
+        self._enqueue(queue_id, [job for job, _ in made], [record for _, record in made])
+        return made
 
     def multifile_download(
         self,
@@ -193,49 +183,6 @@ class Enqueuer:
         )
 
     # -- the steps ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _new_job(
-        job_id: int,
-        source: str,
-        dest: str | Path,
-        priority: int,
-        access_token: str | None,
-        sha256: str | None,
-        untrusted: bool,
-        download_path: Path | None = None,
-        mirrors: list[str] | None = None,
-        *,
-        directories: dict[str, bool] | None = None,
-        bandwidth: int | None = None,
-    ) -> tuple[DownloadJob, JobRecord]:
-        """A single job and its record, with `dest` read as a directory or a file path
-        (`directories`: what earlier jobs of the same call found, by dest)."""
-        text = os.fspath(dest)
-        if directories is None:
-            dest_is_dir = _names_a_directory(text)
-        elif (dest_is_dir := directories.get(text)) is None:
-            dest_is_dir = directories[text] = _names_a_directory(text)
-        named = download_path if download_path is not None else None if dest_is_dir else dest
-        if named is not None:
-            _check_file_path(Path(named))
-        job = DownloadJob(
-            id=job_id,
-            source=source,
-            dest=Path(dest).absolute(),
-            priority=priority,
-            access_token=access_token,
-            download_path=None if download_path is None else download_path.absolute(),
-        )
-        record = JobRecord.for_job(
-            job,
-            sha256=sha256,
-            untrusted=untrusted,
-            dest_is_dir=dest_is_dir,
-            mirrors=mirrors or [],
-            bandwidth=bandwidth,
-        )
-        return job, record
 
     def _enqueue(
         self, queue_id: str, jobs: Sequence[DownloadJob], records: Sequence[JobRecord]
@@ -335,33 +282,3 @@ class Enqueuer:
             if self._live is not None:
                 self._live.forget(ids)
             raise
-
-
-def _check_file_path(path: Path) -> None:
-    """Refuse a file's own path (a `dest` that names the file, or a `download_path`) that
-    is one of the engine's partial-file names, a directory, or more than the filesystem
-    holds (a name too long), before anything is queued."""
-    if is_engine_name(path.name):
-        raise ValueError(
-            f"{path} ends like the downloader's own partial files; choose another name"
-        )
-    try:
-        if path.is_dir():
-            raise ValueError(f"{path} is a directory: name the file in it, or pass it as dest")
-    except OSError as exc:  # a name too long for the filesystem, a directory not readable
-        raise ValueError(f"{path} cannot be used: {exc.strerror}") from None
-
-
-def _names_a_directory(dest: str | Path) -> bool:
-    """`dest` is a directory to name files in when it is one, says so with a trailing
-    separator, or does not exist and its last component has no suffix (`/tmp/downloads`,
-    created when missing: the seed's example queues several URLs into it); anything else is
-    the file's own path (`model.safetensors`, or an existing file)."""
-    text = os.fspath(dest)
-    path = Path(text)
-    try:
-        if text.endswith(("/", os.sep)) or path.is_dir():
-            return True
-        return not os.path.lexists(path) and not path.suffix
-    except OSError as exc:  # a name too long for the filesystem, a directory not readable
-        raise ValueError(f"dest {text} cannot be used: {exc.strerror}") from None

@@ -300,6 +300,33 @@ class DownloadJob(_JobFields):
     def _header_safe_token(cls, token: str | None) -> str | None:
         return bearer_token(token)
 
+    def sibling(self, job_id: int, source: AnyHttpUrl, dest: Path) -> DownloadJob:
+        """A new job like this one (which must be new itself) with its own id, source and
+        dest, and callbacks and state of its own: how a batch makes the jobs that share
+        every other field, at a sixth of the cost of validating each.
+
+        Args:
+            job_id: the new job's id.
+            source: its URL, validated as this model's `source` is (not checked again).
+            dest: its absolute dest.
+        """
+        job = DownloadJob.__new__(DownloadJob)
+        values = self.__dict__.copy()
+        values["id"], values["source"], values["dest"] = job_id, source, dest
+        object.__setattr__(job, "__dict__", values)
+        object.__setattr__(job, "__pydantic_fields_set__", set(self.__pydantic_fields_set__))
+        object.__setattr__(job, "__pydantic_extra__", None)
+        object.__setattr__(job, "__pydantic_private__", {**_NEW_PRIVATE, "_callbacks": {}})
+        return job
+
+
+_NEW_PRIVATE: dict[str, Any] = {
+    name: attribute.get_default()
+    for name, attribute in DownloadJob.__private_attributes__.items()
+    if name != "_callbacks"  # a factory's: one dict per job
+}
+"""A new job's private attributes (`sibling` gives each its own `_callbacks`)."""
+
 
 class RemoteModelFile(BaseModel):
     """One part of a multi-file job: where it comes from and where under `dest` it goes.

@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import cached_property
 
 import redis
+from redis.commands.core import Script
 
 from downloader.jobs.models import DownloadJob, DownloadJobStatus, MultiFileDownloadJob
 from downloader.jobs.record import JobRecord, utcnow
 from downloader.store.base import BATCH, StoreBase
 from downloader.store.keys import CANCELLED, STATUSES, celery_priority
+from downloader.store.scripts import load
 
 
 class JobRecords(StoreBase):
@@ -54,6 +57,10 @@ class JobRecords(StoreBase):
         last = int(self.redis.incrby(self.keys.next_id, count))
         return list(range(last - count, last))
 
+    @cached_property
+    def _create(self) -> Script:
+        return load(self.redis, "create")
+
     def create(
         self,
         queue_id: str,
@@ -67,7 +74,9 @@ class JobRecords(StoreBase):
         One round trip per `BATCH` jobs. Each batch is one transaction that also names the
         queue in the set of queue names: a removal that empties the queue meanwhile (and
         retires its name, see `lua/retire.lua`) can never leave these jobs on an unnamed
-        queue. A single job's record gets the broker level of its priority (`level`).
+        queue. A single job's record gets the broker level of its priority (`level`). The
+        batch's records go to `lua/create.lua` as one JSON argument: packing some twenty
+        arguments per record's HSET was a quarter of a batch enqueue's client time.
 
         Args:
             queue_id: the queue of every record; set on each, with its creation time.
@@ -79,46 +88,57 @@ class JobRecords(StoreBase):
         """
         now = utcnow()
         batch: list[JobRecord] = []
-        pipe = self.redis.pipeline(transaction=True)
-        # Index entries go out one ZADD per index and batch.
-        indexes: dict[str, dict[str, int]] = {}
-        for count, record in enumerate(records, 1):
-            job_id = record.id
+        rows: list[list[str]] = []
+        tokens: list[tuple[int, str]] = []
+        sent = False
+        for record in records:
             record.queue_id = queue_id
             record.created_at = record.updated_at = now
             if not record.multifile:  # a parent is never sent
                 record.level = celery_priority(record.priority)
-            pipe.hset(self.keys.job(job_id), mapping=record.to_hash())
-            status = record.status.value
-            for key in (self.keys.queue_jobs(queue_id), self.keys.queue_status(queue_id, status)):
-                indexes.setdefault(key, {})[str(job_id)] = job_id
-            token = access_token or (access_tokens or {}).get(job_id)
+            rows.append(record.to_row())
+            token = access_token or (access_tokens or {}).get(record.id)
             if token:
-                pipe.set(self.keys.secret(job_id), token)
+                tokens.append((record.id, token))
             batch.append(record)
-            if count % BATCH == 0:
-                self._close_batch(pipe, indexes, queue_id, then, batch)
-        self._close_batch(pipe, indexes, queue_id, then, batch)
+            if len(batch) == BATCH:
+                self._send_batch(queue_id, rows, tokens, then, batch)
+                sent = True
+        if batch or not sent:  # an empty call still names the queue, as it always did
+            self._send_batch(queue_id, rows, tokens, then, batch)
 
-    def _close_batch(
+    def _send_batch(
         self,
-        pipe: redis.client.Pipeline,
-        indexes: dict[str, dict[str, int]],
         queue_id: str,
+        rows: list[list[str]],
+        tokens: list[tuple[int, str]],
         then: Callable[[redis.client.Pipeline, list[JobRecord]], None] | None,
         batch: list[JobRecord],
     ) -> None:
-        """Send one batch of `create`: its index entries, the queue's name and the marker,
-        and what `then` adds for the batch's records."""
-        for key, members in indexes.items():
-            pipe.zadd(key, members)
-        indexes.clear()
-        pipe.sadd(self.keys.queues, queue_id)
-        pipe.set(self.keys.marker, uuid.uuid4().hex, nx=True)
+        """Send one batch of `create` in one transaction: its records, their index entries,
+        the queue's name and the marker (one script call), the tokens, and what `then` adds
+        for the batch's records. Empties the lists."""
+        keys = self.keys
+        pipe = self.redis.pipeline(transaction=True)
+        self._create(
+            keys=[keys.queue_jobs(queue_id), keys.queues, keys.marker],
+            args=[
+                keys.job(""),
+                keys.queue_status(queue_id, ""),
+                queue_id,
+                uuid.uuid4().hex,
+                json.dumps(rows, separators=(",", ":")),
+            ],
+            client=pipe,
+        )
+        for job_id, token in tokens:
+            pipe.set(keys.secret(job_id), token)
         if then is not None and batch:
             then(pipe, batch)
-        batch.clear()
         pipe.execute()
+        rows.clear()
+        tokens.clear()
+        batch.clear()
 
     def dispatched(self, jobs: Iterable[tuple[int, str, int]], now: float) -> None:
         """Note that these (job id, queue id, priority) were sent to the broker at `now`

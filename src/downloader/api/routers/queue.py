@@ -54,12 +54,12 @@ def enqueue(ctx: Ctx, queue_id: QueueId, body: EnqueueRequest) -> EnqueueRespons
     """Queue one URL (`source`), a multi-file job (`parts`), many URLs at once (`items`) or
     a Hugging Face repo (`repo`), under `dest`."""
     try:
-        ids = enqueueing.enqueue(ctx, queue_id, body)
+        items = enqueueing.enqueue(ctx, queue_id, body)
     except hub.HubError as exc:  # first: the hub's refusals are OSErrors, as huggingface_hub's
         raise HTTPException(hub_status(exc), str(exc)) from exc
     except (ValueError, OSError) as exc:
         raise HTTPException(422, str(exc)) from exc
-    return EnqueueResponse(items=queries.items(ctx, ids))
+    return EnqueueResponse(items=items)
 
 
 @router.get("/status", response_model=QueueStatus, tags=["queue"])
