@@ -9,6 +9,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from downloader import DownloadJobStatus, DownloadQueueService
 from tests.origin import Origin
 from tests.test_queue import wait_until
@@ -77,3 +79,31 @@ def test_closing_hands_a_running_own_job_back_as_waiting_with_no_message(
     assert record.status == "waiting"
     assert _broker_messages(watcher) == 0  # left for the next identical run, not for others
     assert Path(str(tmp_path / "big.bin") + ".downloading").stat().st_size > 0
+
+
+def test_the_embedded_default_runs_its_jobs_on_threads_and_takes_those_left_waiting(
+    origin: Origin, tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no Redis configured, `DownloadQueueService()` runs its jobs as `get` does (no
+    broker, no Celery); the jobs a closed one left waiting are run by the next one."""
+    monkeypatch.delenv("DOWNLOADER_REDIS_URL")
+    monkeypatch.setenv("DOWNLOADER_STATE_DIR", str(tmp_path / "state"))
+    origin.add("slow", os.urandom(4 << 20))
+    quick = origin.add("quick", os.urandom(10_000))
+    with DownloadQueueService(max_parallel_dl=1) as first:
+        running = first.download(origin.url("/files/slow?rate=262144"), tmp_path / "slow.bin")
+        waiting = first.download(origin.url("/files/quick"), tmp_path / "quick.bin")
+        wait_until(lambda: first.app.store.record(running.id).bytes > 0, timeout=30)
+        assert first._celery is None and _broker_messages(first) == 0
+    slow = origin.add("slow", os.urandom(10_000))  # a smaller version: the next run is quick
+    with DownloadQueueService(max_parallel_dl=1) as second:
+        wait_until(
+            lambda: (
+                [r.status for r in second.app.store.records([running.id, waiting.id])]
+                == ["completed", "completed"]
+            ),
+            timeout=30,
+        )
+        assert _broker_messages(second) == 0
+    assert hashlib.sha256((tmp_path / "quick.bin").read_bytes()).hexdigest() == quick
+    assert hashlib.sha256((tmp_path / "slow.bin").read_bytes()).hexdigest() == slow

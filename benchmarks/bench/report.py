@@ -80,6 +80,13 @@ GOALS: list[tuple[str, str, str, str, float]] = [
     ),
     ("small files, get -i / aria2c -j16", "11 get -i/aria", "c11_get_vs_aria2c", ">=", 1.0),
     (
+        "small files, seed API loop (embedded) / aria2c -j16",
+        "11 seed/aria",
+        "c11_seed_vs_aria2c",
+        ">=",
+        1.0,
+    ),
+    (
         "capped origin, worker default settings / aria2c x16",
         "12 default/aria",
         "c12_default_vs_aria2c",
@@ -123,6 +130,7 @@ def figures(cases: dict[str, Any]) -> dict[str, float | None]:
         "c10_rest_jobs_s": c10.get("REST batch POST", {}).get("jobs_s"),
         "c11_workers_vs_aria2c": next((v for k, v in c11.items() if k.startswith("2 w")), None),
         "c11_get_vs_aria2c": c11.get("get -i"),
+        "c11_seed_vs_aria2c": c11.get("seed API loop"),
         "c12_default_vs_aria2c": c12.get("default_vs_aria2c_x16"),
     }
 
@@ -399,6 +407,7 @@ def write_results(ctx: Context, cases: dict[str, Any], started: float) -> dict[s
             "aria2c small files": "aria2c -j 16 -i LIST --file-allocation=falloc",
             "get": "python -m downloader get URL -d DIR (DOWNLOADER_REDIS_URL unset)",
             "get -i": "python -m downloader get -i LIST -d DIR --parallel 16 (embedded)",
+            "seed API loop": "python benchmarks/bench/seed_loop.py LIST DIR 16 (embedded)",
             "worker": f"python -m downloader worker -c {ctx.profile.concurrency} -n NAME@%h",
             "api": "python -m downloader api --port PORT (DOWNLOADER_API_KEY set)",
         },

@@ -81,7 +81,7 @@ class ServiceLifecycle:
         queue_id: str = "default",
         start_worker: bool = True,
         follow: bool = True,
-        own_jobs_only: bool = False,
+        own_jobs_only: bool | None = None,
         settings: Settings | None = None,
         on_retry: RetryListener | None = None,
     ) -> None:
@@ -126,13 +126,22 @@ class ServiceLifecycle:
         if url is None:
             url = EmbeddedRedis.acquire(self._settings)
             self._uses_embedded = True
-        if self._start_worker and self._own_jobs_only:
+        # Unset, it follows the Redis: the embedded one is this user's alone, so its jobs
+        # need no broker (see LocalWorker); with a Redis URL the worker takes its share.
+        own_jobs_only = self._own_jobs_only
+        if own_jobs_only is None:
+            own_jobs_only = self._uses_embedded
+        if self._start_worker and own_jobs_only:
             runtime = Runtime(url, self._settings)  # sends nothing: no Celery
             from downloader.worker.local import LocalWorker
 
             local = LocalWorker(runtime, self._max_parallel_dl, self._queue_id)
             runtime.dispatchers.append(local)
             self._worker = local
+            if self._own_jobs_only is None:
+                # No later worker would take the jobs an earlier service left waiting (they
+                # have no message): this one does, as its Celery worker would have.
+                local.adopt_waiting()
         else:
             from downloader.celery_app import create_app
 

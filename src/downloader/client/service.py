@@ -49,8 +49,10 @@ class DownloadQueueService(QueueControl):
             memory must not grow with the jobs they queue).
         own_jobs_only: with `start_worker`, the worker runs the jobs this service queues and
             no others, on threads of this process, without the broker (`downloader get` on
-            the embedded default); otherwise it is a Celery worker that takes its share of
-            the whole queue.
+            the embedded default); False: it is a Celery worker that takes its share of the
+            whole queue. None (the default): True on the embedded Redis (which is this
+            user's alone), where the service also runs the jobs its queue holds waiting when
+            it starts (left by a service closed before it ran them); False with a Redis URL.
         settings: the settings to use instead of those of the `DOWNLOADER_*` environment
             (a `downloader get --retries 2` passes its own); the in-process worker uses them
             too, workers elsewhere keep theirs.

@@ -49,12 +49,15 @@ class JobEnd:
     # -- the ends ---------------------------------------------------------------------------
 
     def completed(self, result: TransferResult) -> Outcome:
-        """The file is in place: completed, with the last progress if the throttle lets it."""
+        """The file is in place: completed, with the last progress if the throttle lets it,
+        and its start if that was not stored yet (a small file's, or one Redis could not take
+        then): download_started goes out first, in the same round trip."""
         attempt, hooks = self.attempt, self.hooks
-        if not hooks.started_published:
-            hooks.started(result)
+        events, start = [], {}
+        if not hooks.started_published:  # stored with the end, in its round trip
+            started, start = hooks.start_of(result)
+            events.append(started)
         current, total = result.bytes, result.total_bytes
-        events = []
         last_progress = hooks.throttle.ready(current, total)
         if last_progress:
             events.append(
@@ -68,7 +71,9 @@ class JobEnd:
                 total_bytes=total,
             )
         )
-        self.end(DownloadJobStatus.COMPLETED, events, bytes=current, total_bytes=total)
+        self.end(
+            DownloadJobStatus.COMPLETED, events, **{**start, "bytes": current, "total_bytes": total}
+        )
         if last_progress:
             hooks.progressed(current, total)
         return Outcome.COMPLETED
@@ -77,6 +82,7 @@ class JobEnd:
         """An error: `error_type` and `error` (the traceback) as InvokeAI has them, the
         structured failure beside them. Called while `exc` is being handled."""
         said = {"error_type": error_type(exc), "error": scrub(traceback.format_exc())}
+        self.hooks.store_deferred_start()
         failed = self.attempt.event(ev.DOWNLOAD_ERROR, source=self.attempt.source, **said)
         self.remove_made_dirs()
         self.end(DownloadJobStatus.ERROR, [failed], failure=failure_of(exc), **said)
@@ -102,6 +108,7 @@ class JobEnd:
         file, state and path kept for the resume, in one round trip. A resume that came
         while the transfer stopped withdrew the pause: the job goes back to the queue."""
         attempt = self.attempt
+        self.hooks.store_deferred_start()
         if attempt.keeper is not None:
             attempt.keeper.done.set()  # before the lease goes, so the renewer does not miss it
         paused = attempt.event(
@@ -115,6 +122,7 @@ class JobEnd:
     def hand_back(self) -> Outcome:
         """Put the job back as waiting and queue it again; its partial file stays to resume."""
         attempt = self.attempt
+        self.hooks.store_deferred_start()
         attempt.app.store.requeue(attempt.job_id)
         attempt.app.submit(attempt.job_id, attempt.queue_id, attempt.record.priority)
         return Outcome.HANDED_BACK

@@ -21,6 +21,7 @@ from downloader.engine.errors import DownloadJobCancelledException
 from downloader.engine.transfer import TransferHooks, TransferResult
 from downloader.jobs import events as ev
 from downloader.jobs.models import JobVanishedError
+from downloader.store.bus import Announcement
 from downloader.store.connection import is_redis_error, transient
 from downloader.store.lifecycle import Standing
 from downloader.worker import parents
@@ -46,6 +47,8 @@ class JobHooks:
         self.last_report = 0.0
         """When the store was last asked whether the job goes on (monotonic seconds)."""
         self.started_published = False
+        self.deferred: TransferResult | None = None
+        """A small file's start, held back for its end (see `starting`)."""
         self.small = min(attempt.app.settings.chunk_size, LEAN_BYTES)
         """A file of at most this many bytes (announced) has no progress event of its own
         before its end: it is one read, and its end carries its progress."""
@@ -55,12 +58,34 @@ class JobHooks:
 
     def starting(self, result: TransferResult) -> None:
         """`started`, from inside the transfer: a start Redis cannot take yet is stored with
-        the job's end instead (`ending`), and no progress goes out before it."""
+        the job's end instead (`ending`), and no progress goes out before it. So is the start
+        of a file of at most one read (the lean path): its end follows within a read, and
+        one round trip stores and publishes both."""
+        if result.total_bytes and result.total_bytes <= self.small:
+            self.attempt.record.download_path = result.download_path  # the end releases it
+            self.attempt.record.etag = result.etag
+            self.deferred = result
+            return
         self.look(lambda: self.started(result))
+
+    def store_deferred_start(self) -> None:
+        """Before an end that keeps the partial file for a later attempt (a pause, a
+        hand-back, a failure): store the start the lean path held back, so that the next
+        attempt knows the path to resume."""
+        deferred = self.deferred
+        if deferred is not None and not self.started_published:
+            self.look(lambda: self.started(deferred))
 
     def started(self, result: TransferResult) -> None:
         """Store the path and headers the first answer gave, and publish download_started
         (one script: the event goes out after the write)."""
+        started, fields = self.start_of(result)
+        self.attempt.app.store.update(self.attempt.job_id, events=[started], **fields)
+        self.started_published = True
+
+    def start_of(self, result: TransferResult) -> tuple[Announcement, dict[str, Any]]:
+        """The download_started event and the record fields of a start: what `started`
+        stores now, or the job's end with its own (see `starting`)."""
         attempt = self.attempt
         # A retry resumes at this path (the partial's own state says whether it still may).
         attempt.record.download_path, attempt.record.etag = result.download_path, result.etag
@@ -80,17 +105,15 @@ class JobHooks:
             job_sequence=record.job_sequence,
             attempts=record.attempts,
         )
-        attempt.app.store.update(
-            attempt.job_id,
-            events=[started],
-            download_path=result.download_path,
-            bytes=result.bytes,
-            total_bytes=result.total_bytes,
-            content_type=result.content_type,
-            etag=result.etag,
-            final_url=result.final_url,
-        )
-        self.started_published = True
+        fields = {
+            "download_path": result.download_path,
+            "bytes": result.bytes,
+            "total_bytes": result.total_bytes,
+            "content_type": result.content_type,
+            "etag": result.etag,
+            "final_url": result.final_url,
+        }
+        return started, fields
 
     def check(self, current: int, total: int) -> None:
         """Whether the job must stop; the transfer's watchdog asks every half second (and the

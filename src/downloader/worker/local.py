@@ -1,6 +1,8 @@
 """A worker for a service's own jobs only: its threads take job ids without a broker.
 
-`downloader get` on the embedded default runs the jobs it queues and no others. A Celery
+`downloader get` on the embedded default runs the jobs it queues and no others; a
+`DownloadQueueService()` on the embedded default (no Redis configured) runs its own jobs the
+same way, and at start the jobs its queue still holds waiting. A Celery
 worker in the process did that through the broker at a price every get paid, however small
 its file: the import of Celery's worker, its boot steps and consumer connection, and at
 shutdown the wait for its last BRPOP, together about a third of a 1 KiB get. Jobs that never
@@ -26,6 +28,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from downloader.jobs.models import DownloadJobStatus
 from downloader.store.keys import celery_priority
 from downloader.worker.recovery import sweep_expired
 from downloader.worker.runner import run_download, tidy_cancelled
@@ -75,6 +78,18 @@ class LocalWorker:
             return
         for job_id, _, priority in jobs:
             self._todo.put((celery_priority(priority), next(self._order), job_id, run_download))
+
+    def adopt_waiting(self) -> None:
+        """Take the jobs of the queue that wait in the store: those a service on this queue
+        queued and did not run before it closed have no message that a later worker could
+        take. Multi-file jobs are run through their parts; a job another process runs in
+        the meantime is refused by its claim."""
+        waiting = DownloadJobStatus.WAITING.value
+        self.submit(
+            (record.id, self.queue_id, record.priority)
+            for record in self.app.store.iter_records(self.queue_id, waiting)
+            if not record.multifile
+        )
 
     def discard(self, job_id: int, queue_id: str) -> None:
         """Remove the partial file of job `job_id`, cancelled while no attempt of it ran."""
