@@ -2,7 +2,7 @@
 real `downloader api` and a real `downloader worker` on the test's namespace, downloading from
 the local origin. The tests assert what the page shows and what its buttons do to the queue.
 
-Each test has its own browser, namespace, API and worker, so tests run side by side under
+Each test has its own browser context, namespace, API and worker, so tests run side by side under
 xdist. Nothing waits a fixed time: every check is Playwright's auto-waiting `expect` (or
 `wait_for_function`) with a deadline generous enough for a loaded machine.
 """
@@ -52,7 +52,7 @@ WAIT = 60_000
 KiB, MiB = 1 << 10, 1 << 20
 
 expect.set_options(timeout=WAIT)
-pytestmark = pytest.mark.timeout(240)  # an API, a worker and a browser start in each test
+pytestmark = pytest.mark.timeout(240)  # an API, a worker and a browser context in each test
 
 
 @dataclass
@@ -119,9 +119,11 @@ def bare(
     yield from _fleet(start_api, None, origin, root, namespace, redis_url)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, driven by Playwright (its own browser download needs the internet)."""
+    """Debian's Chromium, driven by Playwright (its own browser download needs the internet).
+    One per module: starting it took seconds per test, and each test's page gets a context of
+    its own (its own storage, cookies and key), so tests share nothing through it."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (.ci/run does)")
     with sync_playwright() as playwright:
