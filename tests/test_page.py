@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +32,7 @@ from tests.hub_origin import HubOrigin
 from tests.origin import Origin
 from tests.test_api import ApiProcess, api, root, start_api  # noqa: F401 (fixtures)
 from tests.test_hub import REPO, digest, hub, repo_files  # noqa: F401 (hub: a fixture)
+from tests.wheel import ROOT, build_wheel
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -274,36 +273,9 @@ def test_the_page_and_its_assets_are_served_without_the_key_under_a_strict_polic
 
 def test_the_wheel_carries_the_page(tmp_path: Path) -> None:
     """A built wheel holds every file of the page, so an installed API serves it."""
-    repo = Path(__file__).resolve().parents[1]
-    tree = tmp_path / "tree"
-    for name in ("pyproject.toml", "README.md", "src"):
-        source = repo / name
-        if source.is_dir():
-            shutil.copytree(source, tree / name, ignore=shutil.ignore_patterns("*.egg-info"))
-        else:
-            tree.mkdir(exist_ok=True)
-            shutil.copy(source, tree / name)
-    built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            "out",
-            ".",
-        ],
-        cwd=tree,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stdout + built.stderr
-    (wheel,) = (tree / "out").glob("downloader-*.whl")
+    wheel = build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
-    ui = repo / "src" / "downloader" / "api" / "ui"
+    ui = ROOT / "src" / "downloader" / "api" / "ui"
     expected = {f"downloader/api/ui/{path.name}" for path in ui.iterdir()}
     assert expected and expected <= names, sorted(expected - names)
 
