@@ -38,6 +38,14 @@ def pytest_configure(config: pytest.Config) -> None:
         compileall.compile_dir(Path(downloader.__file__).parent, quiet=1)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `slow` (tens of seconds each, mostly waiting) first, the rest in their
+    order: xdist deals the first items out one per worker in turn, so each worker starts on a
+    long one and the short ones fill in around them, instead of a long one started last
+    keeping the whole run waiting on one worker."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def _answers(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())

@@ -356,6 +356,7 @@ def test_jobs_and_parts_are_followed_live_to_their_end(page: Page, fleet: Fleet)
     assert digest((fleet.root / "live" / "slow.bin").read_bytes()) == single_digest
 
 
+@pytest.mark.slow
 def test_the_page_follows_the_queue_again_after_the_api_restarts(
     page: Page,
     fleet: Fleet,
