@@ -117,6 +117,7 @@ class WorkerProcess:
 
     def __init__(self, name: str, log: Path, process: subprocess.Popen[bytes]) -> None:
         self.name, self.log, self.process = name, log, process
+        self.terminated = False
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -131,9 +132,15 @@ class WorkerProcess:
             time.sleep(0.1)
         raise TimeoutError(f"worker {self.name} did not start:\n{self.output()}")
 
+    def terminate(self) -> None:
+        """SIGTERM (a warm shutdown), once: a second one would only interrupt it."""
+        if not self.terminated and self.process.poll() is None:
+            self.process.terminate()
+            self.terminated = True
+
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.terminate()
+            self.terminate()
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
@@ -192,5 +199,7 @@ def spawn_worker(
         return worker
 
     yield spawn
+    for worker in workers:  # all told at once: their warm shutdowns (seconds each) overlap
+        worker.terminate()
     for worker in workers:
         worker.stop()
