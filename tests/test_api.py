@@ -823,6 +823,7 @@ def test_a_batch_of_a_thousand_items_is_one_request_under_the_default_body_limit
     assert origin.requests == []
 
 
+@pytest.mark.slow
 def test_a_page_of_the_list_holds_up_to_ten_thousand_items(api: TestClient, root: Path) -> None:
     """`/list?limit=10000` (a job queue's callers ask for 1,000 and more to get all jobs at
     once); past it is a 422, and the next page starts after the last item."""

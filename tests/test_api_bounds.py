@@ -62,6 +62,7 @@ def _q(queue: str) -> str:
 # -- case 3: a caller's queue ids cost nothing that lasts --------------------------------------
 
 
+@pytest.mark.slow
 def test_five_hundred_queue_ids_leave_threads_redis_clients_and_memory_flat(
     start_api: Callable[..., ApiProcess],  # noqa: F811
     redis_url: str,

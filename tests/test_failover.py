@@ -102,6 +102,7 @@ def follow_cli(process: subprocess.Popen[str], log: EventLog) -> None:
         log.add(json.loads(line))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)  # two failovers; about 100 s on a busy machine
 def test_a_failover_mid_run_loses_nothing_and_everyone_follows_the_new_primary(
     replication: Replication,

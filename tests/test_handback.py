@@ -81,6 +81,7 @@ def run_failing_script(
     return ids, done, took
 
 
+@pytest.mark.slow
 def test_a_script_that_raises_hands_its_jobs_back_at_exit_without_kombu_errors(
     origin: Origin, tmp_path: Path, namespace: str, redis_url: str
 ) -> None:

@@ -4,33 +4,18 @@ without them would fail at its first job."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.wheel import ROOT, build_wheel
+
 LUA = ROOT / "src" / "downloader" / "store" / "lua"
 
 
 def test_a_built_wheel_holds_every_lua_script_and_its_store_loads_them(tmp_path: Path) -> None:
-    # Built from a copy, so that the build leaves nothing (build/, egg-info) in the checkout.
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, tree / name)
-    shutil.copytree(
-        ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__")
-    )
-    wheels = tmp_path / "wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(tree), "-w", str(wheels)],
-        check=True,
-        timeout=600,
-        capture_output=True,
-    )
-    (wheel,) = wheels.glob("downloader-*.whl")
+    wheel = build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(tmp_path / "site")
         packed = {

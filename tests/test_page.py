@@ -2,7 +2,7 @@
 real `downloader api` and a real `downloader worker` on the test's namespace, downloading from
 the local origin. The tests assert what the page shows and what its buttons do to the queue.
 
-Each test has its own browser, namespace, API and worker, so tests run side by side under
+Each test has its own browser context, namespace, API and worker, so tests run side by side under
 xdist. Nothing waits a fixed time: every check is Playwright's auto-waiting `expect` (or
 `wait_for_function`) with a deadline generous enough for a loaded machine.
 """
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +32,7 @@ from tests.hub_origin import HubOrigin
 from tests.origin import Origin
 from tests.test_api import ApiProcess, api, root, start_api  # noqa: F401 (fixtures)
 from tests.test_hub import REPO, digest, hub, repo_files  # noqa: F401 (hub: a fixture)
+from tests.wheel import ROOT, build_wheel
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -52,7 +51,7 @@ WAIT = 60_000
 KiB, MiB = 1 << 10, 1 << 20
 
 expect.set_options(timeout=WAIT)
-pytestmark = pytest.mark.timeout(240)  # an API, a worker and a browser start in each test
+pytestmark = pytest.mark.timeout(240)  # an API, a worker and a browser context in each test
 
 
 @dataclass
@@ -119,9 +118,11 @@ def bare(
     yield from _fleet(start_api, None, origin, root, namespace, redis_url)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, driven by Playwright (its own browser download needs the internet)."""
+    """Debian's Chromium, driven by Playwright (its own browser download needs the internet).
+    One per module: starting it took seconds per test, and each test's page gets a context of
+    its own (its own storage, cookies and key), so tests share nothing through it."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (.ci/run does)")
     with sync_playwright() as playwright:
@@ -272,36 +273,9 @@ def test_the_page_and_its_assets_are_served_without_the_key_under_a_strict_polic
 
 def test_the_wheel_carries_the_page(tmp_path: Path) -> None:
     """A built wheel holds every file of the page, so an installed API serves it."""
-    repo = Path(__file__).resolve().parents[1]
-    tree = tmp_path / "tree"
-    for name in ("pyproject.toml", "README.md", "src"):
-        source = repo / name
-        if source.is_dir():
-            shutil.copytree(source, tree / name, ignore=shutil.ignore_patterns("*.egg-info"))
-        else:
-            tree.mkdir(exist_ok=True)
-            shutil.copy(source, tree / name)
-    built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            "out",
-            ".",
-        ],
-        cwd=tree,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stdout + built.stderr
-    (wheel,) = (tree / "out").glob("downloader-*.whl")
+    wheel = build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
-    ui = repo / "src" / "downloader" / "api" / "ui"
+    ui = ROOT / "src" / "downloader" / "api" / "ui"
     expected = {f"downloader/api/ui/{path.name}" for path in ui.iterdir()}
     assert expected and expected <= names, sorted(expected - names)
 
@@ -382,6 +356,7 @@ def test_jobs_and_parts_are_followed_live_to_their_end(page: Page, fleet: Fleet)
     assert digest((fleet.root / "live" / "slow.bin").read_bytes()) == single_digest
 
 
+@pytest.mark.slow
 def test_the_page_follows_the_queue_again_after_the_api_restarts(
     page: Page,
     fleet: Fleet,

@@ -155,6 +155,7 @@ def enqueue_and_wait(api: str, origin: Origin, name: str) -> None:
 # -- TLS ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_redis_7
 def test_workers_api_and_cli_reach_a_tls_only_redis_with_the_ca_file(
     own_redis: Callable[..., RedisServer],
@@ -230,6 +231,7 @@ def test_the_shipped_acl_allows_every_command_the_store_scripts_call() -> None:
     assert called <= allowed, sorted(called - allowed)
 
 
+@pytest.mark.slow
 @needs_redis_7
 def test_an_acl_user_with_the_shipped_rights_runs_the_whole_job_path_and_the_api(
     own_redis: Callable[..., RedisServer],

@@ -31,6 +31,7 @@ with DownloadQueueService(start_worker=False) as queue:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(360)  # three worker processes; minutes when two suites share two cores
 def test_three_workers_share_300_jobs_each_file_fetched_once(
     make_service: Callable[..., DownloadQueueService],

@@ -70,6 +70,7 @@ def ended(client: DownloadQueueService, jobs: list[DownloadJob]) -> bool:
     return all(record.status in FINISHED for record in records)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(SECONDS + SETTLE + 180)
 def test_soak_kills_busy_and_idle_workers_and_drops_lose_nothing(
     make_service: Callable[..., DownloadQueueService],

@@ -280,6 +280,7 @@ def test_a_message_lost_with_a_frozen_worker_runs_on_another_within_the_visibili
     assert len(origin.gets("/files/lost.bin")) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)  # two suites at once on two cores take minutes over it
 def test_a_2000_part_job_over_two_workers_completes_once_with_every_byte(
     make_service: Callable[..., DownloadQueueService],
