@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = command(
         "worker",
         "run a Celery worker; its thread count is its parallel downloads; other options "
-        "(e.g. --without-mingle, --max-tasks-per-child=100) go to `celery worker`",
+        "(e.g. --max-tasks-per-child=100, --without-gossip) go to `celery worker`",
     )
     worker.add_argument("-c", "--concurrency", type=at_least(1), help="parallel downloads")
     worker.add_argument("-n", "--hostname", help="worker node name, e.g. w1@%%h")
