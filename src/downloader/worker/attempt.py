@@ -66,11 +66,15 @@ class Attempt:
 
     def publish(self, event: str, **fields: Any) -> None:
         """Publish an event of this job now (progress, which changes nothing stored)."""
-        self.app.publisher.publish(event, self.queue_id, self.job_id, **fields)
+        self.app.publisher.publish(
+            event, self.queue_id, self.job_id, self.record.follower, **fields
+        )
 
     def event(self, event: str, **fields: Any) -> Announcement:
         """An event of this job, for the store call that makes the change it reports."""
-        return self.app.publisher.prepare(event, self.queue_id, self.job_id, **fields)
+        return self.app.publisher.prepare(
+            event, self.queue_id, self.job_id, self.record.follower, **fields
+        )
 
 
 def job_root(record: JobRecord, settings: Settings) -> Path:

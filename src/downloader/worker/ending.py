@@ -19,7 +19,7 @@ from downloader.engine.transfer import TransferResult
 from downloader.jobs import events as ev
 from downloader.jobs.failure import CANCELLED_ERROR_TYPE, cancellation
 from downloader.jobs.models import DownloadJobStatus
-from downloader.jobs.record import JobRecord
+from downloader.jobs.record import JobRecord, utcnow
 from downloader.store.bus import Announcement
 from downloader.store.reservations import Reservations
 from downloader.worker.attempt import Attempt, job_root, log
@@ -54,6 +54,7 @@ class JobEnd:
         if not hooks.started_published:
             hooks.started(result)
         current, total = result.bytes, result.total_bytes
+        ended = utcnow()
         events = []
         last_progress = hooks.throttle.ready(current, total)
         if last_progress:
@@ -66,9 +67,14 @@ class JobEnd:
                 source=attempt.source,
                 download_path=result.download_path,
                 total_bytes=total,
+                # The job as it ends, so that a client finishes it without reading the record.
+                current_bytes=current,
+                job_ended=ended.isoformat(),
             )
         )
-        self.end(DownloadJobStatus.COMPLETED, events, bytes=current, total_bytes=total)
+        self.end(
+            DownloadJobStatus.COMPLETED, events, bytes=current, total_bytes=total, job_ended=ended
+        )
         if last_progress:
             hooks.progressed(current, total)
         return Outcome.COMPLETED
