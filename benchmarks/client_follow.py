@@ -8,7 +8,8 @@ Not a test: prints figures (the numbers in benchmarks/README.md).
 Per repeat it prints, per job: the client process's CPU (`getrusage`, every thread: the
 caller's and the listener's), the caller's thread alone (`download()` and `wait_for_job`;
 the rest is the listener applying events), and the same jobs queued by a `follow=False`
-service (what an enqueue-only caller pays: the `download()` calls alone). `--py-spy FILE`
+service (what an enqueue-only caller pays: the `download()` calls alone). The listener
+thread's own CPU comes from /proc (Linux). `--py-spy FILE`
 records this process (`py-spy record --gil --format raw`) during the followed runs and prints
 where its GIL-holding samples went. Run it with `PYTHONPATH=<other checkout>/src` to measure
 another commit's client the same way (the workers run that code too).
@@ -53,16 +54,28 @@ def process_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def listener_cpu(client: DownloadQueueService) -> float:
+    """CPU seconds of `client`'s listener thread so far (Linux: /proc/self/task)."""
+    thread = client._live.listener
+    if thread is None or thread.native_id is None:
+        return 0.0
+    fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rpartition(")")[2]
+    utime, stime = fields.split()[11:13]
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
 def followed(ctx: Context, client: DownloadQueueService) -> dict[str, float]:
     """Every small file as a job, queued one `download()` at a time, then each waited for."""
     dest = ctx.fresh_dest()
     urls = [ctx.origin.url(s.name) for s in ctx.files.small]
     cpu0, thread0, wall0 = process_cpu(), time.thread_time(), time.perf_counter()
+    listener0 = listener_cpu(client)
     jobs = [client.download(url, dest) for url in urls]
     enqueue_thread = time.thread_time() - thread0
     for job in jobs:
         client.wait_for_job(job, timeout=600)
     cpu, thread = process_cpu() - cpu0, time.thread_time() - thread0
+    listener = listener_cpu(client) - listener0
     seconds = time.perf_counter() - wall0
     failed = [job for job in jobs if job.status is not DownloadJobStatus.COMPLETED]
     if failed:
@@ -75,6 +88,7 @@ def followed(ctx: Context, client: DownloadQueueService) -> dict[str, float]:
         "client CPU ms": cpu / n * 1000,
         "caller thread ms": thread / n * 1000,
         "of it download() ms": enqueue_thread / n * 1000,
+        "listener thread ms": listener / n * 1000,
     }
 
 
@@ -82,9 +96,9 @@ def enqueue_only(ctx: Context, client: DownloadQueueService) -> dict[str, float]
     """The same jobs from a `follow=False` service: the CPU of the `download()` calls."""
     dest = ctx.fresh_dest()
     urls = [ctx.origin.url(s.name) for s in ctx.files.small]
-    cpu0 = process_cpu()
+    cpu0, thread0 = process_cpu(), time.thread_time()
     jobs = [client.download(url, dest) for url in urls]
-    cpu = process_cpu() - cpu0
+    cpu, thread = process_cpu() - cpu0, time.thread_time() - thread0
     ids = [job.id for job in jobs]
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:  # the workers finish them before the next run
@@ -94,7 +108,11 @@ def enqueue_only(ctx: Context, client: DownloadQueueService) -> dict[str, float]
         time.sleep(0.2)
     shutil.rmtree(dest)
     client.prune_jobs()
-    return {"enqueue-only download() ms": cpu / len(jobs) * 1000}
+    n = len(jobs)
+    return {
+        "enqueue-only download() ms": cpu / n * 1000,
+        "of it caller thread ms": thread / n * 1000,
+    }
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ import requests
 from redis.client import Pipeline
 
 from downloader import hub
+from downloader.client.ids import JobIds
 from downloader.client.livejobs import LiveJobs
 from downloader.client.multifile import build_multifile, check_part_paths
 from downloader.config import Settings
@@ -58,6 +59,7 @@ class Enqueuer:
         self._live = live
         """None: jobs are queued and forgotten (see the service's `follow`)."""
         self._session = session
+        self._ids = JobIds(lambda: self._runtime().store)
 
     def download(
         self,
@@ -86,7 +88,7 @@ class Enqueuer:
             mirrors = mirror_urls([*mirrors, *part.mirrors])
         access_token = access_token or hub.token_for(source, self._settings)
         job, record = self._new_job(
-            self._runtime().store.new_ids(1)[0],
+            self._ids.next(),
             source,
             dest,
             priority,

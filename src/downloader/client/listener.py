@@ -275,6 +275,7 @@ def apply_completed(job: DownloadJob, payload: dict[str, Any]) -> None:
     job.download_path = Path(path) if path else job.download_path
     job.bytes = payload.get("current_bytes", job.bytes)
     job.total_bytes = payload.get("total_bytes", job.total_bytes)
+    job.attempts = payload.get("attempts", job.attempts)
     job.job_ended = datetime.fromisoformat(payload["job_ended"])
     job.status = DownloadJobStatus.COMPLETED
 

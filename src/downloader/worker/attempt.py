@@ -64,6 +64,12 @@ class Attempt:
     def source(self) -> str:
         return self.record.source or ""
 
+    def count_retry(self, reason: str) -> None:
+        """One more try, whose failure was `reason`: counted in the store and in `record`,
+        whose `attempts` the start and end events carry."""
+        self.app.store.record_retry(self.job_id, reason)
+        self.record.attempts += 1
+
     def publish(self, event: str, **fields: Any) -> None:
         """Publish an event of this job now (progress, which changes nothing stored)."""
         self.app.publisher.publish(

@@ -69,6 +69,7 @@ class JobEnd:
                 total_bytes=total,
                 # The job as it ends, so that a client finishes it without reading the record.
                 current_bytes=current,
+                attempts=attempt.record.attempts,
                 job_ended=ended.isoformat(),
             )
         )
