@@ -30,7 +30,7 @@ from downloader.jobs.models import (
 )
 from downloader.jobs.record import utcnow
 from downloader.store.base import BATCH
-from downloader.store.bus import Subscription, event_payload
+from downloader.store.bus import RESUBSCRIBED, Subscription, event_payload
 
 if TYPE_CHECKING:
     from downloader.worker.runtime import Runtime
@@ -72,9 +72,13 @@ class Listener:
         subscription = Subscription(
             self.app.redis, self.live.namespace, poll=POLL, client_channel=self.live.client_channel
         )
+        self.recheck()
+        return subscription
+
+    def recheck(self) -> None:
+        """Have every unfinished job checked in the store (see `check_held`)."""
         with self.live.changed:
             self.live.to_check = [j for j in self.live.jobs if j not in self.live.finalised]
-        return subscription
 
     def listen(self, subscription: Subscription) -> None:
         """The one thread that applies events to live jobs and runs callbacks."""
@@ -84,7 +88,10 @@ class Listener:
                 for payload in subscription:
                     if self.live.stopping.is_set():
                         break
-                    if payload is not None:
+                    if payload is not None and payload["event"] == RESUBSCRIBED:
+                        self.recheck()  # redis-py reconnected: events may have been missed
+                        self.check_held()
+                    elif payload is not None:
                         self.handle(payload)
                     self.look_for_vanished()
             except redis.RedisError:

@@ -120,13 +120,20 @@ def event_payload(event: str, queue_id: str, job_id: int, fields: dict[str, Any]
     return payload
 
 
+RESUBSCRIBED = "_resubscribed"
+"""Not an event: what a client's `Subscription` yields when Redis confirms it again (redis-py
+reconnected and subscribed anew). Events published meanwhile were not heard; the store has
+what they said."""
+
+
 class Subscription:
     """The events of one queue (or, with no queue, of all queues) as they are published; or,
     with `client_channel`, of the jobs that client queued and follows.
 
     The constructor returns once Redis has confirmed the subscription, so an event published
     after it cannot be missed. Iterating yields None every `poll` seconds of quiet, which lets
-    a consumer notice that it should stop without a second thread.
+    a consumer notice that it should stop without a second thread. A client's subscription
+    yields `RESUBSCRIBED` when redis-py has reconnected it.
     """
 
     def __init__(
@@ -141,6 +148,7 @@ class Subscription:
         self.poll = poll
         self.client = client  # a collected client closes its pool, and this connection with it
         self.pubsub = client.pubsub()
+        self._own = client_channel is not None
         if client_channel is not None:
             self.pubsub.subscribe(client_channel)
         elif queue_id is None:
@@ -161,6 +169,8 @@ class Subscription:
                 yield None
             elif message["type"] in ("message", "pmessage"):
                 yield json.loads(message["data"])
+            elif message["type"] == "subscribe" and self._own:
+                yield {"event": RESUBSCRIBED}
 
     def close(self) -> None:
         self.pubsub.close()
