@@ -4,6 +4,7 @@ against two real `downloader worker -c 8` and the local nginx, on a private `red
 Not a test: prints figures (the numbers in benchmarks/README.md).
 
     python benchmarks/client_follow.py [--jobs 500] [--repeats 2] [--py-spy FILE]
+    python benchmarks/client_follow.py --no-workers [--jobs 3000] [--repeats 3]
 
 Per repeat it prints, per job: the client process's CPU (`getrusage`, every thread: the
 caller's and the listener's), the caller's thread alone (`download()` and `wait_for_job`;
@@ -11,8 +12,10 @@ the rest is the listener applying events), and the same jobs queued by a `follow
 service (what an enqueue-only caller pays: the `download()` calls alone). The listener
 thread's own CPU comes from /proc (Linux). `--py-spy FILE`
 records this process (`py-spy record --gil --format raw`) during the followed runs and prints
-where its GIL-holding samples went. Run it with `PYTHONPATH=<other checkout>/src` to measure
-another commit's client the same way (the workers run that code too).
+where its GIL-holding samples went. `--no-workers` times `download()` alone, the jobs left
+waiting, for a following and a `follow=False` service in turn. Run it with
+`PYTHONPATH=<other checkout>/src` to measure another commit's client the same way (the
+workers run that code too).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,17 +154,49 @@ def summarise(path: Path) -> str:
     )
 
 
+def download_loop(url: str, jobs: int, work: Path, follow: bool) -> str:
+    """`jobs` calls of `download()` on a fresh namespace of `url` with no worker: CPU each."""
+    saved = dict(os.environ)
+    os.environ["DOWNLOADER_NAMESPACE"] = f"cf-{uuid.uuid4().hex[:8]}"
+    try:
+        service = DownloadQueueService(start_worker=False, redis_url=url, follow=follow)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        for i in range(100):  # connections, the queue declared, the id blocks grown
+            service.download(f"http://127.0.0.1:9/warm{i}.bin", work)
+        cpu0, thread0 = process_cpu(), time.thread_time()
+        for i in range(jobs):
+            service.download(f"http://127.0.0.1:9/f{i}.bin", work)
+        cpu, thread = process_cpu() - cpu0, time.thread_time() - thread0
+    finally:
+        service.close()
+    kind = "followed" if follow else "follow=False"
+    return (
+        f"{kind} download(), no workers: process CPU {cpu / jobs * 1000:.2f} ms,"
+        f" caller thread {thread / jobs * 1000:.2f} ms per job"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--py-spy", type=Path, default=None)
+    parser.add_argument("--no-workers", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dl-clientfollow-"))
     procs = Processes([work])
     (work / "logs").mkdir()
     try:
         url, _ = floor.start_redis(procs, work)
+        if args.no_workers:
+            for _ in range(args.repeats):
+                for follow in (True, False):
+                    line = download_loop(url, args.jobs, work, follow)
+                    print(f"{line} (load {os.getloadavg()[0]:.1f})", flush=True)
+            return 0
         import benchmarks.jobpath as jobpath
 
         jobpath.REDIS_URL = url
