@@ -23,7 +23,8 @@ class JobIds:
     A job alone takes one id, as before; each block used up within `FRESH` seconds of being
     taken makes the next one twice as large (up to `LARGEST`), so a caller queueing hundreds
     of jobs one call at a time pays a round trip per block. The ids of a block left unused
-    are never used: ids stay unique, with gaps, and in order within this client.
+    are never used: ids stay unique, with gaps, and a block's ids are at most `FRESH`
+    seconds older than the jobs that take them.
     """
 
     def __init__(self, store: Callable[[], JobStore]) -> None:
