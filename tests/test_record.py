@@ -34,6 +34,7 @@ def full_record() -> JobRecord:
         size=12,
         mirrors=["https://mirror.example/a.bin"],
         untrusted=True,
+        follower="0f1e2d3c",
         parent_id=6,
         part_ids=[8, 9],
         parts_total=2,

@@ -2,8 +2,9 @@
 objects and messages, in the order that loses nothing.
 
 For each batch: the explicit final paths are reserved (all or none: another unfinished job
-holding one refuses the batch), the jobs are handed to `LiveJobs` so their channels are
-followed before anything can happen to them, the records are written in pipelined batches,
+holding one refuses the batch), the jobs are handed to `LiveJobs` before anything can happen
+to them (their records name this client, whose channel their events go to), the records are
+written in pipelined batches,
 the reservations confirmed, and only then are the ids sent to a worker. Every method takes
 the queue id, so that one service can queue into any queue of its Redis (the REST API does).
 """
@@ -19,6 +20,7 @@ import requests
 from redis.client import Pipeline
 
 from downloader import hub
+from downloader.client.ids import JobIds
 from downloader.client.livejobs import LiveJobs
 from downloader.client.multifile import build_multifile, check_part_paths
 from downloader.client.newjobs import JobBatch, new_job
@@ -56,6 +58,7 @@ class Enqueuer:
         self._live = live
         """None: jobs are queued and forgotten (see the service's `follow`)."""
         self._session = session
+        self._ids = JobIds(lambda: self._runtime().store)
 
     def download(
         self,
@@ -84,7 +87,7 @@ class Enqueuer:
             mirrors = mirror_urls([*mirrors, *part.mirrors])
         access_token = access_token or hub.token_for(source, self._settings)
         job, record = new_job(
-            self._runtime().store.new_ids(1)[0],
+            self._ids.next(),
             source,
             dest,
             priority,
@@ -218,12 +221,22 @@ class Enqueuer:
         store = self._runtime().store
         reservations = Reservations(store)
         reservations.acquire(owned, pending=True)
-        if self._live is not None:
-            self._live.track(jobs)  # followed before they can start: no event is missed
+        self._follow(jobs, records)
         store.create(queue_id, records, access_tokens=tokens)
         if self._live is not None:
             self._live.created(jobs)  # from now on, a record gone is a job gone
         reservations.confirm(owned)
+
+    def _follow(self, jobs: Sequence[Job], records: Sequence[JobRecord]) -> None:
+        """Hand the jobs out as live objects, their records naming this client as the one
+        whose channel their events go to: the listener has followed that channel since the
+        service started, so not one of their events is missed, and no job costs a
+        subscription of its own."""
+        if self._live is None:
+            return
+        for record in records:
+            record.follower = self._live.client_id
+        self._live.track(jobs)
 
     def _write_with_messages(
         self,
@@ -249,8 +262,7 @@ class Enqueuer:
         def send(pipe: Pipeline, batch: list[JobRecord]) -> None:
             dispatcher.push(pipe, [(r.id, queue_id, r.priority) for r in batch], now)
 
-        if self._live is not None:
-            self._live.track(jobs)  # followed before they can start: no event is missed
+        self._follow(jobs, records)
         runtime.store.create(queue_id, records, access_tokens=tokens, then=send)
         if self._live is not None:
             self._live.created(jobs)

@@ -1,5 +1,5 @@
 """What a service's live jobs share with the listener thread that applies their events: the
-jobs, which of them are finished, which channels are still to follow or to leave, and the
+jobs, which of them are finished, which the listener is to look at in the store, and the
 condition both sides wait on. `LiveJobs` is the callers' side of it, `Listener` the thread's;
 each imports this module only, so neither needs the other."""
 
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from downloader.jobs.models import DownloadJob, MultiFileDownloadJob
+from downloader.store.keys import Keys
 
 Job = DownloadJob | MultiFileDownloadJob
 
@@ -26,24 +27,23 @@ class Following:
         self,
         namespace: str,
         queue_id: str,
-        client_channel: str,
+        client_id: str,
         event_bus: EventBus | Callable[[str, dict[str, Any]], None] | None,
     ) -> None:
         self.namespace = namespace
         self.queue_id = queue_id
-        self.client_channel = client_channel
-        """This client's own channel: it wakes the listener to follow new jobs at once."""
+        self.client_id = client_id
+        """Named by the records of the jobs this client follows (`JobRecord.follower`)."""
+        self.client_channel = Keys(namespace).client_channel(client_id)
+        """This client's own channel: its jobs' events, and the listener's wake-up."""
         self.event_bus = event_bus
         self.jobs: dict[int, Job] = {}
         self.finalised: set[int] = set()
         self.inferred: set[int] = set()
         """Finalised from the store because their final event may have been missed."""
-        self.to_follow: list[int] = []
-        """Jobs queued here whose channels the listener has still to subscribe to."""
-        self.awaited: set[int] = set()
-        """Jobs `track` waits to see followed before it lets them be queued."""
-        self.unfollow: list[int] = []
-        """Finished jobs whose channels the listener leaves (it alone touches this list)."""
+        self.to_check: list[int] = []
+        """Unfinished jobs the listener asks the store about once its subscription is
+        confirmed again (after a reconnection): their events meanwhile were not heard."""
         self.watched: deque[int] = deque()
         """Jobs whose records were written, in the order the listener looks whether their
         records still exist (`Listener.look_for_vanished`); finished ones drop out as it goes."""

@@ -26,7 +26,6 @@ from downloader.client.livejobs import LiveJobs
 from downloader.config import Settings
 from downloader.jobs.queues import check_queue_id
 from downloader.store.embedded import EmbeddedRedis
-from downloader.store.keys import Keys
 from downloader.worker.notices import RetryListener
 from downloader.worker.runtime import Runtime
 
@@ -96,7 +95,7 @@ class ServiceLifecycle:
         self._live = LiveJobs(
             self._settings.namespace,
             queue_id,
-            Keys(self._settings.namespace).client_channel(uuid.uuid4().hex),
+            uuid.uuid4().hex,
             event_bus,
         )
         self._app: Runtime | None = None
@@ -104,7 +103,7 @@ class ServiceLifecycle:
         self._worker: InProcessWorker | LocalWorker | None = None
         self._uses_embedded = False
         # Without `follow` jobs are queued and forgotten: no live objects, callbacks or
-        # per-job subscriptions, for enqueue-only front ends (the REST API) whose memory
+        # record naming this client, for enqueue-only front ends (the REST API) whose memory
         # must not grow with the jobs they queue.
         live = self._live if follow else None
         self._enqueuer = Enqueuer(lambda: self.app, self._settings, live, requests_session)

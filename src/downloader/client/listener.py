@@ -1,9 +1,9 @@
 """The listener of a service's live jobs: the one thread that applies their events.
 
-It follows the channels of the jobs `LiveJobs` hands out (woken through the client's own
-channel when there are new ones), applies each event to its job and runs its callbacks, one
-at a time and in the order they were published; after a reconnection, or when a final event
-may have gone out before a subscription was confirmed, it asks the store how the job ended.
+It follows the client's own channel, where the events of every job `LiveJobs` hands out go
+(their records name the client), applies each event to its job from the event's payload and
+runs its callbacks, one at a time and in the order they were published; after a
+reconnection it asks the store how the unfinished jobs stand.
 Once a second it looks whether followed jobs still have a record: a job whose record is gone
 (Redis lost its data, or someone removed the job) will never be reported on, so it ends here,
 as an error that says why.
@@ -30,7 +30,7 @@ from downloader.jobs.models import (
 )
 from downloader.jobs.record import utcnow
 from downloader.store.base import BATCH
-from downloader.store.bus import SUBSCRIBED, Subscription, event_payload
+from downloader.store.bus import RESUBSCRIBED, Subscription, event_payload
 
 if TYPE_CHECKING:
     from downloader.worker.runtime import Runtime
@@ -66,26 +66,33 @@ class Listener:
         self.next_look = 0.0
 
     def subscribe(self) -> Subscription:
-        """A subscription to this client's own jobs: the unfinished ones it queued so far,
-        and those it queues later (see `follow_new`)."""
+        """A subscription to this client's own channel: the events of the jobs it queued so
+        far and of those it queues later. The unfinished ones already held are checked in
+        the store once it is confirmed (their events meanwhile were not heard)."""
         subscription = Subscription(
             self.app.redis, self.live.namespace, poll=POLL, client_channel=self.live.client_channel
         )
-        with self.live.changed:
-            self.live.to_follow = [j for j in self.live.jobs if j not in self.live.finalised]
+        self.recheck()
         return subscription
+
+    def recheck(self) -> None:
+        """Have every unfinished job checked in the store (see `check_held`)."""
+        with self.live.changed:
+            self.live.to_check = [j for j in self.live.jobs if j not in self.live.finalised]
 
     def listen(self, subscription: Subscription) -> None:
         """The one thread that applies events to live jobs and runs callbacks."""
         while not self.live.stopping.is_set():
             try:
-                self.follow_new(subscription)
+                self.check_held()
                 for payload in subscription:
                     if self.live.stopping.is_set():
                         break
-                    if payload is not None:
+                    if payload is not None and payload["event"] == RESUBSCRIBED:
+                        self.recheck()  # redis-py reconnected: events may have been missed
+                        self.check_held()
+                    elif payload is not None:
                         self.handle(payload)
-                    self.follow_new(subscription)
                     self.look_for_vanished()
             except redis.RedisError:
                 log.warning("lost the event stream; reconnecting", exc_info=True)
@@ -95,18 +102,17 @@ class Listener:
                 subscription = resubscribed
         subscription.close()
 
-    def follow_new(self, subscription: Subscription) -> None:
+    def check_held(self) -> None:
+        """Check in the store the jobs `subscribe` found unfinished (see `check`)."""
         with self.live.changed:
-            new, self.live.to_follow = self.live.to_follow, []
-        if new:
-            subscription.follow(new)
-        if self.live.unfollow:
-            subscription.unfollow(self.live.unfollow)
-            self.live.unfollow = []
+            held, self.live.to_check = self.live.to_check, []
+        for job_id in held:
+            if job_id in self.live.jobs and job_id not in self.live.finalised:
+                self.check(job_id)
 
     def resubscribe(self) -> Subscription | None:
-        """Subscribe again; every unfinished job is followed anew, and checked in the store
-        when Redis confirms it (events published meanwhile were not heard)."""
+        """Subscribe again; every unfinished job is then checked in the store (events
+        published meanwhile were not heard)."""
         delay = 0.2
         while not self.live.stopping.wait(delay):
             try:
@@ -138,14 +144,6 @@ class Listener:
         event = payload["event"]
         if job is None:
             return
-        if event == SUBSCRIBED:
-            with self.live.changed:
-                awaited = job.id in self.live.awaited
-                self.live.awaited.discard(job.id)
-                self.live.changed.notify_all()
-            if not awaited and job.id not in self.live.finalised:
-                self.check(job.id)  # followed again after a reconnection
-            return
         if job.id in self.live.finalised:
             if job.id in self.live.inferred and event in TERMINAL_CALLBACK:
                 self.live.inferred.discard(job.id)  # it came after all: the bus gets it whole
@@ -171,17 +169,18 @@ class Listener:
             job.total_bytes = payload["total_bytes"]
             self.callback(job, "on_progress")
         elif event in TERMINAL_CALLBACK:
-            self.refresh(job)
+            if "job_ended" in payload and isinstance(job, DownloadJob):
+                apply_completed(job, payload)  # the event says what the record would
+            else:
+                self.refresh(job)
             self.finalise(job, event)
 
     def finalise(self, job: Job, event: str) -> None:
-        """The job is over (`event` says how): waiters wake, its callback runs, and its
-        channel is left."""
+        """The job is over (`event` says how): waiters wake and its callback runs."""
         with self.live.changed:
             self.live.finalised.add(job.id)
             self.live.changed.notify_all()
         self.callback(job, TERMINAL_CALLBACK[event])
-        self.live.unfollow.append(job.id)
 
     def look_for_vanished(self) -> None:
         """Once a second: do the records of the next `BATCH` followed jobs still exist?
@@ -274,6 +273,18 @@ def apply_started(job: DownloadJob, payload: dict[str, Any]) -> None:
     job.final_url = payload.get("final_url")
     job.job_sequence = payload.get("job_sequence")
     job.attempts = payload.get("attempts", 0)
+
+
+def apply_completed(job: DownloadJob, payload: dict[str, Any]) -> None:
+    """Bring a live job to its completion from the `download_complete` payload, which
+    carries every field the end changes (see `worker.ending.JobEnd.completed`)."""
+    path = payload.get("download_path")
+    job.download_path = Path(path) if path else job.download_path
+    job.bytes = payload.get("current_bytes", job.bytes)
+    job.total_bytes = payload.get("total_bytes", job.total_bytes)
+    job.attempts = payload.get("attempts", job.attempts)
+    job.job_ended = datetime.fromisoformat(payload["job_ended"])
+    job.status = DownloadJobStatus.COMPLETED
 
 
 def copy_state(source: Job, target: Job) -> None:

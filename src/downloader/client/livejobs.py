@@ -2,19 +2,20 @@
 
 Workers report through the store and pub/sub; one listener thread per service applies those
 events to the objects its callers hold and runs their callbacks, so callbacks of one service
-never run concurrently and always see events in the order they were published. A job is
-followed (its channel subscribed) before its message is sent, so not one of its events is
-missed; after a reconnection, or when a final event may have gone out before a subscription
-was confirmed, the store says how the job ended. A job whose record is gone from the store
-(Redis lost its data, or someone removed the job) will never be reported on: the listener
-looks for such jobs once a second and ends them itself, as errors that say why.
+never run concurrently and always see events in the order they were published. The listener
+subscribes once, to the client's own channel, when the service starts; every job the service
+queues names the client in its record (`JobRecord.follower`), so its events go to that
+channel and not one of them is missed, without a subscription per job. After a
+reconnection the store says how the unfinished jobs ended meanwhile. A job whose record is
+gone from the store (Redis lost its data, or someone removed the job) will never be reported
+on: the listener looks for such jobs once a second and ends them itself, as errors that say
+why.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -29,13 +30,8 @@ from downloader.jobs.models import MultiFileDownloadJob
 if TYPE_CHECKING:
     from downloader.worker.runtime import Runtime
 
-log = logging.getLogger(__name__)
-
-_FOLLOW_TIMEOUT = 10.0
-"""Seconds `track` waits for the listener to follow new jobs before it lets them be queued."""
-
 _WAKE = json.dumps({"event": "_wake"})
-"""Published on the client's own channel: there are new jobs to follow."""
+"""Published on the client's own channel: the listener is to stop now."""
 
 
 class LiveJobs(Following):
@@ -75,27 +71,11 @@ class LiveJobs(Following):
     # -- the callers' side --------------------------------------------------------------------
 
     def track(self, jobs: Sequence[Job]) -> None:
-        """Hand out these jobs as live objects, once the listener follows their channels.
-
-        The listener is woken through this client's own channel, subscribes and reports the
-        confirmation; only then may the jobs be queued, so not one of their events is missed.
-        """
-        assert self.app is not None
-        ids = {job.id for job in jobs}
-        deadline = time.monotonic() + _FOLLOW_TIMEOUT
+        """Hand out these jobs as live objects, before they are queued: their events come on
+        this client's channel, which the listener follows already."""
         with self.changed:
             for job in jobs:
                 self.jobs[job.id] = job
-            self.to_follow.extend(ids)
-            if threading.current_thread() is self.listener:
-                return  # a callback queues more: followed after it, and checked then
-            self.awaited |= ids
-            self.app.redis.publish(self.client_channel, _WAKE)
-            while self.awaited & ids and (left := deadline - time.monotonic()) > 0:
-                self.changed.wait(left)
-            if self.awaited & ids:  # the listener is reconnecting: it checks them when it can
-                log.warning("the event listener did not confirm %d new jobs", len(ids))
-                self.awaited -= ids
 
     def created(self, jobs: Sequence[Job]) -> None:
         """These jobs' records are in the store: from now on, a record gone is a job gone."""
@@ -133,16 +113,13 @@ class LiveJobs(Following):
         return job.in_terminal_state
 
     def revive(self, job_id: int) -> None:
-        """A job handed out here is queued again (a retry): it and its parts are followed
-        anew, before the retry can start them, and `wait_for` waits for their new end."""
-        jobs = self._with_parts(job_id)
-        if not jobs:
-            return
+        """A job handed out here is queued again (a retry): its events, and its parts', are
+        applied again from before the retry can start them, and `wait_for` waits for their
+        new end."""
         with self.changed:
-            for each in jobs:
+            for each in self._with_parts(job_id):
                 self.finalised.discard(each.id)
                 self.inferred.discard(each.id)
-        self.track(jobs)
 
     def _with_parts(self, job_id: int) -> list[Job]:
         """The live job `job_id` and, for a multi-file job, its parts; none if not held here."""
@@ -153,7 +130,7 @@ class LiveJobs(Following):
 
     def settle(self, job_id: int) -> None:
         """The retry `revive` prepared was refused: the job (and its parts) is over again
-        as it was, and the listener checks it in the store."""
+        as it was."""
         jobs = self._with_parts(job_id)
         with self.changed:
             for each in jobs:

@@ -236,7 +236,8 @@ class Steering:
     def _event(self, kind: str, record: JobRecord, **fields: object) -> Announcement:
         if not record.multifile:
             fields["source"] = record.source
-        return self._runtime().publisher.prepare(kind, record.queue_id, record.id, **fields)
+        publisher = self._runtime().publisher
+        return publisher.prepare(kind, record.queue_id, record.id, record.follower, **fields)
 
     def _submit(
         self,

@@ -69,6 +69,9 @@ class JobRecord:
     mirrors: list[str] = field(default_factory=list)
     untrusted: bool = False
     """Queued by an untrusted caller (the REST API): public addresses only."""
+    follower: str | None = None
+    """The id of the client that queued the job and follows it: the job's own events go to
+    that client's channel (`Keys.job_channel`). None: nobody follows it (`follow=False`)."""
     bandwidth: int | None = None
     """The job's own bandwidth, bytes per second, within the fleet's (None: no limit of its
     own; see `jobs.limits`)."""

@@ -5,8 +5,10 @@ Every event goes to two channels, as a JSON object with `event`, `job_id`, `queu
 
 - `<namespace>:events:<queue_id>`, every event of a queue, for dashboards, the REST event
   stream and other services (every queue: a pattern subscription to `<namespace>:events:*`);
-- `<namespace>:job-events:<job_id>`, the events of one job, which is what a client follows:
-  a client with one job in a busy queue parses that job's events and nothing else.
+- the job's own channel (`Keys.job_channel`): the channel of the client that queued and
+  follows it (its record's `follower`), so that a client subscribes once, to its own
+  channel, and parses the events of its own jobs and nothing else, however busy the queue;
+  or, for a job nobody follows, `<namespace>:job-events:<job_id>`.
 
 Redis delivers a channel's messages in publish order, and both are published in one round
 trip, so either channel sees a job's events in order. A worker mostly does not call `publish`:
@@ -45,14 +47,20 @@ class EventPublisher:
         self.redis = client
         self.keys = Keys(namespace)
 
-    def prepare(self, event: str, queue_id: str, job_id: int, **fields: Any) -> Announcement:
-        """The event as a store script publishes it, to both of its channels."""
+    def prepare(
+        self, event: str, queue_id: str, job_id: int, follower: str | None = None, **fields: Any
+    ) -> Announcement:
+        """The event as a store script publishes it, to both of its channels (`follower`:
+        the job record's)."""
         data = json.dumps(event_payload(event, queue_id, job_id, fields))
-        return Announcement((self.keys.events(queue_id), self.keys.job_events(job_id)), data)
+        channels = (self.keys.events(queue_id), self.keys.job_channel(job_id, follower))
+        return Announcement(channels, data)
 
-    def publish(self, event: str, queue_id: str, job_id: int, **fields: Any) -> dict[str, Any]:
+    def publish(
+        self, event: str, queue_id: str, job_id: int, follower: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
         payload = event_payload(event, queue_id, job_id, fields)
-        self._send([payload])
+        self._send([(payload, follower)])
         return payload
 
     def publish_many(
@@ -61,11 +69,14 @@ class EventPublisher:
         queue_id: str,
         job_ids: Iterable[int],
         fields: Mapping[int, dict[str, Any]] | None = None,
+        followers: Mapping[int, str | None] | None = None,
     ) -> None:
-        """One event for many jobs (with each job's `fields`), a pipelined batch at a time."""
-        fields = fields or {}
+        """One event for many jobs (with each job's `fields` and its record's `follower`), a
+        pipelined batch at a time."""
+        fields, followers = fields or {}, followers or {}
         payloads = [
-            event_payload(event, queue_id, job_id, fields.get(job_id, {})) for job_id in job_ids
+            (event_payload(event, queue_id, job_id, fields.get(job_id, {})), followers.get(job_id))
+            for job_id in job_ids
         ]
         for start in range(0, len(payloads), BATCH):
             self._send(payloads[start : start + BATCH])
@@ -82,18 +93,19 @@ class EventPublisher:
         except redis.RedisError:
             log.warning("could not publish a job's end", exc_info=True)
 
-    def _send(self, payloads: list[dict[str, Any]]) -> None:
+    def _send(self, payloads: list[tuple[dict[str, Any], str | None]]) -> None:
+        """Publish (payload, follower) pairs in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
-        for payload in payloads:
+        for payload, follower in payloads:
             data = json.dumps(payload)
             pipe.publish(self.keys.events(payload["queue_id"]), data)
-            pipe.publish(self.keys.job_events(payload["job_id"]), data)
+            pipe.publish(self.keys.job_channel(payload["job_id"], follower), data)
         try:
             pipe.execute()
         except redis.RedisError:
             # An event is a notification; the job store holds the truth and subscribers
             # re-read it. A download must not fail because Redis blinked.
-            log.warning("could not publish %s", payloads[0]["event"], exc_info=True)
+            log.warning("could not publish %s", payloads[0][0]["event"], exc_info=True)
 
 
 def event_payload(event: str, queue_id: str, job_id: int, fields: dict[str, Any]) -> dict[str, Any]:
@@ -108,20 +120,20 @@ def event_payload(event: str, queue_id: str, job_id: int, fields: dict[str, Any]
     return payload
 
 
-SUBSCRIBED = "_subscribed"
-"""Not an event: what a `Subscription` yields when Redis confirms it follows a job's channel.
-Events the job published before that moment were not heard; the store has what they said."""
+RESUBSCRIBED = "_resubscribed"
+"""Not an event: what a client's `Subscription` yields when Redis confirms it again (redis-py
+reconnected and subscribed anew). Events published meanwhile were not heard; the store has
+what they said."""
 
 
 class Subscription:
     """The events of one queue (or, with no queue, of all queues) as they are published; or,
-    with `client_channel`, of the jobs it is told to `follow`.
+    with `client_channel`, of the jobs that client queued and follows.
 
     The constructor returns once Redis has confirmed the subscription, so an event published
     after it cannot be missed. Iterating yields None every `poll` seconds of quiet, which lets
-    a consumer notice that it should stop (or follow more jobs) without a second thread.
-    A redis-py PubSub is not thread-safe: call `follow` and `unfollow` from the iterating
-    thread.
+    a consumer notice that it should stop without a second thread. A client's subscription
+    yields `RESUBSCRIBED` when redis-py has reconnected it.
     """
 
     def __init__(
@@ -136,30 +148,19 @@ class Subscription:
         self.poll = poll
         self.client = client  # a collected client closes its pool, and this connection with it
         self.pubsub = client.pubsub()
+        self._own = client_channel is not None
         if client_channel is not None:
             self.pubsub.subscribe(client_channel)
         elif queue_id is None:
             self.pubsub.psubscribe(keys.events("*"))
         else:
             self.pubsub.subscribe(keys.events(queue_id))
-        self._job_prefix = keys.job_events_prefix
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             message = self.pubsub.get_message(timeout=0.5)
             if message and message["type"] in ("subscribe", "psubscribe"):
                 return
         raise TimeoutError("Redis did not confirm the event subscription")
-
-    def follow(self, job_ids: Iterable[int]) -> None:
-        """Listen to these jobs' own channels too; each confirmation yields `SUBSCRIBED`."""
-        channels = [self.keys.job_events(job_id) for job_id in job_ids]
-        for start in range(0, len(channels), BATCH):
-            self.pubsub.subscribe(*channels[start : start + BATCH])
-
-    def unfollow(self, job_ids: Iterable[int]) -> None:
-        channels = [self.keys.job_events(job_id) for job_id in job_ids]
-        if channels:
-            self.pubsub.unsubscribe(*channels)
 
     def __iter__(self) -> Iterator[dict[str, Any] | None]:
         while True:
@@ -168,10 +169,8 @@ class Subscription:
                 yield None
             elif message["type"] in ("message", "pmessage"):
                 yield json.loads(message["data"])
-            elif message["type"] == "subscribe":
-                channel = message["channel"].decode()
-                if channel.startswith(self._job_prefix):
-                    yield {"event": SUBSCRIBED, "job_id": int(channel[len(self._job_prefix) :])}
+            elif message["type"] == "subscribe" and self._own:
+                yield {"event": RESUBSCRIBED}
 
     def close(self) -> None:
         self.pubsub.close()

@@ -97,17 +97,18 @@ class Keys:
     # -- channels ------------------------------------------------------------------------
 
     def job_events(self, job_id: int | str) -> str:
-        """The events of one job, beside its queue's channel: what a client listens to."""
+        """The events of one job no client follows (one queued with `follow=False`)."""
         return f"{self.namespace}:job-events:{job_id}"
 
-    @property
-    def job_events_prefix(self) -> str:
-        """What every `job_events` channel starts with, before the job id."""
-        return self.job_events("")
-
     def client_channel(self, client_id: str) -> str:
-        """A client's own channel: it wakes the client's listener to follow new jobs."""
+        """A client's own channel: the events of every job it queued and follows (the job's
+        record names the client: `JobRecord.follower`), and the wake-up of its listener."""
         return f"{self.namespace}:client:{client_id}"
+
+    def job_channel(self, job_id: int | str, follower: str | None) -> str:
+        """Where a job's own events go, beside its queue's channel: its follower's channel,
+        so that a client subscribes once rather than once per job; else the job's own."""
+        return self.job_events(job_id) if follower is None else self.client_channel(follower)
 
     # -- the broker (kombu's keys, named as kombu names them) ------------------------------
 

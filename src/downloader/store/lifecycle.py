@@ -198,12 +198,14 @@ class JobLifecycle(StoreBase):
             owner: the attempt whose lease is released (if it still holds it).
             paths: path reservation keys released if the job holds them.
             events: published after the writes, to their (shared) channels.
-            fields: record fields to set (`bytes`, `error_type`, `failure`, ...).
+            fields: record fields to set (`bytes`, `error_type`, `failure`, ...;
+                `job_ended`: now, unless given).
 
         Returns:
             False, and nothing done, when the job's record is gone.
         """
-        return self._move(job_id, status, "any", owner, paths, events, job_ended=utcnow(), **fields)
+        fields.setdefault("job_ended", utcnow())
+        return self._move(job_id, status, "any", owner, paths, events, **fields)
 
     def pause_stopped(
         self, job_id: int, owner: str, events: Iterable[Announcement] = (), **fields: Any

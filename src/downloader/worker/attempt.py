@@ -64,13 +64,23 @@ class Attempt:
     def source(self) -> str:
         return self.record.source or ""
 
+    def count_retry(self, reason: str) -> None:
+        """One more try, whose failure was `reason`: counted in the store and in `record`,
+        whose `attempts` the start and end events carry."""
+        self.app.store.record_retry(self.job_id, reason)
+        self.record.attempts += 1
+
     def publish(self, event: str, **fields: Any) -> None:
         """Publish an event of this job now (progress, which changes nothing stored)."""
-        self.app.publisher.publish(event, self.queue_id, self.job_id, **fields)
+        self.app.publisher.publish(
+            event, self.queue_id, self.job_id, self.record.follower, **fields
+        )
 
     def event(self, event: str, **fields: Any) -> Announcement:
         """An event of this job, for the store call that makes the change it reports."""
-        return self.app.publisher.prepare(event, self.queue_id, self.job_id, **fields)
+        return self.app.publisher.prepare(
+            event, self.queue_id, self.job_id, self.record.follower, **fields
+        )
 
 
 def job_root(record: JobRecord, settings: Settings) -> Path:

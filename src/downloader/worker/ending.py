@@ -19,7 +19,7 @@ from downloader.engine.transfer import TransferResult
 from downloader.jobs import events as ev
 from downloader.jobs.failure import CANCELLED_ERROR_TYPE, cancellation
 from downloader.jobs.models import DownloadJobStatus
-from downloader.jobs.record import JobRecord
+from downloader.jobs.record import JobRecord, utcnow
 from downloader.store.bus import Announcement
 from downloader.store.reservations import Reservations
 from downloader.worker.attempt import Attempt, job_root, log
@@ -58,6 +58,7 @@ class JobEnd:
             started, start = hooks.start_of(result)
             events.append(started)
         current, total = result.bytes, result.total_bytes
+        ended = utcnow()
         last_progress = hooks.throttle.ready(current, total)
         if last_progress:
             events.append(
@@ -69,10 +70,16 @@ class JobEnd:
                 source=attempt.source,
                 download_path=result.download_path,
                 total_bytes=total,
+                # The job as it ends, so that a client finishes it without reading the record.
+                current_bytes=current,
+                attempts=attempt.record.attempts,
+                job_ended=ended.isoformat(),
             )
         )
         self.end(
-            DownloadJobStatus.COMPLETED, events, **{**start, "bytes": current, "total_bytes": total}
+            DownloadJobStatus.COMPLETED,
+            events,
+            **{**start, "bytes": current, "total_bytes": total, "job_ended": ended},
         )
         if last_progress:
             hooks.progressed(current, total)

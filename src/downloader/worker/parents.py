@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 
 def _event(app: Runtime, event: str, parent: JobRecord, **fields: Any) -> Announcement:
-    return app.publisher.prepare(event, parent.queue_id, parent.id, **fields)
+    return app.publisher.prepare(event, parent.queue_id, parent.id, parent.follower, **fields)
 
 
 def _counts(parent: JobRecord) -> dict[str, int]:

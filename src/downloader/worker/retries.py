@@ -56,7 +56,7 @@ def fetch_with_retries(
         except Exception as exc:
             if pauses < FREE_PAUSES and pause_host(hooks, exc):
                 pauses += 1
-                attempt.app.store.record_retry(attempt.job_id, error_type(exc))
+                attempt.count_retry(error_type(exc))
                 continue  # the next connection waits for the pause, as the fleet's do
             if not is_retriable(exc) or retries >= settings.max_retries:
                 raise
@@ -74,7 +74,7 @@ def fetch_with_retries(
                     failure_of(exc),
                 )
             )
-            attempt.app.store.record_retry(attempt.job_id, reason)
+            attempt.count_retry(reason)
             hooks.pause(delay)
 
 

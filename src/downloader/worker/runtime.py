@@ -189,6 +189,7 @@ class Runtime:
             queue_id,
             ended,
             {job_id: {"source": sources.get(job_id)} for job_id in ended},
+            {job_id: record.follower for job_id, record in records.items()},
         )
         for job_id, record in records.items():
             if record.job_started:

@@ -1,0 +1,94 @@
+"""A client follows its jobs on one channel of its own (issue 22): the records name it, the
+workers' events go there, no job costs a subscription, and a live job ends from its event
+as its record says; a listener that redis-py reconnects asks the store what it missed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from downloader import DownloadJob, DownloadJobStatus, DownloadQueueService
+from downloader.store.keys import Keys
+from tests.origin import Origin
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture
+def private() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(private: RedisServer) -> str:
+    """A Redis of these tests alone: its pub/sub channels and clients are theirs."""
+    return private.url
+
+
+def test_jobs_are_followed_on_the_clients_channel_and_end_as_their_records_say(
+    make_service: Callable[..., DownloadQueueService],
+    private: RedisServer,
+    namespace: str,
+    origin: Origin,
+    tmp_path: Path,
+) -> None:
+    quiet = make_service(start_worker=False, follow=False)
+    service = make_service(start_worker=False)
+    seen: list[tuple[str, int]] = []
+
+    def note(name: str) -> Callable[[DownloadJob], None]:
+        return lambda job: seen.append((name, job.id))
+
+    for i in range(6):
+        origin.add(f"f{i}.bin", os.urandom(10_000 + i))
+    urls = [origin.url(f"/files/f{i}.bin") for i in range(6)]
+    jobs = [
+        service.download(url, tmp_path, on_start=note("start"), on_complete=note("complete"))
+        for url in urls
+    ]
+    forgotten = quiet.download(urls[0], tmp_path / "quiet")
+    keys, redis = Keys(namespace), private.client()
+    records = service.app.store.records([job.id for job in jobs])
+    followers = {record.follower for record in records}
+    assert len(followers) == 1 and None not in followers
+    assert service.app.store.record(forgotten.id).follower is None
+    # One subscription for the client, none per job.
+    (follower,) = followers
+    assert dict(redis.pubsub_numsub(keys.client_channel(follower))) == {
+        keys.client_channel(follower).encode(): 1
+    }
+    assert redis.pubsub_channels(f"{namespace}:job-events:*") == []
+
+    make_service(max_parallel_dl=3)  # a worker: it starts them now
+    for job in jobs:
+        service.wait_for_job(job, timeout=60)
+
+    for job, record in zip(jobs, service.app.store.records([j.id for j in jobs]), strict=True):
+        assert job.status == record.status == DownloadJobStatus.COMPLETED
+        assert (job.bytes, job.total_bytes) == (record.bytes, record.total_bytes)
+        assert (job.job_ended, job.attempts) == (record.job_ended, record.attempts)
+        assert job.download_path == record.download_path
+        assert [name for name, job_id in seen if job_id == job.id] == ["start", "complete"]
+
+
+def test_a_listener_reconnected_by_redis_py_finishes_a_job_that_ended_unheard(
+    make_service: Callable[..., DownloadQueueService],
+    private: RedisServer,
+    tmp_path: Path,
+) -> None:
+    service = make_service(start_worker=False)
+    completed: list[DownloadJob] = []
+    job = service.download("http://127.0.0.1:9/never.bin", tmp_path, on_complete=completed.append)
+    # Its end reaches the store and no subscriber (as when the listener's connection drops
+    # the moment a worker publishes it).
+    assert service.app.store.finish(job.id, DownloadJobStatus.COMPLETED, bytes=0)
+    assert job.status == DownloadJobStatus.WAITING
+    redis = private.client()
+    for client in redis.client_list(_type="pubsub"):
+        redis.client_kill_filter(_id=client["id"])
+
+    service.wait_for_job(job, timeout=30)
+    assert job.status == DownloadJobStatus.COMPLETED and completed == [job]
