@@ -435,3 +435,52 @@ def test_a_hosts_requests_per_second_spread_its_requests(fleet: Fleet, origin: O
     assert began[-1] - began[0] >= 1.5, began
     for first, later in zip(began, began[4:], strict=False):
         assert later - first >= 1.0, began  # any five span 1.5 s when granted; jitter aside
+
+
+def test_a_slot_given_back_by_a_collection_inside_a_report_does_not_hang_the_pacing(
+    namespace: str, redis_url: str
+) -> None:
+    """A response nobody closed gives its slot back from a finalizer, which a garbage
+    collection runs in whatever thread allocates: here inside the pacing thread's own report
+    (it held its lock there, and the release waited for that lock for ever)."""
+    import gc
+    import threading
+
+    import redis
+
+    from downloader.config import Settings
+    from downloader.store.keys import Keys
+    from downloader.store.pacing import Held
+    from downloader.worker.pacing import ProcessPacing
+
+    client = redis.Redis.from_url(redis_url)
+    pacing = ProcessPacing(client, Settings(redis_url=redis_url, namespace=namespace))
+    slot = Held(host="127.0.0.1", holder=pacing.holder())
+    pacing.fleet.take_slot(slot, lease=10.0, cap=4, requests_per_second=0, rank=0, patience=1)
+    pacing.hold(slot)
+    released: list[str] = []
+
+    def collecting(phase: str, info: dict[str, int]) -> None:
+        # A collection while the report holds the pacing's lock (its counters' swap
+        # allocates), in the pacing thread: the worst moment for a finalizer.
+        if phase == "start" and not released and pacing._lock.locked():
+            released.append(phase)
+            pacing.release(slot)  # what weakref.finalize(response, slot.release) does
+
+    def report() -> None:
+        threshold = gc.get_threshold()
+        gc.callbacks.append(collecting)
+        gc.set_threshold(1)  # the next allocation collects
+        try:
+            pacing.report()
+        finally:
+            gc.set_threshold(*threshold)
+            gc.callbacks.remove(collecting)
+
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    reporter.join(timeout=30)
+    assert not reporter.is_alive(), "the pacing deadlocked on its own lock"
+    assert released, "no collection ran inside the report"
+    assert client.zcard(Keys(namespace).host_slots("127.0.0.1")) == 0
+    client.close()

@@ -115,10 +115,15 @@ class ProcessPacing:
             self.fleet.seen(slot.host)
 
     def release(self, slot: Held) -> None:
-        """Give `slot` back at once (a second call does nothing)."""
-        with self._lock:
-            if self._held.pop(slot.holder, None) is None:
-                return
+        """Give `slot` back at once (a second call does nothing).
+
+        It takes no lock: a response never closed gives its slot back from a finalizer,
+        which a garbage collection may run in any thread at any allocation, also in one that
+        holds `_lock` (the pacing thread inside `report`), which would then wait for itself
+        for ever, and every download for it. `dict.pop` is atomic, and `report` copies
+        `_held` in one step, so neither sees half a change."""
+        if self._held.pop(slot.holder, None) is None:
+            return
         try:
             self.fleet.release_slot(slot)
         except redis.RedisError:  # the lease runs out instead
@@ -158,8 +163,8 @@ class ProcessPacing:
 
     def report(self) -> None:
         """One round: renew the slots held, report bytes and counters."""
+        held = list(self._held.copy().values())  # one C call: a finalizer cannot cut into it
         with self._lock:
-            held = list(self._held.values())
             read, self._read = self._read, Counter()
             counts, self._counts = self._counts, Counter()
         labels = {host: self.label(host) for host in read}
