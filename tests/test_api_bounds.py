@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from downloader import DownloadQueueService
 from downloader.api import create_api
-from downloader.celery_app.control import MAX_PAUSED
+from downloader.store.pauses import MAX_PAUSED
 from tests.test_api import ApiProcess, start_api  # noqa: F401 (start_api: a fixture)
 from tests.test_faults import own_redis  # noqa: F401 (a fixture)
 from tests.test_queue import wait_until

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import termios
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -722,6 +723,28 @@ def test_a_get_that_waits_on_a_paused_queue_says_so_and_run_options_are_for_this
     assert run_cli("resume", env=env).returncode == 0
     out, _ = waiting.communicate(timeout=60)
     assert waiting.returncode == 0 and out.strip() == str(tmp_path / "later.bin")
+
+
+def test_a_get_on_the_embedded_default_obeys_a_paused_queue_and_says_so(
+    origin: Origin, tmp_path: Path
+) -> None:
+    """`get`'s own threads (no broker) hold their jobs while their queue is paused, say
+    why, and download once it is resumed (an embedded get has a queue of its own unless
+    told one)."""
+    env = embedded_env(tmp_path)
+    digest = origin.add("held.bin", os.urandom(5000))
+    assert run_cli("pause", "--queue", "shared", env=env).returncode == 0
+    url = origin.url("/files/held.bin")
+    waiting = start_cli("get", url, "-d", str(tmp_path), "--queue", "shared", env=env)
+    assert waiting.stderr is not None
+    said = waiting.stderr.readline()
+    assert "queue 'shared' is paused: `downloader resume`" in said, said
+    time.sleep(1.5)  # three reads of the flag: a thread that ignored it would have begun
+    assert not origin.gets("/files/held.bin")
+    assert run_cli("resume", "--queue", "shared", env=env).returncode == 0
+    out, _ = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0 and out.strip() == str(tmp_path / "held.bin")
+    assert hashlib.sha256((tmp_path / "held.bin").read_bytes()).hexdigest() == digest
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -107,3 +108,27 @@ def test_the_embedded_default_runs_its_jobs_on_threads_and_takes_those_left_wait
         assert _broker_messages(second) == 0
     assert hashlib.sha256((tmp_path / "quick.bin").read_bytes()).hexdigest() == quick
     assert hashlib.sha256((tmp_path / "slow.bin").read_bytes()).hexdigest() == slow
+
+
+def test_a_paused_queue_holds_the_embedded_defaults_jobs_until_resumed(
+    origin: Origin, tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue pause holds for threads that run their own jobs without a broker too (the
+    embedded default, `downloader get`): no job of the queue starts until it is resumed."""
+    monkeypatch.delenv("DOWNLOADER_REDIS_URL")
+    monkeypatch.setenv("DOWNLOADER_STATE_DIR", str(tmp_path / "state"))
+    digest = origin.add("held", os.urandom(10_000))
+    with DownloadQueueService(max_parallel_dl=2) as queue:
+        assert queue._celery is None  # runs its own jobs: nothing to broadcast to
+        queue.admin.pause(queue.queue_id)
+        assert queue.admin.is_paused(queue.queue_id)
+        job = queue.download(origin.url("/files/held"), tmp_path / "held.bin")
+        time.sleep(1.5)  # three reads of the flag: a thread that ignored it would have begun
+        assert queue.app.store.record(job.id).status == "waiting"
+        assert not origin.gets("/files/held")
+        queue.admin.resume(queue.queue_id)
+        assert not queue.admin.is_paused(queue.queue_id)
+        queue.wait_for_job(job, timeout=60)
+    assert job.status == "completed"
+    assert hashlib.sha256((tmp_path / "held.bin").read_bytes()).hexdigest() == digest
+    assert len(origin.gets("/files/held")) == 1

@@ -22,6 +22,8 @@ from celery import bootsteps
 from celery.signals import worker_init
 from celery.worker.control import control_command, ok
 
+from downloader.store.pauses import QueuePauses
+
 if TYPE_CHECKING:
     from downloader.celery_app.app import DownloaderApp
     from downloader.worker.runtime import Runtime
@@ -30,46 +32,23 @@ log = logging.getLogger(__name__)
 
 RESUME_COMMAND = "downloader_resume"
 
-MAX_PAUSED = 1000
-"""Queues paused at once. A pause outlives every job (it holds for workers that start later),
-so pausing is the one thing a caller can name any number of queues for that Redis would keep
-for ever: past this many, resume some first."""
-
-
-class TooManyPaused(ValueError):
-    """`MAX_PAUSED` queues are paused already."""
-
 
 def is_paused(runtime: Runtime, queue_id: str) -> bool:
-    return bool(runtime.redis.exists(runtime.keys.paused(queue_id)))
+    return QueuePauses(runtime.redis, runtime.settings.namespace).is_paused(queue_id)
 
 
 def pause(app: DownloaderApp, queue_id: str) -> None:
     """Workers stop taking the queue's jobs; the ones they run go on. Raises `TooManyPaused`
     when `MAX_PAUSED` other queues are paused (concurrent pauses may pass it by a few)."""
-    runtime, keys = app.runtime, app.runtime.keys
-    pipe = runtime.redis.pipeline(transaction=False)
-    pipe.sismember(keys.paused_queues, queue_id)
-    pipe.scard(keys.paused_queues)
-    already, paused = pipe.execute()
-    if not already and paused >= MAX_PAUSED:
-        raise TooManyPaused(
-            f"{paused} queues are paused, the most there may be at once: resume one first"
-        )
-    pipe = runtime.redis.pipeline(transaction=True)
-    pipe.sadd(keys.paused_queues, queue_id)
-    pipe.set(keys.paused(queue_id), 1)
-    pipe.execute()
+    runtime = app.runtime
+    QueuePauses(runtime.redis, runtime.settings.namespace).pause(queue_id)
     app.control.cancel_consumer(runtime.keys.celery_queue(queue_id))
 
 
 def resume(app: DownloaderApp, queue_id: str) -> None:
     """The workers started with this queue take its jobs again."""
-    runtime, keys = app.runtime, app.runtime.keys
-    pipe = runtime.redis.pipeline(transaction=True)
-    pipe.delete(keys.paused(queue_id))
-    pipe.srem(keys.paused_queues, queue_id)
-    pipe.execute()
+    runtime = app.runtime
+    QueuePauses(runtime.redis, runtime.settings.namespace).resume(queue_id)
     app.control.broadcast(RESUME_COMMAND, arguments={"queue": runtime.keys.celery_queue(queue_id)})
 
 

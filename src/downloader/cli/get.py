@@ -45,13 +45,17 @@ class Interrupted(BaseException):
         self.code = code
 
 
-def _say_when_nothing_takes_the_jobs(queue: DownloadQueueService) -> None:
-    """A get that only watches would wait in silence for workers that are not coming."""
+def _say_when_nothing_takes_the_jobs(queue: DownloadQueueService, runs_here: bool) -> None:
+    """A get would otherwise wait in silence: on a paused queue (its own threads obey the
+    pause too), or, when it only watches (`runs_here` false), for workers that are not
+    coming."""
     if queue.admin.is_paused(queue.queue_id):
         why = (
             f"queue {queue.queue_id!r} is paused: `downloader resume` lets its workers take "
             "jobs again"
         )
+    elif runs_here:
+        return
     elif not queue.admin.consuming_workers(queue.queue_id, NO_WORKER_WAIT):
         why = (
             f"no worker takes the jobs of queue {queue.queue_id!r} on this Redis yet: start "
@@ -306,8 +310,7 @@ def _run_get(
     wanted |= {str(dest / f.path): str(f.url) for s in sources if s.repo for f in s.repo.files}
     resumed = _earlier_jobs(queue, dest, wanted, args.restart, console) if embedded else {}
     jobs.extend(_enqueue(args, queue, sources, dest, console, resumed))
-    if not start_worker:
-        _say_when_nothing_takes_the_jobs(queue)
+    _say_when_nothing_takes_the_jobs(queue, runs_here=start_worker)
     for job in jobs:
         queue.wait_for_job(job)
     console.finish(_files(jobs))

@@ -24,6 +24,7 @@ from downloader.store.admin import FAILED
 from downloader.store.base import BATCH
 from downloader.store.bus import Subscription
 from downloader.store.connection import RedisTarget
+from downloader.store.pauses import QueuePauses
 from downloader.worker.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -221,27 +222,47 @@ class QueueAdmin(AnyQueueJobs):
 
     def is_paused(self, queue_id: str) -> bool:
         """Whether `pause` holds for the queue (its flag in Redis)."""
-        from downloader.celery_app import control
-
-        return control.is_paused(self._runtime(), queue_id)
+        return self._pauses().is_paused(queue_id)
 
     def pause(self, queue_id: str) -> None:
         """Workers stop taking the queue's jobs (running ones go on), and workers that
-        start later leave it alone too, until `resume`.
+        start later leave it alone too, until `resume`. Celery workers are told at once;
+        threads that run their own jobs without a broker (`downloader get`, the embedded
+        default) read the flag before each job they start.
 
         Raises:
-            TooManyPaused: `control.MAX_PAUSED` queues are paused already.
-            RuntimeError: the service runs its own jobs only and has no broker.
+            TooManyPaused: `store.pauses.MAX_PAUSED` queues are paused already.
         """
+        celery = self._broker()
+        if celery is None:
+            self._pauses().pause(queue_id)
+            return
         from downloader.celery_app import control
 
-        control.pause(self._celery(), queue_id)
+        control.pause(celery, queue_id)
 
     def resume(self, queue_id: str) -> None:
         """The workers started with the queue take its jobs again."""
+        celery = self._broker()
+        if celery is None:
+            self._pauses().resume(queue_id)
+            return
         from downloader.celery_app import control
 
-        control.resume(self._celery(), queue_id)
+        control.resume(celery, queue_id)
+
+    def _pauses(self) -> QueuePauses:
+        runtime = self._runtime()
+        return QueuePauses(runtime.redis, runtime.settings.namespace)
+
+    def _broker(self) -> DownloaderApp | None:
+        """The Celery app that tells the workers, or None for a service that runs its own
+        jobs without a broker (its threads read the flag themselves)."""
+        self._runtime()  # a closed service says so, rather than pausing nothing
+        try:
+            return self._celery()
+        except RuntimeError:
+            return None
 
     # -- stopped gets -------------------------------------------------------------------------
 

@@ -25,11 +25,15 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+import redis
+
 from downloader.jobs.models import DownloadJobStatus
 from downloader.store.keys import celery_priority
+from downloader.store.pauses import QueuePauses
 from downloader.worker.recovery import sweep_expired
 from downloader.worker.runner import run_download, tidy_cancelled
 
@@ -47,6 +51,10 @@ _STOP = -1
 SWEEP_EVERY = 60.0
 """Seconds between two retention sweeps by local workers, across every process of a store."""
 
+PAUSE_LOOK = 0.5
+"""Seconds a read of the queue's pause flag holds for every thread of the process: a pause
+(`downloader pause`) is followed within this, for one Redis read per interval, not per job."""
+
 
 class LocalWorker:
     """`concurrency` threads running the jobs of queue `queue_id` that this process queues."""
@@ -59,6 +67,9 @@ class LocalWorker:
         self._order = itertools.count()
         """Ties within a priority level go first come, first served, as in the broker."""
         self._stopping = False
+        self._pauses = QueuePauses(app.redis, app.settings.namespace)
+        self._paused_at = (float("-inf"), False)
+        """When the pause flag was last read (monotonic seconds), and what it said."""
         self._threads = [
             threading.Thread(target=self._work, name=f"downloader-local-{n}", daemon=True)
             for n in range(concurrency)
@@ -117,7 +128,31 @@ class LocalWorker:
             _, _, job_id, task = self._todo.get()
             if task is None:
                 return
+            if task is run_download and not self._wait_while_paused():
+                continue  # stopping during a pause: the job stays waiting in the store
             try:
                 task(self.app, job_id, self.name)
             except Exception:  # the runner records a job's failures; this is a bug or Redis
                 log.exception("job %s failed outside its own error handling", job_id)
+
+    def _wait_while_paused(self) -> bool:
+        """Hold a job back while its queue is paused (a queue pause holds for every worker,
+        these threads too); answers False when the worker stops meanwhile."""
+        while self._paused():
+            if self._stopping:
+                return False
+            time.sleep(PAUSE_LOOK)
+        return not self._stopping
+
+    def _paused(self) -> bool:
+        """The queue's pause flag, read at most every `PAUSE_LOOK` seconds by the process
+        (a Redis that cannot answer leaves it as last read: the job's own steps will say)."""
+        read_at, paused = self._paused_at
+        now = time.monotonic()
+        if now - read_at >= PAUSE_LOOK:
+            try:
+                paused = self._pauses.is_paused(self.queue_id)
+            except redis.RedisError:  # the job's own claim rides it out, or says why
+                log.debug("could not read the pause flag of %s", self.queue_id, exc_info=True)
+            self._paused_at = (now, paused)
+        return paused

@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException
 from downloader.api import queries
 from downloader.api.context import ApiContext, Ctx
 from downloader.api.schemas import ProcessorStatus, QueueId
-from downloader.celery_app import control
+from downloader.store.pauses import MAX_PAUSED, TooManyPaused
 
 router = APIRouter(prefix="/api/v1/queue/{queue_id}/processor", tags=["processor"])
 
@@ -20,14 +20,14 @@ def _status(ctx: ApiContext, queue_id: str) -> ProcessorStatus:
 @router.post(
     "/pause",
     response_model=ProcessorStatus,
-    responses={409: {"description": f"{control.MAX_PAUSED} queues are paused already"}},
+    responses={409: {"description": f"{MAX_PAUSED} queues are paused already"}},
 )
 def pause(ctx: Ctx, queue_id: QueueId) -> ProcessorStatus:
     """Workers stop taking this queue's jobs (running downloads go on); workers that start
     later leave it alone too, until it is resumed."""
     try:
         ctx.admin.pause(queue_id)
-    except control.TooManyPaused as exc:
+    except TooManyPaused as exc:
         raise HTTPException(409, str(exc)) from exc
     return _status(ctx, queue_id)
 
