@@ -34,6 +34,7 @@ from statistics import median
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench.context import delete_namespace_keys  # noqa: E402
 from downloader import DownloadJob, DownloadJobStatus, DownloadQueueService  # noqa: E402
 from tests.origin import LoggedRequest, Origin  # noqa: E402
 
@@ -218,6 +219,19 @@ def origin_size(origin: Origin) -> int:
     return len(origin.files["big0.bin"]) // MiB
 
 
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the benchmark's worker processes: SIGTERM to all, then a wait for each; a warm
+    shutdown stuck on a busy machine is killed after 30 s."""
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=256)
@@ -257,23 +271,11 @@ def main() -> None:
             if "overhead" in args.cases:
                 overhead_case(service, one, work, workers, args.pairs)
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:  # a warm shutdown stuck on a busy machine
-                worker.kill()
-                worker.wait()
+        stop_workers(workers)
         one.stop()
         two.stop()
         shutil.rmtree(work, ignore_errors=True)
-        import redis
-
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{namespace}:*", count=100_000))
-        if keys:
-            client.delete(*keys)
+        delete_namespace_keys(REDIS_URL, f"{namespace}:")
 
 
 if __name__ == "__main__":

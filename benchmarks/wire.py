@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.limits import REDIS_URL, load, wait_until, worker_cpu  # noqa: E402
+from benchmarks.bench.context import delete_namespace_keys  # noqa: E402
+from benchmarks.limits import REDIS_URL, load, stop_workers, wait_until, worker_cpu  # noqa: E402
 from downloader import DownloadQueueService  # noqa: E402
 from tests.origin import Origin  # noqa: E402
 
@@ -88,20 +89,10 @@ def main() -> None:
                 )
                 shutil.rmtree(work / str(run))
     finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_workers([worker])
         origin.stop()
         shutil.rmtree(work, ignore_errors=True)
-        import redis
-
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{namespace}:*", count=100_000))
-        if keys:
-            client.delete(*keys)
+        delete_namespace_keys(REDIS_URL, f"{namespace}:")
 
 
 if __name__ == "__main__":
