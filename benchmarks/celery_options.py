@@ -36,14 +36,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "both (as the project)": {**PRIORITIES, **PREFIX},
 }
 
-BACKEND = {"task_ignore_result": False, "result_expires": 24 * 3600}
-SETTINGS: dict[str, tuple[dict[str, Any], bool]] = {
-    "stock": ({}, False),
-    "results in Redis": (BACKEND, False),
-    "results + track_started": ({**BACKEND, "task_track_started": True}, False),
-    "batching consumer": ({"worker_consumer": "downloader.celery_app.consumer:Consumer"}, False),
-    "our transport": ({"broker_transport": "downloader.celery_app.transport:Transport"}, False),
-    "no received/succeeded lines": ({}, True),
+THE_REDIS = "<the benchmark's redis-server>"
+"""Stands for the private Redis's URL in a setting (known once it runs)."""
+BACKEND = {"result_backend": THE_REDIS, "task_ignore_result": False, "result_expires": 24 * 3600}
+SETTINGS: dict[str, dict[str, Any]] = {
+    "stock": {},
+    "results in Redis": {"conf": BACKEND},
+    "results + track_started": {"conf": {**BACKEND, "task_track_started": True}},
+    "batching consumer": {"conf": {"worker_consumer": "downloader.celery_app.consumer:Consumer"}},
+    "our transport": {"conf": {"broker_transport": "downloader.celery_app.transport:Transport"}},
+    "no received/succeeded lines": {"quiet_task_lines": True},
 }
 """Celery settings of the project's app (`celery_app/app.py`) and the log level, one each."""
 
@@ -55,43 +57,32 @@ def main() -> int:
     parser.add_argument("--settings", action="store_true")
     args = parser.parse_args()
     if args.settings:
-        return compare_settings(args)
-    work = Path(tempfile.mkdtemp(prefix="dl-celery-options-"))
+        return compare(args, "dl-celery-settings-", SETTINGS)
+    return compare(
+        args, "dl-celery-options-", {name: {"options": o} for name, o in VARIANTS.items()}
+    )
+
+
+def compare(args: argparse.Namespace, prefix: str, variants: dict[str, dict[str, Any]]) -> int:
+    """The bare task with each variant's arguments to `celery_floor`, in turns; medians of
+    worker CPU per task."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     (work / "logs").mkdir()
     procs = Processes([work])
-    figures: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    figures: dict[str, list[float]] = {name: [] for name in variants}
     try:
         url, _ = start_redis(procs, work)
         for _ in range(args.repeats):
-            for name, options in VARIANTS.items():
-                run = celery_floor(procs, work, url, args.tasks, options=options)
+            for name, variant in variants.items():
+                if "conf" in variant:
+                    conf = {k: url if v == THE_REDIS else v for k, v in variant["conf"].items()}
+                    variant = {**variant, "conf": conf}
+                run = celery_floor(procs, work, url, args.tasks, **variant)
                 figures[name].append(run["cpu_ms"])
                 print(f"  {name}: {run['cpu_ms']:.2f} ms per task", flush=True)
+        width = max(map(len, variants))
         for name, values in figures.items():
-            print(f"{name:24} worker CPU per task, median: {statistics.median(values):.2f} ms")
-    finally:
-        procs.stop_all()
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
-
-
-def compare_settings(args: argparse.Namespace) -> int:
-    """The bare task with each of `SETTINGS`, in turns; medians of worker CPU per task."""
-    work = Path(tempfile.mkdtemp(prefix="dl-celery-settings-"))
-    (work / "logs").mkdir()
-    procs = Processes([work])
-    figures: dict[str, list[float]] = {name: [] for name in SETTINGS}
-    try:
-        url, _ = start_redis(procs, work)
-        backend = {"result_backend": url}
-        for _ in range(args.repeats):
-            for name, (conf, quiet) in SETTINGS.items():
-                conf = {**backend, **conf} if "task_ignore_result" in conf else conf
-                run = celery_floor(procs, work, url, args.tasks, conf=conf, quiet_task_lines=quiet)
-                figures[name].append(run["cpu_ms"])
-                print(f"  {name}: {run['cpu_ms']:.2f} ms per task", flush=True)
-        for name, values in figures.items():
-            print(f"{name:26} worker CPU per task, median: {statistics.median(values):.2f} ms")
+            print(f"{name:{width}} worker CPU per task, median: {statistics.median(values):.2f} ms")
     finally:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)

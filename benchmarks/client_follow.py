@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import os
 import resource
 import shutil
@@ -31,7 +30,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench import floor
 from benchmarks.bench.context import Context, queue_client
 from benchmarks.bench.processes import Processes
-from benchmarks.bench.workers import Worker, workers
+from benchmarks.bench.workers import workers
 from benchmarks.jobpath import make_context
 from downloader import DownloadJobStatus, DownloadQueueService
 
@@ -119,22 +117,6 @@ def enqueue_only(ctx: Context, client: DownloadQueueService) -> dict[str, float]
     }
 
 
-@contextlib.contextmanager
-def enqueue_only_client(ctx: Context, worker: Worker) -> Iterator[DownloadQueueService]:
-    """A `follow=False` service on the workers' namespace."""
-    saved = dict(os.environ)
-    os.environ.update({"DOWNLOADER_NAMESPACE": worker.namespace})
-    try:
-        service = DownloadQueueService(start_worker=False, redis_url=ctx.redis_url, follow=False)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    try:
-        yield service
-    finally:
-        service.close()
-
-
 def summarise(path: Path) -> str:
     """py-spy's raw samples (`stack;stack;... count`) counted by `PROFILE_GROUPS`."""
     counts: collections.Counter[str] = collections.Counter()
@@ -206,7 +188,7 @@ def main() -> int:
                 sampler.stopped.set()
             with (
                 queue_client(url, worker.namespace) as client,
-                enqueue_only_client(ctx, worker) as quiet,
+                queue_client(url, worker.namespace, follow=False) as quiet,
             ):
                 for _ in range(args.repeats):
                     spy = None

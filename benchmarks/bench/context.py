@@ -64,12 +64,15 @@ def clean_env(**settings: str | int | Path | None) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def queue_client(redis_url: str, namespace: str) -> Iterator[DownloadQueueService]:
-    """An enqueue-only service on `namespace` (the service reads its settings from the env)."""
+def queue_client(
+    redis_url: str, namespace: str, follow: bool = True
+) -> Iterator[DownloadQueueService]:
+    """An enqueue-only service on `namespace` (the service reads its settings from the env);
+    with `follow` false, one that does not follow its jobs either."""
     saved = dict(os.environ)
     os.environ.update({"DOWNLOADER_NAMESPACE": namespace, "DOWNLOADER_REDIS_URL": redis_url})
     try:
-        service = DownloadQueueService(start_worker=False, redis_url=redis_url)
+        service = DownloadQueueService(start_worker=False, redis_url=redis_url, follow=follow)
     finally:
         os.environ.clear()
         os.environ.update(saved)
