@@ -484,3 +484,19 @@ def test_a_slot_given_back_by_a_collection_inside_a_report_does_not_hang_the_pac
     assert released, "no collection ran inside the report"
     assert client.zcard(Keys(namespace).host_slots("127.0.0.1")) == 0
     client.close()
+
+
+def test_small_files_under_a_cap_of_one_hand_their_slot_on_with_their_end(
+    fleet: Fleet, origin: Origin
+) -> None:
+    # A small file's one connection closes after its rename and its slot goes back with the
+    # job's end. With a lease of a minute, a slot the end forgot would hold the host for that
+    # long: the next job could not start, and the usage would not come back to 0.
+    fleet.client.limits.set(host="127.0.0.1", connections=1)
+    fleet.spawn("w1", concurrency=4, env={"DOWNLOADER_SLOT_LEASE_SECONDS": "60"})
+    files = fleet.files("small", 12, 20 * KiB)
+    jobs = fleet.download(files)
+    fleet.finish(jobs, files)
+    assert origin.peak == 1
+    report = fleet.client.limits.report()
+    assert [u.connections for u in report.usage if u.host == "127.0.0.1"] in ([], [0]), report

@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import BinaryIO
 
 import requests
 
 from downloader.engine.context import FetchContext
 from downloader.engine.destdir import DestDir
-from downloader.engine.disk import FULL_DISK, Spot, hash_prefix
+from downloader.engine.disk import FULL_DISK, Spot, hash_prefix, write_all
 from downloader.engine.errors import (
     ChecksumMismatchError,
     DownloadJobCancelledException,
     IncompleteDownloadError,
+    InsufficientSpaceError,
     OverlongBodyError,
     SizeMismatchError,
 )
@@ -37,6 +39,13 @@ from downloader.engine.reading import header, parse_content_range, strong_etag
 from downloader.engine.request import TransferResult
 from downloader.engine.segments import SegmentedCopy, SegmentMismatch, split
 from downloader.engine.versions import StartOver, check_segment, validators
+
+STATE_AFTER = 0.1
+"""Seconds a whole file is written before its partial gets a state (what a resume needs);
+a transfer that stops sooner for any reason but a crash saves it as it stops. A small file is
+over long before: a state written, renamed and removed was a third of its work on disk. A
+crash in that first tenth of a second costs the next attempt what had arrived (it starts over:
+a partial without a state is nobody's, and a cancel's clean-up removes it)."""
 
 
 def attempt(ctx: FetchContext, fresh: bool) -> TransferResult:
@@ -115,6 +124,9 @@ class Attempt:
         self.spot, self.handle, self.response = spot, handle, response
         self.offset = offset
         """Where the partial file ended when the answer was asked for: a 206 starts there."""
+        self.unsaved: PartialState | None = None
+        """A whole file's state, until it is saved (see `STATE_AFTER`)."""
+        self.save_at = time.monotonic() + STATE_AFTER
 
     def write(self, fresh: bool) -> TransferResult:
         """Decide what the answer is, and write it (or reuse what is there)."""
@@ -148,7 +160,8 @@ class Attempt:
             spot.preallocate(self.handle, total or 0)
             spot.save_state(state, total or 0)
             return self.segmented(state)
-        spot.save_state(state, total or 0)
+        spot.drop_state()  # an earlier attempt's would speak for bytes it did not see
+        self.unsaved = state
         return self.stream(state, 0)
 
     # -- what the answer is -----------------------------------------------------------------
@@ -233,6 +246,9 @@ class Attempt:
             self.ctx.sources.blame(self.response)
             if isinstance(exc, OverlongBodyError | SizeMismatchError):
                 self.spot.void(self.handle)  # a body that was not the file asked for
+            else:
+                with suppress(OSError, InsufficientSpaceError):  # it must not hide `exc`
+                    self.save_state(result.total_bytes)  # what arrived is resumed
             raise
         self.finish(result, state, digest)
         return result
@@ -258,7 +274,7 @@ class Attempt:
         handle, watchdog, progress = self.handle, self.ctx.watchdog, self.hooks.progress
         while chunk := read():
             try:
-                handle.write(chunk)
+                write_all(handle, chunk)
             except OSError as exc:
                 if exc.errno not in FULL_DISK:
                     raise
@@ -266,6 +282,8 @@ class Attempt:
                 raise self.spot.disk_full(needed, result.bytes) from exc
             if digest is not None:
                 digest.update(chunk)
+            if self.unsaved is not None and time.monotonic() >= self.save_at:
+                self.save_state(result.total_bytes)
             result.bytes += len(chunk)
             if limit is not None and result.bytes > limit:
                 raise SizeMismatchError(
@@ -317,6 +335,12 @@ class Attempt:
         self.finish(result, state, self.digest_of(state, copy.done))
         return result
 
+    def save_state(self, total: int) -> None:
+        """Save the whole file's state if it is not yet (see `STATE_AFTER`)."""
+        state, self.unsaved = self.unsaved, None
+        if state is not None:
+            self.spot.save_state(state, total)
+
     # -- the end ----------------------------------------------------------------------------
 
     def digest_of(self, state: PartialState, length: int) -> hashlib._Hash | None:
@@ -335,6 +359,7 @@ class Attempt:
         if result.total_bytes and (
             result.bytes != result.total_bytes or written.st_size != result.total_bytes
         ):
+            self.save_state(result.total_bytes)
             raise IncompleteDownloadError(
                 f"received {result.bytes} of {result.total_bytes} bytes from {request.url}; "
                 f"the partial file {spot.folder.path / spot.partial} is kept for a resume"

@@ -101,10 +101,13 @@ class Spot:
     @contextmanager
     def opened(self) -> Iterator[BinaryIO]:
         """The partial file, to be written anywhere in it. Not O_APPEND: Linux's pwrite would
-        append every segment at the end of the file. Closing flushes its buffer, and a disk
-        that is full then says so as the writes do, not as a bare OSError in place of the
-        reason."""
-        handle = open(self.folder.open(self.partial, os.O_RDWR | os.O_CREAT), "r+b")  # noqa: SIM115
+        append every segment at the end of the file. Unbuffered: every write is a whole
+        chunk already (see `write_all`), and a buffer only added a seek or a stat to each
+        call on it (a small file's dozen system calls, each a hand-over of the GIL between a
+        worker's threads). A disk that is full on the close says so as the writes do, not as a
+        bare OSError in place of the reason."""
+        fd = self.folder.open(self.partial, os.O_RDWR | os.O_CREAT)
+        handle = open(fd, "r+b", buffering=0)  # noqa: SIM115
         try:
             yield handle
         except BaseException:
@@ -180,6 +183,10 @@ class Spot:
         """Bytes that are not the file asked for: empty the partial and forget its state, so
         that nothing resumes them."""
         handle.truncate(0)
+        self.drop_state()
+
+    def drop_state(self) -> None:
+        """Remove the partial file's state (the partial is started over without one)."""
         self.folder.remove(self.state)
 
     def forget(self) -> None:
@@ -213,6 +220,14 @@ class Spot:
         self.folder.replace(self.partial, self.name)
         seal_record(handle.fileno(), record)
         self.folder.remove(self.state)
+
+
+def write_all(handle: BinaryIO, data: bytes) -> None:
+    """Write all of `data` at the file's position: an unbuffered write may take part of it
+    (a disk filling up takes what fits; the next write then raises ENOSPC)."""
+    view = memoryview(data)
+    while view:
+        view = view[handle.write(view) :]
 
 
 def hash_prefix(handle: BinaryIO, length: int) -> hashlib._Hash:

@@ -25,8 +25,11 @@ from downloader.engine.watchdog import socket_of
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
 _DIGEST_ITEM = re.compile(r"\s*sha-?256\s*=\s*:?([A-Za-z0-9+/=]+):?\s*", re.IGNORECASE)
-_LOOK_AHEAD = 64 << 10
-"""How close to the announced end reads start looking for bytes past it."""
+_LOOK_AHEAD = io.DEFAULT_BUFFER_SIZE
+"""How close to the announced end reads start looking for bytes past it: the size of
+http.client's buffer (`socket.makefile`'s default). Bytes past the end can sit in that buffer
+only once what is left of the body fits in it; before, a read takes what the socket has in one
+call, and a peek would cut every read to a buffer's worth (a 64 KiB file in nine reads)."""
 
 
 def header(response: requests.Response, name: str) -> str | None:

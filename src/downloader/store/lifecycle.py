@@ -24,6 +24,7 @@ from downloader.jobs.models import DownloadJobStatus
 from downloader.jobs.record import JobRecord, encode_value, utcnow
 from downloader.store.base import BATCH, StoreBase, flat_fields
 from downloader.store.bus import Announcement
+from downloader.store.pacing import Held
 from downloader.store.scripts import load
 
 
@@ -188,6 +189,7 @@ class JobLifecycle(StoreBase):
         owner: str = "",
         paths: Iterable[str] = (),
         events: Iterable[Announcement] = (),
+        slots: Iterable[Held] = (),
         **fields: Any,
     ) -> bool:
         """End a job in one round trip.
@@ -198,6 +200,7 @@ class JobLifecycle(StoreBase):
             owner: the attempt whose lease is released (if it still holds it).
             paths: path reservation keys released if the job holds them.
             events: published after the writes, to their (shared) channels.
+            slots: connection slots its transfer left for the end to give back.
             fields: record fields to set (`bytes`, `error_type`, `failure`, ...;
                 `job_ended`: now, unless given).
 
@@ -205,7 +208,7 @@ class JobLifecycle(StoreBase):
             False, and nothing done, when the job's record is gone.
         """
         fields.setdefault("job_ended", utcnow())
-        return self._move(job_id, status, "any", owner, paths, events, **fields)
+        return self._move(job_id, status, "any", owner, paths, events, slots, **fields)
 
     def pause_stopped(
         self, job_id: int, owner: str, events: Iterable[Announcement] = (), **fields: Any
@@ -254,12 +257,16 @@ class JobLifecycle(StoreBase):
         owner: str = "",
         paths: Iterable[str] = (),
         events: Iterable[Announcement] = (),
+        slots: Iterable[Held] = (),
         **fields: Any,
     ) -> bool:
         """`lua/transition.lua`: `mode` 'any', 'once' (unless finished), 'waiting' or
         'pausing' (a running job whose pause is still asked for)."""
         fields["updated_at"] = utcnow()
         keys = list(paths)
+        given_back = [
+            part for slot in slots for part in (self.keys.host_slots(slot.host), slot.holder)
+        ]
         channels, texts = _announced(events)
         args = self._args(
             job_id,
@@ -268,6 +275,8 @@ class JobLifecycle(StoreBase):
             owner,
             len(keys),
             *keys,
+            len(given_back) // 2,
+            *given_back,
             len(texts),
             *texts,
             *flat_fields(fields),

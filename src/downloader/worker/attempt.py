@@ -18,6 +18,7 @@ from downloader.worker.leases import Lease
 
 if TYPE_CHECKING:
     from downloader.config import Settings
+    from downloader.worker.jobpacing import JobPacing
     from downloader.worker.runtime import Runtime
 
 
@@ -48,6 +49,8 @@ class Attempt:
         """The lease owner, unique per attempt: `<worker node>#<random>`."""
         self.keeper: Lease | None = None
         """The lease while the attempt runs (None before the transfer starts)."""
+        self.pacing: JobPacing | None = None
+        """Its side of the fleet's limits (set by the run, once the hooks it tells exist)."""
         self.made_dirs: list[Path] = []
         """The directories below the job's root this attempt made (a part's subdirectories):
         the ones left empty go when the job fails or is cancelled."""

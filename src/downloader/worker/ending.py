@@ -154,8 +154,9 @@ class JobEnd:
         return Outcome.VANISHED
 
     def end(self, status: DownloadJobStatus, events: list[Announcement], **fields: Any) -> None:
-        """End the attempt in one round trip: the job's status and `fields`, the lease and the
-        path reservations released, then `events` published.
+        """End the attempt in one round trip: the job's status and `fields`, the lease, the
+        path reservations and the connection slots the transfer left for it released, then
+        `events` published.
 
         With replicas to wait for, the end is announced only once one has it: an end that a
         failover lost was never heard of, so the job, run again, ends once in everyone's
@@ -167,10 +168,17 @@ class JobEnd:
             attempt.keeper.done.set()  # before the lease goes, so the renewer does not miss it
         deferred = app.durability.needed() > 0
         paths = [self.reservations.key(path) for path in self.final_paths()]
+        slots = attempt.pacing.ending() if attempt.pacing is not None else []
 
         def finish(events: list[Announcement]) -> bool:
             return app.store.finish(
-                attempt.job_id, status, owner=attempt.owner, paths=paths, events=events, **fields
+                attempt.job_id,
+                status,
+                owner=attempt.owner,
+                paths=paths,
+                events=events,
+                slots=slots,
+                **fields,
             )
 
         recorded = finish([] if deferred else events)
@@ -183,6 +191,8 @@ class JobEnd:
             app.publisher.announce(events)
         else:
             app.durability.settle(what)
+        if recorded and attempt.pacing is not None:
+            attempt.pacing.ended(slots)  # else the run gives them back after the end
         if not recorded:
             log.warning(
                 "job %s ended %s, but its record is gone from Redis: nobody hears of its end",

@@ -47,6 +47,8 @@ class PacedProcess(Protocol):
     def count(self, name: str) -> None: ...
     def hold(self, slot: Held) -> None: ...
     def release(self, slot: Held) -> None: ...
+    def forget(self, slot: Held) -> bool: ...
+    def give_back(self, slot: Held) -> None: ...
     def read(self, host: str, count: int) -> None: ...
 
 
@@ -75,6 +77,40 @@ class JobPacing:
         """Per host: the limits the buckets were worked out from, and the buckets."""
         self._allowance = 0
         """Bytes taken from the buckets and not read yet (below 0: read and not yet taken)."""
+        self._finishing = False
+        """The transfer's last byte is in: slots released now go back with the job's end."""
+        self._ending: list[Held] = []
+        """Slots released once the last byte was in, for the job's end to give back."""
+
+    def finishing(self) -> None:
+        """The transfer's last byte is in: a slot released from now on is given back by the
+        job's end, in the round trip that ends it (see `ending`), not by a call of its own.
+        A small file's only connection closes between its rename and its end, which is
+        moments; a connection opened after this (a retry) gives them all back first."""
+        self._finishing = True
+
+    def release(self, slot: Held) -> None:
+        """A connection closed: its slot goes back now, or with the job's end (see
+        `finishing`). No lock: a finalizer may call this from any thread."""
+        if not self._finishing:
+            self.process.release(slot)
+        elif self.process.forget(slot):
+            self._ending.append(slot)
+
+    def ending(self) -> list[Held]:
+        """The slots the job's end gives back; `ended` once it did."""
+        return list(self._ending)
+
+    def ended(self, slots: list[Held]) -> None:
+        """The job's end gave `slots` back."""
+        self._ending = [slot for slot in self._ending if slot not in slots]
+
+    def give_back(self) -> None:
+        """Give back now what was left for the end (the attempt goes on, or ends otherwise)."""
+        self._finishing = False
+        slots, self._ending = self._ending, []
+        for slot in slots:
+            self.process.give_back(slot)
 
     def connect(self, url: str, stop: Callable[[], None]) -> ConnectionSlot:
         """Take a slot of `url`'s host for one connection, trying every `POLL` seconds while
@@ -84,6 +120,8 @@ class JobPacing:
         Raises:
             BaseException: whatever `stop` raises (the transfer must end).
         """
+        if self._finishing:  # more to fetch after all (a retry)
+            self.give_back()
         process = self.process
         host = host_of(url)
         slot = Held(host, process.holder())
@@ -174,7 +212,7 @@ class ConnectionSlot:
 
     def release(self) -> None:
         """Give the slot back (a second call does nothing)."""
-        self.job.process.release(self.slot)
+        self.job.release(self.slot)
 
     def spend(self, count: int) -> None:
         """`count` bytes were read on this connection (see `JobPacing.spend`)."""

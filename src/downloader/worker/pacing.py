@@ -115,15 +115,22 @@ class ProcessPacing:
             self.fleet.seen(slot.host)
 
     def release(self, slot: Held) -> None:
-        """Give `slot` back at once (a second call does nothing).
+        """Give `slot` back at once (a second call does nothing)."""
+        if self.forget(slot):
+            self.give_back(slot)
+
+    def forget(self, slot: Held) -> bool:
+        """Stop renewing `slot`; False when it was not held (released already).
 
         It takes no lock: a response never closed gives its slot back from a finalizer,
         which a garbage collection may run in any thread at any allocation, also in one that
         holds `_lock` (the pacing thread inside `report`), which would then wait for itself
         for ever, and every download for it. `dict.pop` is atomic, and `report` copies
         `_held` in one step, so neither sees half a change."""
-        if self._held.pop(slot.holder, None) is None:
-            return
+        return self._held.pop(slot.holder, None) is not None
+
+    def give_back(self, slot: Held) -> None:
+        """Give a slot no longer renewed back to the fleet now."""
         try:
             self.fleet.release_slot(slot)
         except redis.RedisError:  # the lease runs out instead

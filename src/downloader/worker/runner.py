@@ -67,7 +67,7 @@ class JobRun:
         self.ending = JobEnd(self.attempt, self.hooks, self.reservations)
         self.mirrors = Mirrors(self.source, record.mirrors)
         """The job's URLs and how each fared: every retry of this attempt starts elsewhere."""
-        self.pacing = app.pacing.for_job(
+        self.pacing = self.attempt.pacing = app.pacing.for_job(
             self.job_id, record.priority, record.bandwidth, self.hooks.waiting
         )
         """Its connections' slots and bandwidth, from the fleet's limits."""
@@ -126,6 +126,7 @@ class JobRun:
             with holding(self.access_token()):  # so that its errors are scrubbed of it
                 return self.run(session_for(self.app, self.record))
         finally:
+            self.pacing.give_back()  # what an end that did not come would have
             if not keeper.done.is_set():  # the end, which releases it, did not come
                 keeper.done.set()
                 self.app.store.release(self.job_id, self.attempt.owner)
