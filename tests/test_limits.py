@@ -17,6 +17,8 @@ from fastapi.testclient import TestClient
 from downloader import DownloadJob, DownloadJobStatus, DownloadQueueService
 from downloader.api import create_api
 from downloader.jobs.limits import HostLimit, Limits, format_rate, parse_rate
+from downloader.store.pacing import Held, SlotAsk, SlotOutcome
+from downloader.worker.jobpacing import host_of
 from tests.conftest import WorkerProcess, cli_env
 from tests.origin import LoggedRequest, Origin
 from tests.test_cli import run_cli, start_cli
@@ -500,3 +502,36 @@ def test_small_files_under_a_cap_of_one_hand_their_slot_on_with_their_end(
     assert origin.peak == 1
     report = fleet.client.limits.report()
     assert [u.connections for u in report.usage if u.host == "127.0.0.1"] in ([], [0]), report
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "http://127.0.0.2:8080/files/a.bin",
+        "https://user:secret@Mirror.Example.ORG/x/y?z=1#f",
+        "http://[::1]:9000/files/v6.bin",
+        "HTTPS://CDN.example.com",
+    ],
+)
+def test_a_claim_takes_the_first_slot_of_the_host_python_reads_in_the_source(
+    fleet: Fleet, source: str
+) -> None:
+    # The claim script reads the host itself; a slot it took under another name than the
+    # worker's `host_of` would be given back and asked for again (a round trip lost).
+    job = fleet.client.download(source, fleet.dest)
+    store = fleet.client.app.store
+    record = store.record(job.id)
+    assert record is not None and record.source
+    ask = SlotAsk("holder-1", 30, 2, json.dumps({"*": [16, 0]}))
+    claim = store.claim(job.id, "test#1", 30, None, ask)
+    assert claim.slot is not None, claim
+    held, answer = claim.slot
+    assert held == Held(host_of(record.source), "holder-1")
+    assert answer.outcome is SlotOutcome.TAKEN and answer.in_use == 1
+    # The cap the caller passed holds: a second claim's try (another job, same host) with a
+    # cap of 1 is refused and leaves nobody waiting in the host's line.
+    other = fleet.client.download(source, fleet.dest / "other")
+    ask = SlotAsk("holder-2", 30, 2, json.dumps({"*": [1, 0]}))
+    refused = store.claim(other.id, "test#2", 30, None, ask)
+    assert refused.slot is not None and refused.slot[1].outcome is SlotOutcome.FULL
+    assert store.redis.zcard(store.keys.host_waiters(held.host)) == 0

@@ -118,9 +118,13 @@ class DestDir:
             raise UnsafeDestinationError(
                 f"{directory} leaves {root} through '..'; nothing was written"
             )
-        if create:
-            root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if not create:
+                raise
+            root.mkdir(parents=True, exist_ok=True)  # only when missing: two calls saved
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         here = root
         for name in below:
             here = here / name

@@ -24,7 +24,7 @@ from downloader.jobs.models import DownloadJobStatus
 from downloader.jobs.record import JobRecord, encode_value, utcnow
 from downloader.store.base import BATCH, StoreBase, flat_fields
 from downloader.store.bus import Announcement
-from downloader.store.pacing import Held
+from downloader.store.pacing import Held, SlotAnswer, SlotAsk
 from downloader.store.scripts import load
 
 
@@ -45,6 +45,9 @@ class Claim:
     result: ClaimResult
     record: JobRecord | None
     token: str | None
+    slot: tuple[Held, SlotAnswer] | None = None
+    """The slot asked for with the claim (`SlotAsk`), of the host the script read in the
+    job's source, and how the try went (None: none was tried)."""
 
 
 class Standing(StrEnum):
@@ -97,7 +100,12 @@ class JobLifecycle(StoreBase):
     # -- a worker's attempt -----------------------------------------------------------------
 
     def claim(
-        self, job_id: int, owner: str, lease_seconds: float, sent_level: int | None = None
+        self,
+        job_id: int,
+        owner: str,
+        lease_seconds: float,
+        sent_level: int | None = None,
+        slot: SlotAsk | None = None,
     ) -> Claim:
         """Take job `job_id` for one attempt, in one round trip.
 
@@ -112,17 +120,23 @@ class JobLifecycle(StoreBase):
             lease_seconds: how long the lease lasts unless renewed.
             sent_level: the broker priority level the message came at (None: unknown, as
                 for a local worker's queue, which is never stale).
+            slot: a connection slot to try for the job's first connection (only for a job
+                claimed, of an http(s) source, never waiting in the host's line).
 
         Returns:
             The decision, with the record and token as they were then (both None for a
             missing job); the lease is taken only for `ClaimResult.CLAIMED`.
         """
         level = "" if sent_level is None else str(sent_level)
-        args = self._args(job_id, owner, int(lease_seconds * 1000), level)
-        result, flat, token = self._scripts["claim"](args=args)
+        asked = slot.args() if slot is not None else []
+        args = self._args(job_id, owner, int(lease_seconds * 1000), level, *asked)
+        result, flat, token, tried = self._scripts["claim"](args=args)
         pairs = dict(zip(flat[::2], flat[1::2], strict=True))
         record = JobRecord.from_hash(pairs) if pairs else None
-        return Claim(ClaimResult(result.decode()), record, token.decode() if token else None)
+        taken = None
+        if slot is not None and tried:
+            taken = Held(tried[0].decode(), slot.holder), SlotAnswer.of(tried[1:])
+        return Claim(ClaimResult(result.decode()), record, token.decode() if token else None, taken)
 
     def renew_many(self, leases: Iterable[tuple[int, str]], lease_seconds: float) -> list[Renewal]:
         """Renew several (job id, owner) leases in one round trip; answers what became of each."""

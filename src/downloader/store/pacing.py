@@ -55,6 +55,27 @@ class SlotAnswer:
     probe: bool = False
     """The slot taken is the one connection that probes the host after its pause."""
 
+    @classmethod
+    def of(cls, answer: list[int]) -> SlotAnswer:
+        """A script's {outcome, in use, ms, probe} (the library's `take_slot`)."""
+        outcome, in_use, wait_ms, probe = answer
+        return cls(SlotOutcome(int(outcome)), int(in_use), int(wait_ms) / 1000, bool(int(probe)))
+
+
+@dataclass(frozen=True)
+class SlotAsk:
+    """A connection slot to take with a job's claim, for the job's first connection (see
+    `lua/claim.lua`): its holder, its lease and a waiter's patience (seconds), and the caps in
+    force as JSON, {host: [cap, requests per second]} with `*` for hosts not named."""
+
+    holder: str
+    lease: float
+    patience: float
+    caps: str
+
+    def args(self) -> list[str | int]:
+        return [self.holder, int(self.lease * 1000), int(self.patience * 1000), self.caps]
+
 
 @dataclass(frozen=True)
 class Held:
@@ -69,7 +90,7 @@ class FleetPacing(StoreBase):
 
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         super().__init__(client, namespace)
-        self._take = load(self.redis, "slot_take")
+        self._take = load(self.redis, "slot_take", library=True)
         self._tokens = load(self.redis, "tokens")
         self._pause = load(self.redis, "pause_host")
 
@@ -92,29 +113,18 @@ class FleetPacing(StoreBase):
             rank: lower goes first among the waiters (priority, then arrival).
             patience: seconds a waiter keeps its place without trying again.
         """
-        keys = self.keys
-        outcome, in_use, wait_ms, probe = self._take(
-            keys=[
-                keys.host_slots(slot.host),
-                keys.host_pause(slot.host),
-                keys.host_requests(slot.host),
-                keys.host_waiters(slot.host),
-                keys.host_waiters_until(slot.host),
-                keys.host_probe(slot.host),
-                keys.host_prober(slot.host),
-            ],
-            args=[
+        answer = self._take(
+            args=self._args(
+                slot.host,
                 slot.holder,
                 int(lease * 1000),
                 cap,
                 requests_per_second,
                 repr(rank),
                 int(patience * 1000),
-            ],
+            )
         )
-        return SlotAnswer(
-            SlotOutcome(int(outcome)), int(in_use), int(wait_ms) / 1000, bool(int(probe))
-        )
+        return SlotAnswer.of(answer)
 
     def renew_and_report(
         self,

@@ -43,6 +43,13 @@ def key_templates() -> dict[str, str]:
         "running": slot.running,
         "stats": slot.stats,
         "job_sequence": slot.job_sequence,
+        "host_slots": slot.host_slots("%s"),
+        "host_waiters": slot.host_waiters("%s"),
+        "host_waiters_until": slot.host_waiters_until("%s"),
+        "host_pause": slot.host_pause("%s"),
+        "host_probe": slot.host_probe("%s"),
+        "host_prober": slot.host_prober("%s"),
+        "host_requests": slot.host_requests("%s"),
     }
 
 

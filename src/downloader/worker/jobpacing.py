@@ -81,6 +81,20 @@ class JobPacing:
         """The transfer's last byte is in: slots released now go back with the job's end."""
         self._ending: list[Held] = []
         """Slots released once the last byte was in, for the job's end to give back."""
+        self._ready: tuple[Held, bool] | None = None
+        """A slot its claim took for its first connection, and whether it probes the host."""
+
+    def adopt(self, slot: Held, answer: SlotAnswer, url: str) -> None:
+        """Keep the slot the job's claim took (see `SlotAsk`) for its first connection to
+        `url`: no round trip of its own. One of a host the script read otherwise than
+        `host_of` goes back."""
+        if answer.outcome is not SlotOutcome.TAKEN:
+            return  # nothing taken, nobody in line: the first connection asks as usual
+        if slot.host != host_of(url):
+            self.process.give_back(slot)
+            return
+        self.process.hold(slot)
+        self._ready = slot, answer.probe
 
     def finishing(self) -> None:
         """The transfer's last byte is in: a slot released from now on is given back by the
@@ -106,11 +120,15 @@ class JobPacing:
         self._ending = [slot for slot in self._ending if slot not in slots]
 
     def give_back(self) -> None:
-        """Give back now what was left for the end (the attempt goes on, or ends otherwise)."""
+        """Give back now what was left for the end (the attempt goes on, or ends otherwise),
+        and a slot its claim took that no connection used."""
         self._finishing = False
         slots, self._ending = self._ending, []
         for slot in slots:
             self.process.give_back(slot)
+        ready, self._ready = self._ready, None
+        if ready is not None:  # never used: the attempt ended before its first connection
+            self.process.release(ready[0])
 
     def connect(self, url: str, stop: Callable[[], None]) -> ConnectionSlot:
         """Take a slot of `url`'s host for one connection, trying every `POLL` seconds while
@@ -124,6 +142,11 @@ class JobPacing:
             self.give_back()
         process = self.process
         host = host_of(url)
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            if ready[0].host == host:
+                return ConnectionSlot(self, ready[0], stop, probe=ready[1])
+            process.release(ready[0])
         slot = Held(host, process.holder())
         rank = self.rank + time.time() * 1000
         counted = False

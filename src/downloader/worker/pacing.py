@@ -13,6 +13,7 @@ every read.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import threading
 import time
@@ -24,8 +25,8 @@ import redis
 from downloader.config import Settings
 from downloader.jobs.limits import Limits
 from downloader.store.limits import LimitStore
-from downloader.store.pacing import FleetPacing, Held
-from downloader.worker.jobpacing import JobPacing, OnWait, host_of
+from downloader.store.pacing import FleetPacing, Held, SlotAsk
+from downloader.worker.jobpacing import PATIENCE, JobPacing, OnWait, host_of
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class ProcessPacing:
         self._names = itertools.count()
         self._prefix = uuid.uuid4().hex[:12]
         self._thread: threading.Thread | None = None
+        self._caps: tuple[Limits, str] | None = None
+        """The limits the claim's caps were worked out from, and the caps (JSON)."""
 
     def limits(self) -> Limits:
         """The limits in force, at most `LIMITS_AGE` seconds old (the settings' when Redis
@@ -80,6 +83,20 @@ class ProcessPacing:
     def label(self, host: str) -> str:
         """`host`'s metrics label: itself when it has limits of its own, else `other`."""
         return host if host in self.limits().hosts else "other"
+
+    def ask(self) -> SlotAsk:
+        """A slot to take with a job's claim (see `JobLifecycle.claim`): a new holder, and
+        the caps in force as the claim script reads them (worked out again only when the
+        limits are read again)."""
+        limits = self.limits()
+        if self._caps is None or self._caps[0] is not limits:
+            hosts = {"*": "", **{host: host for host in limits.hosts}}
+            caps = {
+                key: [self.cap(host), limits.for_host(host).requests_per_second or 0]
+                for key, host in hosts.items()
+            }
+            self._caps = limits, json.dumps(caps)
+        return SlotAsk(self.holder(), self.lease, PATIENCE, self._caps[1])
 
     def for_job(
         self, job_id: int, priority: int, bandwidth: int | None, on_wait: OnWait

@@ -25,6 +25,7 @@ from downloader.hub.headers import explain_refusal, linked_sha256
 from downloader.jobs.models import DownloadJobCancelledException, JobVanishedError
 from downloader.jobs.record import JobRecord
 from downloader.store.lifecycle import Claim, ClaimResult
+from downloader.store.pacing import Held, SlotAnswer
 from downloader.store.reservations import Reservations
 from downloader.worker import parents
 from downloader.worker.attempt import Attempt, JobPaused, LeaseLost, WorkerStopping, job_root
@@ -108,9 +109,12 @@ class JobRun:
         configured it for the fleet, and the caller chooses neither scheme nor port."""
         return self.token or self.app.settings.host_token(self.source)
 
-    def after_claim(self, result: ClaimResult) -> Outcome:
-        """Act on what the claim decided: run a claimed job, end one cancelled before it
-        started, tidy after one that ended while its worker was gone."""
+    def after_claim(
+        self, result: ClaimResult, slot: tuple[Held, SlotAnswer] | None = None
+    ) -> Outcome:
+        """Act on what the claim decided: run a claimed job (with the connection slot its
+        claim took, if any), end one cancelled before it started, tidy after one that ended
+        while its worker was gone."""
         if result is ClaimResult.CANCELLED:
             return self.ending.cancelled()
         if result is ClaimResult.FINISHED:
@@ -123,6 +127,8 @@ class JobRun:
             parents.part_started(self.app, self.record.parent_id)
         keeper = self.attempt.keeper = self.app.leases.keep(self.job_id, self.attempt.owner)
         try:
+            if slot is not None:
+                self.pacing.adopt(*slot, self.source)
             with holding(self.access_token()):  # so that its errors are scrubbed of it
                 return self.run(session_for(self.app, self.record))
         finally:
@@ -178,7 +184,8 @@ def run_download(
     claim = durable_claim(app, job_id, owner, sent_level)
     if claim.record is None:
         return Outcome.MISSING
-    outcome = JobRun(app, claim.record, owner, claim.token, on_progress).after_claim(claim.result)
+    run = JobRun(app, claim.record, owner, claim.token, on_progress)
+    outcome = run.after_claim(claim.result, claim.slot)
     parent_id = claim.record.parent_id
     if parent_id is not None and outcome.ends_the_job:
         parents.settle(app, parent_id)
@@ -193,14 +200,20 @@ def durable_claim(app: Runtime, job_id: int, owner: str, sent_level: int | None)
     """Claim the job; with replicas, go on only once one has the claim. A claim a failover
     lost would let a second worker claim the job on the new primary and fetch it too: so an
     unconfirmed claim is taken again where the primary is now (by the same owner it is the
-    same claim; if another attempt holds the job there, this one steps aside)."""
-    claim = app.store.claim(job_id, owner, app.settings.lease_seconds, sent_level)
-    if claim.result is not ClaimResult.CLAIMED or not app.durability.needed():
+    same claim; if another attempt holds the job there, this one steps aside). Without
+    replicas the claim also tries for the job's first connection slot (with them, a slot lost
+    with a claim would be nobody's until its lease ran out: the first connection asks)."""
+    lease = app.settings.lease_seconds
+    replicated = app.durability.needed()
+    claim = app.store.claim(
+        job_id, owner, lease, sent_level, None if replicated else app.pacing.ask()
+    )
+    if claim.result is not ClaimResult.CLAIMED or not replicated:
         return claim
     for _ in range(CLAIM_RETAKES):
         if app.durability.settle(f"claim of job {job_id}"):
             break
-        claim = app.store.claim(job_id, owner, app.settings.lease_seconds, sent_level)
+        claim = app.store.claim(job_id, owner, lease, sent_level)
         if claim.result is not ClaimResult.CLAIMED:
             break
     return claim

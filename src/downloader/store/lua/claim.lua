@@ -30,6 +30,31 @@ local function decide(id, owner, lease_ms, sent_level)
   return 'claimed'
 end
 
+-- The first connection slot of a claimed job, taken with its claim when its source's host
+-- has one free now (never waiting in line: the transfer asks again for a refused one).
+-- ARGV[8] the holder ('' none wanted), ARGV[9] the lease (ms), ARGV[10] how long a waiter
+-- counts (ms), ARGV[11] the caps, JSON {host: [cap, requests per second]} with '*' for hosts
+-- not named. Answers {host, take_slot's answer...}, or false.
+local function first_slot(jk, holder)
+  local source = field(jk, 'source')
+  local host = source and host_of(source)
+  if not host then return false end
+  local caps = cjson.decode(ARGV[11])
+  local cap = caps[host] or caps['*']
+  local priority = math.min(math.max(tonumber(field(jk, 'priority')) or 0, 0), 99)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+  local rank = string.format('%.17g', priority * 1e13 + now)
+  local answer = take_slot(host, holder, tonumber(ARGV[9]), cap[1], cap[2], rank,
+                           tonumber(ARGV[10]), false)
+  return {host, unpack(answer)}
+end
+
 local id = ARGV[4]
 local decision = decide(id, ARGV[5], ARGV[6], ARGV[7] or '')
-return {decision, redis.call('HGETALL', key('job', id)), redis.call('GET', key('secret', id))}
+local slot = false
+if decision == 'claimed' and (ARGV[8] or '') ~= '' then
+  slot = first_slot(key('job', id), ARGV[8])
+end
+return {decision, redis.call('HGETALL', key('job', id)), redis.call('GET', key('secret', id)),
+        slot}

@@ -108,3 +108,76 @@ local function move(id, new, cancelled)
   end
   return old
 end
+
+-- A URL's host as Python's urlsplit(url).hostname has it, lower case (nil: not http(s)):
+-- the key of its connection slots. The caller compares it with its own reading.
+local function host_of(url)
+  local netloc = string.match(url, '^[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)')
+  if not netloc then return nil end
+  local hostinfo = string.match(netloc, '^.*@(.*)$') or netloc
+  local host = string.match(hostinfo, '^%[([^%]]*)%]') or string.match(hostinfo, '^[^:]*')
+  if host == '' then return nil end
+  return string.lower(host)
+end
+
+-- Take a connection slot of `host` for `holder` when its cap, its pause, its request rate and
+-- the waiters ranked before `rank` allow. Slots are leases: a holder's entry runs out unless
+-- renewed. `lease` and `patience` (how long a waiter counts) are ms, `rps` requests per
+-- second (0: any), `rank` a number as text (lower first); `queue`: a holder refused for a
+-- full host waits in line. Answers {outcome, slots in use, ms, probe}: outcome 1 taken, 0
+-- full (ms 0), 2 paused for ms (or another connection probes the host after its pause), 3
+-- too many requests lately: try again in ms; probe 1 when the slot taken is the one that
+-- probes the host.
+local function take_slot(host, holder, lease, cap, rps, rank, patience, queue)
+  local slots, waiters = key('host_slots', host), key('host_waiters', host)
+  local waiters_until = key('host_waiters_until', host)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+  local used = redis.call('ZCARD', slots)
+  local pause = redis.call('PTTL', key('host_pause', host))
+  if pause > 0 then return {2, used, pause, 0} end
+  local gone = redis.call('ZRANGEBYSCORE', waiters_until, '-inf', now)
+  if #gone > 0 then
+    redis.call('ZREM', waiters, unpack(gone))
+    redis.call('ZREM', waiters_until, unpack(gone))
+  end
+  local ahead = redis.call('ZCOUNT', waiters, '-inf', '(' .. rank)
+  if used + ahead >= cap then
+    if queue then
+      redis.call('ZADD', waiters, rank, holder)
+      redis.call('ZADD', waiters_until, now + patience, holder)
+      redis.call('PEXPIRE', waiters, patience * 2)
+      redis.call('PEXPIRE', waiters_until, patience * 2)
+    end
+    return {0, used, 0, 0}
+  end
+  local probe = 0
+  if redis.call('EXISTS', key('host_probe', host)) == 1 then
+    local prober = key('host_prober', host)
+    if not redis.call('SET', prober, holder, 'NX', 'PX', 5000) then
+      if redis.call('GET', prober) ~= holder then return {2, used, 500, 0} end
+    end
+    probe = 1
+  end
+  if rps > 0 then
+    local requests = key('host_requests', host)
+    local bucket = redis.call('HMGET', requests, 'tokens', 'at')
+    local room = math.max(1, rps)
+    local tokens = tonumber(bucket[1]) or room
+    local at = tonumber(bucket[2]) or now
+    tokens = math.min(room, tokens + (now - at) * rps / 1000)
+    if tokens < 1 then
+      redis.call('HSET', requests, 'tokens', tostring(tokens), 'at', now)
+      redis.call('PEXPIRE', requests, 60000)
+      return {3, used, math.ceil((1 - tokens) * 1000 / rps), 0}
+    end
+    redis.call('HSET', requests, 'tokens', tostring(tokens - 1), 'at', now)
+    redis.call('PEXPIRE', requests, 60000)
+  end
+  redis.call('ZREM', waiters, holder)
+  redis.call('ZREM', waiters_until, holder)
+  redis.call('ZADD', slots, now + lease, holder)
+  redis.call('PEXPIRE', slots, lease * 2)
+  return {1, used + 1, 0, probe}
+end
