@@ -118,10 +118,8 @@ class JobHooks:
     def check(self, current: int, total: int) -> None:
         """Whether the job must stop; the transfer's watchdog asks every half second (and the
         transfer once more before the rename), so a cancel, a removal or the worker's shutdown
-        is heard whatever the origin's pace. The store is asked at most once per progress
-        interval once the last byte is in: a small file's claim was that look, and a cancel
-        that comes while such a file is being written finds it done (as one a moment later
-        would).
+        is heard whatever the origin's pace: a cancel that comes before the file is in
+        place wins over it.
 
         Raises:
             DownloadJobCancelledException: the job was cancelled, or removed.
@@ -135,17 +133,11 @@ class JobHooks:
         whole = bool(total) and current >= total
         if whole and attempt.pacing is not None:
             attempt.pacing.finishing()
-        now = time.monotonic()
-        if whole and now - self.last_report < attempt.app.settings.progress_interval:
-            # The last byte is in and the store was asked moments ago (by the claim, for a
-            # small file): a cancel since then is one that came after the file was done.
-            standing = Standing.GO_ON
+        self.last_report = time.monotonic()
+        if self.started_published:
+            standing = self.look(lambda: store.report_progress(attempt.job_id, current, total))
         else:
-            self.last_report = now
-            if self.started_published:
-                standing = self.look(lambda: store.report_progress(attempt.job_id, current, total))
-            else:
-                standing = self.look(lambda: store.standing(attempt.job_id))
+            standing = self.look(lambda: store.standing(attempt.job_id))
         if not (whole and standing is Standing.PAUSED):  # a whole file is finished instead
             self.heed(standing)
         if attempt.app.stopping.is_set() and not whole:
