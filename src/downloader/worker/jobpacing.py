@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -83,13 +84,17 @@ class JobPacing:
         """Slots released once the last byte was in, for the job's end to give back."""
         self._ready: tuple[Held, bool] | None = None
         """A slot its claim took for its first connection, and whether it probes the host."""
+        self._tried: Held | None = None
+        """A slot its claim tried for and did not get: its first connection asks as that
+        holder (which may hold the host's probe already)."""
 
     def adopt(self, slot: Held, answer: SlotAnswer, url: str) -> None:
         """Keep the slot the job's claim took (see `SlotAsk`) for its first connection to
         `url`: no round trip of its own. One of a host the script read otherwise than
         `host_of` goes back."""
         if answer.outcome is not SlotOutcome.TAKEN:
-            return  # nothing taken, nobody in line: the first connection asks as usual
+            self._tried = slot  # nobody in line yet: the first connection asks as usual
+            return
         if slot.host != host_of(url):
             self.process.give_back(slot)
             return
@@ -116,16 +121,18 @@ class JobPacing:
         return list(self._ending)
 
     def ended(self, slots: list[Held]) -> None:
-        """The job's end gave `slots` back."""
-        self._ending = [slot for slot in self._ending if slot not in slots]
+        """The job's end gave `slots` back. (In place, one atomic step per slot: a finalizer
+        may add one meanwhile.)"""
+        for slot in slots:
+            with suppress(ValueError):
+                self._ending.remove(slot)
 
     def give_back(self) -> None:
         """Give back now what was left for the end (the attempt goes on, or ends otherwise),
         and a slot its claim took that no connection used."""
         self._finishing = False
-        slots, self._ending = self._ending, []
-        for slot in slots:
-            self.process.give_back(slot)
+        while self._ending:
+            self.process.give_back(self._ending.pop())
         ready, self._ready = self._ready, None
         if ready is not None:  # never used: the attempt ended before its first connection
             self.process.release(ready[0])
@@ -147,7 +154,8 @@ class JobPacing:
             if ready[0].host == host:
                 return ConnectionSlot(self, ready[0], stop, probe=ready[1])
             process.release(ready[0])
-        slot = Held(host, process.holder())
+        tried, self._tried = self._tried, None
+        slot = tried if tried is not None and tried.host == host else Held(host, process.holder())
         rank = self.rank + time.time() * 1000
         counted = False
         try:
