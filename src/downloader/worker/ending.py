@@ -117,7 +117,7 @@ class JobEnd:
         attempt = self.attempt
         self.hooks.store_deferred_start()
         if attempt.keeper is not None:
-            attempt.keeper.done.set()  # before the lease goes, so the renewer does not miss it
+            attempt.keeper.done = True  # before the lease goes, so the renewer does not miss it
         paused = attempt.event(
             ev.DOWNLOAD_PAUSED, source=attempt.source, download_path=attempt.record.download_path
         )
@@ -165,7 +165,7 @@ class JobEnd:
         attempt = self.attempt
         app = attempt.app
         if attempt.keeper is not None:
-            attempt.keeper.done.set()  # before the lease goes, so the renewer does not miss it
+            attempt.keeper.done = True  # before the lease goes, so the renewer does not miss it
         deferred = app.durability.needed() > 0
         paths = [self.reservations.key(path) for path in self.final_paths()]
         slots = attempt.pacing.ending() if attempt.pacing is not None else []

@@ -143,7 +143,7 @@ class JobHooks:
         if attempt.app.stopping.is_set() and not whole:
             raise WorkerStopping  # a download whose last byte is in finishes instead
         keeper = attempt.keeper
-        if keeper is not None and keeper.lost.is_set():
+        if keeper is not None and keeper.lost:
             if keeper.gone:
                 self.gone()
             raise LeaseLost

@@ -23,14 +23,16 @@ log = logging.getLogger(__name__)
 
 
 class Lease:
-    """A job's side of the renewal: set `done` when the attempt ends; `lost` is set by the
+    """A job's side of the renewal: `done` is set when the attempt ends; `lost` by the
     renewer when the lease could not be renewed, `gone` too when the reason is that the job's
-    record is no longer in Redis (no other attempt holds it: it was removed, or lost)."""
+    record is no longer in Redis (no other attempt holds it: it was removed, or lost). Plain
+    flags, one assignment each (nobody waits on them): two `threading.Event`s per job were a
+    lock and a condition each."""
 
     def __init__(self, job_id: int, owner: str) -> None:
         self.job_id, self.owner = job_id, owner
-        self.done = threading.Event()
-        self.lost = threading.Event()
+        self.done = False
+        self.lost = False
         self.gone = False
 
 
@@ -58,7 +60,7 @@ class LeaseRenewer:
     def held(self) -> int:
         """How many leases this process renews now."""
         with self._lock:
-            return sum(not lease.done.is_set() for lease in self._leases.values())
+            return sum(not lease.done for lease in self._leases.values())
 
     def _run(self) -> None:
         while True:  # as long as the process: leases come and go
@@ -71,7 +73,7 @@ class LeaseRenewer:
     def renew(self) -> None:
         """One round: drop the leases whose attempt ended, renew the others."""
         with self._lock:
-            for key in [key for key, lease in self._leases.items() if lease.done.is_set()]:
+            for key in [key for key, lease in self._leases.items() if lease.done]:
                 del self._leases[key]
             leases = list(self._leases.values())
         if not leases:
@@ -80,10 +82,10 @@ class LeaseRenewer:
             [(lease.job_id, lease.owner) for lease in leases], self.lease_seconds
         )
         for lease, renewal in zip(leases, held, strict=True):
-            if renewal is Renewal.HELD or lease.done.is_set():
+            if renewal is Renewal.HELD or lease.done:
                 continue
             lease.gone = renewal is Renewal.GONE
-            lease.lost.set()
+            lease.lost = True
             if not lease.gone:  # a job that is gone is told of by its attempt, which knows why
                 log.warning("job %s: lease lost; another worker may have taken it", lease.job_id)
             with self._lock:

@@ -133,8 +133,8 @@ class JobRun:
                 return self.run(session_for(self.app, self.record))
         finally:
             self.pacing.give_back()  # what an end that did not come would have
-            if not keeper.done.is_set():  # the end, which releases it, did not come
-                keeper.done.set()
+            if not keeper.done:  # the end, which releases it, did not come
+                keeper.done = True
                 self.app.store.release(self.job_id, self.attempt.owner)
 
     def run(self, session: requests.Session) -> Outcome:
