@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import cached_property
+from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from downloader.jobs.models import DownloadJob, DownloadJobStatus, MultiFileDownloadJob
 from downloader.jobs.record import JobRecord, utcnow
 from downloader.store.base import BATCH, StoreBase
 from downloader.store.keys import CANCELLED, STATUSES, celery_priority
-from downloader.store.scripts import source
+from downloader.store.scripts import load
 
 
 class JobRecords(StoreBase):
@@ -55,6 +58,10 @@ class JobRecords(StoreBase):
         last = int(self.redis.incrby(self.keys.next_id, count))
         return list(range(last - count, last))
 
+    @cached_property
+    def _create(self) -> Script:
+        return load(self.redis, "create")
+
     def create(
         self,
         queue_id: str,
@@ -65,20 +72,22 @@ class JobRecords(StoreBase):
     ) -> None:
         """Write new jobs with their index entries, in pipelined batches.
 
-        One round trip per `BATCH` jobs. Each batch is one transaction that also names the
-        queue in the set of queue names: a removal that empties the queue meanwhile (and
-        retires its name, see `lua/retire.lua`) can never leave these jobs on an unnamed
-        queue. A single job's record gets the broker level of its priority (`level`). The
-        batch's records go to `lua/create.lua` as one JSON argument: packing some twenty
-        arguments per record's HSET was a quarter of a batch enqueue's client time.
+        One round trip per `BATCH` jobs. Each batch is one script call (atomic, as a
+        transaction) that also names the queue in the set of queue names: a removal that
+        empties the queue meanwhile (and retires its name, see `lua/retire.lua`) can never
+        leave these jobs on an unnamed queue. A single job's record gets the broker level
+        of its priority (`level`). The batch's records go to `lua/create.lua` as one JSON
+        argument: packing some twenty arguments per record's HSET was a quarter of a batch
+        enqueue's client time.
 
         Args:
             queue_id: the queue of every record; set on each, with its creation time.
             records: the new jobs, each with its own `id` (see `new_ids`).
             access_token: every job's token, or
             access_tokens: one token per job id. A token is kept under a key of its own.
-            then: adds its own commands for a batch's records to the batch's transaction
-                (the broker messages that queue them, so that they exist with them).
+            then: adds its own commands for a batch's records to the pipeline it is given,
+                which the batch's script runs after the records (the broker messages that
+                queue them, so that they exist with them); their replies are not read.
         """
         now = utcnow()
         batch: list[JobRecord] = []
@@ -109,32 +118,36 @@ class JobRecords(StoreBase):
         then: Callable[[redis.client.Pipeline, list[JobRecord]], None] | None,
         batch: list[JobRecord],
     ) -> None:
-        """Send one batch of `create` in one transaction: its records, their index entries,
-        the queue's name and the marker (one script call), the tokens, and what `then` adds
-        for the batch's records. Empties the lists."""
+        """Send one batch of `create` as one script call: its records, their index entries,
+        the queue's name and the marker, then the tokens and the commands `then` adds for
+        the batch's records, run by the script after the records. Empties the lists.
+
+        `then` adds its commands to a pipeline that is never sent: the script runs them, so
+        a batch is one command and one reply however many it holds (a transaction of the
+        same commands cost a single `download()` twice the client time, in redis-py's
+        packing and reading of each command and reply, MULTI and EXEC).
+        """
         keys = self.keys
-        pipe = self.redis.pipeline(transaction=True)
-        # The script's text rather than its SHA: a pipeline holding a registered script asks
-        # Redis `SCRIPT EXISTS` before each execute, a round trip of its own (a third of a
-        # single `download()`'s client time); Redis finds the compiled script by the text's
-        # hash, and the text is 1.6 KB.
-        pipe.eval(
-            source("create"),
-            3,
-            keys.queue_jobs(queue_id),
-            keys.queues,
-            keys.marker,
-            keys.job(""),
-            keys.queue_status(queue_id, ""),
-            queue_id,
-            uuid.uuid4().hex,
-            json.dumps(rows, separators=(",", ":")),
-        )
+        extra = self.redis.pipeline(transaction=False)
         for job_id, token in tokens:
-            pipe.set(keys.secret(job_id), token)
+            extra.set(keys.secret(job_id), token)
         if then is not None and batch:
-            then(pipe, batch)
-        pipe.execute()
+            then(extra, batch)
+        words: list[Any] = []
+        for command, _ in extra.command_stack:
+            words.append(len(command))
+            words.extend(command)
+        self._create(
+            keys=[keys.queue_jobs(queue_id), keys.queues, keys.marker],
+            args=[
+                keys.job(""),
+                keys.queue_status(queue_id, ""),
+                queue_id,
+                uuid.uuid4().hex,
+                json.dumps(rows, separators=(",", ":")),
+                *words,
+            ],
+        )
         rows.clear()
         tokens.clear()
         batch.clear()
