@@ -185,16 +185,19 @@ class JobRecords(StoreBase):
             found.extend(JobRecord.from_hash(raw) for raw in pipe.execute() if raw)
         return found
 
+    @cached_property
+    def _missing(self) -> Script:
+        return load(self.redis, "missing")
+
     def missing(self, job_ids: Iterable[int]) -> set[int]:
-        """Which of these jobs have no record, in pipelined batches of EXISTS."""
+        """Which of these jobs have no record: one script call per `BATCH` ids, so that a
+        client's look at its followed jobs (`client.listener`) costs one command and a short
+        reply, not an EXISTS and its reply per job."""
         ids = list(job_ids)
         gone: set[int] = set()
         for start in range(0, len(ids), BATCH):
-            pipe = self.redis.pipeline(transaction=False)
-            batch = ids[start : start + BATCH]
-            for job_id in batch:
-                pipe.exists(self.keys.job(job_id))
-            gone.update(i for i, found in zip(batch, pipe.execute(), strict=True) if not found)
+            found = self._missing(args=[self.keys.job(""), *ids[start : start + BATCH]])
+            gone.update(int(job_id) for job_id in found)
         return gone
 
     def queue_ids(self, queue_id: str) -> list[int]:
