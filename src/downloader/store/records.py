@@ -70,7 +70,7 @@ class JobRecords(StoreBase):
         access_tokens: Mapping[int, str] | None = None,
         then: Callable[[redis.client.Pipeline, list[JobRecord]], None] | None = None,
     ) -> None:
-        """Write new jobs with their index entries, in pipelined batches.
+        """Write new jobs with their index entries, a batch at a time.
 
         One round trip per `BATCH` jobs. Each batch is one script call (atomic, as a
         transaction) that also names the queue in the set of queue names: a removal that
