@@ -122,10 +122,12 @@ class JobRecords(StoreBase):
         the queue's name and the marker, then the tokens and the commands `then` adds for
         the batch's records, run by the script after the records. Empties the lists.
 
-        `then` adds its commands to a pipeline that is never sent: the script runs them, so
-        a batch is one command and one reply however many it holds (a transaction of the
-        same commands cost a single `download()` twice the client time, in redis-py's
-        packing and reading of each command and reply, MULTI and EXEC).
+        `then` adds its commands to a pipeline that is never sent (read back from redis-py's
+        `command_stack`, the commands a pipeline holds): the script runs them, so a batch is
+        one command and one reply however many it holds. A transaction of the same commands
+        (MULTI, each command packed and its reply read by redis-py, EXEC) cost a single
+        `download()` a fifth more client time, and redis-py asked `SCRIPT EXISTS` before
+        each, a round trip of its own.
         """
         keys = self.keys
         extra = self.redis.pipeline(transaction=False)
