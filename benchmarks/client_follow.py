@@ -5,6 +5,7 @@ Not a test: prints figures (the numbers in benchmarks/README.md).
 
     python benchmarks/client_follow.py [--jobs 500] [--repeats 2] [--py-spy FILE]
     python benchmarks/client_follow.py --no-workers [--jobs 3000] [--repeats 3]
+    python benchmarks/client_follow.py --listener-only [--jobs 2000] [--repeats 3]
 
 Per repeat it prints, per job: the client process's CPU (`getrusage`, every thread: the
 caller's and the listener's), the caller's thread alone (`download()` and `wait_for_job`;
@@ -13,7 +14,11 @@ service (what an enqueue-only caller pays: the `download()` calls alone). The li
 thread's own CPU comes from /proc (Linux). `--py-spy FILE`
 records this process (`py-spy record --gil --format raw`) during the followed runs and prints
 where its GIL-holding samples went. `--no-workers` times `download()` alone, the jobs left
-waiting, for a following and a `follow=False` service in turn. Run it with
+waiting, for a following and a `follow=False` service in turn. `--listener-only` measures
+the listener thread alone, away from the workers' noise: jobs queued with no worker, whose
+start and end a child process publishes as a small file's are (`download_started` and
+`download_complete` in one round trip, on the client's and the queue's channels, 2 ms
+apart), waited for with `wait_for_job`. Run it with
 `PYTHONPATH=<other checkout>/src` to measure another commit's client the same way (the
 workers run that code too).
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import multiprocessing
 import os
 import resource
 import shutil
@@ -40,6 +46,8 @@ from benchmarks.bench.processes import Processes
 from benchmarks.bench.workers import workers
 from benchmarks.jobpath import make_context
 from downloader import DownloadJobStatus, DownloadQueueService
+from downloader.jobs import events as ev
+from downloader.store.bus import EventPublisher
 
 # Where a GIL-holding sample of the client goes: the first group any frame matches.
 PROFILE_GROUPS = (
@@ -161,18 +169,97 @@ def download_loop(url: str, jobs: int, work: Path, follow: bool) -> str:
     )
 
 
+def publish_small_files(url: str, namespace: str, follower: str, ids: list[int]) -> None:
+    """Each job's start and end as a worker publishes a small file's (one round trip), 2 ms
+    apart (in a child process: its CPU is not the client's)."""
+    import redis
+
+    publisher = EventPublisher(redis.Redis.from_url(url), namespace)
+    for job_id in ids:
+        now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+        source, path = f"http://127.0.0.1:9/f{job_id}.bin", f"/tmp/f{job_id}.bin"
+        started = publisher.prepare(
+            ev.DOWNLOAD_STARTED,
+            "default",
+            job_id,
+            follower,
+            source=source,
+            download_path=path,
+            job_started=now,
+            current_bytes=65536,
+            total_bytes=65536,
+            content_type="application/octet-stream",
+            etag='"6554a1b2-10000"',
+            final_url=source,
+            job_sequence=job_id,
+            attempts=1,
+        )
+        ended = publisher.prepare(
+            ev.DOWNLOAD_COMPLETE,
+            "default",
+            job_id,
+            follower,
+            source=source,
+            download_path=path,
+            total_bytes=65536,
+            current_bytes=65536,
+            attempts=1,
+            job_ended=now,
+        )
+        publisher.announce([started, ended])
+        time.sleep(0.002)
+
+
+def listener_loop(url: str, jobs: int, work: Path) -> str:
+    """`jobs` followed jobs, no worker; their events from `publish_small_files`: the CPU of
+    the listener thread (and of the waiting caller) per job."""
+    saved = dict(os.environ)
+    os.environ["DOWNLOADER_NAMESPACE"] = namespace = f"cf-{uuid.uuid4().hex[:8]}"
+    try:
+        service = DownloadQueueService(start_worker=False, redis_url=url)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        made = [service.download(f"http://127.0.0.1:9/f{i}.bin", work) for i in range(jobs)]
+        listener0, thread0 = listener_cpu(service), time.thread_time()
+        child = multiprocessing.get_context("spawn").Process(
+            target=publish_small_files,
+            args=(url, namespace, service._live.client_id, [job.id for job in made]),
+        )
+        child.start()
+        for job in made:
+            service.wait_for_job(job, timeout=120)
+        listener, thread = listener_cpu(service) - listener0, time.thread_time() - thread0
+        child.join(30)
+        if any(job.status is not DownloadJobStatus.COMPLETED for job in made):
+            raise RuntimeError("a job did not end as its events said")
+    finally:
+        service.close()
+    return (
+        f"listener thread {listener / jobs * 1000:.3f} ms,"
+        f" caller waiting {thread / jobs * 1000:.3f} ms per job"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--py-spy", type=Path, default=None)
     parser.add_argument("--no-workers", action="store_true")
+    parser.add_argument("--listener-only", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dl-clientfollow-"))
     procs = Processes([work])
     (work / "logs").mkdir()
     try:
         url, _ = floor.start_redis(procs, work)
+        if args.listener_only:
+            for _ in range(args.repeats):
+                line = listener_loop(url, args.jobs, work)
+                print(f"{line} (load {os.getloadavg()[0]:.1f})", flush=True)
+            return 0
         if args.no_workers:
             for _ in range(args.repeats):
                 for follow in (True, False):

@@ -245,12 +245,12 @@ class Enqueuer:
         records: Sequence[JobRecord],
         tokens: Mapping[int, str],
     ) -> bool:
-        """Write the records and their broker messages in the same transactions, a batch at
+        """Write the records and their broker messages in the same script call, a batch at
         a time, when nothing has to come between them: no path to reserve first, no replica
         to confirm the records before a worker may start. Answers whether it did.
 
         A job then never exists without its message, nor a message without its job, and a
-        batch costs one round trip.
+        batch costs one round trip: a single `download()` is one command to Redis.
         """
         runtime = self._runtime()
         dispatcher = runtime.pipelined(queue_id)

@@ -5,7 +5,10 @@
 -- KEYS[1] the queue's jobs, KEYS[2] the queue names, KEYS[3] the marker.
 -- ARGV[1] the prefix of a job's key, ARGV[2] the prefix of the queue's status indexes,
 -- ARGV[3] the queue id, ARGV[4] a marker value, ARGV[5] the records: a JSON array of
--- [id, status, field, value, field, value, ...], every item a string (values are JSON texts).
+-- [id, status, field, value, field, value, ...], every item a string (values are JSON texts);
+-- ARGV[6] on: the commands to run after the records (the tokens, the broker messages that
+-- queue the jobs), each as its number of words, then its words (each command unpacked whole:
+-- a batch's LPUSH of 1,000 messages, its ZADD of 1,000 notes, are well within Lua's ~8,000).
 -- Answers the number of records written.
 local records = cjson.decode(ARGV[5])
 local all, by_status = {}, {}
@@ -34,4 +37,11 @@ if #all > 0 then zadd(KEYS[1], all) end
 for status, members in pairs(by_status) do zadd(ARGV[2] .. status, members) end
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[3], ARGV[4], 'NX')
+
+local word = 6
+while word <= #ARGV do
+  local count = tonumber(ARGV[word])
+  redis.call(unpack(ARGV, word + 1, word + count))
+  word = word + count + 1
+end
 return #records
