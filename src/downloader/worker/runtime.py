@@ -53,7 +53,8 @@ class Dispatcher(Protocol):
 @runtime_checkable
 class PipelineDispatcher(Protocol):
     """A dispatcher whose messages are Redis commands of the job store's own Redis, so a
-    batch's records and messages can go in one transaction (`JobStore.create`'s `then`)."""
+    batch's records and messages can go in one atomic script call (`JobStore.create`'s
+    `then`)."""
 
     def declare(self, queue_ids: set[str]) -> None:
         """Make ready, once, whatever the queues' messages need besides themselves."""
@@ -146,7 +147,7 @@ class Runtime:
         )
 
     def pipelined(self, queue_id: str) -> PipelineDispatcher | None:
-        """The dispatcher of `queue_id` if its messages can share the records' transaction,
+        """The dispatcher of `queue_id` if its messages can share the records' script call,
         and no replica must confirm the records first (see `Enqueuer`)."""
         dispatcher = self.dispatcher_for(queue_id)
         if not isinstance(dispatcher, PipelineDispatcher) or self.durability.needed():
