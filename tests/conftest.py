@@ -25,6 +25,7 @@ import downloader
 from downloader import DownloadQueueService
 from tests.children import popen
 from tests.origin import Origin
+from tests.redis_server import RedisServer
 
 MACHINE_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -203,3 +204,24 @@ def spawn_worker(
         worker.terminate()
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+def private() -> Iterator[RedisServer]:
+    """A redis-server of the test's own: its command counts, channels and clients are the
+    test's (a module that wants it for everything overrides `redis_url` with its URL)."""
+    with RedisServer() as server:
+        yield server
+
+
+def stock_celery_worker(log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A stock `celery worker` of the project's app (no `downloader worker` around it), its
+    output to `log`: the messages this project writes itself must be Celery's own to it.
+    Terminate it."""
+    command = [sys.executable, "-m", "celery", "-A", "downloader.celery_app:app", "worker"]
+    return popen(
+        [*command, "-P", "threads", "-c", "4", "-n", "stock@%h", "-l", "info"],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )

@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +18,7 @@ from downloader.celery_app import create_app
 from downloader.celery_app.dispatch import dispatch_task_id
 from downloader.config import Settings
 from downloader.store.keys import celery_priority
-from tests.children import popen
-from tests.conftest import cli_env
+from tests.conftest import cli_env, stock_celery_worker
 from tests.origin import Origin
 
 IDS = (("headers", "id"), ("headers", "root_id"), ("properties", "correlation_id"))
@@ -80,13 +77,7 @@ def test_stock_celery_worker_runs_a_batch(
         [{"source": origin.url(f"/files/{name}"), "dest": dest / name} for name in digests]
     )
     log = tmp_path / "celery.log"
-    command = [sys.executable, "-m", "celery", "-A", "downloader.celery_app:app", "worker"]
-    worker = popen(
-        [*command, "-P", "threads", "-c", "4", "-n", "stock@%h", "-l", "info"],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=cli_env(namespace, redis_url),
-    )
+    worker = stock_celery_worker(log, cli_env(namespace, redis_url))
     try:
         for job in jobs:
             service.wait_for_job(job, timeout=120)

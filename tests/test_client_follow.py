@@ -5,7 +5,7 @@ as its record says; a listener that redis-py reconnects asks the store what it m
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,12 +14,6 @@ from downloader import DownloadJob, DownloadJobStatus, DownloadQueueService
 from downloader.store.keys import Keys
 from tests.origin import Origin
 from tests.redis_server import RedisServer
-
-
-@pytest.fixture
-def private() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ declared, a bounded number of them."""
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,19 +17,12 @@ from downloader import DownloadJob, DownloadJobStatus, DownloadQueueService
 from downloader.celery_app import create_app, dispatch
 from downloader.config import Settings
 from downloader.store.keys import Keys, celery_priority
-from tests.children import popen
-from tests.conftest import cli_env
+from tests.conftest import cli_env, stock_celery_worker
 from tests.origin import Origin
 from tests.redis_server import RedisServer
 
 ROUND_TRIPS = ("evalsha", "eval", "multi", "exec", "script")
 """The commands whose calls say how a job was written: scripts and transactions."""
-
-
-@pytest.fixture
-def private() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture
@@ -94,13 +85,7 @@ def test_a_download_is_one_script_call_that_a_stock_worker_runs(
         for name in ("s4.bin", "s5.bin")
     ]
     log = tmp_path / "celery.log"
-    command = [sys.executable, "-m", "celery", "-A", "downloader.celery_app:app", "worker"]
-    worker = popen(
-        [*command, "-P", "threads", "-c", "4", "-n", "stock@%h", "-l", "info"],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=cli_env(namespace, redis_url),
-    )
+    worker = stock_celery_worker(log, cli_env(namespace, redis_url))
     try:
         for job in mine:
             followed.wait_for_job(job, timeout=120)
