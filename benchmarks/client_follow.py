@@ -146,22 +146,13 @@ def summarise(path: Path) -> str:
 
 def download_loop(url: str, jobs: int, work: Path, follow: bool) -> str:
     """`jobs` calls of `download()` on a fresh namespace of `url` with no worker: CPU each."""
-    saved = dict(os.environ)
-    os.environ["DOWNLOADER_NAMESPACE"] = f"cf-{uuid.uuid4().hex[:8]}"
-    try:
-        service = DownloadQueueService(start_worker=False, redis_url=url, follow=follow)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    try:
+    with queue_client(url, f"cf-{uuid.uuid4().hex[:8]}", follow=follow) as service:
         for i in range(100):  # connections, the queue declared, the id blocks grown
             service.download(f"http://127.0.0.1:9/warm{i}.bin", work)
         cpu0, thread0 = process_cpu(), time.thread_time()
         for i in range(jobs):
             service.download(f"http://127.0.0.1:9/f{i}.bin", work)
         cpu, thread = process_cpu() - cpu0, time.thread_time() - thread0
-    finally:
-        service.close()
     kind = "followed" if follow else "follow=False"
     return (
         f"{kind} download(), no workers: process CPU {cpu / jobs * 1000:.2f} ms,"
@@ -213,14 +204,8 @@ def publish_small_files(url: str, namespace: str, follower: str, ids: list[int])
 def listener_loop(url: str, jobs: int, work: Path) -> str:
     """`jobs` followed jobs, no worker; their events from `publish_small_files`: the CPU of
     the listener thread (and of the waiting caller) per job."""
-    saved = dict(os.environ)
-    os.environ["DOWNLOADER_NAMESPACE"] = namespace = f"cf-{uuid.uuid4().hex[:8]}"
-    try:
-        service = DownloadQueueService(start_worker=False, redis_url=url)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    try:
+    namespace = f"cf-{uuid.uuid4().hex[:8]}"
+    with queue_client(url, namespace) as service:
         made = [service.download(f"http://127.0.0.1:9/f{i}.bin", work) for i in range(jobs)]
         listener0, thread0 = listener_cpu(service), time.thread_time()
         child = multiprocessing.get_context("spawn").Process(
@@ -234,8 +219,6 @@ def listener_loop(url: str, jobs: int, work: Path) -> str:
         child.join(30)
         if any(job.status is not DownloadJobStatus.COMPLETED for job in made):
             raise RuntimeError("a job did not end as its events said")
-    finally:
-        service.close()
     return (
         f"listener thread {listener / jobs * 1000:.3f} ms,"
         f" caller waiting {thread / jobs * 1000:.3f} ms per job"
