@@ -4,14 +4,21 @@ as its record says; a listener that redis-py reconnects asks the store what it m
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from downloader import DownloadJob, DownloadJobStatus, DownloadQueueService
+from downloader.config import Settings
+from downloader.store.bus import RESUBSCRIBED, Subscription
+from downloader.store.connection import RedisTarget
 from downloader.store.keys import Keys
+from downloader.store.pushes import plain_socket
 from tests.origin import Origin
 from tests.redis_server import RedisServer
 
@@ -86,3 +93,47 @@ def test_a_listener_reconnected_by_redis_py_finishes_a_job_that_ended_unheard(
 
     service.wait_for_job(job, timeout=30)
     assert job.status == DownloadJobStatus.COMPLETED and completed == [job]
+
+
+def test_a_clients_channel_read_off_its_socket_gets_every_event_whole_and_in_order(
+    private: RedisServer,
+) -> None:
+    """A burst larger than one read (events cut across reads), a health check's answer among
+    them, then the connection killed: every event arrives once, in order, and the
+    subscription comes back by itself, saying so, and hears what follows."""
+    client = RedisTarget(private.url, Settings()).riding_client()  # as a client's own
+    keys = Keys("follow-test")
+    channel = keys.client_channel("c1")
+    subscription = Subscription(client, "follow-test", poll=0.2, client_channel=channel)
+    assert plain_socket(subscription.pubsub) is not None  # read off the socket, not by redis-py
+    events = subscription.__iter__()
+    pad = "x" * 3000  # 400 events of ~3 KB: some 20 reads of `pushes.READ_SIZE`
+    for first in (0, 200):
+        pipe = client.pipeline(transaction=False)
+        for n in range(first, first + 200):
+            pipe.publish(channel, json.dumps({"event": "e", "n": n, "pad": pad}))
+        pipe.execute()
+        if first == 0:
+            subscription.pubsub.ping()  # its answer comes among the events and is not one
+
+    heard = [payload["n"] for payload in take(events, 400)]
+    assert heard == list(range(400))
+
+    for info in client.client_list(_type="pubsub"):
+        client.client_kill_filter(_id=info["id"])
+    assert next(payload for payload in events if payload is not None) == {"event": RESUBSCRIBED}
+    client.publish(channel, json.dumps({"event": "after", "n": 400}))
+    assert [payload["n"] for payload in take(events, 1)] == [400]
+    subscription.close()
+
+
+def take(events: Iterator[dict[str, Any] | None], count: int) -> list[dict[str, Any]]:
+    """The next `count` events (quiet polls skipped), failing after 20 s of nothing."""
+    taken: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 20
+    while len(taken) < count:
+        assert time.monotonic() < deadline, f"heard {len(taken)} of {count}"
+        payload = next(events)
+        if payload is not None:
+            taken.append(payload)
+    return taken

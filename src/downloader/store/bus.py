@@ -30,6 +30,7 @@ import redis
 
 from downloader.store.base import BATCH
 from downloader.store.keys import Keys
+from downloader.store.pushes import plain_socket, read_pushes
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,8 @@ class Subscription:
     The constructor returns once Redis has confirmed the subscription, so an event published
     after it cannot be missed. Iterating yields None every `poll` seconds of quiet, which lets
     a consumer notice that it should stop without a second thread. A client's subscription
-    yields `RESUBSCRIBED` when redis-py has reconnected it.
+    is read off its socket where it can be (`store.pushes`), and yields `RESUBSCRIBED` when
+    redis-py has reconnected it.
     """
 
     def __init__(
@@ -164,6 +166,16 @@ class Subscription:
 
     def __iter__(self) -> Iterator[dict[str, Any] | None]:
         while True:
+            sock = plain_socket(self.pubsub) if self._own else None
+            if sock is not None:
+                # A client's own channel is read off its socket (see `pushes`). A dropped
+                # connection is left to redis-py: the read below connects and subscribes
+                # again (then yields RESUBSCRIBED), or raises once its retries are spent.
+                try:
+                    for data in read_pushes(self.pubsub, sock, self.poll):
+                        yield None if data is None else json.loads(data)
+                except redis.ConnectionError:
+                    self.pubsub.connection.disconnect()
             message = self.pubsub.get_message(timeout=self.poll)
             if message is None:
                 yield None
