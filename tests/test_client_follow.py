@@ -137,3 +137,25 @@ def take(events: Iterator[dict[str, Any] | None], count: int) -> list[dict[str, 
         if payload is not None:
             taken.append(payload)
     return taken
+
+
+def test_a_quiet_clients_channel_is_health_checked_once_per_interval(
+    private: RedisServer,
+) -> None:
+    """Read off the socket, a quiet subscription still sends redis-py's health check (a PING
+    once its interval passes with nothing read), once per interval, not once per poll, and
+    its answer never shows as an event."""
+    client = RedisTarget(private.url, Settings()).client(health_check_interval=1)
+    channel = Keys("follow-test").client_channel("c2")
+    subscription = Subscription(client, "follow-test", poll=0.05, client_channel=channel)
+    assert plain_socket(subscription.pubsub) is not None
+    private.client().config_resetstat()
+    events = subscription.__iter__()
+    started = time.monotonic()
+    while time.monotonic() - started < 3.2:  # some 60 quiet polls, 3 intervals
+        assert next(events) is None
+    pings = private.client().info("commandstats").get("cmdstat_ping", {}).get("calls", 0)
+    assert 1 <= pings <= 4
+    client.publish(channel, json.dumps({"event": "after"}))
+    assert take(events, 1) == [{"event": "after"}]
+    subscription.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,19 +49,25 @@ def plain_socket(pubsub: PubSub) -> socket.socket | None:
 
 def read_pushes(pubsub: PubSub, sock: socket.socket, poll: float) -> Iterator[Any | None]:
     """Each message's data (bytes) as it arrives on `sock`, and None after each quiet `poll`
-    seconds. The health check of redis-py's connection still goes out when it is due (its
-    answer is dropped here); subscription confirmations are dropped too.
+    seconds. The connection's health check goes out as redis-py sends it, a PING once its
+    interval passes with nothing read (a connection dead without a word then fails on the
+    write); its answer is dropped here, as are subscription confirmations.
 
     Raises:
         redis.ConnectionError: the connection closed or failed; subscribe again.
     """
+    connection = pubsub.connection
+    interval = getattr(connection, "health_check_interval", 0) or 0
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     reader = hiredis.Reader()
     wait_ms = int(poll * 1000)
+    check_at = time.monotonic() + interval
     while True:
         try:
-            pubsub.check_health()  # a PING when the connection's health check is due
+            if interval and time.monotonic() > check_at:
+                connection.send_command("PING", PubSub.HEALTH_CHECK_MESSAGE, check_health=False)
+                check_at = time.monotonic() + interval
             if not poller.poll(wait_ms):
                 yield None
                 continue
@@ -69,6 +76,7 @@ def read_pushes(pubsub: PubSub, sock: socket.socket, poll: float) -> Iterator[An
             raise redis.ConnectionError(f"the event subscription failed: {exc}") from exc
         if not data:
             raise redis.ConnectionError("Redis closed the event subscription")
+        check_at = time.monotonic() + interval
         reader.feed(data)
         while (reply := reader.gets()) is not False:
             if isinstance(reply, Exception):
