@@ -7,10 +7,11 @@ jobs hears two messages per small file, so that was a third of what following a 
 Here the socket is polled once per wake-up and every message that arrived is parsed by one
 `hiredis.Reader`, as redis-py's own C parser does.
 
-Only a plain TCP or Unix socket (RESP2 or RESP3: a message is the same array) is read this way (`plain_socket`): a TLS
-socket may hold decrypted bytes that a poll does not see, so it stays with redis-py. A
-dropped connection is not reconnected here: it raises `redis.ConnectionError`, and the
-caller hands the connection back to redis-py, which connects and subscribes again.
+Only a plain TCP or Unix socket is read this way (`plain_socket`; RESP2 or RESP3, where a
+message is the same array): a TLS socket may hold decrypted bytes that a poll does not see,
+so it stays with redis-py. A dropped connection is not reconnected here: it raises
+`redis.ConnectionError`, and the caller hands the connection back to redis-py, which
+connects and subscribes again.
 """
 
 from __future__ import annotations
