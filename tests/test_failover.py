@@ -354,3 +354,25 @@ def test_a_command_the_failover_cut_off_is_sent_again_to_the_new_primary(
     waiting.join(60)
     assert answers == [None], answers  # BLPOP timed out on the new primary: no error
     assert client.connection_pool.get_master_address()[1] == new.port
+
+
+def test_with_a_replica_a_small_files_start_is_stored_before_its_body(
+    replication: Replication, origin: Origin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where writes wait for a replica, a small file's start is not held for its end: an end
+    lost with a primary that died first would take the start along, and the next run would
+    fetch the file whole again. Its body stalled after 1 KiB (and no stall noticed for a
+    minute), the job's record already names the file, on the replica too."""
+    monkeypatch.setenv("DOWNLOADER_REDIS_MIN_REPLICAS", "1")
+    data = os.urandom(64 * KiB)
+    origin.add("small.bin", data)
+    with DownloadQueueService(redis_url=replication.url, max_parallel_dl=1) as service:
+        job = service.download(origin.url("/files/small.bin?stall=1024"), tmp_path)
+        replica = replication.replica().client()
+        key = service.app.keys.job(job.id)
+        wait_until(lambda: replica.hget(key, "download_path"), 30, "the start on the replica")
+        assert [r.ended for r in origin.gets("/files/small.bin")] == [None]  # still stalled
+        assert replica.hget(key, "status") == b'"running"'
+        service.cancel_job(job)
+        service.wait_for_job(job, timeout=60)
+    assert job.status.value == "error" and job.cancelled

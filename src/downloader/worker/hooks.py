@@ -60,8 +60,12 @@ class JobHooks:
         """`started`, from inside the transfer: a start Redis cannot take yet is stored with
         the job's end instead (`ending`), and no progress goes out before it. So is the start
         of a file of at most one read (the lean path): its end follows within a read, and
-        one round trip stores and publishes both."""
-        if result.total_bytes and result.total_bytes <= self.small:
+        one round trip stores and publishes both. Not where writes wait for a replica: an
+        end lost with a primary that died before the replica had it would also lose the
+        start, and the job's next run, not knowing its file, would fetch it whole again
+        rather than ask whether the file it finds is still current."""
+        lean = not self.attempt.app.durability.needed()
+        if lean and result.total_bytes and result.total_bytes <= self.small:
             self.attempt.record.download_path = result.download_path  # the end releases it
             self.attempt.record.etag = result.etag
             self.deferred = result
