@@ -28,6 +28,7 @@ from .config import (
     MiB,
 )
 from .context import Context
+from .measure import ratio
 from .table import markdown_table
 from .tools import tool_version
 
@@ -66,6 +67,7 @@ GOALS: list[tuple[str, str, str, str, float]] = [
         round(0.4 * GET_FIXED_COST_BEFORE_S, 3),
     ),
     ("big-file get / curl", "7 get/curl", "c7_get_vs_curl", ">=", 0.9),
+    ("big-file get / (curl + fsync)", "7 get/synced", "c7_get_vs_curl_synced", ">=", 0.9),
     ("multi-file, largest job / smallest, parts/s", "8 big/small", "c8_large_vs_small", ">=", 0.8),
     ("multi-file, largest job / single jobs", "8 multi/single", "c8_large_vs_singles", ">=", 0.8),
     ("queue reads, huge queue / small, worst", "9 reads", "c9_worst_ratio", "<=", 2.0),
@@ -123,6 +125,7 @@ def figures(cases: dict[str, Any]) -> dict[str, float | None]:
         "c6_help_s": c6.get("downloader --help", {}).get("median_s"),
         "c6_get_tiny_s": c6.get("get of 1 KiB", {}).get("median_s"),
         "c7_get_vs_curl": c7.get("get (default)", {}).get("ratio_to_curl"),
+        "c7_get_vs_curl_synced": ratio(c7.get("get (default)"), c7.get("curl + fsync")),
         "c8_large_vs_small": c8.get("largest_vs_smallest"),
         "c8_large_vs_singles": c8.get("largest_vs_singles"),
         "c9_worst_ratio": max(c9) if c9 else None,

@@ -108,6 +108,24 @@ def curl_fetch(ctx: Context) -> Fetcher:
     return fetch
 
 
+def curl_synced_fetch(ctx: Context) -> Fetcher:
+    """curl, then an `fsync` of its file, timed together: the durability a `get` has (its file
+    is on disk before it gets its name), which plain curl does not wait for."""
+    curl = curl_fetch(ctx)
+
+    def fetch(url: str, dest: Path) -> Sample:
+        started = time.perf_counter()
+        curl(url, dest)
+        fd = os.open(dest / url.rsplit("/", 1)[1], os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return Sample(time.perf_counter() - started)
+
+    return fetch
+
+
 def aria2_args(ctx: Context, dest: Path) -> list[str]:
     return [
         str(ctx.tools["aria2c"]),

@@ -83,7 +83,8 @@ def read_pushes(pubsub: PubSub, sock: socket.socket, poll: float) -> Iterator[An
             if isinstance(reply, Exception):
                 raise redis.ConnectionError(f"the event subscription failed: {reply}")
             if not isinstance(reply, list) or not reply:
-                continue  # the answer to a health check's PING
+                continue  # RESP3's answer to a health check's PING
+            # RESP2's answer to it (`pong`) and subscription confirmations are not events.
             if reply[0] == b"message":
                 yield reply[2]
             elif reply[0] == b"pmessage":
