@@ -87,13 +87,18 @@ class EventLog:
 
 def follow_sse(url: str, log: EventLog, stop: threading.Event) -> None:
     """Read the API's event stream; a stream the API ends is opened again (as a browser's
-    EventSource does), which the test counts as a failure of the shared subscription."""
+    EventSource does), which the test counts as a failure of the shared subscription. The
+    API stopped at the test's end cuts the stream: that is its end, not an error."""
     with requests.get(url, stream=True, timeout=120) as stream:
-        for line in stream.iter_lines(decode_unicode=True):
-            if stop.is_set():
-                return
-            if line.startswith("data: "):
-                log.add(json.loads(line[6:]))
+        try:
+            for line in stream.iter_lines(decode_unicode=True):
+                if stop.is_set():
+                    return
+                if line.startswith("data: "):
+                    log.add(json.loads(line[6:]))
+        except requests.RequestException:
+            if not stop.is_set():
+                raise
 
 
 def follow_cli(process: subprocess.Popen[str], log: EventLog) -> None:
