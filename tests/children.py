@@ -22,3 +22,16 @@ def default_signals() -> None:
 def popen(args: Any, **options: Any) -> subprocess.Popen[Any]:
     """`subprocess.Popen` with `default_signals` in the child."""
     return subprocess.Popen(args, preexec_fn=default_signals, **options)
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 15 s: a process whose Redis the test stopped first would
+    retry it, and on a loaded machine an orderly exit can take longer than a test should
+    wait (Flower waits for its inspect broadcasts: a second when idle). The callers' tests
+    are not about the exit."""
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

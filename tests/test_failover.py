@@ -26,11 +26,10 @@ from downloader import DownloadQueueService, NotReplicatedError, RemoteModelFile
 from downloader.api import create_api
 from downloader.config import Settings
 from downloader.store.connection import RedisTarget
-from tests.children import popen
+from tests.children import popen, stop_process
 from tests.conftest import WorkerProcess
 from tests.origin import Origin
 from tests.redis_server import Replication, free_port, tls_binary
-from tests.test_redis_access import stop_process
 
 pytestmark = pytest.mark.skipif(tls_binary() is None, reason="needs the machine's Redis 7")
 

@@ -20,7 +20,7 @@ import redis
 import requests
 
 from downloader import DownloadQueueService, RemoteModelFile
-from tests.children import popen
+from tests.children import popen, stop_process
 from tests.conftest import WorkerProcess
 from tests.origin import Origin
 from tests.redis_server import Certificates, RedisServer, free_port, tls_binary
@@ -91,16 +91,6 @@ def own_redis() -> Iterator[Callable[..., RedisServer]]:
     yield start
     for server in servers:
         server.stop()
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL: a process whose Redis the test stopped first would retry it."""
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def queue_env(namespace: str, url: str, tmp_path: Path, **more: str) -> dict[str, str]:

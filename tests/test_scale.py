@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from downloader import DownloadJobStatus, DownloadQueueService
-from tests.children import popen
+from tests.children import popen, stop_process
 from tests.conftest import WorkerProcess, cli_env
 from tests.origin import Origin
 from tests.test_queue import wait_until
@@ -115,8 +115,7 @@ def flower(namespace: str, redis_url: str, tmp_path: Path) -> Iterator[str]:
 
     wait_until(up, timeout=30)
     yield base
-    process.terminate()
-    process.wait(10)
+    stop_process(process)
 
 
 def test_flower_shows_each_download_task_with_its_job_id_worker_and_outcome(
@@ -183,8 +182,7 @@ def test_flower_with_basic_auth_refuses_strangers(
         allowed = requests.get(f"{base}/api/tasks", auth=("admin", "secret"), timeout=5)
         assert allowed.status_code == 200
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_process(process)
 
 
 def _flower_env(namespace: str, redis_url: str, **variables: str) -> dict[str, str]:
@@ -307,8 +305,7 @@ def test_flower_beyond_loopback_starts_with_credentials_or_an_explicit_no_auth(
         warned = "authentication is OFF on 0.0.0.0 (--no-auth)" in log.read_text()
         assert warned == ("--no-auth" in args), log.read_text()
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_process(process)
 
 
 def _outside_address() -> str | None:
