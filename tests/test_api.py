@@ -27,7 +27,7 @@ from downloader import DownloadQueueService
 from downloader.api import build_api, create_api
 from downloader.api.routers.queue import MAX_PAGE
 from downloader.engine.redact import MASK
-from tests.children import popen
+from tests.children import popen, stop_process
 from tests.conftest import WorkerProcess, cli_env
 from tests.hub_origin import HubOrigin
 from tests.origin import Origin
@@ -636,12 +636,7 @@ def start_api(
     yield start
     for api in started:
         if api.process.poll() is None:
-            api.process.terminate()
-            try:
-                api.process.wait(15)
-            except subprocess.TimeoutExpired:
-                api.process.kill()
-                api.process.wait()
+            stop_process(api.process)
 
 
 def _serves(url: str) -> bool:

@@ -18,6 +18,7 @@ from downloader.celery_app import create_app
 from downloader.celery_app.dispatch import dispatch_task_id
 from downloader.config import Settings
 from downloader.store.keys import celery_priority
+from tests.children import stop_process
 from tests.conftest import cli_env, stock_celery_worker
 from tests.origin import Origin
 
@@ -82,8 +83,7 @@ def test_stock_celery_worker_runs_a_batch(
         for job in jobs:
             service.wait_for_job(job, timeout=120)
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stop_process(worker)
     assert [job.status for job in jobs] == [DownloadJobStatus.COMPLETED] * len(jobs), log.read_text(
         errors="replace"
     )[-3000:]

@@ -262,7 +262,7 @@ def test_worker_process_runs_jobs_enqueued_elsewhere_and_the_cli_lists_cancels_a
         timeout=20,
     )
     streamer.terminate()
-    streamer.wait(10)
+    streamer.wait(60)
     seen = streamed()
     assert [e["event"] for e in seen if e["job_id"] == parked.id] == ["download_cancelled"]
     mine = [e["event"] for e in seen if e["job_id"] == job.id]

@@ -18,7 +18,7 @@ from downloader import (
     MultiFileDownloadJob,
     RemoteModelFile,
 )
-from tests.children import popen
+from tests.children import popen, stop_process
 from tests.conftest import WorkerProcess, cli_env
 from tests.origin import Origin
 from tests.test_queue import wait_until
@@ -54,12 +54,7 @@ def flower(namespace: str, redis_url: str, tmp_path: Path) -> Iterator[httpx.Cli
     wait_until(answers, timeout=30)
     yield client
     client.close()
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop_process(process)
 
 
 def test_flower_sees_the_worker_its_queues_and_the_broker(

@@ -27,6 +27,7 @@ from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
 
 from downloader.jobs.record import JobRecord
 from downloader.store.jobs import JobStore
+from tests.children import stop_process
 from tests.conftest import WorkerProcess
 from tests.hub_origin import HubOrigin
 from tests.origin import Origin
@@ -367,8 +368,7 @@ def test_the_page_follows_the_queue_again_after_the_api_restarts(
     (item,) = fleet.enqueue({"source": url, "dest": "r"})
     job = item["item_id"]
     progress_of(page, job)
-    fleet.api.process.terminate()
-    fleet.api.process.wait(30)
+    stop_process(fleet.api.process)
     expect(page.locator("#connection")).to_contain_text("reconnecting")
     fleet.api = start_api(key=KEY, port=fleet.api.port)
     expect(page.locator("#connection")).to_have_text("live")

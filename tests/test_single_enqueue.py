@@ -17,6 +17,7 @@ from downloader import DownloadJob, DownloadJobStatus, DownloadQueueService
 from downloader.celery_app import create_app, dispatch
 from downloader.config import Settings
 from downloader.store.keys import Keys, celery_priority
+from tests.children import stop_process
 from tests.conftest import cli_env, stock_celery_worker
 from tests.origin import Origin
 from tests.redis_server import RedisServer
@@ -96,8 +97,7 @@ def test_a_download_is_one_script_call_that_a_stock_worker_runs(
                 break
             time.sleep(0.2)
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stop_process(worker)
     tail = log.read_text(errors="replace")[-3000:]
     assert [job.status for job in mine] == [DownloadJobStatus.COMPLETED] * 2, tail
     statuses = [record.status for record in quiet.app.store.records(ids)]
