@@ -106,7 +106,7 @@ def test_a_clients_channel_read_off_its_socket_gets_every_event_whole_and_in_ord
     channel = keys.client_channel("c1")
     subscription = Subscription(client, "follow-test", poll=0.2, client_channel=channel)
     assert plain_socket(subscription.pubsub) is not None  # read off the socket, not by redis-py
-    events = subscription.__iter__()
+    events = iter(subscription)
     pad = "x" * 3000  # 400 events of ~3 KB: some 20 reads of `pushes.READ_SIZE`
     for first in (0, 200):
         pipe = client.pipeline(transaction=False)
@@ -150,7 +150,7 @@ def test_a_quiet_clients_channel_is_health_checked_once_per_interval(
     subscription = Subscription(client, "follow-test", poll=0.05, client_channel=channel)
     assert plain_socket(subscription.pubsub) is not None
     private.client().config_resetstat()
-    events = subscription.__iter__()
+    events = iter(subscription)
     started = time.monotonic()
     while time.monotonic() - started < 3.2:  # some 60 quiet polls, 3 intervals
         assert next(events) is None

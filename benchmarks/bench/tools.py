@@ -88,12 +88,17 @@ def cli_get(ctx: Context, segments: int | None) -> Fetcher:
     return fetch
 
 
+def saved_as(url: str, dest: Path) -> Path:
+    """Where a peer tool's fetch of `url` into `dest` puts the file: its URL's last name."""
+    return dest / url.rsplit("/", 1)[1]
+
+
 def requests_fetch(url: str, dest: Path) -> Sample:
     """Plain requests, streaming 1 MiB chunks to a file, in this process."""
     started = time.perf_counter()
     with requests.get(url, stream=True, timeout=60) as response:
         response.raise_for_status()
-        with (dest / url.rsplit("/", 1)[1]).open("wb") as out:
+        with saved_as(url, dest).open("wb") as out:
             for chunk in response.iter_content(MiB):
                 out.write(chunk)
     return Sample(time.perf_counter() - started)
@@ -101,8 +106,7 @@ def requests_fetch(url: str, dest: Path) -> Sample:
 
 def curl_fetch(ctx: Context) -> Fetcher:
     def fetch(url: str, dest: Path) -> Sample:
-        target = dest / url.rsplit("/", 1)[1]
-        args = [str(ctx.tools["curl"]), "-s", "-f", "-o", str(target), url]
+        args = [str(ctx.tools["curl"]), "-s", "-f", "-o", str(saved_as(url, dest)), url]
         return Sample(ctx.procs.run(args, ctx.log("curl")))
 
     return fetch
@@ -116,7 +120,7 @@ def curl_synced_fetch(ctx: Context) -> Fetcher:
     def fetch(url: str, dest: Path) -> Sample:
         started = time.perf_counter()
         curl(url, dest)
-        fd = os.open(dest / url.rsplit("/", 1)[1], os.O_RDONLY)
+        fd = os.open(saved_as(url, dest), os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
