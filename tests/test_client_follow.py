@@ -5,6 +5,7 @@ as its record says; a listener that redis-py reconnects asks the store what it m
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -159,3 +160,27 @@ def test_a_quiet_clients_channel_is_health_checked_once_per_interval(
     client.publish(channel, json.dumps({"event": "after"}))
     assert take(events, 1) == [{"event": "after"}]
     subscription.close()
+
+
+def test_a_client_closing_while_its_redis_is_gone_says_nothing_of_its_event_stream(
+    make_service: Callable[..., DownloadQueueService],
+    private: RedisServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A service closed while its listener rides out a Redis that is gone (a `get` ending as
+    its Redis restarts): the listener ends without a warning or a traceback, since losing
+    the stream is what closing does."""
+    monkeypatch.setenv("DOWNLOADER_REDIS_RIDE_OUT", "1")
+    service = make_service(start_worker=False)
+    service.download("http://127.0.0.1:9/never.bin", tmp_path)
+    listener = service._live.listener
+    assert listener is not None
+    private.kill()
+    with caplog.at_level(logging.WARNING, logger="downloader"):
+        service.close()
+        listener.join(30)
+        assert not listener.is_alive()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("downloader")] == []
+    private.start()  # back (empty) for the namespace's clean-up

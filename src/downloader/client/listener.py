@@ -95,6 +95,8 @@ class Listener:
                         self.handle(payload)
                     self.look_for_vanished()
             except redis.RedisError:
+                if self.live.stopping.is_set():
+                    break  # the service closes, and its connections with it: nothing to say
                 log.warning("lost the event stream; reconnecting", exc_info=True)
                 resubscribed = self.resubscribe()
                 if resubscribed is None:
@@ -211,7 +213,8 @@ class Listener:
                     others = [i for i in self.live.watched if i not in self.live.finalised]
                 gone |= store.missing(others)
         except redis.RedisError:
-            log.warning("could not look for jobs gone from Redis", exc_info=True)
+            if not self.live.stopping.is_set():  # else the service closing cut it short
+                log.warning("could not look for jobs gone from Redis", exc_info=True)
             return
         for job_id in sorted(gone):
             job = self.live.jobs.get(job_id)
